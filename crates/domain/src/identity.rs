@@ -1,0 +1,64 @@
+//! The identity a verified ID token proves.
+
+use crate::user::{DisplayName, Email, FirebaseUid, PhotoUrl, ProfileDefaults};
+
+/// What a verified Firebase ID token says about its holder. Optional claims are
+/// kept raw: a claim that does not parse as a profile value (say a 300-character
+/// name) still authenticates the user, it just does not seed the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    pub uid: FirebaseUid,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub picture: Option<String>,
+    /// `firebase.sign_in_provider`, e.g. `password`, `google.com`, `custom`.
+    pub sign_in_provider: Option<String>,
+}
+
+impl VerifiedIdentity {
+    /// A bare identity with only a uid.
+    pub fn new(uid: FirebaseUid) -> Self {
+        Self {
+            uid,
+            email: None,
+            email_verified: false,
+            name: None,
+            picture: None,
+            sign_in_provider: None,
+        }
+    }
+
+    /// The profile values these claims give a newly created user. Claims that
+    /// do not parse are left out.
+    pub fn profile_defaults(&self) -> ProfileDefaults {
+        ProfileDefaults {
+            email: self.email.as_deref().and_then(|e| Email::parse(e).ok()),
+            display_name: self
+                .name
+                .as_deref()
+                .and_then(|n| DisplayName::parse(n).ok()),
+            photo_url: self
+                .picture
+                .as_deref()
+                .and_then(|p| PhotoUrl::parse(p).ok()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_that_do_not_parse_are_left_out_of_the_defaults() {
+        let mut id = VerifiedIdentity::new(FirebaseUid::parse("u").unwrap());
+        id.email = Some("ada@example.com".into());
+        id.name = Some("x".repeat(300));
+        id.picture = Some("ftp://nope".into());
+        let d = id.profile_defaults();
+        assert_eq!(d.email.unwrap().as_str(), "ada@example.com");
+        assert!(d.display_name.is_none());
+        assert!(d.photo_url.is_none());
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod events;
+pub mod identity;
+pub mod mail;
+pub mod pagination;
+pub mod push;
+pub mod user;
+
+pub use events::{DomainEvent, EventEnvelope, ProfileUpdated, UserCreated, UserDeleted};
+pub use identity::VerifiedIdentity;
+pub use mail::{Mail, WelcomeMail};
+pub use pagination::{CursorCodec, CursorPage, InvalidCursor, KeysetPage, Page, PageRequest};
+pub use push::{InvalidPlatform, InvalidPushToken, Platform, PushToken, PushTokenRecord};
+pub use user::{
+    DisplayName, Email, FirebaseUid, InvalidDisplayName, InvalidEmail, InvalidFirebaseUid,
+    InvalidPhotoUrl, PhotoUrl, ProfileDefaults, ProfilePatch, User, UserId,
+};

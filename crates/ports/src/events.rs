@@ -1,0 +1,83 @@
+//! The event bus: publishing domain events and consuming them in groups.
+
+use async_trait::async_trait;
+use domain::EventEnvelope;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use thiserror::Error;
+
+/// A future that resolves when a long-running loop should stop.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+#[derive(Debug, Error)]
+pub enum PublishEventError {
+    /// The bus could not be reached or timed out; the event was not published
+    /// (or it is unknown whether it was: publishing is at-least-once).
+    #[error("event bus unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+/// Puts events on the bus.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Appends `event` to the stream for its topic. Returns the bus's id for it.
+    ///
+    /// MUST return `Unavailable` when the bus cannot be reached. Publishing is
+    /// at-least-once: after `Unavailable` the event may still have been
+    /// written, so consumers deduplicate by `event.id`.
+    async fn publish(&self, event: &EventEnvelope) -> Result<String, PublishEventError>;
+}
+
+/// Why a handler did not process an event.
+#[derive(Debug, Error)]
+pub enum HandleEventError {
+    /// Try again later (a dependency is down). The entry stays pending and is
+    /// redelivered; after the group's delivery limit it is dead-lettered.
+    #[error("retryable: {0:#}")]
+    Retry(anyhow::Error),
+    /// This event can never be processed (e.g. its data is invalid); it goes to
+    /// the dead-letter stream at once with this reason.
+    #[error("rejected: {0}")]
+    Reject(String),
+}
+
+/// Reacts to events delivered to one consumer group. Implementations MUST be
+/// idempotent by `event.id`: delivery is at-least-once.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// The event types this handler wants; others are acknowledged unseen.
+    fn handles(&self, event_type: &str) -> bool;
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError>;
+}
+
+#[derive(Debug, Error)]
+pub enum ConsumeEventsError {
+    /// The consumer could not start (e.g. the group could not be created and
+    /// the bus never became reachable before shutdown).
+    #[error("event bus unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+/// Runs one consumer of one consumer group until shutdown.
+#[async_trait]
+pub trait EventConsumer: Send + Sync + 'static {
+    /// Delivers events to `handler` until `shutdown` resolves, then finishes
+    /// and acknowledges in-flight entries and returns `Ok(())`.
+    ///
+    /// MUST acknowledge an entry only after `handler` returned `Ok`, or after
+    /// dead-lettering it. Connection loss is not an error: the consumer
+    /// reconnects with backoff and carries on.
+    async fn run(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        shutdown: Shutdown,
+    ) -> Result<(), ConsumeEventsError>;
+
+    /// How long an entry may stay unacknowledged with a dead consumer before
+    /// another consumer claims it.
+    fn claim_idle(&self) -> Duration;
+}

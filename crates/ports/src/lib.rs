@@ -1,0 +1,39 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod cache;
+pub mod clock;
+pub mod events;
+pub mod health;
+pub mod jobs;
+pub mod mail;
+pub mod outbox;
+pub mod push;
+pub mod realtime;
+pub mod users;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
+pub use cache::{Cache, CacheError};
+pub use clock::{Clock, SystemClock};
+pub use events::{
+    ConsumeEventsError, EventConsumer, EventHandler, EventPublisher, HandleEventError,
+    PublishEventError, Shutdown,
+};
+pub use health::{HealthProbe, ProbeError};
+pub use jobs::{
+    EnqueueJobError, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob, UniqueKey,
+};
+pub use mail::{Mailer, SendMailError};
+pub use outbox::{Outbox, OutboxError, OutboxRecord};
+pub use push::{PushMessage, PushSender, SendPushError};
+pub use realtime::{
+    Audience, Fanout, FanoutError, FanoutMessage, FanoutSink, Notification, Notifier, NotifyError,
+};
+pub use users::{
+    DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,
+    PushTokenRepository, RegisterPushTokenError, RegisteredPushToken, UnregisterPushTokenError,
+    UpsertOutcome, UpsertProfileError, UpsertedProfile, UserRepository,
+};

@@ -1,0 +1,454 @@
+//! The contract of [`UserRepository`] and [`PushTokenRepository`], including
+//! the events they append to the [`Outbox`].
+
+use crate::outbox::Outbox;
+use crate::users::*;
+use domain::{
+    DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, Platform, ProfileDefaults,
+    ProfilePatch, PushToken,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A user store under test: the three ports over one shared store.
+pub trait UserStore: Send + Sync + 'static {
+    fn users(&self) -> &dyn UserRepository;
+    fn tokens(&self) -> &dyn PushTokenRepository;
+    fn outbox(&self) -> &dyn Outbox;
+}
+
+impl UserStore for crate::testing::InMemoryStore {
+    fn users(&self) -> &dyn UserRepository {
+        self
+    }
+    fn tokens(&self) -> &dyn PushTokenRepository {
+        self
+    }
+    fn outbox(&self) -> &dyn Outbox {
+        self
+    }
+}
+
+fn uid(s: &str) -> FirebaseUid {
+    FirebaseUid::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn token(s: &str) -> PushToken {
+    PushToken::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn name(s: &str) -> DisplayName {
+    DisplayName::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every event in the outbox, published or not, in order (claims them all
+/// with a long lease, so call it once per test, at the end).
+async fn drain_events(store: &dyn UserStore) -> Vec<DomainEvent> {
+    let rows = store
+        .outbox()
+        .claim(10_000, Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("claim failed: {e:#}"));
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let sorted = {
+        let mut s = seqs.clone();
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(seqs, sorted, "claim must return rows oldest first");
+    seqs.dedup();
+    assert_eq!(seqs.len(), rows.len(), "claim returned a row twice");
+    rows.into_iter().map(|r| r.envelope.event).collect()
+}
+
+pub async fn unknown_uid_has_no_user(store: &dyn UserStore) {
+    let found = store.users().find_by_uid(&uid("nobody")).await.unwrap();
+    assert!(found.is_none());
+}
+
+pub async fn first_upsert_creates_the_user_with_defaults_and_one_event(store: &dyn UserStore) {
+    let patch = ProfilePatch {
+        display_name: Some(name("Ada")),
+        ..ProfilePatch::default()
+    };
+    let defaults = ProfileDefaults {
+        email: Some(email("ada@example.com")),
+        display_name: Some(name("From Token")),
+        photo_url: None,
+    };
+    let up = store
+        .users()
+        .upsert_profile(&uid("u-create"), &patch, &defaults)
+        .await
+        .unwrap();
+    assert_eq!(up.outcome, UpsertOutcome::Created);
+    assert_eq!(up.user.display_name, Some(name("Ada")));
+    assert_eq!(up.user.email, Some(email("ada@example.com")));
+    let found = store
+        .users()
+        .find_by_uid(&uid("u-create"))
+        .await
+        .unwrap()
+        .expect("user exists after create");
+    assert_eq!(found.id, up.user.id);
+    assert_eq!(found.display_name, up.user.display_name);
+    let events = drain_events(store).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    match &events[0] {
+        DomainEvent::UserCreated(e) => {
+            assert_eq!(e.user_id, up.user.id);
+            assert_eq!(e.uid, uid("u-create"));
+            assert_eq!(e.email, Some(email("ada@example.com")));
+            assert_eq!(e.display_name, Some(name("Ada")));
+        }
+        other => panic!("expected UserCreated, got {other:?}"),
+    }
+}
+
+pub async fn upsert_updates_changes_and_ignores_no_ops(store: &dyn UserStore) {
+    let u = uid("u-update");
+    let created = store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &ProfileDefaults::default())
+        .await
+        .unwrap();
+    assert_eq!(created.outcome, UpsertOutcome::Created);
+
+    let same = store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &ProfileDefaults::default())
+        .await
+        .unwrap();
+    assert_eq!(same.outcome, UpsertOutcome::Unchanged);
+    assert_eq!(same.user.updated_at, created.user.updated_at);
+
+    let photo = PhotoUrl::parse("https://example.com/p.png").unwrap();
+    let patch = ProfilePatch {
+        photo_url: Some(photo.clone()),
+        ..ProfilePatch::default()
+    };
+    // Defaults are for creation only: they must not overwrite anything now.
+    let defaults = ProfileDefaults {
+        display_name: Some(name("Token Name")),
+        ..ProfileDefaults::default()
+    };
+    let updated = store
+        .users()
+        .upsert_profile(&u, &patch, &defaults)
+        .await
+        .unwrap();
+    assert_eq!(updated.outcome, UpsertOutcome::Updated);
+    assert_eq!(updated.user.photo_url, Some(photo.clone()));
+    assert_eq!(updated.user.display_name, None);
+    assert_eq!(updated.user.id, created.user.id);
+    assert!(updated.user.updated_at >= created.user.updated_at);
+    assert_eq!(updated.user.created_at, created.user.created_at);
+
+    let again = store
+        .users()
+        .upsert_profile(&u, &patch, &defaults)
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, UpsertOutcome::Unchanged);
+
+    let events = drain_events(store).await;
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types, ["user.created", "user.profile_updated"]);
+    match &events[1] {
+        DomainEvent::ProfileUpdated(e) => assert_eq!(e.photo_url, Some(photo)),
+        other => panic!("expected ProfileUpdated, got {other:?}"),
+    }
+}
+
+pub async fn concurrent_first_upserts_create_exactly_once(store: Arc<dyn UserStore>) {
+    let u = uid("u-race");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let u = u.clone();
+        tasks.push(tokio::spawn(async move {
+            let patch = ProfilePatch {
+                display_name: Some(name(&format!("Racer {i}"))),
+                ..ProfilePatch::default()
+            };
+            store
+                .users()
+                .upsert_profile(&u, &patch, &ProfileDefaults::default())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut ids = Vec::new();
+    for t in tasks {
+        let up = t.await.unwrap();
+        if up.outcome == UpsertOutcome::Created {
+            created += 1;
+        }
+        ids.push(up.user.id);
+    }
+    assert_eq!(created, 1, "exactly one upsert creates the user");
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "all upserts saw the same user");
+    let events = drain_events(store.as_ref()).await;
+    let creations = events
+        .iter()
+        .filter(|e| matches!(e, DomainEvent::UserCreated(_)))
+        .count();
+    assert_eq!(creations, 1);
+}
+
+pub async fn delete_removes_the_user_and_its_tokens_once(store: &dyn UserStore) {
+    let u = uid("u-delete");
+    store
+        .tokens()
+        .register(
+            &u,
+            &token("tok-del-1"),
+            Platform::Ios,
+            &ProfileDefaults::default(),
+        )
+        .await
+        .unwrap();
+    let deleted = store.users().delete_by_uid(&u).await.unwrap();
+    assert_eq!(deleted.uid, u);
+    assert!(store.users().find_by_uid(&u).await.unwrap().is_none());
+    assert!(matches!(
+        store.users().delete_by_uid(&u).await,
+        Err(DeleteUserError::NotFound)
+    ));
+    // The token went with the user: registering it elsewhere is a fresh row.
+    assert!(
+        !store
+            .tokens()
+            .delete_token(&token("tok-del-1"))
+            .await
+            .unwrap()
+    );
+    let events = drain_events(store).await;
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types, ["user.created", "user.deleted"]);
+}
+
+pub async fn registering_a_token_creates_the_user_once(store: &dyn UserStore) {
+    let u = uid("u-token-first");
+    let defaults = ProfileDefaults {
+        email: Some(email("t@example.com")),
+        ..ProfileDefaults::default()
+    };
+    let first = store
+        .tokens()
+        .register(&u, &token("tok-a"), Platform::Android, &defaults)
+        .await
+        .unwrap();
+    assert!(first.user_created);
+    let second = store
+        .tokens()
+        .register(&u, &token("tok-b"), Platform::Ios, &defaults)
+        .await
+        .unwrap();
+    assert!(!second.user_created);
+    let user = store.users().find_by_uid(&u).await.unwrap().unwrap();
+    assert_eq!(user.email, Some(email("t@example.com")));
+    assert_eq!(first.record.user_id, user.id);
+    // A profile upsert after the token does not create again.
+    let up = store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &defaults)
+        .await
+        .unwrap();
+    assert_ne!(up.outcome, UpsertOutcome::Created);
+    let events = drain_events(store).await;
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types, ["user.created"]);
+}
+
+pub async fn registering_the_same_token_again_only_bumps_last_seen(store: &dyn UserStore) {
+    let u = uid("u-idem");
+    let t = token("tok-idem");
+    let first = store
+        .tokens()
+        .register(&u, &t, Platform::Android, &ProfileDefaults::default())
+        .await
+        .unwrap();
+    let second = store
+        .tokens()
+        .register(&u, &t, Platform::Android, &ProfileDefaults::default())
+        .await
+        .unwrap();
+    assert_eq!(second.record.created_at, first.record.created_at);
+    assert!(second.record.last_seen_at >= first.record.last_seen_at);
+    let page = store.tokens().list_for_user(&u, None, 10).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+}
+
+pub async fn a_token_moves_to_the_user_who_registers_it(store: &dyn UserStore) {
+    let (alice, bob) = (uid("u-alice"), uid("u-bob"));
+    let t = token("tok-shared-device");
+    let d = ProfileDefaults::default();
+    store
+        .tokens()
+        .register(&alice, &t, Platform::Ios, &d)
+        .await
+        .unwrap();
+    let moved = store
+        .tokens()
+        .register(&bob, &t, Platform::Ios, &d)
+        .await
+        .unwrap();
+    let bob_user = store.users().find_by_uid(&bob).await.unwrap().unwrap();
+    assert_eq!(moved.record.user_id, bob_user.id);
+    assert!(
+        store
+            .tokens()
+            .list_for_user(&alice, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .tokens()
+            .list_for_user(&bob, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+pub async fn unregister_removes_only_the_callers_token(store: &dyn UserStore) {
+    let (alice, bob) = (uid("u-un-alice"), uid("u-un-bob"));
+    let d = ProfileDefaults::default();
+    store
+        .tokens()
+        .register(&alice, &token("tok-alice"), Platform::Web, &d)
+        .await
+        .unwrap();
+    store
+        .tokens()
+        .register(&bob, &token("tok-bob"), Platform::Web, &d)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.tokens().unregister(&alice, &token("tok-bob")).await,
+        Err(UnregisterPushTokenError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .tokens()
+            .unregister(&alice, &token("tok-unknown"))
+            .await,
+        Err(UnregisterPushTokenError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .tokens()
+            .unregister(&uid("u-un-nobody"), &token("tok-bob"))
+            .await,
+        Err(UnregisterPushTokenError::NotFound)
+    ));
+    store
+        .tokens()
+        .unregister(&alice, &token("tok-alice"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .tokens()
+            .list_for_user(&alice, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .tokens()
+            .list_for_user(&bob, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+pub async fn listing_tokens_pages_through_all_of_them_in_order(store: &dyn UserStore) {
+    let u = uid("u-list");
+    let d = ProfileDefaults::default();
+    for i in 0..7 {
+        store
+            .tokens()
+            .register(&u, &token(&format!("tok-list-{i}")), Platform::Android, &d)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = store.tokens().list_for_user(&u, after, 3).await.unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|r| r.token.as_str().to_owned()));
+        match page.next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("tok-list-{i}")).collect();
+    assert_eq!(seen, expected);
+    let empty = store
+        .tokens()
+        .list_for_user(&uid("u-list-nobody"), None, 3)
+        .await
+        .unwrap();
+    assert!(empty.items.is_empty() && empty.next.is_none());
+    let exact = store.tokens().list_for_user(&u, None, 7).await.unwrap();
+    assert_eq!(exact.items.len(), 7);
+    assert!(
+        exact.next.is_none(),
+        "no next cursor when the page ends the list"
+    );
+}
+
+/// Expands to one `#[tokio::test]` per case of the user store contract, in
+/// the scope where it is invoked (give it a module of its own). `$make` is an
+/// expression evaluating to a future of an `Arc<S>` where `S: UserStore`; it
+/// runs once per test, so each test gets a fresh store.
+#[macro_export]
+macro_rules! user_store_contract {
+    ($make:expr) => {
+        macro_rules! user_store_case {
+            ($name:ident) => {
+                #[tokio::test]
+                async fn $name() {
+                    let store = $make.await;
+                    $crate::testing::contract::users::$name(store.as_ref()).await;
+                }
+            };
+        }
+
+        user_store_case!(unknown_uid_has_no_user);
+        user_store_case!(first_upsert_creates_the_user_with_defaults_and_one_event);
+        user_store_case!(upsert_updates_changes_and_ignores_no_ops);
+        user_store_case!(delete_removes_the_user_and_its_tokens_once);
+        user_store_case!(registering_a_token_creates_the_user_once);
+        user_store_case!(registering_the_same_token_again_only_bumps_last_seen);
+        user_store_case!(a_token_moves_to_the_user_who_registers_it);
+        user_store_case!(unregister_removes_only_the_callers_token);
+        user_store_case!(listing_tokens_pages_through_all_of_them_in_order);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_first_upserts_create_exactly_once() {
+            let store = $make.await;
+            $crate::testing::contract::users::concurrent_first_upserts_create_exactly_once(store)
+                .await;
+        }
+    };
+}

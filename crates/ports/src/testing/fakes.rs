@@ -1,0 +1,236 @@
+//! Small recording fakes for the ports whose real adapters talk to a network.
+
+use crate::auth::{InvalidToken, TokenVerifier, VerifyTokenError};
+use crate::clock::Clock;
+use crate::events::{EventPublisher, PublishEventError};
+use crate::jobs::{EnqueueJobError, JobId, JobQueue, NewJob};
+use crate::mail::{Mailer, SendMailError};
+use crate::realtime::{Audience, Notification, Notifier, NotifyError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{EventEnvelope, FirebaseUid, Mail, VerifiedIdentity};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Accepts exactly the tokens it was given, as the identities it was given.
+/// Any other token is `Invalid(BadSignature)`.
+#[derive(Debug, Default)]
+pub struct FakeTokenVerifier {
+    tokens: Mutex<HashMap<String, VerifiedIdentity>>,
+}
+
+impl FakeTokenVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `token` valid for `identity`.
+    pub fn allow(&self, token: &str, identity: VerifiedIdentity) {
+        lock(&self.tokens).insert(token.to_owned(), identity);
+    }
+
+    /// Makes `token` valid for a bare identity with `uid`; returns the token.
+    pub fn allow_uid(&self, token: &str, uid: &str) -> String {
+        let uid = FirebaseUid::parse(uid).unwrap_or_else(|e| panic!("bad test uid {uid:?}: {e}"));
+        self.allow(token, VerifiedIdentity::new(uid));
+        token.to_owned()
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for FakeTokenVerifier {
+    async fn verify(&self, token: &str) -> Result<VerifiedIdentity, VerifyTokenError> {
+        if token.is_empty() {
+            return Err(InvalidToken::Missing.into());
+        }
+        lock(&self.tokens)
+            .get(token)
+            .cloned()
+            .ok_or(VerifyTokenError::Invalid(InvalidToken::BadSignature))
+    }
+}
+
+/// Records enqueued jobs and enforces unique keys (never releases them).
+#[derive(Debug, Default)]
+pub struct RecordingJobQueue {
+    jobs: Mutex<Vec<(JobId, NewJob)>>,
+    down: Mutex<bool>,
+}
+
+impl RecordingJobQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn jobs(&self) -> Vec<(JobId, NewJob)> {
+        lock(&self.jobs).clone()
+    }
+
+    /// While down, every enqueue fails with `Unavailable`.
+    pub fn set_down(&self, down: bool) {
+        *lock(&self.down) = down;
+    }
+}
+
+#[async_trait]
+impl JobQueue for RecordingJobQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueJobError> {
+        if *lock(&self.down) {
+            return Err(EnqueueJobError::Unavailable(anyhow::anyhow!(
+                "queue is down"
+            )));
+        }
+        if job.kind.is_empty() || job.queue.is_empty() {
+            return Err(EnqueueJobError::Invalid("empty kind or queue".into()));
+        }
+        let mut jobs = lock(&self.jobs);
+        if let Some(u) = &job.unique
+            && jobs
+                .iter()
+                .any(|(_, j)| j.unique.as_ref().is_some_and(|k| k.key == u.key))
+        {
+            return Err(EnqueueJobError::Duplicate { key: u.key.clone() });
+        }
+        let id = JobId::new();
+        jobs.push((id, job));
+        Ok(id)
+    }
+}
+
+/// What a [`RecordingMailer`] answers next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailOutcome {
+    Accept,
+    Unavailable(String),
+    Reject(String),
+}
+
+/// Records every mail accepted; answers from a script first, then accepts.
+#[derive(Debug, Default)]
+pub struct RecordingMailer {
+    sent: Mutex<Vec<Mail>>,
+    script: Mutex<VecDeque<MailOutcome>>,
+}
+
+impl RecordingMailer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues outcomes for the next sends.
+    pub fn script(&self, outcomes: impl IntoIterator<Item = MailOutcome>) {
+        lock(&self.script).extend(outcomes);
+    }
+
+    pub fn sent(&self) -> Vec<Mail> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl Mailer for RecordingMailer {
+    async fn send(&self, mail: &Mail) -> Result<(), SendMailError> {
+        match lock(&self.script)
+            .pop_front()
+            .unwrap_or(MailOutcome::Accept)
+        {
+            MailOutcome::Accept => {
+                lock(&self.sent).push(mail.clone());
+                Ok(())
+            }
+            MailOutcome::Unavailable(reason) => Err(SendMailError::Unavailable { reason }),
+            MailOutcome::Reject(reply) => Err(SendMailError::Rejected { reply }),
+        }
+    }
+}
+
+/// Records every notification.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<(Audience, Notification)>>,
+}
+
+impl RecordingNotifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn sent(&self) -> Vec<(Audience, Notification)> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    async fn notify(
+        &self,
+        audience: &Audience,
+        notification: &Notification,
+    ) -> Result<(), NotifyError> {
+        lock(&self.sent).push((audience.clone(), notification.clone()));
+        Ok(())
+    }
+}
+
+/// Records published events; can be switched "down".
+#[derive(Debug, Default)]
+pub struct RecordingPublisher {
+    published: Mutex<Vec<EventEnvelope>>,
+    down: Mutex<bool>,
+}
+
+impl RecordingPublisher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn published(&self) -> Vec<EventEnvelope> {
+        lock(&self.published).clone()
+    }
+
+    pub fn set_down(&self, down: bool) {
+        *lock(&self.down) = down;
+    }
+}
+
+#[async_trait]
+impl EventPublisher for RecordingPublisher {
+    async fn publish(&self, event: &EventEnvelope) -> Result<String, PublishEventError> {
+        if *lock(&self.down) {
+            return Err(PublishEventError::Unavailable(anyhow::anyhow!(
+                "bus is down"
+            )));
+        }
+        let mut p = lock(&self.published);
+        p.push(event.clone());
+        Ok(format!("0-{}", p.len()))
+    }
+}
+
+/// A clock that only moves when told.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *lock(&self.now) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.now)
+    }
+}

@@ -1,0 +1,16 @@
+//! Test doubles and contract suites (feature `testing`).
+//!
+//! Every fake here passes the same contract suite as the real adapter it
+//! stands in for, so a test that passes against a fake means something.
+//! Adapters run the suites through the `*_contract!` macros, which expand to
+//! one `#[tokio::test]` per case.
+
+pub mod contract;
+mod fakes;
+mod store;
+
+pub use fakes::{
+    FakeTokenVerifier, MailOutcome, ManualClock, RecordingJobQueue, RecordingMailer,
+    RecordingNotifier, RecordingPublisher,
+};
+pub use store::InMemoryStore;

@@ -1,0 +1,327 @@
+//! An in-memory user store: users, push tokens and the outbox in one lock,
+//! so that "a change and its event commit together" holds here as in Postgres.
+
+use crate::outbox::{Outbox, OutboxError, OutboxRecord};
+use crate::users::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    DomainEvent, EventEnvelope, FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch,
+    PushToken, PushTokenRecord, User, UserId,
+};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug)]
+struct TokenRow {
+    id: Uuid,
+    record: PushTokenRecord,
+}
+
+#[derive(Debug)]
+struct OutboxRow {
+    record: OutboxRecord,
+    published_at: Option<DateTime<Utc>>,
+    leased_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: BTreeMap<String, User>,
+    tokens: Vec<TokenRow>,
+    outbox: Vec<OutboxRow>,
+    next_seq: i64,
+}
+
+impl State {
+    fn append(&mut self, event: DomainEvent) {
+        self.next_seq += 1;
+        let now = Utc::now();
+        self.outbox.push(OutboxRow {
+            record: OutboxRecord {
+                seq: self.next_seq,
+                topic: event.topic().to_owned(),
+                envelope: EventEnvelope::new(event, now),
+                created_at: now,
+            },
+            published_at: None,
+            leased_until: None,
+        });
+    }
+
+    fn ensure_user(&mut self, uid: &FirebaseUid, initial: &ProfilePatch) -> (User, bool) {
+        if let Some(u) = self.users.get(uid.as_str()) {
+            return (u.clone(), false);
+        }
+        let now = Utc::now();
+        let user = User {
+            id: UserId::new(),
+            uid: uid.clone(),
+            email: initial.email.clone(),
+            display_name: initial.display_name.clone(),
+            photo_url: initial.photo_url.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.users.insert(uid.as_str().to_owned(), user.clone());
+        self.append(DomainEvent::UserCreated((&user).into()));
+        (user, true)
+    }
+}
+
+/// Users, push tokens and the outbox, in memory. Implements
+/// [`UserRepository`], [`PushTokenRepository`] and [`Outbox`].
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock already failed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every event appended so far, published or not, in order.
+    pub fn events(&self) -> Vec<EventEnvelope> {
+        self.lock()
+            .outbox
+            .iter()
+            .map(|r| r.record.envelope.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UserRepository for InMemoryStore {
+    async fn find_by_uid(&self, uid: &FirebaseUid) -> Result<Option<User>, FindUserError> {
+        Ok(self.lock().users.get(uid.as_str()).cloned())
+    }
+
+    async fn upsert_profile(
+        &self,
+        uid: &FirebaseUid,
+        patch: &ProfilePatch,
+        defaults: &ProfileDefaults,
+    ) -> Result<UpsertedProfile, UpsertProfileError> {
+        let mut s = self.lock();
+        if !s.users.contains_key(uid.as_str()) {
+            let (user, _) = s.ensure_user(uid, &patch.or_defaults(defaults));
+            return Ok(UpsertedProfile {
+                user,
+                outcome: UpsertOutcome::Created,
+            });
+        }
+        let current = s.users.get(uid.as_str()).cloned().ok_or_else(|| {
+            UpsertProfileError::Unknown(anyhow::anyhow!("user vanished under the lock"))
+        })?;
+        if !current.would_change(patch) {
+            return Ok(UpsertedProfile {
+                user: current,
+                outcome: UpsertOutcome::Unchanged,
+            });
+        }
+        let next = current.patched(patch);
+        let user = User {
+            email: next.email,
+            display_name: next.display_name,
+            photo_url: next.photo_url,
+            updated_at: Utc::now(),
+            ..current
+        };
+        s.users.insert(uid.as_str().to_owned(), user.clone());
+        s.append(DomainEvent::ProfileUpdated((&user).into()));
+        Ok(UpsertedProfile {
+            user,
+            outcome: UpsertOutcome::Updated,
+        })
+    }
+
+    async fn delete_by_uid(&self, uid: &FirebaseUid) -> Result<User, DeleteUserError> {
+        let mut s = self.lock();
+        let user = s
+            .users
+            .remove(uid.as_str())
+            .ok_or(DeleteUserError::NotFound)?;
+        s.tokens.retain(|t| t.record.user_id != user.id);
+        s.append(DomainEvent::UserDeleted((&user).into()));
+        Ok(user)
+    }
+}
+
+#[async_trait]
+impl PushTokenRepository for InMemoryStore {
+    async fn register(
+        &self,
+        uid: &FirebaseUid,
+        token: &PushToken,
+        platform: Platform,
+        defaults: &ProfileDefaults,
+    ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
+        let mut s = self.lock();
+        let (user, user_created) =
+            s.ensure_user(uid, &ProfilePatch::default().or_defaults(defaults));
+        let now = Utc::now();
+        let record = match s.tokens.iter_mut().find(|t| &t.record.token == token) {
+            Some(row) => {
+                row.record.user_id = user.id;
+                row.record.platform = platform;
+                row.record.last_seen_at = now;
+                row.record.clone()
+            }
+            None => {
+                let record = PushTokenRecord {
+                    token: token.clone(),
+                    platform,
+                    user_id: user.id,
+                    created_at: now,
+                    last_seen_at: now,
+                };
+                s.tokens.push(TokenRow {
+                    id: Uuid::now_v7(),
+                    record: record.clone(),
+                });
+                record
+            }
+        };
+        Ok(RegisteredPushToken {
+            record,
+            user_created,
+        })
+    }
+
+    async fn unregister(
+        &self,
+        uid: &FirebaseUid,
+        token: &PushToken,
+    ) -> Result<(), UnregisterPushTokenError> {
+        let mut s = self.lock();
+        let user_id = s
+            .users
+            .get(uid.as_str())
+            .map(|u| u.id)
+            .ok_or(UnregisterPushTokenError::NotFound)?;
+        let before = s.tokens.len();
+        s.tokens
+            .retain(|t| !(t.record.token == *token && t.record.user_id == user_id));
+        if s.tokens.len() == before {
+            return Err(UnregisterPushTokenError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_for_user(
+        &self,
+        uid: &FirebaseUid,
+        after: Option<PushTokenKey>,
+        limit: u32,
+    ) -> Result<KeysetPage<PushTokenRecord, PushTokenKey>, ListPushTokensError> {
+        let s = self.lock();
+        let Some(user_id) = s.users.get(uid.as_str()).map(|u| u.id) else {
+            return Ok(KeysetPage {
+                items: vec![],
+                next: None,
+            });
+        };
+        let mut rows: Vec<(PushTokenKey, &PushTokenRecord)> = s
+            .tokens
+            .iter()
+            .filter(|t| t.record.user_id == user_id)
+            .map(|t| {
+                (
+                    PushTokenKey {
+                        created_at: t.record.created_at,
+                        id: t.id,
+                    },
+                    &t.record,
+                )
+            })
+            .filter(|(k, _)| after.is_none_or(|a| (k.created_at, k.id) > (a.created_at, a.id)))
+            .collect();
+        rows.sort_by_key(|(k, _)| (k.created_at, k.id));
+        let limit = limit as usize;
+        let next = (rows.len() > limit).then(|| rows[limit - 1].0);
+        Ok(KeysetPage {
+            items: rows
+                .into_iter()
+                .take(limit)
+                .map(|(_, r)| r.clone())
+                .collect(),
+            next,
+        })
+    }
+
+    async fn delete_token(&self, token: &PushToken) -> Result<bool, DeletePushTokenError> {
+        let mut s = self.lock();
+        let before = s.tokens.len();
+        s.tokens.retain(|t| t.record.token != *token);
+        Ok(s.tokens.len() != before)
+    }
+}
+
+#[async_trait]
+impl Outbox for InMemoryStore {
+    async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for row in s.outbox.iter_mut() {
+            if out.len() >= limit as usize {
+                break;
+            }
+            let free = row.published_at.is_none() && row.leased_until.is_none_or(|t| t <= now);
+            if free {
+                row.leased_until = Some(now + lease);
+                out.push(row.record.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn mark_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        let mut s = self.lock();
+        let now = Utc::now();
+        for row in s.outbox.iter_mut().filter(|r| seqs.contains(&r.record.seq)) {
+            row.published_at.get_or_insert(now);
+            row.leased_until = None;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        let mut s = self.lock();
+        for row in s.outbox.iter_mut().filter(|r| seqs.contains(&r.record.seq)) {
+            row.leased_until = None;
+        }
+        Ok(())
+    }
+
+    async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, OutboxError> {
+        let mut s = self.lock();
+        let n = s.outbox.len();
+        s.outbox
+            .retain(|r| r.published_at.is_none_or(|p| p >= before));
+        Ok((n - s.outbox.len()) as u64)
+    }
+
+    async fn backlog(&self) -> Result<u64, OutboxError> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|r| r.published_at.is_none())
+            .count() as u64)
+    }
+
+    async fn wait_for_rows(&self, timeout: Duration) {
+        tokio::time::sleep(timeout.min(Duration::from_millis(20))).await;
+    }
+}

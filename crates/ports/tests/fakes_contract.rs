@@ -1,0 +1,15 @@
+//! The in-memory fakes pass the same contract suites as the real adapters.
+
+mod user_store {
+    use ports::testing::InMemoryStore;
+    use std::sync::Arc;
+
+    ports::user_store_contract!(async { Arc::new(InMemoryStore::new()) });
+}
+
+mod outbox {
+    use ports::testing::InMemoryStore;
+    use std::sync::Arc;
+
+    ports::outbox_contract!(async { Arc::new(InMemoryStore::new()) });
+}
