@@ -1,1 +1,19 @@
 #![doc = include_str!("../README.md")]
+
+mod error;
+mod health;
+mod outbox;
+mod pool;
+mod push_tokens;
+mod rows;
+mod schema;
+mod users;
+
+pub use health::PgHealthProbe;
+pub use outbox::{OUTBOX_CHANNEL, PgOutbox};
+pub use pool::{
+    MIGRATIONS, PgPool, PgSettings, build_pool, create_database_if_missing, revert_all_migrations,
+    run_migrations,
+};
+pub use push_tokens::PgPushTokenRepository;
+pub use users::PgUserRepository;

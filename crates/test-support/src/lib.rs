@@ -1,1 +1,51 @@
 #![doc = include_str!("../README.md")]
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a failure here is a failed test, reported loudly"
+)]
+
+mod postgres;
+mod redis;
+mod telemetry;
+
+pub use postgres::TestDb;
+pub use redis::TestRedis;
+pub use telemetry::init_tracing;
+
+/// A short random suffix for names that must not collide between tests.
+pub fn unique_suffix() -> String {
+    use rand::Rng as _;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+/// Seconds since the Unix epoch, for names that carry their birth time so
+/// leftovers of crashed runs can be swept.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Leftovers older than this are swept when a test process starts.
+const LEFTOVER_AGE_SECS: u64 = 3600;
+
+/// Runs `fut` to completion on a fresh runtime in a fresh thread: for cleanup
+/// in `Drop`, which may run inside or outside an async runtime.
+fn block_on_fresh_runtime<F>(fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let joined = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a cleanup runtime")
+            .block_on(fut);
+    })
+    .join();
+    if joined.is_err() {
+        eprintln!("test-support: cleanup thread panicked");
+    }
+}

@@ -1,0 +1,44 @@
+//! Readiness probe for Postgres.
+
+use crate::pool::PgPool;
+use async_trait::async_trait;
+use diesel_async::RunQueryDsl;
+use ports::{HealthProbe, ProbeError};
+
+/// Checks that a pooled connection answers `SELECT 1`.
+#[derive(Clone)]
+pub struct PgHealthProbe {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgHealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgHealthProbe").finish_non_exhaustive()
+    }
+}
+
+impl PgHealthProbe {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl HealthProbe for PgHealthProbe {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn check(&self) -> Result<(), ProbeError> {
+        let fail = |e: anyhow::Error| ProbeError {
+            dependency: "postgres",
+            source: e,
+        };
+        let mut conn = self.pool.get().await.map_err(|e| fail(e.into()))?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        Ok(())
+    }
+}

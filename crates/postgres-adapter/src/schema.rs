@@ -1,0 +1,42 @@
+//! Diesel table definitions, matching `migrations/`.
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        firebase_uid -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        photo_url -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    push_tokens (id) {
+        id -> Uuid,
+        token -> Text,
+        platform -> Text,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (seq) {
+        seq -> Int8,
+        event_id -> Uuid,
+        topic -> Text,
+        event_type -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+        claimed_until -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(push_tokens -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox);

@@ -1,0 +1,180 @@
+//! `PgUserRepository`: users by Firebase uid, with their outbox events.
+
+use crate::error::{PgError, port_error};
+use crate::pool::{PgConn, PgPool};
+use crate::rows::{UserRow, append_event, insert_user_if_absent};
+use crate::schema::users;
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use domain::{
+    DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, ProfileDefaults, ProfilePatch, User,
+};
+use ports::{
+    DeleteUserError, FindUserError, UpsertOutcome, UpsertProfileError, UpsertedProfile,
+    UserRepository,
+};
+
+port_error!(FindUserError, UpsertProfileError, DeleteUserError);
+
+/// How often an upsert starts over when the row it locked vanished (a
+/// concurrent delete) before giving up with `Unavailable`.
+const UPSERT_ATTEMPTS: usize = 3;
+
+/// Errors inside a transaction: the database's, or a row we cannot read.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(diesel::result::Error),
+    Data(anyhow::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<TxError> for PgError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Db(e) => e.into(),
+            TxError::Data(e) => PgError::Unknown(e),
+        }
+    }
+}
+
+pub(crate) async fn checkout(pool: &PgPool) -> Result<PgConn, PgError> {
+    Ok(pool.get().await?)
+}
+
+/// Users in Postgres.
+#[derive(Clone)]
+pub struct PgUserRepository {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgUserRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUserRepository").finish_non_exhaustive()
+    }
+}
+
+impl PgUserRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// One attempt at an upsert, inside a transaction. `Ok(None)`: the user
+/// existed when we tried to insert but was gone when we tried to lock it.
+async fn upsert_once(
+    conn: &mut AsyncPgConnection,
+    uid: &FirebaseUid,
+    patch: &ProfilePatch,
+    defaults: &ProfileDefaults,
+) -> Result<Option<UpsertedProfile>, TxError> {
+    if let Some(row) = insert_user_if_absent(conn, uid, &patch.or_defaults(defaults)).await? {
+        let user = row.into_domain().map_err(TxError::Data)?;
+        append_event(conn, &DomainEvent::UserCreated((&user).into())).await?;
+        return Ok(Some(UpsertedProfile {
+            user,
+            outcome: UpsertOutcome::Created,
+        }));
+    }
+    let Some(row) = users::table
+        .filter(users::firebase_uid.eq(uid.as_str()))
+        .select(UserRow::as_select())
+        .for_update()
+        .get_result(conn)
+        .await
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let current = row.into_domain().map_err(TxError::Data)?;
+    if !current.would_change(patch) {
+        return Ok(Some(UpsertedProfile {
+            user: current,
+            outcome: UpsertOutcome::Unchanged,
+        }));
+    }
+    let next = current.patched(patch);
+    let row = diesel::update(users::table.filter(users::id.eq(current.id.as_uuid())))
+        .set((
+            users::email.eq(next.email.as_ref().map(Email::as_str)),
+            users::display_name.eq(next.display_name.as_ref().map(DisplayName::as_str)),
+            users::photo_url.eq(next.photo_url.as_ref().map(PhotoUrl::as_str)),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let user = row.into_domain().map_err(TxError::Data)?;
+    append_event(conn, &DomainEvent::ProfileUpdated((&user).into())).await?;
+    Ok(Some(UpsertedProfile {
+        user,
+        outcome: UpsertOutcome::Updated,
+    }))
+}
+
+#[async_trait]
+impl UserRepository for PgUserRepository {
+    async fn find_by_uid(&self, uid: &FirebaseUid) -> Result<Option<User>, FindUserError> {
+        let mut conn = checkout(&self.pool).await?;
+        let row = users::table
+            .filter(users::firebase_uid.eq(uid.as_str()))
+            .select(UserRow::as_select())
+            .get_result(&mut conn)
+            .await
+            .optional()
+            .map_err(PgError::from)?;
+        row.map(UserRow::into_domain)
+            .transpose()
+            .map_err(FindUserError::Unknown)
+    }
+
+    async fn upsert_profile(
+        &self,
+        uid: &FirebaseUid,
+        patch: &ProfilePatch,
+        defaults: &ProfileDefaults,
+    ) -> Result<UpsertedProfile, UpsertProfileError> {
+        let mut conn = checkout(&self.pool).await?;
+        for _ in 0..UPSERT_ATTEMPTS {
+            let done = conn
+                .transaction::<_, TxError, _>(async |conn| {
+                    upsert_once(conn, uid, patch, defaults).await
+                })
+                .await
+                .map_err(PgError::from)?;
+            if let Some(done) = done {
+                return Ok(done);
+            }
+        }
+        Err(UpsertProfileError::Unavailable(anyhow::anyhow!(
+            "user {uid} was deleted and recreated under {UPSERT_ATTEMPTS} upserts in a row"
+        )))
+    }
+
+    async fn delete_by_uid(&self, uid: &FirebaseUid) -> Result<User, DeleteUserError> {
+        let mut conn = checkout(&self.pool).await?;
+        let deleted = conn
+            .transaction::<_, TxError, _>(async |conn| {
+                let Some(row) =
+                    diesel::delete(users::table.filter(users::firebase_uid.eq(uid.as_str())))
+                        .returning(UserRow::as_returning())
+                        .get_result(conn)
+                        .await
+                        .optional()?
+                else {
+                    return Ok(None);
+                };
+                let user = row.into_domain().map_err(TxError::Data)?;
+                append_event(conn, &DomainEvent::UserDeleted((&user).into())).await?;
+                Ok(Some(user))
+            })
+            .await
+            .map_err(PgError::from)?;
+        deleted.ok_or(DeleteUserError::NotFound)
+    }
+}

@@ -1,0 +1,153 @@
+//! A Postgres schema of its own for each test.
+
+use crate::{LEFTOVER_AGE_SECS, block_on_fresh_runtime, now_secs, unique_suffix};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tokio::sync::OnceCell;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/trellis_test";
+const SCHEMA_PREFIX: &str = "test_";
+
+static PREPARED: OnceCell<()> = OnceCell::const_new();
+
+/// The database tests use: `TEST_DATABASE_URL`, or a local default.
+pub(crate) fn base_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn unreachable(url: &str, e: impl std::fmt::Display) -> ! {
+    panic!(
+        "\n\nPostgres is not reachable at {url}: {e}\n\
+         Tests need a real Postgres. Start it with `just services`, or:\n  \
+         pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+         (or point TEST_DATABASE_URL at one).\n"
+    )
+}
+
+fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// A schema of its own, migrated, dropped when this value is dropped.
+/// Connect with [`url`](Self::url): its `search_path` points at the schema.
+#[derive(Debug)]
+pub struct TestDb {
+    schema: String,
+    url: String,
+    base: String,
+}
+
+impl TestDb {
+    /// A fresh schema with every migration applied.
+    pub async fn new() -> Self {
+        let db = Self::empty().await;
+        let url = db.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn =
+                <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+                    .unwrap_or_else(|e| unreachable(&url, e));
+            conn.run_pending_migrations(MIGRATIONS)
+                .unwrap_or_else(|e| panic!("migrating the test schema failed: {e}"));
+        })
+        .await
+        .expect("migration task");
+        db
+    }
+
+    /// A fresh schema with nothing in it (for migration tests).
+    pub async fn empty() -> Self {
+        crate::init_tracing();
+        let base = base_url();
+        PREPARED.get_or_init(|| prepare(base.clone())).await;
+        let schema = format!("{SCHEMA_PREFIX}{}_{}", now_secs(), unique_suffix());
+        let mut conn = connect(&base).await;
+        diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
+        Self {
+            url: with_search_path(&base, &schema),
+            schema,
+            base,
+        }
+    }
+
+    /// A URL whose connections use this test's schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let base = self.base.clone();
+        let schema = self.schema.clone();
+        block_on_fresh_runtime(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&base).await {
+                let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+async fn connect(url: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(url)
+        .await
+        .unwrap_or_else(|e| unreachable(url, e))
+}
+
+#[derive(diesel::QueryableByName)]
+struct SchemaName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    nspname: String,
+}
+
+/// Once per test process: create the test database if needed, and drop the
+/// schemas that crashed runs left behind.
+async fn prepare(base: String) {
+    let parsed =
+        url::Url::parse(&base).unwrap_or_else(|e| panic!("TEST_DATABASE_URL {base:?}: {e}"));
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if let Err(e) = AsyncPgConnection::establish(&base).await {
+        if !e.to_string().contains("does not exist") {
+            unreachable(&base, e);
+        }
+        let mut admin = parsed.clone();
+        admin.set_path("/postgres");
+        let mut conn = connect(admin.as_str()).await;
+        // Another test binary may create it at the same moment: that is fine.
+        let _ = diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await;
+    }
+    let mut conn = connect(&base).await;
+    let schemas: Vec<SchemaName> = diesel::sql_query(format!(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap_or_default();
+    let cutoff = now_secs().saturating_sub(LEFTOVER_AGE_SECS);
+    for s in schemas {
+        let born = s
+            .nspname
+            .trim_start_matches(SCHEMA_PREFIX)
+            .split('_')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok());
+        if born.is_some_and(|b| b < cutoff) {
+            let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {} CASCADE", s.nspname))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,5 @@
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+DROP FUNCTION IF EXISTS outbox_notify();
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS push_tokens;
+DROP TABLE IF EXISTS users;
