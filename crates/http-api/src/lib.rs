@@ -1,1 +1,78 @@
 #![doc = include_str!("../README.md")]
+
+mod extract;
+mod middleware;
+mod openapi;
+mod problem;
+mod routes;
+mod state;
+
+pub use extract::{Authenticated, ValidJson, bearer_token};
+pub use middleware::{REQUEST_ID_HEADER, RequestId};
+pub use openapi::openapi_spec;
+pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
+pub use routes::me::{ProfileResponse, UpdateProfileRequest};
+pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
+pub use state::{ApiState, HttpSettings, MetricsRenderer};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, web};
+use paperclip::actix::OpenApiExt as _;
+
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::{Method, header};
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allowed_header(REQUEST_ID_HEADER)
+        .expose_headers([REQUEST_ID_HEADER])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
+/// The whole HTTP application: every route, the middleware, the error shape.
+/// `extra` mounts routes other crates own (the WebSocket endpoint); they get
+/// the same middleware.
+pub fn build_app(
+    state: ApiState,
+    spec: web::Bytes,
+    extra: impl FnOnce(&mut web::ServiceConfig),
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let cors_enabled = !state.settings.cors_origins.is_empty();
+    let cors = cors(&state.settings.cors_origins);
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::Data::new(routes::docs::SpecJson(spec)))
+        .wrap(middleware::security_headers())
+        .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
+        .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .wrap_api()
+        .configure(routes::documented)
+        .build()
+        .route("/metrics", web::get().to(routes::docs::metrics))
+        .route("/openapi.json", web::get().to(routes::docs::openapi_json))
+        .route("/docs", web::get().to(routes::docs::docs))
+        .route("/docs/init.js", web::get().to(routes::docs::docs_init))
+        .configure(extra)
+}
+
+/// [`openapi_spec`] serialized once, for [`build_app`].
+pub fn openapi_bytes() -> web::Bytes {
+    web::Bytes::from(serde_json::to_vec(&openapi_spec()).unwrap_or_default())
+}

@@ -1,0 +1,202 @@
+//! The middleware every request passes: request id, span, access log,
+//! metrics, and the guarantee that every error body is problem+json.
+
+use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use domain::FirebaseUid;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served (from the client when well-formed).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A client-supplied request id is kept when it is 1 to 128 characters of
+/// `[A-Za-z0-9._:-]`; anything else is replaced (it ends up in logs).
+fn incoming_request_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let ok = (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    ok.then(|| v.to_owned())
+}
+
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "request_failed",
+    }
+}
+
+fn detail_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "No resource at this path.",
+        StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this path.",
+        StatusCode::BAD_REQUEST => "The request is malformed (check the query string and path).",
+        s if s.is_server_error() => "Something went wrong on our side. It has been logged.",
+        _ => "The request could not be served.",
+    }
+}
+
+/// Replaces a non-problem error body (from actix itself: unknown route, wrong
+/// method, a query string that does not parse) with problem+json. Actix's own
+/// error text can quote input and is never sent.
+fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return res;
+    }
+    let mut replacement = Problem::new(status, code_for(status), detail_for(status)).to_response();
+    // Keep headers that matter to the client (Allow on a 405, for example).
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replacement
+                .headers_mut()
+                .insert(name.clone(), value.clone());
+        }
+    }
+    res.into_response(replacement)
+}
+
+pub(crate) async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let request_id =
+        incoming_request_id(req.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, %method);
+    let start = Instant::now();
+
+    let res = match next.call(req).instrument(span.clone()).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(e) => {
+            // Only middleware below us (CORS) fails this way; actix renders it.
+            let _entered = span.enter();
+            tracing::info!(target: "access", %path, status = e.as_response_error().status_code().as_u16(),
+                latency_ms = start.elapsed().as_secs_f64() * 1000.0, error = %e, "request refused");
+            return Err(e);
+        }
+    };
+    let mut res = ensure_problem(res);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+    }
+
+    let elapsed = start.elapsed();
+    let status = res.status();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let uid = res
+        .request()
+        .extensions()
+        .get::<FirebaseUid>()
+        .map(ToString::to_string);
+    let _entered = span.enter();
+    if let Some(api_error) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+    {
+        match api_error {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "request failed")
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %format!("{cause:#}"), "dependency unavailable")
+            }
+            ApiError::Unauthorized(reason) => tracing::info!(reason = %reason, "token refused"),
+            _ => {}
+        }
+    }
+    tracing::info!(
+        target: "access",
+        %path,
+        %route,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        uid = uid.as_deref().unwrap_or("-"),
+        "request served"
+    );
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    Ok(res)
+}
+
+/// Headers every response carries unless a handler set its own.
+pub(crate) fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+        .add((header::CACHE_CONTROL, "no-store"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_well_formed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            HeaderValue::from_static("abc-123.x:y_z"),
+        );
+        assert_eq!(incoming_request_id(&h).as_deref(), Some("abc-123.x:y_z"));
+        h.insert(
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            HeaderValue::from_static("has space"),
+        );
+        assert_eq!(incoming_request_id(&h), None);
+        let long = "a".repeat(129);
+        h.insert(
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            HeaderValue::from_str(&long).unwrap(),
+        );
+        assert_eq!(incoming_request_id(&h), None);
+    }
+}

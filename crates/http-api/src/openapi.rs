@@ -1,0 +1,227 @@
+//! The OpenAPI 3 document: inferred by paperclip from the handlers, then
+//! completed with what paperclip cannot infer (info, bearer security, the
+//! problem+json error responses).
+
+use crate::routes;
+use paperclip::actix::OpenApiExt as _;
+use paperclip::v2::models::{DefaultApiRaw, Info};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+const DESCRIPTION: &str = "Trellis: Firebase-authenticated users, profiles and push tokens for \
+mobile apps. Every request under `/api/v1` needs `Authorization: Bearer <Firebase ID token>`. \
+Every error is `application/problem+json` (RFC 9457) with a stable `code`.";
+
+fn base_spec() -> DefaultApiRaw {
+    DefaultApiRaw {
+        info: Info {
+            title: "Trellis API".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: Some(DESCRIPTION.into()),
+            ..Info::default()
+        },
+        ..DefaultApiRaw::default()
+    }
+}
+
+/// The OpenAPI 3.0 document of every documented route.
+pub fn openapi_spec() -> Value {
+    let captured: Arc<Mutex<Option<Value>>> = Arc::default();
+    let sink = captured.clone();
+    let _app = actix_web::App::new()
+        .wrap_api_with_spec(base_spec())
+        .configure(routes::documented)
+        .with_raw_json_spec_v3(move |app, spec| {
+            if let Ok(mut slot) = sink.lock() {
+                *slot = Some(spec);
+            }
+            app
+        })
+        .build();
+    let spec = captured
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take())
+        .unwrap_or_else(|| json!({}));
+    complete(spec)
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+fn problem_schemas() -> Value {
+    json!({
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details. Switch on `code`, never on `detail`.",
+            "required": ["type", "title", "status", "detail", "code"],
+            "properties": {
+                "type": { "type": "string", "description": "A URN naming the problem type.", "example": "urn:trellis:problem:validation_failed" },
+                "title": { "type": "string", "example": "Unprocessable Entity" },
+                "status": { "type": "integer", "example": 422 },
+                "detail": { "type": "string", "description": "Human-readable; may change." },
+                "code": { "type": "string", "description": "Stable, snake_case.", "example": "validation_failed" },
+                "errors": { "type": "array", "description": "422 only: one entry per invalid field.", "items": { "$ref": "#/components/schemas/FieldError" } },
+                "checks": { "type": "object", "description": "/readyz only: each dependency and its state.", "additionalProperties": { "type": "string" } }
+            }
+        },
+        "FieldError": {
+            "type": "object",
+            "required": ["pointer", "detail"],
+            "properties": {
+                "pointer": { "type": "string", "description": "JSON pointer (RFC 6901) to the field.", "example": "/display_name" },
+                "detail": { "type": "string", "example": "must not be empty" }
+            }
+        }
+    })
+}
+
+/// Adds security, error responses and shared schemas to paperclip's output.
+fn complete(mut spec: Value) -> Value {
+    spec["servers"] = json!([{ "url": "/" }]);
+    spec["components"]["securitySchemes"]["bearerAuth"] = json!({
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A Firebase ID token (or, in local mode, one from `app dev-token`)."
+    });
+    if let (Some(schemas), Value::Object(extra)) = (
+        spec["components"]["schemas"].as_object_mut(),
+        problem_schemas(),
+    ) {
+        schemas.extend(extra);
+    } else {
+        spec["components"]["schemas"] = problem_schemas();
+    }
+    let Some(paths) = spec["paths"].as_object_mut() else {
+        return spec;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in ops.iter_mut() {
+            if !matches!(method.as_str(), "get" | "post" | "patch" | "put" | "delete") {
+                continue;
+            }
+            let responses = &mut op["responses"];
+            let mut add = |status: &str, description: &str| {
+                responses[status] = problem_response(description);
+            };
+            if path == "/readyz" {
+                add(
+                    "503",
+                    "A dependency is unreachable (`not_ready`); `checks` says which.",
+                );
+                responses["200"] = json!({
+                    "description": "Every dependency answered.",
+                    "content": { "application/json": { "schema": {
+                        "type": "object",
+                        "required": ["status", "checks"],
+                        "properties": {
+                            "status": { "type": "string", "example": "ok" },
+                            "checks": { "type": "object", "additionalProperties": { "type": "string" },
+                                        "example": { "postgres": "ok", "redis": "ok" } }
+                        }
+                    } } }
+                });
+                continue;
+            }
+            if path == "/healthz" {
+                continue;
+            }
+            add(
+                "500",
+                "Unexpected failure (`internal_error`); details are logged, never sent.",
+            );
+            add(
+                "503",
+                "A dependency is down (`service_unavailable`); see `Retry-After`.",
+            );
+            if path.starts_with("/api/") {
+                op["security"] = json!([{ "bearerAuth": [] }]);
+                let responses = &mut op["responses"];
+                responses["401"] =
+                    problem_response("Missing or invalid ID token (`unauthorized`).");
+                responses["429"] =
+                    problem_response("Too many requests (`rate_limited`); see `Retry-After`.");
+            }
+            let responses = &mut op["responses"];
+            if op_has_body(method) {
+                responses["400"] =
+                    problem_response("Malformed JSON or unknown fields (`invalid_request_body`).");
+                responses["413"] =
+                    problem_response("Body over the size limit (`payload_too_large`).");
+                responses["415"] = problem_response("Body is not JSON (`unsupported_media_type`).");
+                responses["422"] =
+                    problem_response("Invalid fields (`validation_failed`); see `errors`.");
+            }
+            match (path.as_str(), method.as_str()) {
+                ("/api/v1/me", "get" | "delete") => {
+                    responses["404"] = problem_response("No profile yet (`profile_not_found`).");
+                }
+                ("/api/v1/push-tokens/{token}", "delete") => {
+                    responses["404"] = problem_response("Not your token (`push_token_not_found`).");
+                }
+                ("/api/v1/push-tokens", "get") => {
+                    responses["400"] = problem_response(
+                        "Invalid cursor or query (`invalid_cursor`, `bad_request`).",
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    spec
+}
+
+fn op_has_body(method: &str) -> bool {
+    matches!(method, "post" | "patch" | "put")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_api_operation_is_secured_and_documents_its_errors() {
+        let spec = openapi_spec();
+        assert_eq!(spec["openapi"].as_str().map(|v| &v[..3]), Some("3.0"));
+        let paths = spec["paths"].as_object().unwrap();
+        for p in [
+            "/healthz",
+            "/readyz",
+            "/api/v1/me",
+            "/api/v1/push-tokens",
+            "/api/v1/push-tokens/{token}",
+        ] {
+            assert!(paths.contains_key(p), "{p} is missing from the spec");
+        }
+        for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/api/")) {
+            for (method, op) in item.as_object().unwrap() {
+                if !matches!(method.as_str(), "get" | "post" | "patch" | "delete") {
+                    continue;
+                }
+                assert_eq!(
+                    op["security"][0]["bearerAuth"],
+                    json!([]),
+                    "{method} {path}"
+                );
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path} lacks 401"
+                );
+                assert!(op["responses"]["500"]["content"]["application/problem+json"].is_object());
+            }
+        }
+        let patch = &spec["paths"]["/api/v1/me"]["patch"];
+        assert!(patch["responses"]["201"].is_object() && patch["responses"]["200"].is_object());
+        assert!(patch["responses"]["422"].is_object());
+        assert!(spec["components"]["schemas"]["UpdateProfileRequest"].is_object());
+        assert!(spec["components"]["schemas"]["Problem"].is_object());
+    }
+}

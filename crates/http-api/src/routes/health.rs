@@ -1,0 +1,90 @@
+//! Liveness and readiness.
+
+use crate::problem::Problem;
+use crate::state::ApiState;
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use futures_util::future::join_all;
+use paperclip::actix::{Apiv2Schema, api_v2_operation, web};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize, Apiv2Schema)]
+pub(crate) struct HealthResponse {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize, Apiv2Schema)]
+pub(crate) struct ReadyResponse {
+    /// `ok` when every dependency answered.
+    status: &'static str,
+    /// Each dependency and whether it answered (`ok` or `down`).
+    checks: BTreeMap<String, String>,
+}
+
+/// Liveness
+///
+/// Answers 200 while the process runs; checks no dependency (a database
+/// outage must not make Kubernetes restart every replica).
+#[api_v2_operation(tags(Operations), operation_id = "healthz")]
+pub(crate) async fn healthz() -> web::Json<HealthResponse> {
+    web::Json(HealthResponse { status: "ok" })
+}
+
+/// Readiness
+///
+/// Checks Postgres and Redis concurrently, each with a short timeout. 200
+/// when all answer; 503 problem+json naming the failing dependencies.
+#[api_v2_operation(tags(Operations), operation_id = "readyz")]
+pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let timeout = state.settings.readiness_timeout;
+    let results = join_all(state.probes.iter().map(|probe| async move {
+        let outcome = tokio::time::timeout(timeout, probe.check()).await;
+        let ok = match outcome {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(dependency = probe.name(), error = %format!("{:#}", anyhow::Error::from(e)), "readiness check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(dependency = probe.name(), timeout_ms = timeout.as_millis() as u64, "readiness check timed out");
+                false
+            }
+        };
+        (probe.name(), ok)
+    }))
+    .await;
+    let checks: BTreeMap<String, String> = results
+        .iter()
+        .map(|(name, ok)| {
+            (
+                (*name).to_owned(),
+                if *ok { "ok" } else { "down" }.to_owned(),
+            )
+        })
+        .collect();
+    let down: Vec<&str> = results
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    if down.is_empty() {
+        return HttpResponse::Ok().json(ReadyResponse {
+            status: "ok",
+            checks,
+        });
+    }
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("Not ready: {} unreachable.", down.join(", ")),
+    );
+    problem.checks = serde_json::to_value(&checks).ok();
+    let mut res = problem.to_response();
+    res.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        crate::problem::UNAVAILABLE_RETRY_AFTER_SECS.into(),
+    );
+    res
+}

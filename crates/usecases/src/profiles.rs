@@ -1,0 +1,158 @@
+//! Profiles: read, upsert (creating the user on first sight) and delete.
+
+use domain::{ProfilePatch, User, VerifiedIdentity};
+use ports::{DeleteUserError, FindUserError, UpsertProfileError, UpsertedProfile, UserRepository};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GetProfileError {
+    /// The caller is authenticated but has no profile yet.
+    #[error("no profile for this user")]
+    NotFound,
+    #[error("profile store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<FindUserError> for GetProfileError {
+    fn from(e: FindUserError) -> Self {
+        match e {
+            FindUserError::Unavailable(e) => GetProfileError::Unavailable(e),
+            FindUserError::Unknown(e) => GetProfileError::Unknown(e),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DeleteAccountError {
+    #[error("no profile for this user")]
+    NotFound,
+    #[error("profile store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<DeleteUserError> for DeleteAccountError {
+    fn from(e: DeleteUserError) -> Self {
+        match e {
+            DeleteUserError::NotFound => DeleteAccountError::NotFound,
+            DeleteUserError::Unavailable(e) => DeleteAccountError::Unavailable(e),
+            DeleteUserError::Unknown(e) => DeleteAccountError::Unknown(e),
+        }
+    }
+}
+
+/// The profile flows. Events (`UserCreated`, `ProfileUpdated`,
+/// `UserDeleted`) are appended by the repository in the same transaction as
+/// the change, so nothing here can lose one.
+#[derive(Clone)]
+pub struct ProfileService {
+    users: Arc<dyn UserRepository>,
+}
+
+impl std::fmt::Debug for ProfileService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileService").finish_non_exhaustive()
+    }
+}
+
+impl ProfileService {
+    pub fn new(users: Arc<dyn UserRepository>) -> Self {
+        Self { users }
+    }
+
+    /// The caller's profile.
+    pub async fn get(&self, caller: &VerifiedIdentity) -> Result<User, GetProfileError> {
+        self.users
+            .find_by_uid(&caller.uid)
+            .await?
+            .ok_or(GetProfileError::NotFound)
+    }
+
+    /// Applies `patch` to the caller's profile, creating it first if needed;
+    /// a new profile takes what the patch leaves out from the token's claims.
+    pub async fn upsert(
+        &self,
+        caller: &VerifiedIdentity,
+        patch: &ProfilePatch,
+    ) -> Result<UpsertedProfile, UpsertProfileError> {
+        let upserted = self
+            .users
+            .upsert_profile(&caller.uid, patch, &caller.profile_defaults())
+            .await?;
+        tracing::info!(user_id = %upserted.user.id, outcome = ?upserted.outcome, "profile upserted");
+        Ok(upserted)
+    }
+
+    /// Deletes the caller's account and push tokens.
+    pub async fn delete(&self, caller: &VerifiedIdentity) -> Result<(), DeleteAccountError> {
+        let user = self.users.delete_by_uid(&caller.uid).await?;
+        tracing::info!(user_id = %user.id, "account deleted");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{DisplayName, FirebaseUid};
+    use ports::UpsertOutcome;
+    use ports::testing::InMemoryStore;
+
+    fn caller(uid: &str) -> VerifiedIdentity {
+        let mut id = VerifiedIdentity::new(FirebaseUid::parse(uid).unwrap());
+        id.email = Some("claims@example.com".into());
+        id.name = Some("Claim Name".into());
+        id
+    }
+
+    #[tokio::test]
+    async fn a_new_profile_takes_missing_fields_from_the_token() {
+        let store = Arc::new(InMemoryStore::new());
+        let svc = ProfileService::new(store.clone());
+        let patch = ProfilePatch {
+            display_name: Some(DisplayName::parse("Chosen").unwrap()),
+            ..ProfilePatch::default()
+        };
+        let up = svc.upsert(&caller("u1"), &patch).await.unwrap();
+        assert_eq!(up.outcome, UpsertOutcome::Created);
+        assert_eq!(up.user.display_name.unwrap().as_str(), "Chosen");
+        assert_eq!(up.user.email.unwrap().as_str(), "claims@example.com");
+    }
+
+    #[tokio::test]
+    async fn get_and_delete_say_not_found_for_strangers() {
+        let svc = ProfileService::new(Arc::new(InMemoryStore::new()));
+        assert!(matches!(
+            svc.get(&caller("nobody")).await,
+            Err(GetProfileError::NotFound)
+        ));
+        assert!(matches!(
+            svc.delete(&caller("nobody")).await,
+            Err(DeleteAccountError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_profile() {
+        let store = Arc::new(InMemoryStore::new());
+        let svc = ProfileService::new(store.clone());
+        svc.upsert(&caller("u2"), &ProfilePatch::default())
+            .await
+            .unwrap();
+        svc.delete(&caller("u2")).await.unwrap();
+        assert!(matches!(
+            svc.get(&caller("u2")).await,
+            Err(GetProfileError::NotFound)
+        ));
+        let types: Vec<_> = store
+            .events()
+            .iter()
+            .map(|e| e.event.event_type())
+            .collect();
+        assert_eq!(types, ["user.created", "user.deleted"]);
+    }
+}
