@@ -1,1 +1,9 @@
 #![doc = include_str!("../README.md")]
+
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::{AppEnv, LogFormat, Settings, SettingsError};
+pub use startup::{Application, Infrastructure, Role};

@@ -1,1 +1,141 @@
-fn main() {}
+//! `app`: the Trellis binary. See `app --help`.
+
+use app::{Application, Role, Settings, shutdown, telemetry};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "app", version, about = "Trellis: a backend for mobile apps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP and WebSocket clients.
+    Serve,
+    /// Run queue workers, stream consumers and the outbox relay.
+    Worker,
+    /// Serve and work in one process (the default).
+    All,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Print the OpenAPI document (JSON) on stdout.
+    Openapi,
+    /// Print a token that a locally running app accepts (local mode only).
+    DevToken {
+        /// The Firebase uid the token is for.
+        #[arg(long)]
+        uid: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name (the `name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    tracing::error!(error = %format!("{e:#}"), "fatal");
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // One TLS crypto provider for every crate (reqwest, lettre, fred).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::All);
+
+    if let Command::Openapi = command {
+        let spec = http_api::openapi_spec();
+        return match serde_json::to_string_pretty(&spec) {
+            Ok(json) => {
+                #[expect(clippy::print_stdout, reason = "the command's output is the spec")]
+                {
+                    println!("{json}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.into()),
+        };
+    }
+
+    let settings = match load_settings() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    telemetry::init_logging(settings.log_format);
+
+    match command {
+        Command::Openapi => ExitCode::SUCCESS,
+        Command::DevToken {
+            uid,
+            email,
+            name,
+            ttl_secs,
+        } => {
+            let Some(secret) = settings.dev_token_secret.as_deref() else {
+                eprintln!("error: dev tokens exist only in local mode (APP_ENV=local)");
+                return ExitCode::from(2);
+            };
+            let req = auth_adapter::DevTokenRequest {
+                uid,
+                email,
+                name,
+                ttl: Duration::from_secs(ttl_secs),
+            };
+            match auth_adapter::mint_dev_token(secret, &settings.firebase_project_id, &req) {
+                Ok(token) => {
+                    #[expect(clippy::print_stdout, reason = "the command's output is the token")]
+                    {
+                        println!("{token}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Migrate => {
+            let mut s = settings;
+            s.migrate_on_start = true;
+            match app::startup::prepare_database(&s).await {
+                Ok(()) => {
+                    tracing::info!("migrations are up to date");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Serve | Command::Worker | Command::All => {
+            let role = match command {
+                Command::Serve => Role::Serve,
+                Command::Worker => Role::Worker,
+                _ => Role::All,
+            };
+            tracing::info!(?role, settings = ?settings, "starting");
+            let app = match Application::build(settings, role).await {
+                Ok(app) => app,
+                Err(e) => return fail(&e),
+            };
+            shutdown::cancel_on_signal(app.shutdown_token());
+            match app.run_until_stopped().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}

@@ -5,11 +5,17 @@
 )]
 
 mod postgres;
+mod processes;
 mod redis;
+#[cfg(feature = "app")]
+mod spawn;
 mod telemetry;
 
 pub use postgres::TestDb;
+pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
+#[cfg(feature = "app")]
+pub use spawn::{TestApp, spawn_app, spawn_app_on, spawn_app_with, test_settings};
 pub use telemetry::init_tracing;
 
 /// A short random suffix for names that must not collide between tests.

@@ -151,3 +151,31 @@ async fn prepare(base: String) {
         }
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Scalar {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    value: i64,
+}
+
+impl TestDb {
+    /// Runs `sql` (which must select one bigint column named `value`) in this
+    /// test's schema, for assertions on what the code under test stored.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let mut conn = connect(&self.url).await;
+        diesel::sql_query(sql)
+            .get_result::<Scalar>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .value
+    }
+
+    /// Runs `sql` in this test's schema.
+    pub async fn execute(&self, sql: &str) -> usize {
+        let mut conn = connect(&self.url).await;
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}

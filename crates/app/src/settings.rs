@@ -1,0 +1,452 @@
+//! Typed settings from the environment (and an optional `.env`). Every
+//! problem is collected and reported at once; nothing else reads the
+//! environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `local` (the default: dev tokens accepted, database created if missing,
+/// migrations on start) or `production` (none of that; more is required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Local,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Everything the process is configured with.
+#[derive(Clone)]
+pub struct Settings {
+    pub env: AppEnv,
+    pub http_host: String,
+    pub http_port: u16,
+    pub database_url: String,
+    pub database_max_connections: usize,
+    pub redis_url: String,
+    /// Every Redis key, stream and channel this process uses starts with it.
+    pub redis_key_prefix: String,
+    pub firebase_project_id: String,
+    pub firebase_auth_emulator_host: Option<String>,
+    pub firebase_keys_url: String,
+    pub dev_token_secret: Option<String>,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub mail_outbox_dir: PathBuf,
+    pub google_application_credentials: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    pub migrate_on_start: bool,
+    pub cors_allowed_origins: Vec<String>,
+    pub http_json_limit_bytes: usize,
+    pub cursor_secret: String,
+    /// Unique per replica: consumer names, worker ids, fan-out origin.
+    pub instance_id: String,
+}
+
+impl fmt::Debug for Settings {
+    /// Secrets and URLs with credentials are not printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("env", &self.env)
+            .field("http_port", &self.http_port)
+            .field("firebase_project_id", &self.firebase_project_id)
+            .field("emulator", &self.firebase_auth_emulator_host)
+            .field("smtp", &self.smtp_url.is_some())
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every invalid or missing setting, with the variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub problems: Vec<(String, String)>,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for (var, problem) in &self.problems {
+            writeln!(f, "  {var}: {problem}")?;
+        }
+        write!(f, "See the configuration table in README.md.")
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Reads variables through `lookup`, collecting problems instead of stopping
+/// at the first.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<(String, String)>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.raw(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn problem(&mut self, var: &str, message: impl Into<String>) {
+        self.problems.push((var.to_owned(), message.into()));
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, var: &str, default: T, what: &str) -> T {
+        match self.raw(var) {
+            None => default,
+            Some(v) => v.trim().parse().unwrap_or_else(|_| {
+                self.problem(var, format!("must be {what} (got {v:?})"));
+                default
+            }),
+        }
+    }
+
+    fn bool(&mut self, var: &str, default: bool) -> bool {
+        match self.raw(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => default,
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) => {
+                self.problem(var, format!("must be true or false (got {v:?})"));
+                default
+            }
+        }
+    }
+
+    /// A URL with one of `schemes`. The value is never echoed: it may hold a password.
+    fn url(&mut self, var: &str, default: &str, schemes: &[&str]) -> String {
+        let value = self.string(var, default);
+        match url::Url::parse(&value) {
+            Ok(u) if schemes.contains(&u.scheme()) && u.has_host() => {}
+            Ok(_) | Err(_) => self.problem(
+                var,
+                format!(
+                    "must be a {} URL",
+                    schemes
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ),
+        }
+        value
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/trellis";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const LOCAL_PROJECT_ID: &str = "trellis-local";
+/// Only ever used in local mode; production refuses dev tokens.
+pub const LOCAL_DEV_TOKEN_SECRET: &str = "trellis-local-dev-token-secret";
+const LOCAL_CURSOR_SECRET: &str = "trellis-local-cursor-secret";
+const GOOGLE_X509_URL: &str =
+    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com";
+
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "trellis".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+impl Settings {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        // A missing .env is normal; a malformed one is reported by dotenvy.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(SettingsError {
+                problems: vec![(".env".into(), format!("cannot be read: {e}"))],
+            });
+        }
+        Self::from_lookup(&|var| std::env::var(var).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut r = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+        let env = match r.string("APP_ENV", "local").to_ascii_lowercase().as_str() {
+            "local" | "development" | "dev" => AppEnv::Local,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                r.problem(
+                    "APP_ENV",
+                    format!("must be local or production (got {other:?})"),
+                );
+                AppEnv::Local
+            }
+        };
+        let local = env == AppEnv::Local;
+
+        let http_host = r.string("HTTP_HOST", "0.0.0.0");
+        let http_port = r.parsed("HTTP_PORT", 8080_u16, "a port number 0-65535");
+        let database_url = r.url(
+            "DATABASE_URL",
+            DEFAULT_DATABASE_URL,
+            &["postgres", "postgresql"],
+        );
+        let database_max_connections =
+            r.parsed("DATABASE_MAX_CONNECTIONS", 16_usize, "a positive number");
+        if database_max_connections == 0 {
+            r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
+        }
+        let redis_url = r.url("REDIS_URL", DEFAULT_REDIS_URL, &["redis", "rediss"]);
+        let redis_key_prefix = r.string("REDIS_KEY_PREFIX", "trellis:");
+
+        let firebase_project_id = match r.raw("FIREBASE_PROJECT_ID") {
+            Some(p) => p.trim().to_owned(),
+            None if local => LOCAL_PROJECT_ID.to_owned(),
+            None => {
+                r.problem("FIREBASE_PROJECT_ID", "is required when APP_ENV=production");
+                String::new()
+            }
+        };
+        let firebase_auth_emulator_host = r.raw("FIREBASE_AUTH_EMULATOR_HOST");
+        if firebase_auth_emulator_host.is_some() && !local {
+            r.problem(
+                "FIREBASE_AUTH_EMULATOR_HOST",
+                "must not be set when APP_ENV=production (emulator tokens are unsigned)",
+            );
+        }
+        let firebase_keys_url = r.url("FIREBASE_KEYS_URL", GOOGLE_X509_URL, &["https", "http"]);
+        let dev_token_secret = local.then(|| r.string("DEV_TOKEN_SECRET", LOCAL_DEV_TOKEN_SECRET));
+
+        let smtp_url = r.raw("SMTP_URL");
+        if let Some(u) = &smtp_url
+            && !url::Url::parse(u)
+                .is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.has_host())
+        {
+            r.problem("SMTP_URL", "must be an smtp:// or smtps:// URL");
+        }
+        let mail_from = r.string("MAIL_FROM", "Trellis <no-reply@trellis.local>");
+        if !mail_from.contains('@') {
+            r.problem(
+                "MAIL_FROM",
+                format!(
+                    "must be an address like \"Name <no-reply@example.com>\" (got {mail_from:?})"
+                ),
+            );
+        }
+        let mail_outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
+        let google_application_credentials =
+            r.raw("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from);
+
+        let log_format = match r
+            .string("LOG_FORMAT", "pretty")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "pretty" | "text" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                r.problem(
+                    "LOG_FORMAT",
+                    format!("must be pretty or json (got {other:?})"),
+                );
+                LogFormat::Pretty
+            }
+        };
+        let shutdown_timeout =
+            Duration::from_secs(r.parsed("SHUTDOWN_TIMEOUT_SECS", 20_u64, "a number of seconds"));
+        let migrate_on_start = r.bool("MIGRATE_ON_START", local);
+        let cors_allowed_origins = r
+            .raw("CORS_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let http_json_limit_bytes = r.parsed(
+            "HTTP_JSON_LIMIT_BYTES",
+            64 * 1024_usize,
+            "a number of bytes",
+        );
+        let cursor_secret = match r.raw("CURSOR_SECRET") {
+            Some(s) if s.len() >= 16 => s,
+            Some(_) => {
+                r.problem("CURSOR_SECRET", "must be at least 16 characters");
+                String::new()
+            }
+            None if local => LOCAL_CURSOR_SECRET.to_owned(),
+            None => {
+                r.problem(
+                    "CURSOR_SECRET",
+                    "is required when APP_ENV=production (signs pagination cursors)",
+                );
+                String::new()
+            }
+        };
+        let instance_id = r
+            .raw("INSTANCE_ID")
+            .or_else(|| r.raw("POD_NAME"))
+            .unwrap_or_else(default_instance_id);
+
+        if !r.problems.is_empty() {
+            return Err(SettingsError {
+                problems: r.problems,
+            });
+        }
+        Ok(Self {
+            env,
+            http_host,
+            http_port,
+            database_url,
+            database_max_connections,
+            redis_url,
+            redis_key_prefix,
+            firebase_project_id,
+            firebase_auth_emulator_host,
+            firebase_keys_url,
+            dev_token_secret,
+            smtp_url,
+            mail_from,
+            mail_outbox_dir,
+            google_application_credentials,
+            log_format,
+            shutdown_timeout,
+            migrate_on_start,
+            cors_allowed_origins,
+            http_json_limit_bytes,
+            cursor_secret,
+            instance_id,
+        })
+    }
+}
+
+/// Every variable the app reads, for documentation and for the deploy-file
+/// check (a variable a manifest sets must be one of these).
+pub const KNOWN_VARIABLES: &[&str] = &[
+    "APP_ENV",
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "FIREBASE_PROJECT_ID",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "FIREBASE_KEYS_URL",
+    "DEV_TOKEN_SECRET",
+    "SMTP_URL",
+    "MAIL_FROM",
+    "MAIL_OUTBOX_DIR",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "SHUTDOWN_TIMEOUT_SECS",
+    "MIGRATE_ON_START",
+    "CORS_ALLOWED_ORIGINS",
+    "HTTP_JSON_LIMIT_BYTES",
+    "CURSOR_SECRET",
+    "INSTANCE_ID",
+    "POD_NAME",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Settings::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_work_out_of_the_box_locally() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.env, AppEnv::Local);
+        assert_eq!(s.http_port, 8080);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert!(s.migrate_on_start);
+        assert!(s.dev_token_secret.is_some());
+        assert_eq!(s.firebase_project_id, LOCAL_PROJECT_ID);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_without_echoing_urls() {
+        let err = load(&[
+            ("DATABASE_URL", "nonsense"),
+            ("HTTP_PORT", "eighty"),
+            ("REDIS_URL", "http://secret:pw@x"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            vars,
+            ["HTTP_PORT", "DATABASE_URL", "REDIS_URL", "LOG_FORMAT"]
+        );
+        let text = err.to_string();
+        assert!(text.contains("DATABASE_URL: must be a postgres:// or postgresql:// URL"));
+        assert!(
+            !text.contains("secret:pw"),
+            "URLs may hold passwords and are never echoed"
+        );
+        assert!(text.starts_with("invalid configuration (4 problems)"));
+    }
+
+    #[test]
+    fn production_requires_a_project_and_refuses_the_emulator() {
+        let err = load(&[
+            ("APP_ENV", "production"),
+            ("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "FIREBASE_PROJECT_ID",
+                "FIREBASE_AUTH_EMULATOR_HOST",
+                "CURSOR_SECRET"
+            ]
+        );
+        let ok = load(&[
+            ("APP_ENV", "production"),
+            ("FIREBASE_PROJECT_ID", "my-app"),
+            ("CURSOR_SECRET", "0123456789abcdef0123"),
+        ])
+        .unwrap();
+        assert!(ok.dev_token_secret.is_none(), "no dev tokens in production");
+        assert!(!ok.migrate_on_start);
+    }
+
+    #[test]
+    fn the_instance_id_comes_from_the_pod_name() {
+        assert_eq!(
+            load(&[("POD_NAME", "api-7f9c")]).unwrap().instance_id,
+            "api-7f9c"
+        );
+        assert_ne!(
+            load(&[]).unwrap().instance_id,
+            load(&[]).unwrap().instance_id
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The composition root: builds every adapter from settings, wires them to
+//! the ports, and runs the HTTP server and background work until shutdown.
+
+use crate::settings::{AppEnv, Settings};
+use crate::telemetry;
+use anyhow::Context as _;
+use auth_adapter::{AuthSettings, FirebaseTokenVerifier, KeySettings};
+use domain::CursorCodec;
+use http_api::{ApiState, HttpSettings};
+use ports::{HealthProbe, TokenVerifier};
+use postgres_adapter::{
+    PgHealthProbe, PgPool, PgPushTokenRepository, PgSettings, PgUserRepository,
+};
+use queue_adapter::{RedisHealthProbe, RedisPool, RedisSettings};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use streams_adapter::RedisClient;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use usecases::{ProfileService, PushTokenService};
+
+/// Which parts of the system this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP and WebSocket.
+    Serve,
+    /// Queue workers, stream consumers, the outbox relay.
+    Worker,
+    /// Both (the local default).
+    All,
+}
+
+impl Role {
+    fn serves(self) -> bool {
+        matches!(self, Role::Serve | Role::All)
+    }
+
+    fn works(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
+/// Connections shared by every part of the process.
+#[derive(Clone)]
+pub struct Infrastructure {
+    pub pg: PgPool,
+    pub redis: RedisPool,
+    pub fred: RedisClient,
+}
+
+impl std::fmt::Debug for Infrastructure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Infrastructure").finish_non_exhaustive()
+    }
+}
+
+/// A built application, ready to run.
+pub struct Application {
+    settings: Settings,
+    role: Role,
+    infra: Infrastructure,
+    server: Option<actix_web::dev::Server>,
+    port: Option<u16>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("role", &self.role)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes sure the database exists (local mode) and is migrated (if configured).
+pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
+    if settings.env == AppEnv::Local
+        && postgres_adapter::create_database_if_missing(&settings.database_url)
+            .await
+            .context(postgres_hint(&settings.database_url))?
+    {
+        tracing::info!("created the database named in DATABASE_URL");
+    }
+    if settings.migrate_on_start {
+        let applied = postgres_adapter::run_migrations(&settings.database_url)
+            .await
+            .context(postgres_hint(&settings.database_url))?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "applied migrations");
+        }
+    }
+    Ok(())
+}
+
+/// Where Postgres was expected and how to start it, without the password.
+pub fn postgres_hint(url: &str) -> String {
+    let at = url::Url::parse(url)
+        .ok()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port().unwrap_or(5432)
+            )
+        })
+        .unwrap_or_else(|| "DATABASE_URL".into());
+    format!("cannot use Postgres at {at} (is it running? `just services` starts it locally)")
+}
+
+pub(crate) fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    let mut auth = AuthSettings::new(settings.firebase_project_id.clone());
+    auth.keys = KeySettings::new(settings.firebase_keys_url.clone());
+    auth.emulator = settings.firebase_auth_emulator_host.is_some();
+    auth.dev_secret = settings.dev_token_secret.clone();
+    if auth.emulator {
+        tracing::warn!(
+            host = settings
+                .firebase_auth_emulator_host
+                .as_deref()
+                .unwrap_or_default(),
+            "FIREBASE_AUTH_EMULATOR_HOST is set: UNSIGNED emulator tokens are accepted. Never do this in production."
+        );
+    }
+    if auth.dev_secret.is_some() {
+        tracing::info!("local mode: dev tokens from `app dev-token` are accepted");
+    }
+    Ok(Arc::new(FirebaseTokenVerifier::new(auth)?))
+}
+
+impl Application {
+    /// Connects everything `role` needs. Fails (with a message naming what
+    /// is missing) if Postgres cannot be prepared; Redis may come up later.
+    pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        prepare_database(&settings).await?;
+        let pg = postgres_adapter::build_pool(&PgSettings {
+            max_connections: settings.database_max_connections,
+            ..PgSettings::new(settings.database_url.clone())
+        })?;
+        let redis = queue_adapter::build_pool(&RedisSettings::new(settings.redis_url.clone()))?;
+        let fred = streams_adapter::connect(&settings.redis_url, Duration::from_secs(2)).await?;
+        let infra = Infrastructure { pg, redis, fred };
+        let shutdown = CancellationToken::new();
+
+        let (server, port) = if role.serves() {
+            let (server, port) = Self::http_server(&settings, &infra, shutdown.clone())?;
+            (Some(server), Some(port))
+        } else {
+            (None, None)
+        };
+        let tasks = JoinSet::new();
+        if role.works() {
+            tracing::info!(instance = %settings.instance_id, "worker role started");
+        }
+        Ok(Self {
+            settings,
+            role,
+            infra,
+            server,
+            port,
+            tasks,
+            shutdown,
+        })
+    }
+
+    fn http_server(
+        settings: &Settings,
+        infra: &Infrastructure,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<(actix_web::dev::Server, u16)> {
+        let users = Arc::new(PgUserRepository::new(infra.pg.clone()));
+        let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
+        let probes: Vec<Arc<dyn HealthProbe>> = vec![
+            Arc::new(PgHealthProbe::new(infra.pg.clone())),
+            Arc::new(RedisHealthProbe::new(infra.redis.clone())),
+        ];
+        let metrics = telemetry::metrics_handle()
+            .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) });
+        let state = ApiState {
+            profiles: ProfileService::new(users),
+            push_tokens: PushTokenService::new(
+                tokens,
+                CursorCodec::new(settings.cursor_secret.as_bytes().to_vec()),
+            ),
+            verifier: token_verifier(settings)?,
+            probes,
+            metrics,
+            settings: HttpSettings {
+                json_limit: settings.http_json_limit_bytes,
+                cors_origins: settings.cors_allowed_origins.clone(),
+                ..HttpSettings::default()
+            },
+        };
+        let spec = http_api::openapi_bytes();
+        let listener = TcpListener::bind((settings.http_host.as_str(), settings.http_port))
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (HTTP_HOST/HTTP_PORT)",
+                    settings.http_host, settings.http_port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let server = actix_web::HttpServer::new(move || {
+            http_api::build_app(state.clone(), spec.clone(), |_| {})
+        })
+        .listen(listener)?
+        .tcp_nodelay(true)
+        .shutdown_signal(shutdown.cancelled_owned())
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .run();
+        tracing::info!(port, "HTTP server listening");
+        Ok((server, port))
+    }
+
+    /// The bound HTTP port (`None` for the worker role).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Cancel it to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn infrastructure(&self) -> &Infrastructure {
+        &self.infra
+    }
+
+    /// Runs until the shutdown token is cancelled (SIGINT/SIGTERM in `main`),
+    /// then stops accepting, finishes in-flight work up to the shutdown
+    /// deadline, and closes the pools.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let deadline = self.settings.shutdown_timeout;
+        if let Some(server) = self.server.take() {
+            // Resolves after a graceful stop (our token) or a fatal error.
+            let result = server.await;
+            self.shutdown.cancel();
+            result.context("the HTTP server failed")?;
+        } else {
+            self.shutdown.cancelled().await;
+        }
+        let drained = tokio::time::timeout(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                deadline_secs = deadline.as_secs(),
+                "background work did not finish before the shutdown deadline"
+            );
+            self.tasks.abort_all();
+        }
+        use fred::interfaces::ClientLike as _;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.infra.fred.quit()).await;
+        self.infra.redis.close();
+        self.infra.pg.close();
+        tracing::info!(role = ?self.role, "stopped");
+        Ok(())
+    }
+}

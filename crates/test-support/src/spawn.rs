@@ -1,0 +1,133 @@
+//! `spawn_app()`: the whole application in-process on port 0, with its own
+//! Postgres schema and Redis key prefix.
+
+use crate::{TestDb, TestRedis, unique_suffix};
+use app::{Application, Role, Settings};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// A running application and the isolated resources it uses. Stops on drop.
+#[derive(Debug)]
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub settings: Settings,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub mail_dir: PathBuf,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test app: local mode, port 0, this test's schema and prefix.
+pub fn test_settings(db: &TestDb, redis: &TestRedis, overrides: &[(&str, &str)]) -> Settings {
+    let mail_dir = std::env::temp_dir().join(format!("trellis-mail-{}", unique_suffix()));
+    let mut vars: HashMap<String, String> = [
+        ("APP_ENV", "local".to_owned()),
+        ("HTTP_HOST", "127.0.0.1".to_owned()),
+        ("HTTP_PORT", "0".to_owned()),
+        ("DATABASE_URL", db.url().to_owned()),
+        ("DATABASE_MAX_CONNECTIONS", "8".to_owned()),
+        ("REDIS_URL", redis.url().to_owned()),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("MIGRATE_ON_START", "false".to_owned()),
+        ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+        ("MAIL_OUTBOX_DIR", mail_dir.display().to_string()),
+        ("INSTANCE_ID", format!("test-{}", unique_suffix())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::from_lookup(&move |k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The whole app (`all` role) with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Role::All, &[]).await
+}
+
+/// The app in `role`, with some settings overridden (`("SMTP_URL", ..)`).
+pub async fn spawn_app_with(role: Role, overrides: &[(&str, &str)]) -> TestApp {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new().await;
+    spawn_app_on(db, redis, role, overrides).await
+}
+
+/// The app on resources the caller prepared (to run two instances on one
+/// database and prefix, say).
+pub async fn spawn_app_on(
+    db: TestDb,
+    redis: TestRedis,
+    role: Role,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    crate::init_tracing();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = test_settings(&db, &redis, overrides);
+    let mail_dir = settings.mail_outbox_dir.clone();
+    let app = Application::build(settings.clone(), role)
+        .await
+        .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
+    let port = app.port().unwrap_or(0);
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        settings,
+        client: reqwest::Client::new(),
+        db,
+        redis,
+        mail_dir,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// A dev token for `uid` that this app accepts.
+    pub fn token(&self, uid: &str) -> String {
+        self.token_with(uid, None, None)
+    }
+
+    pub fn token_with(&self, uid: &str, email: Option<&str>, name: Option<&str>) -> String {
+        let secret = self
+            .settings
+            .dev_token_secret
+            .as_deref()
+            .expect("test apps run in local mode");
+        let req = auth_adapter::DevTokenRequest {
+            uid: uid.to_owned(),
+            email: email.map(str::to_owned),
+            name: name.map(str::to_owned),
+            ttl: std::time::Duration::from_secs(3600),
+        };
+        auth_adapter::mint_dev_token(secret, &self.settings.firebase_project_id, &req)
+            .expect("minting a dev token")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.mail_dir);
+    }
+}
