@@ -2,7 +2,11 @@
 //! `cargo bench -p auth-adapter --bench verify` (release build).
 //! Prints one JSON line per case; `just bench` collects them.
 
-#![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a benchmark binary")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "a benchmark binary"
+)]
 
 use auth_adapter::{AuthSettings, FirebaseClaims, FirebaseTokenVerifier, KeySettings};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -21,7 +25,10 @@ async fn serve_keys(body: String) -> String {
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf).await;
-                let res = format!("HTTP/1.1 200 OK\r\ncache-control: max-age=3600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let res = format!(
+                    "HTTP/1.1 200 OK\r\ncache-control: max-age=3600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = s.write_all(res.as_bytes()).await;
             });
         }
@@ -45,7 +52,10 @@ async fn run(verifier: &FirebaseTokenVerifier, tokens: &[String], rounds: usize)
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["bench".into()]).unwrap().self_signed(&kp).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["bench".into()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
     let url = serve_keys(serde_json::json!({"k": cert.pem()}).to_string()).await;
     let key = EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap();
     let now = chrono::Utc::now().timestamp();
@@ -67,14 +77,23 @@ async fn main() {
         .collect();
     let settings = |cache| {
         let mut s = AuthSettings::new(PROJECT);
-        s.keys = KeySettings { fetch_timeout: Duration::from_secs(2), ..KeySettings::new(url.clone()) };
+        s.keys = KeySettings {
+            fetch_timeout: Duration::from_secs(2),
+            ..KeySettings::new(url.clone())
+        };
         s.cache_capacity = cache;
         s
     };
     let uncached = FirebaseTokenVerifier::new(settings(0)).unwrap();
     let cached = FirebaseTokenVerifier::new(settings(10_000)).unwrap();
-    let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200);
     let without = run(&uncached, &tokens, rounds).await;
     let with = run(&cached, &tokens, rounds).await;
-    println!("{}", serde_json::json!({"scenario": "auth.verify", "uncached_us": without, "cached_us": with, "speedup": without / with}));
+    println!(
+        "{}",
+        serde_json::json!({"scenario": "auth.verify", "uncached_us": without, "cached_us": with, "speedup": without / with})
+    );
 }

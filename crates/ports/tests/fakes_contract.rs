@@ -13,3 +13,10 @@ mod outbox {
 
     ports::outbox_contract!(async { Arc::new(InMemoryStore::new()) });
 }
+
+mod cache {
+    use ports::testing::InMemoryCache;
+    use std::sync::Arc;
+
+    ports::cache_contract!(async { Arc::new(InMemoryCache::new()) });
+}

@@ -9,7 +9,10 @@ use std::time::Duration;
 /// connection; if Redis is not up by then the client keeps trying in the
 /// background (readiness reports it) and this still returns the client.
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Client> {
-    let config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
+    let mut config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
+    // Without this, a client whose first connection fails (Redis down when
+    // the process starts) never tries again.
+    config.fail_fast = false;
     let client = Builder::from_config(config)
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);

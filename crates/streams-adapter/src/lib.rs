@@ -1,6 +1,16 @@
 #![doc = include_str!("../README.md")]
 
+mod cache;
 mod client;
+mod consumer;
+mod fanout;
+mod publisher;
+mod reply;
+mod wire;
 
+pub use cache::RedisCache;
 pub use client::connect;
+pub use consumer::{ConsumerSettings, RedisStreamConsumer};
+pub use fanout::RedisFanout;
 pub use fred::clients::Client as RedisClient;
+pub use publisher::{RedisStreamPublisher, stream_key};

@@ -5,10 +5,12 @@
 //! Adapters run the suites through the `*_contract!` macros, which expand to
 //! one `#[tokio::test]` per case.
 
+mod cache;
 pub mod contract;
 mod fakes;
 mod store;
 
+pub use cache::InMemoryCache;
 pub use fakes::{
     FakeTokenVerifier, MailOutcome, ManualClock, RecordingJobQueue, RecordingMailer,
     RecordingNotifier, RecordingPublisher,

@@ -13,6 +13,7 @@
     reason = "contract suites are tests: a failed unwrap is a failed test"
 )]
 
+pub mod cache;
 pub mod outbox;
 pub mod users;
 

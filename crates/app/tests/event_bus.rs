@@ -1,0 +1,210 @@
+//! The transactional outbox feeding the Redis Streams bus: Postgres, relay,
+//! streams and a consumer group, all real.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use async_trait::async_trait;
+use domain::{EventEnvelope, FirebaseUid, ProfileDefaults, ProfilePatch};
+use ports::testing::contract::eventually;
+use ports::{EventConsumer, EventHandler, HandleEventError, UserRepository};
+use postgres_adapter::{PgOutbox, PgSettings, PgUserRepository, build_pool};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streams_adapter::{ConsumerSettings, RedisStreamConsumer, RedisStreamPublisher};
+use test_support::{RedisProcess, TestDb, TestRedis};
+use tokio_util::sync::CancellationToken;
+use usecases::{OutboxRelay, RelaySettings};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(EventEnvelope, Instant)>>);
+
+#[async_trait]
+impl EventHandler for Recorder {
+    fn handles(&self, _: &str) -> bool {
+        true
+    }
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {
+        self.0.lock().unwrap().push((event.clone(), Instant::now()));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn counts(&self) -> HashMap<uuid::Uuid, usize> {
+        let mut m = HashMap::new();
+        for (e, _) in self.0.lock().unwrap().iter() {
+            *m.entry(e.id).or_default() += 1;
+        }
+        m
+    }
+}
+
+struct Bus {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Bus {
+    async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+fn relay_settings() -> RelaySettings {
+    RelaySettings {
+        batch: 50,
+        idle_wait: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(300),
+        ..RelaySettings::default()
+    }
+}
+
+/// `relays` relays and one consumer over `db` and the Redis at `redis_url`.
+async fn start_bus(
+    db: &TestDb,
+    redis_url: &str,
+    prefix: &str,
+    relays: usize,
+    recorder: Arc<Recorder>,
+) -> Bus {
+    let stop = CancellationToken::new();
+    let client = streams_adapter::connect(redis_url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..relays {
+        let pool = build_pool(&PgSettings::new(db.url())).unwrap();
+        let relay = OutboxRelay::new(
+            Arc::new(PgOutbox::new(pool, db.url())),
+            Arc::new(RedisStreamPublisher::new(client.clone(), prefix, 100_000)),
+            relay_settings(),
+        );
+        let s = stop.clone();
+        tasks.push(tokio::spawn(
+            async move { relay.run(s.cancelled_owned()).await },
+        ));
+    }
+    let consumer = RedisStreamConsumer::new(
+        &client,
+        ConsumerSettings {
+            block: Duration::from_millis(200),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(300),
+            ..ConsumerSettings::new(prefix, "users", "test-group", "c1")
+        },
+    );
+    let s = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        consumer
+            .run(recorder, Box::pin(s.cancelled_owned()))
+            .await
+            .unwrap();
+    }));
+    Bus { stop, tasks }
+}
+
+async fn create_users(db: &TestDb, n: usize, prefix: &str) {
+    let users = PgUserRepository::new(build_pool(&PgSettings::new(db.url())).unwrap());
+    for i in 0..n {
+        let uid = FirebaseUid::parse(&format!("{prefix}-{i}")).unwrap();
+        users
+            .upsert_profile(&uid, &ProfilePatch::default(), &ProfileDefaults::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_written_while_redis_is_down_all_arrive_once_it_is_back() {
+    let db = TestDb::new().await;
+    let mut redis = RedisProcess::start();
+    let recorder = Arc::new(Recorder::default());
+    let bus = start_bus(&db, &redis.url(), "t:", 1, recorder.clone()).await;
+    redis.stop();
+    create_users(&db, 30, "down").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(recorder.counts().is_empty());
+    assert_eq!(
+        db.scalar("SELECT count(*) AS value FROM outbox WHERE published_at IS NULL")
+            .await,
+        30,
+        "nothing lost, nothing marked"
+    );
+    redis.resume();
+    eventually("all 30 events", Duration::from_secs(30), || async {
+        (recorder.counts().len() == 30).then_some(())
+    })
+    .await;
+    bus.stop().await;
+    assert!(recorder.counts().values().all(|n| *n == 1));
+    assert_eq!(
+        db.scalar("SELECT count(*) AS value FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_publish_every_row_and_the_consumer_handles_each_event_once() {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new().await;
+    let recorder = Arc::new(Recorder::default());
+    let bus = start_bus(&db, redis.url(), redis.prefix(), 2, recorder.clone()).await;
+    create_users(&db, 200, "two").await;
+    eventually("all 200 events", Duration::from_secs(30), || async {
+        (recorder.counts().len() == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bus.stop().await;
+    let counts = recorder.counts();
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|n| *n == 1), "each event handled once");
+    assert_eq!(
+        db.scalar("SELECT count(*) AS value FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_row_reaches_the_consumer_quickly_thanks_to_listen_notify() {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new().await;
+    let recorder = Arc::new(Recorder::default());
+    // idle_wait is 5 s: only a notification can make delivery fast.
+    let bus = start_bus(&db, redis.url(), redis.prefix(), 1, recorder.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        let before = Instant::now();
+        create_users(&db, 1, &format!("fast{i}")).await;
+        eventually("the event", Duration::from_secs(10), || async {
+            (recorder.counts().len() == i + 1).then_some(())
+        })
+        .await;
+        latencies.push(before.elapsed());
+    }
+    bus.stop().await;
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    eprintln!(
+        "commit -> consumer latency p50 {p50:?}, max {:?}",
+        latencies.last().unwrap()
+    );
+    assert!(
+        p50 < Duration::from_secs(2),
+        "p50 {p50:?}: the relay is not woken by NOTIFY"
+    );
+}

@@ -1,0 +1,547 @@
+//! `RedisStreamConsumer`: one consumer of one consumer group, at-least-once.
+//!
+//! On start it creates its group if needed (`MKSTREAM`, from the beginning of
+//! the stream), drains its own pending entries, then reads new ones with a
+//! blocking `XREADGROUP`. An entry is acknowledged only after the handler
+//! succeeds (or after it is dead-lettered). A janitor claims entries idle
+//! longer than `claim_idle` — from dead consumers, and this consumer's own
+//! failures — with `XAUTOCLAIM`; past `max_deliveries` an entry goes to the
+//! dead-letter stream with its reason. Processed event ids are remembered for
+//! `dedupe_ttl`, so a repeated event (a relay that published twice, a
+//! redelivery after a crash between handling and acking) is handled once.
+
+use crate::publisher::stream_key;
+use crate::reply::{self, Entry, command, v};
+use crate::wire::{self, EVENT_FIELD};
+use async_trait::async_trait;
+use domain::EventEnvelope;
+use fred::clients::Client;
+use fred::interfaces::ClientLike as _;
+use fred::prelude::Value;
+use futures_util::FutureExt as _;
+use ports::{ConsumeEventsError, EventConsumer, EventHandler, HandleEventError, Shutdown};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How a consumer behaves. `new` gives production defaults.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub prefix: String,
+    pub topic: String,
+    pub group: String,
+    /// Unique per process (the pod name, plus a random suffix).
+    pub consumer: String,
+    /// Entries per read.
+    pub batch: u64,
+    /// How long one blocking read waits; also the longest shutdown waits for it.
+    pub block: Duration,
+    /// Entries pending longer than this are claimed by the janitor.
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry is dead-lettered.
+    pub max_deliveries: u64,
+    /// How long processed event ids are remembered.
+    pub dedupe_ttl: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ConsumerSettings {
+    pub fn new(prefix: &str, topic: &str, group: &str, consumer: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+            batch: 32,
+            block: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(30),
+            max_deliveries: 5,
+            dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    pub fn stream(&self) -> String {
+        stream_key(&self.prefix, &self.topic)
+    }
+
+    /// `<stream>:dead`: entries that could not be processed, with the reason.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}:dead", self.stream())
+    }
+
+    fn seen_key(&self, event_id: &uuid::Uuid) -> String {
+        format!("{}:{}:seen:{event_id}", self.stream(), self.group)
+    }
+}
+
+/// One consumer of a group. It owns a Redis connection of its own (blocking
+/// reads hold a connection).
+pub struct RedisStreamConsumer {
+    client: Client,
+    settings: ConsumerSettings,
+}
+
+impl std::fmt::Debug for RedisStreamConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamConsumer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-run state.
+#[derive(Default)]
+struct RunState {
+    group_ready: bool,
+    draining_own: bool,
+    last_janitor: Option<Instant>,
+    last_errors: HashMap<String, String>,
+    failing_since: Option<Instant>,
+}
+
+fn is_nogroup(e: &fred::error::Error) -> bool {
+    e.details().contains("NOGROUP")
+}
+
+impl RedisStreamConsumer {
+    /// A consumer with a connection of its own, configured like `base`.
+    pub fn new(base: &Client, settings: ConsumerSettings) -> Self {
+        Self {
+            client: base.clone_new(),
+            settings,
+        }
+    }
+
+    async fn ensure_group(&self) -> Result<(), fred::error::Error> {
+        let args = vec![
+            v("CREATE"),
+            v(self.settings.stream()),
+            v(&*self.settings.group),
+            v("0"),
+            v("MKSTREAM"),
+        ];
+        match command(&self.client, "XGROUP", false, args).await {
+            Ok(_) => {
+                tracing::info!(stream = %self.settings.stream(), group = %self.settings.group, "created consumer group");
+                Ok(())
+            }
+            Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, own_pending: bool) -> Result<Vec<Entry>, fred::error::Error> {
+        let s = &self.settings;
+        let mut args = vec![
+            v("GROUP"),
+            v(&*s.group),
+            v(&*s.consumer),
+            v("COUNT"),
+            Value::Integer(s.batch as i64),
+        ];
+        if !own_pending {
+            args.extend([v("BLOCK"), Value::Integer(s.block.as_millis() as i64)]);
+        }
+        args.extend([
+            v("STREAMS"),
+            v(s.stream()),
+            v(if own_pending { "0" } else { ">" }),
+        ]);
+        command(&self.client, "XREADGROUP", !own_pending, args)
+            .await
+            .map(reply::xreadgroup)
+    }
+
+    /// Delivery counts of this consumer's pending entries between two ids.
+    async fn deliveries(
+        &self,
+        entries: &[Entry],
+    ) -> Result<HashMap<String, u64>, fred::error::Error> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let s = &self.settings;
+        let args = vec![
+            v(s.stream()),
+            v(&*s.group),
+            v(&*first.id),
+            v(&*last.id),
+            Value::Integer(entries.len() as i64 * 4 + 16),
+            v(&*s.consumer),
+        ];
+        let reply = command(&self.client, "XPENDING", false, args).await?;
+        Ok(reply::xpending_deliveries(reply).into_iter().collect())
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<(), fred::error::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![v(self.settings.stream()), v(&*self.settings.group)];
+        args.extend(ids.iter().map(|id| v(&**id)));
+        command(&self.client, "XACK", false, args).await.map(drop)
+    }
+
+    async fn dead_letter(
+        &self,
+        entry: &Entry,
+        reason: &str,
+        deliveries: u64,
+    ) -> Result<(), fred::error::Error> {
+        let s = &self.settings;
+        let mut args = vec![
+            v(s.dead_letter_stream()),
+            v("MAXLEN"),
+            v("~"),
+            Value::Integer(100_000),
+            v("*"),
+            v("original_id"),
+            v(&*entry.id),
+            v("group"),
+            v(&*s.group),
+            v("consumer"),
+            v(&*s.consumer),
+            v("reason"),
+            v(reason),
+            v("deliveries"),
+            v(deliveries.to_string()),
+        ];
+        for (k, val) in &entry.fields {
+            args.extend([v(&**k), v(&**val)]);
+        }
+        command(&self.client, "XADD", false, args).await?;
+        metrics::counter!("stream_dead_letters_total", "stream" => s.stream(), "group" => s.group.clone()).increment(1);
+        tracing::error!(stream = %s.stream(), group = %s.group, entry = %entry.id, deliveries, reason, "entry dead-lettered");
+        Ok(())
+    }
+
+    /// Which of `ids` were processed before (a pipelined `MGET`).
+    async fn seen(&self, events: &[&EventEnvelope]) -> Result<Vec<bool>, fred::error::Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args: Vec<Value> = events
+            .iter()
+            .map(|e| v(self.settings.seen_key(&e.id)))
+            .collect();
+        let reply = command(&self.client, "MGET", false, args).await?;
+        Ok(match reply {
+            Value::Array(values) => values.iter().map(|x| !x.is_null()).collect(),
+            other => vec![!other.is_null()],
+        })
+    }
+
+    async fn mark_seen(&self, events: &[uuid::Uuid]) -> Result<(), fred::error::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let pipeline = self.client.pipeline();
+        let ttl = self.settings.dedupe_ttl.as_secs().max(1) as i64;
+        for id in events {
+            let args = vec![
+                v(self.settings.seen_key(id)),
+                v("1"),
+                v("EX"),
+                Value::Integer(ttl),
+            ];
+            let _: () = pipeline
+                .custom(
+                    fred::types::CustomCommand::new_static(
+                        "SET",
+                        fred::types::ClusterHash::FirstKey,
+                        false,
+                    ),
+                    args,
+                )
+                .await?;
+        }
+        let _: Vec<Value> = pipeline.all().await?;
+        Ok(())
+    }
+
+    /// Handles a batch; acknowledges what succeeded (or was dead-lettered).
+    /// `deliveries` is known for redelivered entries; new ones count 1.
+    async fn process(
+        &self,
+        handler: &Arc<dyn EventHandler>,
+        entries: Vec<Entry>,
+        deliveries: &HashMap<String, u64>,
+        state: &mut RunState,
+    ) -> Result<usize, fred::error::Error> {
+        let s = &self.settings;
+        let decoded: Vec<(Entry, Result<EventEnvelope, String>)> = entries
+            .into_iter()
+            .map(|e| {
+                let event = e
+                    .field(EVENT_FIELD)
+                    .ok_or_else(|| "no event field".to_owned())
+                    .and_then(wire::decode);
+                (e, event)
+            })
+            .collect();
+        let events: Vec<&EventEnvelope> = decoded
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .collect();
+        let mut seen = self.seen(&events).await?.into_iter();
+        let mut to_ack = Vec::new();
+        let mut processed = Vec::new();
+        let mut in_batch = std::collections::HashSet::new();
+        for (entry, event) in &decoded {
+            let n = deliveries.get(&entry.id).copied().unwrap_or(1);
+            let event = match event {
+                Err(reason) => {
+                    self.dead_letter(entry, reason, n).await?;
+                    to_ack.push(entry.id.clone());
+                    continue;
+                }
+                Ok(event) => event,
+            };
+            let seen_before = seen.next().unwrap_or(false);
+            if seen_before || !in_batch.insert(event.id) {
+                metrics::counter!("stream_duplicates_skipped_total", "group" => s.group.clone())
+                    .increment(1);
+                to_ack.push(entry.id.clone());
+                continue;
+            }
+            if !handler.handles(event.event.event_type()) {
+                to_ack.push(entry.id.clone());
+                continue;
+            }
+            if n > s.max_deliveries {
+                let last = state.last_errors.remove(&entry.id);
+                let reason = format!(
+                    "gave up after {} deliveries; last error: {}",
+                    n - 1,
+                    last.as_deref()
+                        .unwrap_or("unknown (handled by another consumer)")
+                );
+                self.dead_letter(entry, &reason, n).await?;
+                to_ack.push(entry.id.clone());
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
+            let outcome = outcome.unwrap_or_else(|_| {
+                Err(HandleEventError::Retry(anyhow::anyhow!(
+                    "the handler panicked"
+                )))
+            });
+            metrics::histogram!("stream_handler_duration_seconds", "group" => s.group.clone())
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(()) => {
+                    state.last_errors.remove(&entry.id);
+                    processed.push(event.id);
+                    to_ack.push(entry.id.clone());
+                }
+                Err(HandleEventError::Reject(reason)) => {
+                    self.dead_letter(entry, &format!("rejected: {reason}"), n)
+                        .await?;
+                    to_ack.push(entry.id.clone());
+                }
+                Err(HandleEventError::Retry(e)) => {
+                    tracing::warn!(group = %s.group, entry = %entry.id, event_id = %event.id, delivery = n,
+                        error = %format!("{e:#}"), "handler failed; the entry stays pending and will be retried");
+                    state.last_errors.insert(entry.id.clone(), format!("{e:#}"));
+                }
+            }
+        }
+        // Remember before acknowledging: a crash in between only causes a
+        // redelivery that is then skipped.
+        self.mark_seen(&processed).await?;
+        self.ack(&to_ack).await?;
+        metrics::counter!("stream_entries_processed_total", "group" => s.group.clone())
+            .increment(processed.len() as u64);
+        Ok(decoded.len())
+    }
+
+    /// Claims entries idle past `claim_idle` (dead consumers' and our own
+    /// failures) and processes them.
+    async fn janitor(
+        &self,
+        handler: &Arc<dyn EventHandler>,
+        state: &mut RunState,
+    ) -> Result<(), fred::error::Error> {
+        let s = &self.settings;
+        let mut cursor = "0-0".to_owned();
+        for _ in 0..16 {
+            let args = vec![
+                v(s.stream()),
+                v(&*s.group),
+                v(&*s.consumer),
+                Value::Integer(s.claim_idle.as_millis() as i64),
+                v(&*cursor),
+                v("COUNT"),
+                Value::Integer(s.batch as i64),
+            ];
+            let claim = reply::xautoclaim(command(&self.client, "XAUTOCLAIM", false, args).await?);
+            if !claim.deleted.is_empty() {
+                tracing::warn!(group = %s.group, ids = ?claim.deleted, "pending entries were trimmed from the stream before being processed");
+                self.ack(&claim.deleted).await?;
+            }
+            if !claim.entries.is_empty() {
+                tracing::info!(group = %s.group, claimed = claim.entries.len(), "claimed idle entries");
+                let deliveries = self.deliveries(&claim.entries).await?;
+                self.process(handler, claim.entries, &deliveries, state)
+                    .await?;
+            }
+            if claim.next == "0-0" {
+                break;
+            }
+            cursor = claim.next;
+        }
+        self.report_metrics().await;
+        Ok(())
+    }
+
+    /// Lag, pending and dead-letter gauges (best effort).
+    async fn report_metrics(&self) {
+        let s = &self.settings;
+        let labels = [("stream", s.stream()), ("group", s.group.clone())];
+        if let Ok(Value::Array(groups)) = command(
+            &self.client,
+            "XINFO",
+            false,
+            vec![v("GROUPS"), v(s.stream())],
+        )
+        .await
+        {
+            for g in groups {
+                let fields: HashMap<String, Value> = match g {
+                    Value::Array(kv) => kv
+                        .chunks(2)
+                        .filter_map(|c| Some((reply::string(&c[0])?, c.get(1)?.clone())))
+                        .collect(),
+                    Value::Map(m) => m
+                        .inner()
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+                        .collect(),
+                    _ => continue,
+                };
+                if fields.get("name").and_then(reply::string).as_deref() != Some(s.group.as_str()) {
+                    continue;
+                }
+                if let Some(p) = fields.get("pending").and_then(Value::as_u64) {
+                    metrics::gauge!("stream_group_pending", &labels).set(p as f64);
+                }
+                if let Some(l) = fields.get("lag").and_then(Value::as_u64) {
+                    metrics::gauge!("stream_group_lag", &labels).set(l as f64);
+                }
+            }
+        }
+        if let Ok(n) = command(&self.client, "XLEN", false, vec![v(s.dead_letter_stream())]).await
+            && let Some(n) = n.as_u64()
+        {
+            metrics::gauge!("stream_dead_letter_length", &labels).set(n as f64);
+        }
+    }
+
+    /// One unit of work: make sure the group exists, run the janitor when due,
+    /// then drain own pending entries or read new ones.
+    async fn step(
+        &self,
+        handler: &Arc<dyn EventHandler>,
+        state: &mut RunState,
+    ) -> Result<(), fred::error::Error> {
+        if !state.group_ready {
+            self.ensure_group().await?;
+            state.group_ready = true;
+        }
+        let janitor_due = state
+            .last_janitor
+            .is_none_or(|t| t.elapsed() >= self.settings.claim_idle / 2);
+        if janitor_due {
+            state.last_janitor = Some(Instant::now());
+            self.janitor(handler, state).await?;
+        }
+        if state.draining_own {
+            let entries = self.read(true).await?;
+            if entries.is_empty() {
+                state.draining_own = false;
+                return Ok(());
+            }
+            let deliveries = self.deliveries(&entries).await?;
+            // Entries we keep failing stay in our list; leave them to the janitor.
+            let failing = entries
+                .iter()
+                .all(|e| state.last_errors.contains_key(&e.id));
+            self.process(handler, entries, &deliveries, state).await?;
+            if failing {
+                state.draining_own = false;
+            }
+            return Ok(());
+        }
+        let entries = self.read(false).await?;
+        if !entries.is_empty() {
+            self.process(handler, entries, &HashMap::new(), state)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventConsumer for RedisStreamConsumer {
+    async fn run(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        shutdown: Shutdown,
+    ) -> Result<(), ConsumeEventsError> {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        self.client.connect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.wait_for_connect()).await;
+        let s = &self.settings;
+        tracing::info!(stream = %s.stream(), group = %s.group, consumer = %s.consumer, "event consumer started");
+        let mut state = RunState {
+            draining_own: true,
+            ..RunState::default()
+        };
+        let mut backoff = s.backoff_min;
+        while !stop.is_cancelled() {
+            match self.step(&handler, &mut state).await {
+                Ok(()) => {
+                    if let Some(since) = state.failing_since.take() {
+                        tracing::info!(group = %s.group, down_for_ms = since.elapsed().as_millis() as u64, "event consumer recovered");
+                    }
+                    backoff = s.backoff_min;
+                }
+                Err(e) => {
+                    if is_nogroup(&e) {
+                        state.group_ready = false;
+                    }
+                    if state.failing_since.is_none() {
+                        state.failing_since = Some(Instant::now());
+                        tracing::warn!(group = %s.group, error = %e, "event consumer lost Redis; retrying with backoff");
+                    } else {
+                        tracing::debug!(group = %s.group, error = %e, "event consumer still failing");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(s.backoff_max);
+                }
+            }
+        }
+        watcher.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.quit()).await;
+        tracing::info!(group = %s.group, consumer = %s.consumer, "event consumer stopped");
+        Ok(())
+    }
+
+    fn claim_idle(&self) -> Duration {
+        self.settings.claim_idle
+    }
+}

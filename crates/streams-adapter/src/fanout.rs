@@ -1,0 +1,117 @@
+//! `RedisFanout`: realtime notifications between instances over Redis pub/sub.
+//!
+//! Every instance publishes to one channel (`<prefix>fanout`) and subscribes to
+//! it; each hands what it receives to its local hub (the `FanoutSink`). The
+//! subscriber connection is separate (a subscribed connection can do nothing
+//! else) and resubscribes by itself after a reconnect.
+
+use crate::reply::{command, v};
+use async_trait::async_trait;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as _};
+use fred::prelude::{Builder, ReconnectPolicy};
+use ports::{Fanout, FanoutError, FanoutMessage, FanoutSink};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RedisFanout {
+    publisher: Client,
+    subscriber: SubscriberClient,
+    channel: String,
+}
+
+impl std::fmt::Debug for RedisFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFanout")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFanout {
+    /// Publishes through `base`; subscribes on a new connection configured like it.
+    pub fn new(base: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let subscriber = Builder::from_config(base.client_config())
+            .set_policy(
+                base.client_reconnect_policy()
+                    .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2)),
+            )
+            .build_subscriber_client()?;
+        Ok(Self {
+            publisher: base.clone(),
+            subscriber,
+            channel: format!("{prefix}fanout"),
+        })
+    }
+}
+
+#[async_trait]
+impl Fanout for RedisFanout {
+    async fn publish(&self, message: &FanoutMessage) -> Result<(), FanoutError> {
+        let json = serde_json::to_string(message).map_err(|e| FanoutError::Unknown(e.into()))?;
+        command(
+            &self.publisher,
+            "PUBLISH",
+            false,
+            vec![v(&*self.channel), v(json)],
+        )
+        .await
+        .map_err(|e| FanoutError::Unavailable(anyhow::anyhow!("redis: {e}")))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, sink: Arc<dyn FanoutSink>) -> Result<(), FanoutError> {
+        let subscriber = self.subscriber.clone();
+        let channel = self.channel.clone();
+        let mut messages = subscriber.message_rx();
+        subscriber.connect();
+        let _resubscriber = subscriber.manage_subscriptions();
+        // Subscribe in the background, retrying until Redis answers, so an
+        // instance that starts during a Redis outage still joins later.
+        let sub = subscriber.clone();
+        let ch = channel.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match sub.subscribe(ch.as_str()).await {
+                    Ok(()) => {
+                        tracing::info!(channel = %ch, "subscribed to realtime fan-out");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to realtime fan-out yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok(m) if *m.channel == *channel => {
+                        let Some(text) = m.value.as_string() else {
+                            continue;
+                        };
+                        match serde_json::from_str::<FanoutMessage>(&text) {
+                            Ok(msg) => sink.deliver(msg),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring a fan-out message that does not decode")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("fanout_messages_dropped_total").increment(n);
+                        tracing::warn!(
+                            dropped = n,
+                            "fan-out receiver fell behind; messages dropped"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(())
+    }
+}

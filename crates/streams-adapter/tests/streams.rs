@@ -1,0 +1,392 @@
+//! The event bus against a real Redis.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use async_trait::async_trait;
+use chrono::Utc;
+use domain::{DomainEvent, EventEnvelope, FirebaseUid, UserCreated, UserDeleted, UserId};
+use fred::prelude::*;
+use ports::testing::contract::eventually;
+use ports::{EventConsumer, EventHandler, EventPublisher, HandleEventError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use streams_adapter::{ConsumerSettings, RedisStreamConsumer, RedisStreamPublisher, stream_key};
+use test_support::TestRedis;
+use tokio_util::sync::CancellationToken;
+
+async fn client(redis: &TestRedis) -> Client {
+    streams_adapter::connect(redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+fn created(i: usize) -> EventEnvelope {
+    EventEnvelope::new(
+        DomainEvent::UserCreated(UserCreated {
+            user_id: UserId::new(),
+            uid: FirebaseUid::parse(&format!("user-{i}")).unwrap(),
+            email: None,
+            display_name: None,
+        }),
+        Utc::now(),
+    )
+}
+
+/// Records what it handled; fails the ids it is told to fail.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<EventEnvelope>>,
+    fail: Mutex<Vec<uuid::Uuid>>,
+}
+
+impl Recorder {
+    fn handled(&self) -> Vec<EventEnvelope> {
+        self.handled.lock().unwrap().clone()
+    }
+
+    fn counts(&self) -> HashMap<uuid::Uuid, usize> {
+        let mut m = HashMap::new();
+        for e in self.handled() {
+            *m.entry(e.id).or_default() += 1;
+        }
+        m
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "user.created"
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {
+        if self.fail.lock().unwrap().contains(&event.id) {
+            return Err(HandleEventError::Retry(anyhow::anyhow!(
+                "poison event {}",
+                event.id
+            )));
+        }
+        self.handled.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+fn settings(redis: &TestRedis, group: &str, consumer: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        block: Duration::from_millis(200),
+        claim_idle: Duration::from_millis(300),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        ..ConsumerSettings::new(redis.prefix(), "users", group, consumer)
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn start(consumer: RedisStreamConsumer, handler: Arc<dyn EventHandler>) -> Running {
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let task = tokio::spawn(async move {
+        consumer
+            .run(handler, Box::pin(async move { signal.cancelled().await }))
+            .await
+            .unwrap();
+    });
+    Running { stop, task }
+}
+
+#[tokio::test]
+async fn published_events_are_consumed_in_order_once() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let events: Vec<_> = (0..50).map(created).collect();
+    for e in &events[..25] {
+        publisher.publish(e).await.unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
+        recorder.clone(),
+    );
+    for e in &events[25..] {
+        publisher.publish(e).await.unwrap();
+    }
+    eventually("all 50 events", Duration::from_secs(10), || async {
+        (recorder.handled().len() >= 50).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let ids: Vec<_> = recorder.handled().iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "in publish order, each once"
+    );
+    assert_eq!(
+        recorder.handled()[0],
+        events[0],
+        "the event survives the wire intact"
+    );
+}
+
+#[tokio::test]
+async fn events_of_other_types_are_acknowledged_unhandled() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let deleted = EventEnvelope::new(
+        DomainEvent::UserDeleted(UserDeleted {
+            user_id: UserId::new(),
+            uid: FirebaseUid::parse("x").unwrap(),
+        }),
+        Utc::now(),
+    );
+    publisher.publish(&deleted).await.unwrap();
+    publisher.publish(&created(1)).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
+        recorder.clone(),
+    );
+    eventually("the created event", Duration::from_secs(10), || async {
+        (!recorder.handled().is_empty()).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let pending: Vec<Value> = c
+        .xpending(stream_key(redis.prefix(), "users"), "g", ())
+        .await
+        .unwrap();
+    assert_eq!(pending[0].as_u64(), Some(0), "nothing left pending");
+}
+
+#[tokio::test]
+async fn streams_are_trimmed_approximately() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 50);
+    for i in 0..1000 {
+        publisher.publish(&created(i)).await.unwrap();
+    }
+    let len: u64 = c.xlen(stream_key(redis.prefix(), "users")).await.unwrap();
+    assert!(
+        (50..=250).contains(&len),
+        "length {len} should be near the cap of 50"
+    );
+}
+
+#[tokio::test]
+async fn an_entry_a_dead_consumer_never_acked_is_claimed_and_processed_once() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let stream = stream_key(redis.prefix(), "users");
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let event = created(7);
+    publisher.publish(&event).await.unwrap();
+    // A consumer reads the entry and dies without acknowledging it.
+    let _: () = c.xgroup_create(&stream, "g", "0", true).await.unwrap();
+    let _: Value = c
+        .xreadgroup::<Value, _, _, _, _>("g", "dead-consumer", Some(10), None, false, &stream, ">")
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder::default());
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "alive")),
+        recorder.clone(),
+    );
+    eventually("the orphaned entry", Duration::from_secs(10), || async {
+        (!recorder.handled().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // two more janitor rounds: no repeat
+    running.stop().await;
+    assert_eq!(recorder.counts().get(&event.id), Some(&1));
+}
+
+#[tokio::test]
+async fn a_poison_entry_is_dead_lettered_after_its_deliveries_with_the_reason() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let poison = created(1);
+    let fine = created(2);
+    let recorder = Arc::new(Recorder::default());
+    recorder.fail.lock().unwrap().push(poison.id);
+    publisher.publish(&poison).await.unwrap();
+    publisher.publish(&fine).await.unwrap();
+    let mut s = settings(&redis, "g", "c1");
+    s.max_deliveries = 3;
+    let dead_stream = s.dead_letter_stream();
+    let running = start(RedisStreamConsumer::new(&c, s), recorder.clone());
+    let dead: Vec<(String, HashMap<String, String>)> =
+        eventually("the dead letter", Duration::from_secs(15), || async {
+            let entries: Vec<(String, HashMap<String, String>)> =
+                c.xrange(&dead_stream, "-", "+", None).await.unwrap();
+            (!entries.is_empty()).then_some(entries)
+        })
+        .await;
+    running.stop().await;
+    assert_eq!(dead.len(), 1);
+    let fields = &dead[0].1;
+    assert!(fields["reason"].contains("poison event"), "{fields:?}");
+    assert_eq!(fields["deliveries"], "4");
+    assert_eq!(fields["group"], "g");
+    assert!(fields["event"].contains(&poison.id.to_string()));
+    assert_eq!(
+        recorder.counts().get(&fine.id),
+        Some(&1),
+        "the poison entry did not block the next one"
+    );
+    let pending: Vec<Value> = c
+        .xpending(stream_key(redis.prefix(), "users"), "g", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        pending[0].as_u64(),
+        Some(0),
+        "the dead entry was acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothing() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let recorder = Arc::new(Recorder::default());
+    let mut s = settings(&redis, "g", "killed");
+    s.block = Duration::from_secs(2);
+    let running = start(RedisStreamConsumer::new(&c, s), recorder.clone());
+    let events: Vec<_> = (0..40).map(created).collect();
+    for e in &events[..20] {
+        publisher.publish(e).await.unwrap();
+    }
+    eventually("the first half", Duration::from_secs(10), || async {
+        (recorder.handled().len() >= 20).then_some(())
+    })
+    .await;
+    // Kill the connection that sits in a blocking XREADGROUP.
+    let killed = eventually("a blocked reader", Duration::from_secs(10), || async {
+        let list: String = c
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "CLIENT",
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                vec!["LIST"],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<String> = list
+            .lines()
+            .filter(|l| l.contains("cmd=xreadgroup"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix("id="))
+                    .map(str::to_owned)
+            })
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    for id in &killed {
+        let _: Value = c
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "CLIENT",
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                vec!["KILL", "ID", id.as_str()],
+            )
+            .await
+            .unwrap();
+    }
+    for e in &events[20..] {
+        publisher.publish(e).await.unwrap();
+    }
+    eventually(
+        "every event after the kill",
+        Duration::from_secs(20),
+        || async { (recorder.handled().len() >= 40).then_some(()) },
+    )
+    .await;
+    running.stop().await;
+    let counts = recorder.counts();
+    assert!(
+        events.iter().all(|e| counts.get(&e.id) == Some(&1)),
+        "each event exactly once: {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_handled_once() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let e = created(3);
+    publisher.publish(&e).await.unwrap();
+    publisher.publish(&e).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
+        recorder.clone(),
+    );
+    let marker = created(4);
+    publisher.publish(&marker).await.unwrap();
+    eventually("the marker event", Duration::from_secs(10), || async {
+        recorder.counts().contains_key(&marker.id).then_some(())
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(recorder.counts().get(&e.id), Some(&1));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_batch_in_hand_and_leaves_nothing_pending() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let recorder = Arc::new(Recorder::default());
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
+        recorder.clone(),
+    );
+    for i in 0..30 {
+        publisher.publish(&created(i)).await.unwrap();
+    }
+    eventually("some events", Duration::from_secs(10), || async {
+        (!recorder.handled().is_empty()).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let pending: Vec<Value> = c
+        .xpending(stream_key(redis.prefix(), "users"), "g", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        pending[0].as_u64(),
+        Some(0),
+        "whatever was read was handled and acknowledged"
+    );
+}
