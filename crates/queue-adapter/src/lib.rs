@@ -1,6 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+mod periodic;
+mod queue;
 mod redis;
+mod scripts;
+mod worker;
 
 pub use deadpool_redis::Pool as RedisPool;
+pub use queue::{
+    DeadJob, LeasedJob, QueueError, QueueSettings, QueueStats, RedisJobQueue, valid_queue_name,
+};
 pub use redis::{RedisHealthProbe, RedisSettings, build_pool};
+pub use worker::{JobWorker, WorkerSettings, backoff};

@@ -1,0 +1,530 @@
+//! The worker runtime: fetches jobs by weighted priority, runs them with
+//! bounded concurrency under a lease that a heartbeat extends, retries
+//! failures with exponential backoff and jitter, recovers jobs of dead
+//! workers, and on shutdown returns unfinished jobs to the queue.
+
+use crate::periodic::Periodic;
+use crate::queue::{LeasedJob, QueueError, RedisJobQueue, now_ms};
+use futures_util::FutureExt as _;
+use ports::{JobContext, JobFailure, JobHandler, JobId, NewJob};
+use rand::Rng as _;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How a worker process runs jobs. `new` gives production defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Unique per process (logs and metrics).
+    pub worker_id: String,
+    /// Queues and their weights: a queue of weight 6 is tried first six times
+    /// as often as one of weight 1, and every queue makes progress.
+    pub queues: Vec<(String, u32)>,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How long a job is leased; a heartbeat extends it every third of it.
+    pub lease: Duration,
+    /// Longest idle wait for a wake-up token before polling again.
+    pub idle_wait: Duration,
+    /// How often due scheduled and retry jobs are moved to pending.
+    pub forward_every: Duration,
+    /// How often expired leases are recovered.
+    pub recover_every: Duration,
+    /// First retry delay; doubles per attempt up to `retry_cap`, with jitter.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How long in-flight jobs may run on after shutdown; the rest are requeued.
+    pub shutdown_timeout: Duration,
+    pub stats_every: Duration,
+}
+
+impl WorkerSettings {
+    pub fn new(worker_id: impl Into<String>, queues: Vec<(String, u32)>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            queues,
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            idle_wait: Duration::from_secs(1),
+            forward_every: Duration::from_millis(250),
+            recover_every: Duration::from_secs(5),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(20),
+            stats_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The delay before retry `attempt` (1-based): `base * 2^(attempt-1)`, capped,
+/// with "equal jitter" (a random point in the upper half).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base
+        .saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1).min(30)))
+        .min(cap);
+    let half = exp / 2;
+    half + Duration::from_millis(
+        rand::rng().random_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
+/// The queues in the order to try them this time: a weighted random shuffle.
+fn weighted_order(queues: &[(String, u32)]) -> Vec<&str> {
+    let mut pool: Vec<(&str, u32)> = queues
+        .iter()
+        .map(|(q, w)| (q.as_str(), (*w).max(1)))
+        .collect();
+    let mut order = Vec::with_capacity(pool.len());
+    let mut rng = rand::rng();
+    while !pool.is_empty() {
+        let total: u32 = pool.iter().map(|(_, w)| w).sum();
+        let mut pick = rng.random_range(0..total);
+        let i = pool
+            .iter()
+            .position(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        order.push(pool.remove(i).0);
+    }
+    order
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Retries a queue state change a few times: losing one only means the job
+/// runs again when its lease ends, but we would rather not.
+async fn persist<T, F, Fut>(what: &str, id: &JobId, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) if attempt < 5 => {
+                tracing::debug!(job_id = %id, error = %e, "retrying {what}");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "could not record {what}; the job will run again when its lease ends")
+            }
+        }
+    }
+    None
+}
+
+type Running = Arc<Mutex<HashMap<JobId, String>>>;
+
+fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashMap<JobId, String>> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A worker process's job runtime. Register handlers, then `run`.
+pub struct JobWorker {
+    queue: RedisJobQueue,
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+    periodic: Vec<Periodic>,
+    settings: WorkerSettings,
+}
+
+impl std::fmt::Debug for JobWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobWorker")
+            .field("settings", &self.settings)
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobWorker {
+    pub fn new(queue: RedisJobQueue, settings: WorkerSettings) -> Self {
+        Self {
+            queue,
+            handlers: HashMap::new(),
+            periodic: Vec::new(),
+            settings,
+        }
+    }
+
+    /// Runs jobs of `kind` with `handler`.
+    pub fn handle(&mut self, kind: &str, handler: Arc<dyn JobHandler>) -> &mut Self {
+        self.handlers.insert(kind.to_owned(), handler);
+        self
+    }
+
+    /// Enqueues `job` on every tick of `schedule` (a cron expression with
+    /// seconds: `sec min hour day month weekday`), once per tick however many
+    /// worker processes run.
+    pub fn periodic(
+        &mut self,
+        name: &str,
+        schedule: &str,
+        job: NewJob,
+    ) -> anyhow::Result<&mut Self> {
+        self.periodic.push(Periodic::new(name, schedule, job)?);
+        Ok(self)
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains (see [`WorkerSettings::shutdown_timeout`]).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self {
+            queue,
+            handlers,
+            periodic,
+            settings,
+        } = self;
+        let settings = Arc::new(settings);
+        let handlers = Arc::new(handlers);
+        let running: Running = Arc::default();
+        let background = CancellationToken::new();
+        let mut loops = JoinSet::new();
+        loops.spawn(forwarder(
+            queue.clone(),
+            settings.clone(),
+            background.clone(),
+        ));
+        loops.spawn(recoverer(
+            queue.clone(),
+            settings.clone(),
+            background.clone(),
+        ));
+        loops.spawn(heartbeat(
+            queue.clone(),
+            settings.clone(),
+            running.clone(),
+            background.clone(),
+        ));
+        loops.spawn(stats(queue.clone(), settings.clone(), background.clone()));
+        if !periodic.is_empty() {
+            loops.spawn(crate::periodic::scheduler(
+                queue.clone(),
+                periodic,
+                background.clone(),
+            ));
+        }
+        tracing::info!(worker = %settings.worker_id, queues = ?settings.queues, concurrency = settings.concurrency, "job worker started");
+
+        let semaphore = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let queue_names: Vec<String> = settings.queues.iter().map(|(q, _)| q.clone()).collect();
+        let mut tasks = JoinSet::new();
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff_wait = Duration::from_millis(100);
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                p = semaphore.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = shutdown.cancelled() => break,
+            };
+            let mut fetched = Ok(None);
+            for q in weighted_order(&settings.queues) {
+                fetched = queue.fetch(q, settings.lease).await;
+                if !matches!(fetched, Ok(None)) {
+                    break;
+                }
+            }
+            match fetched {
+                Ok(Some(job)) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            down_for_ms = since.elapsed().as_millis() as u64,
+                            "job worker reached Redis again"
+                        );
+                    }
+                    backoff_wait = Duration::from_millis(100);
+                    lock(&running).insert(job.id, job.queue.clone());
+                    let (queue, handlers, settings, running) = (
+                        queue.clone(),
+                        handlers.clone(),
+                        settings.clone(),
+                        running.clone(),
+                    );
+                    tasks.spawn(async move {
+                        let id = job.id;
+                        execute(&queue, &handlers, &settings, job).await;
+                        lock(&running).remove(&id);
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        r = queue.wait_for_work(&queue_names, settings.idle_wait) => {
+                            if r.is_err() {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        tracing::warn!(error = %e, "job worker cannot fetch; backing off");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff_wait) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    backoff_wait = (backoff_wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+
+        // Drain: let in-flight jobs finish up to the deadline, requeue the rest.
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(
+                in_flight,
+                deadline_secs = settings.shutdown_timeout.as_secs(),
+                "job worker draining"
+            );
+        }
+        let drained = tokio::time::timeout(settings.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let left: Vec<(JobId, String)> = lock(&running).drain().collect();
+            for (id, q) in &left {
+                match queue.requeue(q, id).await {
+                    Ok(true) => {
+                        tracing::info!(job_id = %id, queue = %q, "unfinished job returned to the queue")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "could not requeue; it runs again when its lease ends")
+                    }
+                }
+            }
+        }
+        background.cancel();
+        while loops.join_next().await.is_some() {}
+        tracing::info!(worker = %settings.worker_id, "job worker stopped");
+    }
+}
+
+/// Runs one attempt and records its outcome.
+async fn execute(
+    queue: &RedisJobQueue,
+    handlers: &HashMap<String, Arc<dyn JobHandler>>,
+    settings: &WorkerSettings,
+    job: LeasedJob,
+) {
+    let labels = [("queue", job.queue.clone()), ("kind", job.kind.clone())];
+    if job.ready_at_ms > 0 {
+        let waited = (now_ms() - job.ready_at_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("job_wait_seconds", &labels).record(waited);
+    }
+    let started = Instant::now();
+    let timeout = if job.timeout.is_zero() {
+        NewJob::DEFAULT_TIMEOUT
+    } else {
+        job.timeout
+    };
+    let outcome = match handlers.get(&job.kind) {
+        // A newer worker may know it (rolling deploys): retry, do not kill.
+        None => Err(JobFailure::retry(format!(
+            "no handler for job type {:?} on this worker",
+            job.kind
+        ))),
+        Some(handler) => {
+            let ctx = JobContext {
+                id: job.id,
+                kind: job.kind.clone(),
+                version: job.version,
+                payload: job.payload.clone(),
+                queue: job.queue.clone(),
+                attempt: job.attempt,
+                max_retries: job.max_retries,
+            };
+            match tokio::time::timeout(
+                timeout,
+                AssertUnwindSafe(handler.handle(&ctx)).catch_unwind(),
+            )
+            .await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => Err(JobFailure::retry(format!(
+                    "the handler panicked: {}",
+                    panic_message(&*panic)
+                ))),
+                Err(_) => Err(JobFailure::retry(format!("timed out after {timeout:?}"))),
+            }
+        }
+    };
+    metrics::histogram!("job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    let result = match outcome {
+        Ok(()) => {
+            persist("completion", &job.id, || {
+                queue.complete(&job.queue, &job.id)
+            })
+            .await;
+            tracing::debug!(job_id = %job.id, kind = %job.kind, "job done");
+            "success"
+        }
+        Err(failure) => {
+            let (error, retry_at) = match &failure {
+                JobFailure::Permanent { error } => (error.clone(), None),
+                JobFailure::Retry { error, .. } if job.attempt > job.max_retries => {
+                    (error.clone(), None)
+                }
+                JobFailure::Retry { error, after } => {
+                    let delay = after.unwrap_or_else(|| {
+                        backoff(job.attempt, settings.retry_base, settings.retry_cap)
+                    });
+                    (
+                        error.clone(),
+                        Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                    )
+                }
+            };
+            persist("failure", &job.id, || {
+                queue.fail(&job.queue, &job.id, &error, retry_at)
+            })
+            .await;
+            if retry_at.is_some() {
+                tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed; will retry");
+                "retry"
+            } else {
+                tracing::error!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed for good; moved to the dead set");
+                "dead"
+            }
+        }
+    };
+    metrics::counter!("jobs_processed_total", "queue" => job.queue, "kind" => job.kind, "outcome" => result).increment(1);
+}
+
+async fn every(period: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+async fn forwarder(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: CancellationToken) {
+    while every(settings.forward_every, &stop).await {
+        for (q, _) in &settings.queues {
+            if let Err(e) = queue.forward(q).await {
+                tracing::debug!(queue = %q, error = %e, "forwarding scheduled jobs failed");
+            }
+        }
+    }
+}
+
+async fn recoverer(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: CancellationToken) {
+    while every(settings.recover_every, &stop).await {
+        for (q, _) in &settings.queues {
+            match queue.recover(q).await {
+                Ok((0, 0)) => {}
+                Ok((retried, dead)) => {
+                    tracing::warn!(queue = %q, retried, dead, "recovered jobs whose worker stopped responding");
+                    metrics::counter!("jobs_recovered_total", "queue" => q.clone())
+                        .increment(retried + dead);
+                }
+                Err(e) => {
+                    tracing::debug!(queue = %q, error = %e, "recovering expired leases failed")
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(
+    queue: RedisJobQueue,
+    settings: Arc<WorkerSettings>,
+    running: Running,
+    stop: CancellationToken,
+) {
+    while every(settings.lease / 3, &stop).await {
+        let mut by_queue: HashMap<String, Vec<JobId>> = HashMap::new();
+        for (id, q) in lock(&running).iter() {
+            by_queue.entry(q.clone()).or_default().push(*id);
+        }
+        for (q, ids) in by_queue {
+            if let Err(e) = queue.heartbeat(&q, &ids, settings.lease).await {
+                tracing::warn!(queue = %q, jobs = ids.len(), error = %e, "heartbeat failed; leases may expire");
+            }
+        }
+    }
+}
+
+async fn stats(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: CancellationToken) {
+    while every(settings.stats_every, &stop).await {
+        for (q, _) in &settings.queues {
+            if let Ok(s) = queue.stats(q).await {
+                for (state, n) in [
+                    ("pending", s.pending),
+                    ("scheduled", s.scheduled),
+                    ("active", s.active),
+                    ("retry", s.retry),
+                    ("dead", s.dead),
+                ] {
+                    metrics::gauge!("queue_jobs", "queue" => q.clone(), "state" => state)
+                        .set(n as f64);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        for _ in 0..100 {
+            let d1 = backoff(1, base, cap);
+            assert!(
+                d1 >= Duration::from_secs(1) && d1 <= Duration::from_secs(2),
+                "{d1:?}"
+            );
+            let d3 = backoff(3, base, cap);
+            assert!(
+                d3 >= Duration::from_secs(4) && d3 <= Duration::from_secs(8),
+                "{d3:?}"
+            );
+            let d20 = backoff(20, base, cap);
+            assert!(d20 >= Duration::from_secs(30) && d20 <= cap, "{d20:?}");
+        }
+    }
+
+    #[test]
+    fn weighted_order_favours_heavy_queues_but_lists_all() {
+        let queues = vec![
+            ("critical".to_owned(), 6),
+            ("default".to_owned(), 3),
+            ("low".to_owned(), 1),
+        ];
+        let mut first = HashMap::new();
+        for _ in 0..10_000 {
+            let order = weighted_order(&queues);
+            assert_eq!(order.len(), 3);
+            *first.entry(order[0]).or_insert(0) += 1;
+        }
+        let (c, d, l) = (first["critical"], first["default"], first["low"]);
+        assert!(c > d && d > l && l > 500, "{first:?}");
+    }
+}
