@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod jobs;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+mod wiring;
 
 pub use settings::{AppEnv, LogFormat, Settings, SettingsError};
 pub use startup::{Application, Infrastructure, Role};

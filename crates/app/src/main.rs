@@ -24,6 +24,11 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) on stdout.
     Openapi,
+    /// Inspect and repair the job queue.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsCommand,
+    },
     /// Print a token that a locally running app accepts (local mode only).
     DevToken {
         /// The Firebase uid the token is for.
@@ -40,6 +45,47 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Counts per queue: pending, scheduled, active, retry, dead, processed, failed.
+    Stats,
+    /// The most recent dead jobs with their last error.
+    Dead {
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run a dead job again (`<id>`), or every dead job (`--all`).
+    Retry {
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Delete a job wherever it is.
+    Delete { id: String },
+}
+
+impl From<JobsCommand> for app::jobs::JobsAction {
+    fn from(c: JobsCommand) -> Self {
+        match c {
+            JobsCommand::Stats => Self::Stats,
+            JobsCommand::Dead { queue, limit } => Self::Dead { queue, limit },
+            JobsCommand::Retry { id, all, queue } => Self::Retry { id, all, queue },
+            JobsCommand::Delete { id } => Self::Delete { id },
+        }
+    }
+}
+
+fn print(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 fn load_settings() -> Result<Settings, ExitCode> {
     Settings::from_env().map_err(|e| {
         eprintln!("error: {e}");
@@ -47,11 +93,18 @@ fn load_settings() -> Result<Settings, ExitCode> {
     })
 }
 
+/// Reports a fatal error once: as a JSON log line when logs are JSON (so log
+/// pipelines see it), else as plain text on stderr.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    tracing::error!(error = %format!("{e:#}"), "fatal");
-    eprintln!("error: {e:#}");
+    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(error = %format!("{e:#}"), "fatal");
+    } else {
+        eprintln!("error: {e:#}");
+    }
     ExitCode::FAILURE
 }
+
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -64,10 +117,7 @@ async fn main() -> ExitCode {
         let spec = http_api::openapi_spec();
         return match serde_json::to_string_pretty(&spec) {
             Ok(json) => {
-                #[expect(clippy::print_stdout, reason = "the command's output is the spec")]
-                {
-                    println!("{json}");
-                }
+                print(&format!("{json}\n"));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),
@@ -79,6 +129,10 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init_logging(settings.log_format);
+    LOG_JSON.store(
+        settings.log_format == app::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 
     match command {
         Command::Openapi => ExitCode::SUCCESS,
@@ -100,15 +154,19 @@ async fn main() -> ExitCode {
             };
             match auth_adapter::mint_dev_token(secret, &settings.firebase_project_id, &req) {
                 Ok(token) => {
-                    #[expect(clippy::print_stdout, reason = "the command's output is the token")]
-                    {
-                        println!("{token}");
-                    }
+                    print(&format!("{token}\n"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
             }
         }
+        Command::Jobs { action } => match app::jobs::run(&settings, action.into()).await {
+            Ok(text) => {
+                print(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Migrate => {
             let mut s = settings;
             s.migrate_on_start = true;

@@ -47,6 +47,16 @@ pub struct Settings {
     pub cursor_secret: String,
     /// Unique per replica: consumer names, worker ids, fan-out origin.
     pub instance_id: String,
+    /// Jobs one worker process runs at once.
+    pub worker_concurrency: usize,
+    /// Queues a worker takes jobs from, with weights.
+    pub worker_queues: Vec<(String, u32)>,
+    pub job_lease: Duration,
+    pub job_retry_base: Duration,
+    /// Stream entries pending longer than this are claimed from dead consumers.
+    pub stream_claim_idle: Duration,
+    /// Approximate cap of each event stream.
+    pub stream_max_len: u64,
 }
 
 impl fmt::Debug for Settings {
@@ -304,6 +314,34 @@ impl Settings {
             .or_else(|| r.raw("POD_NAME"))
             .unwrap_or_else(default_instance_id);
 
+        let worker_concurrency = r.parsed("WORKER_CONCURRENCY", 16_usize, "a positive number");
+        if worker_concurrency == 0 {
+            r.problem("WORKER_CONCURRENCY", "must be at least 1");
+        }
+        let worker_queues = parse_queues(&r.string("WORKER_QUEUES", "mail:3,default:1"))
+            .unwrap_or_else(|e| {
+                r.problem("WORKER_QUEUES", e);
+                Vec::new()
+            });
+        let job_lease = Duration::from_secs(
+            r.parsed("JOB_LEASE_SECS", 30_u64, "a number of seconds")
+                .max(1),
+        );
+        let job_retry_base = Duration::from_millis(r.parsed(
+            "JOB_RETRY_BASE_MS",
+            2000_u64,
+            "a number of milliseconds",
+        ));
+        let stream_claim_idle = Duration::from_millis(
+            r.parsed(
+                "STREAM_CLAIM_IDLE_MS",
+                30_000_u64,
+                "a number of milliseconds",
+            )
+            .max(100),
+        );
+        let stream_max_len = r.parsed("STREAM_MAX_LEN", 100_000_u64, "a number of entries");
+
         if !r.problems.is_empty() {
             return Err(SettingsError {
                 problems: r.problems,
@@ -332,8 +370,40 @@ impl Settings {
             http_json_limit_bytes,
             cursor_secret,
             instance_id,
+            worker_concurrency,
+            worker_queues,
+            job_lease,
+            job_retry_base,
+            stream_claim_idle,
+            stream_max_len,
         })
     }
+}
+
+/// `mail:3,default:1` -> `[("mail", 3), ("default", 1)]` (weight 1 if left out).
+fn parse_queues(raw: &str) -> Result<Vec<(String, u32)>, String> {
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, weight) = item.split_once(':').unwrap_or((item, "1"));
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| format!("weight of {name:?} must be a number"))?;
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid || weight == 0 {
+            return Err(format!(
+                "{item:?} must be name:weight with a lowercase name and a weight of at least 1"
+            ));
+        }
+        out.push((name.to_owned(), weight));
+    }
+    if out.is_empty() {
+        return Err("must name at least one queue".into());
+    }
+    Ok(out)
 }
 
 /// Every variable the app reads, for documentation and for the deploy-file
@@ -363,6 +433,12 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CURSOR_SECRET",
     "INSTANCE_ID",
     "POD_NAME",
+    "WORKER_CONCURRENCY",
+    "WORKER_QUEUES",
+    "JOB_LEASE_SECS",
+    "JOB_RETRY_BASE_MS",
+    "STREAM_CLAIM_IDLE_MS",
+    "STREAM_MAX_LEN",
 ];
 
 #[cfg(test)]
@@ -436,6 +512,22 @@ mod tests {
         .unwrap();
         assert!(ok.dev_token_secret.is_none(), "no dev tokens in production");
         assert!(!ok.migrate_on_start);
+    }
+
+    #[test]
+    fn worker_queues_parse_with_weights() {
+        assert_eq!(
+            load(&[]).unwrap().worker_queues,
+            [("mail".to_owned(), 3), ("default".to_owned(), 1)]
+        );
+        assert_eq!(
+            load(&[("WORKER_QUEUES", "a, b:5")]).unwrap().worker_queues,
+            [("a".to_owned(), 1), ("b".to_owned(), 5)]
+        );
+        for bad in [",", "A:1", "x:0", "x:many"] {
+            let err = load(&[("WORKER_QUEUES", bad)]).unwrap_err();
+            assert_eq!(err.problems[0].0, "WORKER_QUEUES", "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,41 +2,36 @@
 //! the ports, and runs the HTTP server and background work until shutdown.
 
 use crate::settings::{AppEnv, Settings};
-use crate::telemetry;
+use crate::wiring;
 use anyhow::Context as _;
 use auth_adapter::{AuthSettings, FirebaseTokenVerifier, KeySettings};
-use domain::CursorCodec;
-use http_api::{ApiState, HttpSettings};
-use ports::{HealthProbe, TokenVerifier};
-use postgres_adapter::{
-    PgHealthProbe, PgPool, PgPushTokenRepository, PgSettings, PgUserRepository,
-};
-use queue_adapter::{RedisHealthProbe, RedisPool, RedisSettings};
-use std::net::TcpListener;
+use ports::TokenVerifier;
+use postgres_adapter::{PgPool, PgSettings};
+use queue_adapter::{RedisPool, RedisSettings};
 use std::sync::Arc;
 use std::time::Duration;
 use streams_adapter::RedisClient;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use usecases::{ProfileService, PushTokenService};
 
 /// Which parts of the system this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// HTTP and WebSocket.
     Serve,
-    /// Queue workers, stream consumers, the outbox relay.
+    /// Queue workers, stream consumers, the outbox relay (and the
+    /// operational routes `/healthz`, `/readyz`, `/metrics`).
     Worker,
     /// Both (the local default).
     All,
 }
 
 impl Role {
-    fn serves(self) -> bool {
+    pub(crate) fn serves(self) -> bool {
         matches!(self, Role::Serve | Role::All)
     }
 
-    fn works(self) -> bool {
+    pub(crate) fn works(self) -> bool {
         matches!(self, Role::Worker | Role::All)
     }
 }
@@ -144,77 +139,23 @@ impl Application {
         let infra = Infrastructure { pg, redis, fred };
         let shutdown = CancellationToken::new();
 
-        let (server, port) = if role.serves() {
-            let (server, port) = Self::http_server(&settings, &infra, shutdown.clone())?;
-            (Some(server), Some(port))
-        } else {
-            (None, None)
-        };
-        let tasks = JoinSet::new();
+        let (server, port) = wiring::http_server(&settings, &infra, role, shutdown.clone())?;
+        let mut tasks = JoinSet::new();
         if role.works() {
-            tracing::info!(instance = %settings.instance_id, "worker role started");
+            wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
         }
         Ok(Self {
             settings,
             role,
             infra,
-            server,
-            port,
+            server: Some(server),
+            port: Some(port),
             tasks,
             shutdown,
         })
     }
 
-    fn http_server(
-        settings: &Settings,
-        infra: &Infrastructure,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<(actix_web::dev::Server, u16)> {
-        let users = Arc::new(PgUserRepository::new(infra.pg.clone()));
-        let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
-        let probes: Vec<Arc<dyn HealthProbe>> = vec![
-            Arc::new(PgHealthProbe::new(infra.pg.clone())),
-            Arc::new(RedisHealthProbe::new(infra.redis.clone())),
-        ];
-        let metrics = telemetry::metrics_handle()
-            .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) });
-        let state = ApiState {
-            profiles: ProfileService::new(users),
-            push_tokens: PushTokenService::new(
-                tokens,
-                CursorCodec::new(settings.cursor_secret.as_bytes().to_vec()),
-            ),
-            verifier: token_verifier(settings)?,
-            probes,
-            metrics,
-            settings: HttpSettings {
-                json_limit: settings.http_json_limit_bytes,
-                cors_origins: settings.cors_allowed_origins.clone(),
-                ..HttpSettings::default()
-            },
-        };
-        let spec = http_api::openapi_bytes();
-        let listener = TcpListener::bind((settings.http_host.as_str(), settings.http_port))
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}:{} (HTTP_HOST/HTTP_PORT)",
-                    settings.http_host, settings.http_port
-                )
-            })?;
-        let port = listener.local_addr()?.port();
-        let server = actix_web::HttpServer::new(move || {
-            http_api::build_app(state.clone(), spec.clone(), |_| {})
-        })
-        .listen(listener)?
-        .tcp_nodelay(true)
-        .shutdown_signal(shutdown.cancelled_owned())
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .run();
-        tracing::info!(port, "HTTP server listening");
-        Ok((server, port))
-    }
-
-    /// The bound HTTP port (`None` for the worker role).
+    /// The bound HTTP port (the API, or only the operational routes for `worker`).
     pub fn port(&self) -> Option<u16> {
         self.port
     }

@@ -13,7 +13,7 @@ pub use openapi::openapi_spec;
 pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
-pub use state::{ApiState, HttpSettings, MetricsRenderer};
+pub use state::{ApiState, HttpSettings, MetricsRenderer, OpsState};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -57,6 +57,7 @@ pub fn build_app(
     let cors_enabled = !state.settings.cors_origins.is_empty();
     let cors = cors(&state.settings.cors_origins);
     App::new()
+        .app_data(web::Data::new(state.ops.clone()))
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(routes::docs::SpecJson(spec)))
         .wrap(middleware::security_headers())
@@ -70,6 +71,29 @@ pub fn build_app(
         .route("/docs", web::get().to(routes::docs::docs))
         .route("/docs/init.js", web::get().to(routes::docs::docs_init))
         .configure(extra)
+}
+
+/// Only the operational routes (`/healthz`, `/readyz`, `/metrics`) with the
+/// same middleware: what a worker process serves.
+pub fn build_ops_app(
+    ops: OpsState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(ops))
+        .wrap(middleware::security_headers())
+        .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .wrap_api()
+        .configure(routes::operational)
+        .build()
+        .route("/metrics", web::get().to(routes::docs::metrics))
 }
 
 /// [`openapi_spec`] serialized once, for [`build_app`].

@@ -15,8 +15,6 @@ pub struct HttpSettings {
     pub json_limit: usize,
     /// Origins allowed by CORS; empty turns CORS off.
     pub cors_origins: Vec<String>,
-    /// How long each readiness check may take.
-    pub readiness_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -24,19 +22,38 @@ impl Default for HttpSettings {
         Self {
             json_limit: 64 * 1024,
             cors_origins: Vec::new(),
-            readiness_timeout: Duration::from_millis(1500),
         }
     }
 }
 
-/// The application state every handler can reach.
+/// What the operational routes (`/healthz`, `/readyz`, `/metrics`) need;
+/// every process role serves them.
+#[derive(Clone)]
+pub struct OpsState {
+    pub probes: Vec<Arc<dyn HealthProbe>>,
+    pub metrics: Option<MetricsRenderer>,
+    /// How long each readiness check may take.
+    pub readiness_timeout: Duration,
+}
+
+impl std::fmt::Debug for OpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsState")
+            .field(
+                "probes",
+                &self.probes.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The application state every API handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub profiles: ProfileService,
     pub push_tokens: PushTokenService,
     pub verifier: Arc<dyn TokenVerifier>,
-    pub probes: Vec<Arc<dyn HealthProbe>>,
-    pub metrics: Option<MetricsRenderer>,
+    pub ops: OpsState,
     pub settings: HttpSettings,
 }
 

@@ -11,7 +11,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
 use async_trait::async_trait;
 use domain::{CursorCodec, FirebaseUid, VerifiedIdentity};
-use http_api::{ApiState, HttpSettings, build_app, openapi_bytes};
+use http_api::{ApiState, HttpSettings, OpsState, build_app, openapi_bytes};
 use ports::testing::{FakeTokenVerifier, InMemoryStore};
 use ports::{HealthProbe, ProbeError};
 use serde_json::{Value, json};
@@ -69,8 +69,11 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
         profiles: ProfileService::new(users),
         push_tokens: PushTokenService::new(store.clone(), CursorCodec::new(b"test".to_vec())),
         verifier,
-        probes: vec![postgres, redis.clone()],
-        metrics: Some(Arc::new(|| "# metrics\nhttp_requests_total 1\n".to_owned())),
+        ops: OpsState {
+            probes: vec![postgres, redis.clone()],
+            metrics: Some(Arc::new(|| "# metrics\nhttp_requests_total 1\n".to_owned())),
+            readiness_timeout: std::time::Duration::from_millis(500),
+        },
         settings: HttpSettings {
             json_limit: 1024,
             ..HttpSettings::default()

@@ -7,6 +7,7 @@
 mod postgres;
 mod processes;
 mod redis;
+mod smtp;
 #[cfg(feature = "app")]
 mod spawn;
 mod telemetry;
@@ -14,6 +15,7 @@ mod telemetry;
 pub use postgres::TestDb;
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
+pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
 pub use spawn::{TestApp, spawn_app, spawn_app_on, spawn_app_with, test_settings};
 pub use telemetry::init_tracing;

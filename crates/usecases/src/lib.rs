@@ -8,4 +8,6 @@ pub mod welcome;
 pub use profiles::{DeleteAccountError, GetProfileError, ProfileService};
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
-pub use welcome::{MAIL_QUEUE, WELCOME_GROUP, WELCOME_JOB, WelcomeMailJob, WelcomeMailTrigger};
+pub use welcome::{
+    MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB, WelcomeMailJob, WelcomeMailTrigger,
+};

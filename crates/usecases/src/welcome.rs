@@ -1,8 +1,11 @@
 //! The welcome pipeline's first step: `UserCreated` -> one `email:welcome` job.
 
 use async_trait::async_trait;
-use domain::{DisplayName, DomainEvent, Email, EventEnvelope, UserId};
-use ports::{EnqueueJobError, EventHandler, HandleEventError, JobQueue, NewJob};
+use domain::{DisplayName, DomainEvent, Email, EventEnvelope, Mail, UserId, WelcomeMail};
+use ports::{
+    Cache, EnqueueJobError, EventHandler, HandleEventError, JobContext, JobFailure, JobHandler,
+    JobQueue, Mailer, NewJob, SendMailError,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +97,81 @@ impl EventHandler for WelcomeMailTrigger {
     }
 }
 
+/// How long "this user's welcome mail was sent" is remembered.
+pub const WELCOME_SENT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Runs `email:welcome`: sends the mail once per user. A marker set after
+/// the server accepted the mail stops a rerun of the same job (a worker that
+/// died between sending and acknowledging) from mailing twice.
+#[derive(Clone)]
+pub struct SendWelcomeMail {
+    mailer: Arc<dyn Mailer>,
+    sent: Arc<dyn Cache>,
+}
+
+impl std::fmt::Debug for SendWelcomeMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendWelcomeMail").finish_non_exhaustive()
+    }
+}
+
+impl SendWelcomeMail {
+    pub fn new(mailer: Arc<dyn Mailer>, sent: Arc<dyn Cache>) -> Self {
+        Self { mailer, sent }
+    }
+
+    fn marker(user_id: &UserId) -> String {
+        format!("welcome-sent:{user_id}")
+    }
+}
+
+#[async_trait]
+impl JobHandler for SendWelcomeMail {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        if job.version > WelcomeMailJob::VERSION {
+            return Err(JobFailure::permanent(format!(
+                "payload version {} is newer than this worker",
+                job.version
+            )));
+        }
+        let payload: WelcomeMailJob = job.payload()?;
+        let marker = Self::marker(&payload.user_id);
+        match self.sent.get(&marker).await {
+            Ok(Some(_)) => {
+                tracing::info!(user_id = %payload.user_id, "welcome mail already sent; not sending again");
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(JobFailure::retry(format!(
+                    "cannot check whether the mail was sent: {e}"
+                )));
+            }
+        }
+        let mail = Mail::Welcome(WelcomeMail {
+            user_id: payload.user_id,
+            to: payload.email,
+            display_name: payload.display_name,
+        });
+        match self.mailer.send(&mail).await {
+            Ok(()) => {
+                if let Err(e) = self.sent.set(&marker, b"1", WELCOME_SENT_TTL).await {
+                    tracing::warn!(user_id = %payload.user_id, error = %e, "welcome mail sent, but the sent marker was not stored");
+                }
+                tracing::info!(user_id = %payload.user_id, job_id = %job.id, attempt = job.attempt, "welcome mail sent");
+                Ok(())
+            }
+            Err(SendMailError::Rejected { reply }) => Err(JobFailure::permanent(format!(
+                "the mail server refused it: {reply}"
+            ))),
+            Err(SendMailError::Unavailable { reason }) => Err(JobFailure::retry(format!(
+                "mail server unavailable: {reason}"
+            ))),
+            Err(SendMailError::Unknown(e)) => Err(JobFailure::retry(format!("{e:#}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +211,65 @@ mod tests {
         );
         let payload: WelcomeMailJob = serde_json::from_value(job.payload.clone()).unwrap();
         assert_eq!(payload.email.as_str(), "ada@example.com");
+    }
+
+    fn job_for(payload: &WelcomeMailJob, attempt: u32) -> JobContext {
+        JobContext {
+            id: ports::JobId::new(),
+            kind: WELCOME_JOB.into(),
+            version: 1,
+            payload: serde_json::to_value(payload).unwrap(),
+            queue: MAIL_QUEUE.into(),
+            attempt,
+            max_retries: 5,
+        }
+    }
+
+    fn payload() -> WelcomeMailJob {
+        WelcomeMailJob {
+            user_id: UserId::new(),
+            email: Email::parse("ada@example.com").unwrap(),
+            display_name: Some(DisplayName::parse("Ada").unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mail_is_sent_once_even_when_the_job_runs_twice() {
+        use ports::testing::{InMemoryCache, RecordingMailer};
+        let mailer = Arc::new(RecordingMailer::new());
+        let handler = SendWelcomeMail::new(mailer.clone(), Arc::new(InMemoryCache::new()));
+        let p = payload();
+        handler.handle(&job_for(&p, 1)).await.unwrap();
+        handler.handle(&job_for(&p, 2)).await.unwrap();
+        assert_eq!(mailer.sent().len(), 1);
+        match &mailer.sent()[0] {
+            Mail::Welcome(w) => assert_eq!(w.greeting_name(), "Ada"),
+        }
+    }
+
+    #[tokio::test]
+    async fn smtp_failures_become_retries_or_permanent_failures() {
+        use ports::testing::{InMemoryCache, MailOutcome, RecordingMailer};
+        let mailer = Arc::new(RecordingMailer::new());
+        mailer.script([
+            MailOutcome::Unavailable("451 later".into()),
+            MailOutcome::Reject("550 no such user".into()),
+        ]);
+        let handler = SendWelcomeMail::new(mailer.clone(), Arc::new(InMemoryCache::new()));
+        let p = payload();
+        assert!(
+            matches!(handler.handle(&job_for(&p, 1)).await, Err(JobFailure::Retry { error, .. }) if error.contains("451"))
+        );
+        assert!(
+            matches!(handler.handle(&job_for(&p, 2)).await, Err(JobFailure::Permanent { error }) if error.contains("550"))
+        );
+        assert!(mailer.sent().is_empty());
+        let mut bad = job_for(&p, 1);
+        bad.payload = serde_json::json!({"nope": 1});
+        assert!(matches!(
+            handler.handle(&bad).await,
+            Err(JobFailure::Permanent { .. })
+        ));
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! `/openapi.json`, `/docs` and `/metrics`: routes outside the spec.
 
-use crate::state::ApiState;
+use crate::state::OpsState;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
@@ -51,7 +51,7 @@ pub(crate) async fn openapi_json(spec: web::Data<SpecJson>) -> HttpResponse {
         .body(spec.0.clone())
 }
 
-pub(crate) async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
     match &state.metrics {
         Some(render) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")

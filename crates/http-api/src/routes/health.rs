@@ -1,7 +1,7 @@
 //! Liveness and readiness.
 
 use crate::problem::Problem;
-use crate::state::ApiState;
+use crate::state::OpsState;
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use futures_util::future::join_all;
@@ -37,8 +37,8 @@ pub(crate) async fn healthz() -> web::Json<HealthResponse> {
 /// Checks Postgres and Redis concurrently, each with a short timeout. 200
 /// when all answer; 503 problem+json naming the failing dependencies.
 #[api_v2_operation(tags(Operations), operation_id = "readyz")]
-pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
-    let timeout = state.settings.readiness_timeout;
+pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+    let timeout = state.readiness_timeout;
     let results = join_all(state.probes.iter().map(|probe| async move {
         let outcome = tokio::time::timeout(timeout, probe.check()).await;
         let ok = match outcome {

@@ -13,28 +13,33 @@ use paperclip::v2::models::{DefaultOperationRaw, Either, Response};
 use paperclip::v2::schema::Apiv2Schema;
 use serde::Serialize;
 
+/// The operational routes every role serves.
+pub(crate) fn operational(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)));
+}
+
 /// Mounts every documented route (those that appear in the OpenAPI spec).
 pub(crate) fn documented(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
-        .service(
-            web::scope("/api/v1")
-                .service(
-                    web::resource("/me")
-                        .route(web::get().to(me::get_me))
-                        .route(web::patch().to(me::patch_me))
-                        .route(web::delete().to(me::delete_me)),
-                )
-                .service(
-                    web::resource("/push-tokens")
-                        .route(web::get().to(push_tokens::list))
-                        .route(web::post().to(push_tokens::register)),
-                )
-                .service(
-                    web::resource("/push-tokens/{token}")
-                        .route(web::delete().to(push_tokens::unregister)),
-                ),
-        );
+    operational(cfg);
+    cfg.service(
+        web::scope("/api/v1")
+            .service(
+                web::resource("/me")
+                    .route(web::get().to(me::get_me))
+                    .route(web::patch().to(me::patch_me))
+                    .route(web::delete().to(me::delete_me)),
+            )
+            .service(
+                web::resource("/push-tokens")
+                    .route(web::get().to(push_tokens::list))
+                    .route(web::post().to(push_tokens::register)),
+            )
+            .service(
+                web::resource("/push-tokens/{token}")
+                    .route(web::delete().to(push_tokens::unregister)),
+            ),
+    );
 }
 
 /// A JSON body with 201 Created when the request created the resource and

@@ -1,0 +1,163 @@
+//! Which adapter goes behind which port, per role.
+
+use crate::settings::Settings;
+use crate::startup::{Infrastructure, Role, token_verifier};
+use crate::telemetry;
+use anyhow::Context as _;
+use domain::CursorCodec;
+use http_api::{ApiState, HttpSettings, OpsState};
+use mail_adapter::{LettreMailer, MailSettings};
+use ports::{EventConsumer as _, HealthProbe};
+use postgres_adapter::{PgHealthProbe, PgOutbox, PgPushTokenRepository, PgUserRepository};
+use queue_adapter::{JobWorker, QueueSettings, RedisHealthProbe, RedisJobQueue, WorkerSettings};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use streams_adapter::{ConsumerSettings, RedisCache, RedisStreamConsumer, RedisStreamPublisher};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use usecases::{
+    OutboxRelay, ProfileService, PushTokenService, RelaySettings, SendWelcomeMail, WELCOME_GROUP,
+    WELCOME_JOB, WelcomeMailTrigger,
+};
+
+/// The HTTP server: the whole API for `serve`/`all`, only the operational
+/// routes (`/healthz`, `/readyz`, `/metrics`) for `worker`.
+pub(crate) fn http_server(
+    settings: &Settings,
+    infra: &Infrastructure,
+    role: Role,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(actix_web::dev::Server, u16)> {
+    let probes: Vec<Arc<dyn HealthProbe>> = vec![
+        Arc::new(PgHealthProbe::new(infra.pg.clone())),
+        Arc::new(RedisHealthProbe::new(infra.redis.clone())),
+    ];
+    let metrics = telemetry::metrics_handle()
+        .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) });
+    let ops = OpsState {
+        probes,
+        metrics,
+        readiness_timeout: Duration::from_millis(1500),
+    };
+    let listener = TcpListener::bind((settings.http_host.as_str(), settings.http_port))
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (HTTP_HOST/HTTP_PORT)",
+                settings.http_host, settings.http_port
+            )
+        })?;
+    let port = listener.local_addr()?.port();
+    let server = if role.serves() {
+        let users = Arc::new(PgUserRepository::new(infra.pg.clone()));
+        let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
+        let state = ApiState {
+            profiles: ProfileService::new(users),
+            push_tokens: PushTokenService::new(
+                tokens,
+                CursorCodec::new(settings.cursor_secret.as_bytes().to_vec()),
+            ),
+            verifier: token_verifier(settings)?,
+            ops,
+            settings: HttpSettings {
+                json_limit: settings.http_json_limit_bytes,
+                cors_origins: settings.cors_allowed_origins.clone(),
+            },
+        };
+        let spec = http_api::openapi_bytes();
+        actix_web::HttpServer::new(move || http_api::build_app(state.clone(), spec.clone(), |_| {}))
+            .listen(listener)?
+            .tcp_nodelay(true)
+            .shutdown_signal(shutdown.cancelled_owned())
+            .shutdown_timeout(settings.shutdown_timeout.as_secs())
+            .run()
+    } else {
+        actix_web::HttpServer::new(move || http_api::build_ops_app(ops.clone()))
+            .workers(1)
+            .listen(listener)?
+            .shutdown_signal(shutdown.cancelled_owned())
+            .shutdown_timeout(2)
+            .run()
+    };
+    tracing::info!(port, api = role.serves(), "HTTP server listening");
+    Ok((server, port))
+}
+
+/// The background work of the `worker` role: the outbox relay, the
+/// welcome-mail consumer group and the job worker.
+pub(crate) fn start_workers(
+    settings: &Settings,
+    infra: &Infrastructure,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let prefix = settings.redis_key_prefix.as_str();
+    let queue = RedisJobQueue::new(infra.redis.clone(), QueueSettings::new(prefix));
+
+    let relay = OutboxRelay::new(
+        Arc::new(PgOutbox::new(
+            infra.pg.clone(),
+            settings.database_url.clone(),
+        )),
+        Arc::new(RedisStreamPublisher::new(
+            infra.fred.clone(),
+            prefix,
+            settings.stream_max_len,
+        )),
+        RelaySettings::default(),
+    );
+    let stop = shutdown.clone();
+    tasks.spawn(async move { relay.run(stop.cancelled_owned()).await });
+
+    let consumer = RedisStreamConsumer::new(
+        &infra.fred,
+        ConsumerSettings {
+            claim_idle: settings.stream_claim_idle,
+            ..ConsumerSettings::new(
+                prefix,
+                domain::events::USERS_TOPIC,
+                WELCOME_GROUP,
+                &format!("{}-welcome", settings.instance_id),
+            )
+        },
+    );
+    let trigger = Arc::new(WelcomeMailTrigger::new(Arc::new(queue.clone())));
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = consumer
+            .run(trigger, Box::pin(stop.cancelled_owned()))
+            .await
+        {
+            tracing::error!(error = %e, "the welcome-mail consumer stopped");
+        }
+    });
+
+    let mailer = LettreMailer::new(&MailSettings {
+        smtp_url: settings.smtp_url.clone(),
+        outbox_dir: settings.mail_outbox_dir.clone(),
+        ..MailSettings::new(settings.mail_from.clone())
+    })?;
+    tracing::info!(to = %mailer.describe(), "mail transport ready");
+    let cache = Arc::new(RedisCache::new(infra.fred.clone(), prefix));
+    let mut worker = JobWorker::new(
+        queue,
+        WorkerSettings {
+            concurrency: settings.worker_concurrency,
+            lease: settings.job_lease,
+            retry_base: settings.job_retry_base,
+            // Leave the process a moment after the worker's own deadline.
+            shutdown_timeout: settings
+                .shutdown_timeout
+                .saturating_sub(Duration::from_secs(2))
+                .max(Duration::from_secs(1)),
+            ..WorkerSettings::new(settings.instance_id.clone(), settings.worker_queues.clone())
+        },
+    );
+    worker.handle(
+        WELCOME_JOB,
+        Arc::new(SendWelcomeMail::new(Arc::new(mailer), cache)),
+    );
+    tasks.spawn(worker.run(shutdown.clone()));
+    tracing::info!(instance = %settings.instance_id, "worker role started");
+    Ok(())
+}
