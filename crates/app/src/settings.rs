@@ -57,6 +57,11 @@ pub struct Settings {
     pub stream_claim_idle: Duration,
     /// Approximate cap of each event stream.
     pub stream_max_len: u64,
+    pub ws_max_message_bytes: usize,
+    pub ws_outbound_queue: usize,
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    pub ws_handler_concurrency: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -341,6 +346,23 @@ impl Settings {
             .max(100),
         );
         let stream_max_len = r.parsed("STREAM_MAX_LEN", 100_000_u64, "a number of entries");
+        let ws_max_message_bytes = r
+            .parsed("WS_MAX_MESSAGE_BYTES", 64 * 1024_usize, "a number of bytes")
+            .max(1024);
+        let ws_outbound_queue = r
+            .parsed("WS_OUTBOUND_QUEUE", 256_usize, "a number of messages")
+            .max(1);
+        let ws_ping_interval = Duration::from_secs(
+            r.parsed("WS_PING_INTERVAL_SECS", 15_u64, "a number of seconds")
+                .max(1),
+        );
+        let ws_idle_timeout = Duration::from_secs(
+            r.parsed("WS_IDLE_TIMEOUT_SECS", 45_u64, "a number of seconds")
+                .max(2),
+        );
+        let ws_handler_concurrency = r
+            .parsed("WS_HANDLER_CONCURRENCY", 64_usize, "a positive number")
+            .max(1);
 
         if !r.problems.is_empty() {
             return Err(SettingsError {
@@ -376,6 +398,11 @@ impl Settings {
             job_retry_base,
             stream_claim_idle,
             stream_max_len,
+            ws_max_message_bytes,
+            ws_outbound_queue,
+            ws_ping_interval,
+            ws_idle_timeout,
+            ws_handler_concurrency,
         })
     }
 }
@@ -439,6 +466,11 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "JOB_RETRY_BASE_MS",
     "STREAM_CLAIM_IDLE_MS",
     "STREAM_MAX_LEN",
+    "WS_MAX_MESSAGE_BYTES",
+    "WS_OUTBOUND_QUEUE",
+    "WS_PING_INTERVAL_SECS",
+    "WS_IDLE_TIMEOUT_SECS",
+    "WS_HANDLER_CONCURRENCY",
 ];
 
 #[cfg(test)]

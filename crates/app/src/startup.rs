@@ -139,7 +139,7 @@ impl Application {
         let infra = Infrastructure { pg, redis, fred };
         let shutdown = CancellationToken::new();
 
-        let (server, port) = wiring::http_server(&settings, &infra, role, shutdown.clone())?;
+        let (server, port) = wiring::http_server(&settings, &infra, role, shutdown.clone()).await?;
         let mut tasks = JoinSet::new();
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;

@@ -7,23 +7,52 @@ use anyhow::Context as _;
 use domain::CursorCodec;
 use http_api::{ApiState, HttpSettings, OpsState};
 use mail_adapter::{LettreMailer, MailSettings};
-use ports::{EventConsumer as _, HealthProbe};
+use ports::{EventConsumer as _, Fanout as _, HealthProbe};
 use postgres_adapter::{PgHealthProbe, PgOutbox, PgPushTokenRepository, PgUserRepository};
 use queue_adapter::{JobWorker, QueueSettings, RedisHealthProbe, RedisJobQueue, WorkerSettings};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use streams_adapter::{ConsumerSettings, RedisCache, RedisStreamConsumer, RedisStreamPublisher};
+use streams_adapter::{
+    ConsumerSettings, RedisCache, RedisFanout, RedisStreamConsumer, RedisStreamPublisher,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use usecases::{
     OutboxRelay, ProfileService, PushTokenService, RelaySettings, SendWelcomeMail, WELCOME_GROUP,
     WELCOME_JOB, WelcomeMailTrigger,
 };
+use ws_hub::{Hub, HubNotifier, HubSettings};
 
-/// The HTTP server: the whole API for `serve`/`all`, only the operational
-/// routes (`/healthz`, `/readyz`, `/metrics`) for `worker`.
-pub(crate) fn http_server(
+/// The WebSocket hub, joined to the other instances through Redis pub/sub,
+/// closing its sockets with 1001 when the process stops.
+async fn hub(
+    settings: &Settings,
+    infra: &Infrastructure,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Hub> {
+    let hub = Hub::new(HubSettings {
+        max_message_bytes: settings.ws_max_message_bytes,
+        outbound_queue: settings.ws_outbound_queue,
+        ping_interval: settings.ws_ping_interval,
+        idle_timeout: settings.ws_idle_timeout,
+        handler_concurrency: settings.ws_handler_concurrency,
+        ..HubSettings::new(settings.instance_id.clone())
+    });
+    let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis_key_prefix)?);
+    hub.set_fanout(fanout.clone());
+    fanout.subscribe(Arc::new(hub.clone())).await?;
+    let (h, stop) = (hub.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        h.shutdown();
+    });
+    Ok(hub)
+}
+
+/// The HTTP server: the whole API and `/ws` for `serve`/`all`, only the
+/// operational routes (`/healthz`, `/readyz`, `/metrics`) for `worker`.
+pub(crate) async fn http_server(
     settings: &Settings,
     infra: &Infrastructure,
     role: Role,
@@ -49,15 +78,18 @@ pub(crate) fn http_server(
         })?;
     let port = listener.local_addr()?.port();
     let server = if role.serves() {
+        let hub = hub(settings, infra, &shutdown).await?;
+        let verifier = token_verifier(settings)?;
         let users = Arc::new(PgUserRepository::new(infra.pg.clone()));
         let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
         let state = ApiState {
-            profiles: ProfileService::new(users),
+            profiles: ProfileService::new(users)
+                .with_notifier(Arc::new(HubNotifier::new(hub.clone()))),
             push_tokens: PushTokenService::new(
                 tokens,
                 CursorCodec::new(settings.cursor_secret.as_bytes().to_vec()),
             ),
-            verifier: token_verifier(settings)?,
+            verifier: verifier.clone(),
             ops,
             settings: HttpSettings {
                 json_limit: settings.http_json_limit_bytes,
@@ -65,12 +97,18 @@ pub(crate) fn http_server(
             },
         };
         let spec = http_api::openapi_bytes();
-        actix_web::HttpServer::new(move || http_api::build_app(state.clone(), spec.clone(), |_| {}))
-            .listen(listener)?
-            .tcp_nodelay(true)
-            .shutdown_signal(shutdown.cancelled_owned())
-            .shutdown_timeout(settings.shutdown_timeout.as_secs())
-            .run()
+        actix_web::HttpServer::new(move || {
+            http_api::build_app(
+                state.clone(),
+                spec.clone(),
+                ws_hub::configure(hub.clone(), verifier.clone()),
+            )
+        })
+        .listen(listener)?
+        .tcp_nodelay(true)
+        .shutdown_signal(shutdown.cancelled_owned())
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .run()
     } else {
         actix_web::HttpServer::new(move || http_api::build_ops_app(ops.clone()))
             .workers(1)

@@ -5,6 +5,7 @@ use crate::{TestDb, TestRedis, unique_suffix};
 use app::{Application, Role, Settings};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// A running application and the isolated resources it uses. Stops on drop.
@@ -14,8 +15,8 @@ pub struct TestApp {
     pub port: u16,
     pub settings: Settings,
     pub client: reqwest::Client,
-    pub db: TestDb,
-    pub redis: TestRedis,
+    pub db: Arc<TestDb>,
+    pub redis: Arc<TestRedis>,
     pub mail_dir: PathBuf,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -63,6 +64,21 @@ pub async fn spawn_app_with(role: Role, overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_app_on(
     db: TestDb,
     redis: TestRedis,
+    role: Role,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    spawn_shared(Arc::new(db), Arc::new(redis), role, overrides).await
+}
+
+/// Another instance on the same database and Redis prefix as `first` (a
+/// second replica), with its own port and instance id.
+pub async fn spawn_sibling(first: &TestApp, role: Role, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_shared(first.db.clone(), first.redis.clone(), role, overrides).await
+}
+
+async fn spawn_shared(
+    db: Arc<TestDb>,
+    redis: Arc<TestRedis>,
     role: Role,
     overrides: &[(&str, &str)],
 ) -> TestApp {

@@ -5,7 +5,7 @@ pub mod push_tokens;
 pub mod relay;
 pub mod welcome;
 
-pub use profiles::{DeleteAccountError, GetProfileError, ProfileService};
+pub use profiles::{DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService};
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{

@@ -1,7 +1,10 @@
 //! Profiles: read, upsert (creating the user on first sight) and delete.
 
 use domain::{ProfilePatch, User, VerifiedIdentity};
-use ports::{DeleteUserError, FindUserError, UpsertProfileError, UpsertedProfile, UserRepository};
+use ports::{
+    Audience, DeleteUserError, FindUserError, Notification, Notifier, UpsertOutcome,
+    UpsertProfileError, UpsertedProfile, UserRepository,
+};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -51,7 +54,11 @@ impl From<DeleteUserError> for DeleteAccountError {
 #[derive(Clone)]
 pub struct ProfileService {
     users: Arc<dyn UserRepository>,
+    notifier: Option<Arc<dyn Notifier>>,
 }
+
+/// The realtime message a user's sockets get when their profile changes.
+pub const PROFILE_UPDATED: &str = "profile.updated";
 
 impl std::fmt::Debug for ProfileService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +68,16 @@ impl std::fmt::Debug for ProfileService {
 
 impl ProfileService {
     pub fn new(users: Arc<dyn UserRepository>) -> Self {
-        Self { users }
+        Self {
+            users,
+            notifier: None,
+        }
+    }
+
+    /// Tells the user's open sockets (their other devices) about changes.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The caller's profile.
@@ -84,6 +100,19 @@ impl ProfileService {
             .upsert_profile(&caller.uid, patch, &caller.profile_defaults())
             .await?;
         tracing::info!(user_id = %upserted.user.id, outcome = ?upserted.outcome, "profile upserted");
+        if upserted.outcome == UpsertOutcome::Updated
+            && let Some(notifier) = &self.notifier
+        {
+            let data = serde_json::to_value(&upserted.user).unwrap_or_default();
+            let audience = Audience::User(caller.uid.clone());
+            // Realtime is best effort: the change is committed either way.
+            if let Err(e) = notifier
+                .notify(&audience, &Notification::new(PROFILE_UPDATED, data))
+                .await
+            {
+                tracing::warn!(user_id = %upserted.user.id, error = %e, "profile.updated not delivered to every instance");
+            }
+        }
         Ok(upserted)
     }
 
@@ -121,6 +150,29 @@ mod tests {
         assert_eq!(up.outcome, UpsertOutcome::Created);
         assert_eq!(up.user.display_name.unwrap().as_str(), "Chosen");
         assert_eq!(up.user.email.unwrap().as_str(), "claims@example.com");
+    }
+
+    #[tokio::test]
+    async fn a_changed_profile_is_pushed_to_the_users_sockets() {
+        use ports::testing::RecordingNotifier;
+        let notifier = Arc::new(RecordingNotifier::new());
+        let svc =
+            ProfileService::new(Arc::new(InMemoryStore::new())).with_notifier(notifier.clone());
+        svc.upsert(&caller("u3"), &ProfilePatch::default())
+            .await
+            .unwrap();
+        assert!(notifier.sent().is_empty(), "creating is not an update");
+        let patch = ProfilePatch {
+            display_name: Some(DisplayName::parse("New").unwrap()),
+            ..ProfilePatch::default()
+        };
+        svc.upsert(&caller("u3"), &patch).await.unwrap();
+        svc.upsert(&caller("u3"), &patch).await.unwrap();
+        let sent = notifier.sent();
+        assert_eq!(sent.len(), 1, "an unchanged profile is not pushed");
+        assert_eq!(sent[0].0, Audience::User(FirebaseUid::parse("u3").unwrap()));
+        assert_eq!(sent[0].1.kind, PROFILE_UPDATED);
+        assert_eq!(sent[0].1.data["display_name"], "New");
     }
 
     #[tokio::test]

@@ -1,0 +1,152 @@
+//! Realtime end to end: real WebSocket clients against the whole app, one
+//! instance or two sharing Redis.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use app::Role;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use std::time::Duration;
+use test_support::{TestApp, spawn_app, spawn_sibling};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, token: &str) -> Ws {
+    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Proves the socket is registered (a round trip through the hub).
+async fn ready(ws: &mut Ws) {
+    ws.send(Message::text(
+        json!({"type": "echo", "id": "ready"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(recv(ws).await["id"], "ready");
+}
+
+async fn patch_me(app: &TestApp, token: &str, body: Value) -> u16 {
+    app.client
+        .patch(app.url("/api/v1/me"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_change_reaches_the_users_open_socket() {
+    let app = spawn_app().await;
+    let token = app.token_with("alice", Some("alice@example.com"), Some("Alice"));
+    assert_eq!(patch_me(&app, &token, json!({})).await, 201);
+    let mut socket = connect(&app, &token).await;
+    ready(&mut socket).await;
+    assert_eq!(
+        patch_me(&app, &token, json!({"display_name": "Alice B."})).await,
+        200
+    );
+    let msg = recv(&mut socket).await;
+    assert_eq!(msg["type"], "profile.updated");
+    assert_eq!(msg["data"]["display_name"], "Alice B.");
+    assert_eq!(msg["data"]["uid"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_reaches_the_socket_on_the_other_instance() {
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a, Role::Serve, &[]).await;
+    assert_ne!(a.port, b.port);
+    let token = a.token_with("bob", Some("bob@example.com"), Some("Bob"));
+    assert_eq!(patch_me(&a, &token, json!({})).await, 201);
+    let mut on_b = connect(&b, &token).await;
+    ready(&mut on_b).await;
+    // The change goes through instance A; the socket is held by instance B.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let msg = loop {
+        n += 1;
+        assert_eq!(
+            patch_me(&a, &token, json!({"display_name": format!("Bob {n}")})).await,
+            200
+        );
+        match tokio::time::timeout(Duration::from_millis(500), on_b.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => break serde_json::from_str::<Value>(&t).unwrap(),
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "instance B never got the notification"
+            ),
+        }
+    };
+    assert_eq!(msg["type"], "profile.updated");
+    assert!(
+        msg["data"]["display_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bob ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_app_closes_sockets_with_1001() {
+    let app = spawn_app().await;
+    let token = app.token("carol");
+    let mut socket = connect(&app, &token).await;
+    ready(&mut socket).await;
+    app.stop().await.unwrap();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_without_a_token_is_a_401_problem() {
+    let app = spawn_app().await;
+    let req = format!("ws://127.0.0.1:{}/ws", app.port)
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 401);
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+}

@@ -1,0 +1,347 @@
+//! The hub: who is connected, what they subscribed to, how messages reach
+//! them, and which handler answers which message type.
+
+use crate::envelope;
+use crate::handlers::MessageHandler;
+use bytestring::ByteString;
+use domain::FirebaseUid;
+use ports::{Audience, Fanout, FanoutMessage, FanoutSink, Notification};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How the hub behaves. `new` gives production defaults.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// This instance (fan-out messages it published itself are ignored).
+    pub instance_id: String,
+    /// Largest message accepted (frames and reassembled fragments); bigger
+    /// closes the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Messages queued for one connection; a client too slow to drain it is
+    /// disconnected.
+    pub outbound_queue: usize,
+    pub ping_interval: Duration,
+    /// A connection silent (no pong, no message) this long is closed.
+    pub idle_timeout: Duration,
+    /// Handler calls running at once across the hub.
+    pub handler_concurrency: usize,
+    /// Handler calls running at once for one connection.
+    pub per_connection_concurrency: usize,
+    /// Topics one connection may join.
+    pub max_topics: usize,
+}
+
+impl HubSettings {
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            max_message_bytes: 64 * 1024,
+            outbound_queue: 256,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            handler_concurrency: 64,
+            per_connection_concurrency: 8,
+            max_topics: 32,
+        }
+    }
+}
+
+/// A connection's id, unique within the process.
+pub type ConnId = u64;
+
+struct Conn {
+    uid: FirebaseUid,
+    tx: mpsc::Sender<ByteString>,
+    topics: HashSet<String>,
+    /// Cancelled when the hub drops the connection (slow client, shutdown).
+    kick: CancellationToken,
+}
+
+#[derive(Default)]
+struct Registry {
+    conns: HashMap<ConnId, Conn>,
+    by_user: HashMap<FirebaseUid, HashSet<ConnId>>,
+    by_topic: HashMap<String, HashSet<ConnId>>,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) settings: HubSettings,
+    registry: RwLock<Registry>,
+    handlers: RwLock<HashMap<String, Arc<dyn MessageHandler>>>,
+    pub(crate) handler_permits: Arc<Semaphore>,
+    pub(crate) shutdown: CancellationToken,
+    next_id: AtomicU64,
+    fanout: OnceLock<Arc<dyn Fanout>>,
+}
+
+/// The WebSocket hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("settings", &self.inner.settings)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a send to one connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendOutcome {
+    Queued,
+    /// Its queue was full: the connection was dropped.
+    Kicked,
+    Gone,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    /// A hub with the built-in handlers (`echo`, `subscribe`, `unsubscribe`).
+    pub fn new(settings: HubSettings) -> Self {
+        let permits = settings.handler_concurrency.max(1);
+        let hub = Self {
+            inner: Arc::new(HubInner {
+                settings,
+                registry: RwLock::default(),
+                handlers: RwLock::default(),
+                handler_permits: Arc::new(Semaphore::new(permits)),
+                shutdown: CancellationToken::new(),
+                next_id: AtomicU64::new(1),
+                fanout: OnceLock::new(),
+            }),
+        };
+        crate::handlers::register_builtins(&hub);
+        hub
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.inner.settings
+    }
+
+    /// Routes inbound messages of type `kind` to `handler` (replacing any).
+    pub fn on(&self, kind: &str, handler: Arc<dyn MessageHandler>) -> &Self {
+        write(&self.inner.handlers).insert(kind.to_owned(), handler);
+        self
+    }
+
+    pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn MessageHandler>> {
+        read(&self.inner.handlers).get(kind).cloned()
+    }
+
+    /// Carries notifications to and from other instances through `fanout`.
+    /// Call once, before `fanout.subscribe(hub)`.
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
+        let _ = self.inner.fanout.set(fanout);
+    }
+
+    pub(crate) fn fanout(&self) -> Option<&Arc<dyn Fanout>> {
+        self.inner.fanout.get()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        read(&self.inner.registry).conns.len()
+    }
+
+    /// Whether `shutdown` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Closes every connection with 1001 (going away) and refuses new ones.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub(crate) fn register(
+        &self,
+        uid: FirebaseUid,
+    ) -> (ConnId, mpsc::Receiver<ByteString>, CancellationToken) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.settings.outbound_queue.max(1));
+        let kick = self.inner.shutdown.child_token();
+        let mut reg = write(&self.inner.registry);
+        reg.by_user.entry(uid.clone()).or_default().insert(id);
+        reg.conns.insert(
+            id,
+            Conn {
+                uid,
+                tx,
+                topics: HashSet::new(),
+                kick: kick.clone(),
+            },
+        );
+        metrics::gauge!("ws_connections").set(reg.conns.len() as f64);
+        (id, rx, kick)
+    }
+
+    pub(crate) fn unregister(&self, id: ConnId) {
+        let mut reg = write(&self.inner.registry);
+        let Some(conn) = reg.conns.remove(&id) else {
+            return;
+        };
+        if let Some(set) = reg.by_user.get_mut(&conn.uid) {
+            set.remove(&id);
+            if set.is_empty() {
+                reg.by_user.remove(&conn.uid);
+            }
+        }
+        for topic in &conn.topics {
+            if let Some(set) = reg.by_topic.get_mut(topic) {
+                set.remove(&id);
+                if set.is_empty() {
+                    reg.by_topic.remove(topic);
+                }
+            }
+        }
+        metrics::gauge!("ws_connections").set(reg.conns.len() as f64);
+    }
+
+    /// Joins `topic`; false if the connection is at its topic limit.
+    pub(crate) fn subscribe(&self, id: ConnId, topic: &str) -> bool {
+        let mut reg = write(&self.inner.registry);
+        let max = self.inner.settings.max_topics;
+        let Some(conn) = reg.conns.get_mut(&id) else {
+            return false;
+        };
+        if !conn.topics.contains(topic) && conn.topics.len() >= max {
+            return false;
+        }
+        conn.topics.insert(topic.to_owned());
+        reg.by_topic.entry(topic.to_owned()).or_default().insert(id);
+        true
+    }
+
+    pub(crate) fn unsubscribe(&self, id: ConnId, topic: &str) {
+        let mut reg = write(&self.inner.registry);
+        if let Some(conn) = reg.conns.get_mut(&id) {
+            conn.topics.remove(topic);
+        }
+        if let Some(set) = reg.by_topic.get_mut(topic) {
+            set.remove(&id);
+            if set.is_empty() {
+                reg.by_topic.remove(topic);
+            }
+        }
+    }
+
+    /// Queues `text` for one connection (what every reply and notification
+    /// goes through), without waiting. A full queue means
+    /// the client does not keep up: it is disconnected rather than buffered.
+    pub(crate) fn send_to(&self, id: ConnId, text: ByteString) -> SendOutcome {
+        let (tx, kick) = {
+            let reg = read(&self.inner.registry);
+            match reg.conns.get(&id) {
+                Some(c) => (c.tx.clone(), c.kick.clone()),
+                None => return SendOutcome::Gone,
+            }
+        };
+        match tx.try_send(text) {
+            Ok(()) => SendOutcome::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("ws_slow_client_disconnects_total").increment(1);
+                tracing::warn!(
+                    conn = id,
+                    "client too slow to drain its queue; disconnecting it"
+                );
+                self.unregister(id);
+                kick.cancel();
+                SendOutcome::Kicked
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+        }
+    }
+
+    /// Queues a reply to the connection's own request, waiting for room: a
+    /// client that sends requests gets backpressure (we stop reading it)
+    /// rather than a disconnect. Only a client that does not drain its queue
+    /// for `idle_timeout` is dropped.
+    pub(crate) async fn reply_to(&self, id: ConnId, text: ByteString) -> SendOutcome {
+        let (tx, kick) = {
+            let reg = read(&self.inner.registry);
+            match reg.conns.get(&id) {
+                Some(c) => (c.tx.clone(), c.kick.clone()),
+                None => return SendOutcome::Gone,
+            }
+        };
+        tokio::select! {
+            sent = tokio::time::timeout(self.inner.settings.idle_timeout, tx.send(text)) => match sent {
+                Ok(Ok(())) => SendOutcome::Queued,
+                Ok(Err(_)) => SendOutcome::Gone,
+                Err(_) => {
+                    metrics::counter!("ws_slow_client_disconnects_total").increment(1);
+                    tracing::warn!(conn = id, "client has not drained its replies; disconnecting it");
+                    self.unregister(id);
+                    kick.cancel();
+                    SendOutcome::Kicked
+                }
+            },
+            () = kick.cancelled() => SendOutcome::Gone,
+        }
+    }
+
+    /// The connections an audience covers, right now.
+    fn targets(&self, audience: &Audience) -> Vec<ConnId> {
+        let reg = read(&self.inner.registry);
+        match audience {
+            Audience::User(uid) => reg
+                .by_user
+                .get(uid)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            Audience::Topic(t) => reg
+                .by_topic
+                .get(t)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            Audience::Everyone => reg.conns.keys().copied().collect(),
+        }
+    }
+
+    /// Delivers to the sockets on this instance. Returns how many got it.
+    pub fn deliver_local(&self, audience: &Audience, notification: &Notification) -> usize {
+        let text = ByteString::from(envelope::render(
+            &notification.kind,
+            None,
+            &notification.data,
+        ));
+        self.deliver_text(audience, &notification.kind, text)
+    }
+
+    fn deliver_text(&self, audience: &Audience, kind: &str, text: ByteString) -> usize {
+        let mut delivered = 0;
+        for id in self.targets(audience) {
+            if self.send_to(id, text.clone()) == SendOutcome::Queued {
+                delivered += 1;
+            }
+        }
+        if delivered > 0 {
+            metrics::counter!("ws_messages_out_total", "type" => kind.to_owned())
+                .increment(delivered as u64);
+        }
+        delivered
+    }
+}
+
+impl FanoutSink for Hub {
+    fn deliver(&self, message: FanoutMessage) {
+        if message.origin == self.inner.settings.instance_id {
+            return; // delivered locally when it was published
+        }
+        self.deliver_local(&message.audience, &message.notification);
+    }
+}

@@ -1,0 +1,508 @@
+//! The hub behind a real actix server, driven by real WebSocket clients.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use async_trait::async_trait;
+use futures_util::{SinkExt as _, StreamExt as _};
+use ports::testing::FakeTokenVerifier;
+use ports::testing::contract::eventually;
+use ports::{Audience, Notification, Notifier};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use ws_hub::{HandlerContext, HandlerError, Hub, HubNotifier, HubSettings, MessageHandler, Reply};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    port: u16,
+    hub: Hub,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        tokio::spawn(async move { h.stop(false).await });
+    }
+}
+
+fn settings() -> HubSettings {
+    HubSettings {
+        ping_interval: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(15),
+        ..HubSettings::new("test")
+    }
+}
+
+async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub)) -> Server {
+    let verifier = Arc::new(FakeTokenVerifier::new());
+    for uid in ["alice", "bob", "carol"] {
+        verifier.allow_uid(&format!("token-{uid}"), uid);
+    }
+    let hub = Hub::new(settings);
+    setup(&hub);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (h, v) = (hub.clone(), verifier.clone());
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(ws_hub::configure(
+            h.clone(),
+            v.clone() as Arc<dyn ports::TokenVerifier>,
+        ))
+    })
+    .workers(2)
+    .listen(listener)
+    .unwrap()
+    .disable_signals()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Server { port, hub, handle }
+}
+
+async fn server() -> Server {
+    server_with(settings(), |_| {}).await
+}
+
+async fn connect(s: &Server, uid: &str) -> Ws {
+    let mut req = format!("ws://127.0.0.1:{}/ws", s.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer token-{uid}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// The next text envelope (skipping pings), within 5 s.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame; returns its code.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
+            None => panic!("connection ended without a close frame"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_needs_a_valid_token_from_header_query_or_protocol() {
+    let s = server().await;
+    let url = format!("ws://127.0.0.1:{}/ws", s.port);
+    for req in [url.clone().into_client_request().unwrap(), {
+        let mut r = url.clone().into_client_request().unwrap();
+        r.headers_mut()
+            .insert("authorization", "Bearer wrong".parse().unwrap());
+        r
+    }] {
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), 401);
+                assert_eq!(
+                    res.headers()["www-authenticate"],
+                    "Bearer error=\"invalid_token\""
+                );
+            }
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?access_token=token-alice"))
+        .await
+        .unwrap();
+    send(&mut ws, json!({"type": "echo", "id": "q", "data": 1})).await;
+    assert_eq!(recv(&mut ws).await["id"], "q");
+
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "bearer, token-bob".parse().unwrap(),
+    );
+    let (mut ws, res) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        res.headers()["sec-websocket-protocol"],
+        "bearer",
+        "only the protocol name is echoed"
+    );
+    send(&mut ws, json!({"type": "echo", "data": "hi"})).await;
+    assert_eq!(recv(&mut ws).await["data"], "hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_replies_with_the_correlation_id() {
+    let s = server().await;
+    let mut ws = connect(&s, "alice").await;
+    send(
+        &mut ws,
+        json!({"type": "echo", "id": "42", "data": {"hello": "world"}}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type": "echo", "id": "42", "data": {"hello": "world"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_envelopes_and_the_connection_stays_open() {
+    let s = server().await;
+    let mut ws = connect(&s, "alice").await;
+    ws.send(Message::text("this is not json")).await.unwrap();
+    assert_eq!(recv(&mut ws).await["data"]["code"], "malformed");
+    send(&mut ws, json!({"type": "teleport", "id": "t1"})).await;
+    let e = recv(&mut ws).await;
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["id"].as_str(),
+            e["data"]["code"].as_str()
+        ),
+        (Some("error"), Some("t1"), Some("unknown_type"))
+    );
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(recv(&mut ws).await["data"]["code"], "binary_not_supported");
+    for i in 0..1000 {
+        send(&mut ws, json!({"type": format!("nope-{i}")})).await;
+    }
+    for _ in 0..1000 {
+        assert_eq!(recv(&mut ws).await["data"]["code"], "unknown_type");
+    }
+    send(&mut ws, json!({"type": "echo", "id": "still"})).await;
+    assert_eq!(recv(&mut ws).await["id"], "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_invalid_frames_close_with_the_right_code_while_others_are_served() {
+    let s = server().await;
+    let mut bystander = connect(&s, "bob").await;
+
+    let mut big = connect(&s, "alice").await;
+    big.send(Message::text("x".repeat(70 * 1024)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut big).await, 1009);
+
+    let mut fragmented = connect(&s, "alice").await;
+    let chunk = "y".repeat(30 * 1024);
+    fragmented
+        .send(Message::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    fragmented
+        .send(Message::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .await
+        .unwrap();
+    fragmented
+        .send(Message::Frame(Frame::message(
+            chunk,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut fragmented).await,
+        1009,
+        "reassembled fragments count against the limit"
+    );
+
+    let mut invalid = connect(&s, "alice").await;
+    invalid
+        .send(Message::Frame(Frame::message(
+            vec![0xff, 0xfe, 0x41],
+            OpCode::Data(Data::Text),
+            true,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut invalid).await, 1007);
+
+    send(&mut bystander, json!({"type": "echo", "id": "ok"})).await;
+    assert_eq!(recv(&mut bystander).await["id"], "ok");
+}
+
+/// Sleeps a little and tracks how many calls run at once.
+#[derive(Default)]
+struct Busy {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+#[async_trait]
+impl MessageHandler for Busy {
+    async fn handle(&self, _: &HandlerContext, data: Value) -> Result<Option<Reply>, HandlerError> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(Some(Reply::new("done", data)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_handler_calls_never_exceed_the_bound() {
+    let busy = Arc::new(Busy::default());
+    let b = busy.clone();
+    let s = server_with(
+        HubSettings {
+            handler_concurrency: 8,
+            ..settings()
+        },
+        move |hub| {
+            hub.on("work", b);
+        },
+    )
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let mut ws = connect(&s, if i % 2 == 0 { "alice" } else { "bob" }).await;
+        clients.push(tokio::spawn(async move {
+            for j in 0..100 {
+                send(
+                    &mut ws,
+                    json!({"type": "work", "id": format!("{i}-{j}"), "data": j}),
+                )
+                .await;
+            }
+            let mut got = 0;
+            while got < 100 {
+                let r = recv(&mut ws).await;
+                assert_eq!(r["type"], "done");
+                got += 1;
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let max = busy.max.load(Ordering::SeqCst);
+    assert!(max <= 8, "{max} calls at once, over the bound of 8");
+    assert!(max >= 4, "the bound was actually used: {max}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_never_reads_is_disconnected_while_others_keep_receiving() {
+    let s = server_with(
+        HubSettings {
+            outbound_queue: 32,
+            ..settings()
+        },
+        |_| {},
+    )
+    .await;
+    let mut slow = connect(&s, "alice").await;
+    send(
+        &mut slow,
+        json!({"type": "subscribe", "data": {"topic": "public:feed"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut slow).await["type"], "subscribed");
+    let mut fast = connect(&s, "bob").await;
+    send(
+        &mut fast,
+        json!({"type": "subscribe", "data": {"topic": "public:feed"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut fast).await["type"], "subscribed");
+
+    // 64 MiB: more than the kernel buffers between us and the slow client
+    // (up to 32 MiB of receive buffer here), so its queue must fill.
+    const N: usize = 4000;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < N {
+            let m = recv(&mut fast).await;
+            assert_eq!(m["type"], "tick");
+            got += 1;
+        }
+        (got, fast)
+    });
+    let payload = "z".repeat(16 * 1024);
+    let mut delivered = 0;
+    for i in 0..N {
+        delivered += s.hub.deliver_local(
+            &Audience::Topic("public:feed".into()),
+            &Notification::new("tick", json!({"i": i, "pad": payload})),
+        );
+        if i % 16 == 15 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(
+        delivered < 2 * N,
+        "the slow client stopped getting messages: {delivered} of {}",
+        2 * N
+    );
+    let (got, _fast) = reader.await.unwrap();
+    assert_eq!(got, N, "the fast client got everything");
+    eventually(
+        "the slow client to be dropped",
+        Duration::from_secs(10),
+        || async { (s.hub.connection_count() == 1).then_some(()) },
+    )
+    .await;
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_every_socket_of_the_user_and_no_one_else() {
+    let s = server().await;
+    let mut phone = connect(&s, "alice").await;
+    let mut tablet = connect(&s, "alice").await;
+    let mut bob = connect(&s, "bob").await;
+    eventually("three connections", Duration::from_secs(5), || async {
+        (s.hub.connection_count() == 3).then_some(())
+    })
+    .await;
+    let notifier = HubNotifier::new(s.hub.clone());
+    let alice = domain::FirebaseUid::parse("alice").unwrap();
+    notifier
+        .notify(
+            &Audience::User(alice),
+            &Notification::new("profile.updated", json!({"display_name": "A"})),
+        )
+        .await
+        .unwrap();
+    for ws in [&mut phone, &mut tablet] {
+        assert_eq!(
+            recv(ws).await,
+            json!({"type": "profile.updated", "data": {"display_name": "A"}})
+        );
+    }
+    send(&mut bob, json!({"type": "echo", "id": "b"})).await;
+    assert_eq!(
+        recv(&mut bob).await["id"],
+        "b",
+        "bob's next message is his own echo, not alice's notification"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_joined_only_when_allowed() {
+    let s = server().await;
+    let mut ws = connect(&s, "alice").await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "1", "data": {"topic": "user:bob"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["data"]["code"], "forbidden_topic");
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "2", "data": {"topic": "user:alice"}}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type": "subscribed", "id": "2", "data": {"topic": "user:alice"}})
+    );
+    send(&mut ws, json!({"type": "subscribe", "id": "3", "data": {}})).await;
+    assert_eq!(recv(&mut ws).await["data"]["code"], "invalid_data");
+    s.hub.deliver_local(
+        &Audience::Topic("user:alice".into()),
+        &Notification::new("topic.msg", json!(1)),
+    );
+    assert_eq!(recv(&mut ws).await["type"], "topic.msg");
+    send(
+        &mut ws,
+        json!({"type": "unsubscribe", "id": "4", "data": {"topic": "user:alice"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "unsubscribed");
+    assert_eq!(
+        s.hub.deliver_local(
+            &Audience::Topic("user:alice".into()),
+            &Notification::new("topic.msg", json!(2))
+        ),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed_after_the_idle_timeout() {
+    let s = server_with(
+        HubSettings {
+            ping_interval: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(400),
+            ..settings()
+        },
+        |_| {},
+    )
+    .await;
+    let ws = connect(&s, "alice").await;
+    // Not reading means not answering pings.
+    eventually(
+        "the idle connection to be closed",
+        Duration::from_secs(10),
+        || async { (s.hub.connection_count() == 0).then_some(()) },
+    )
+    .await;
+    let mut ws = ws;
+    assert_eq!(close_code(&mut ws).await, 1008);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_socket_with_1001_and_refuses_new_ones() {
+    let s = server().await;
+    let mut a = connect(&s, "alice").await;
+    let mut b = connect(&s, "bob").await;
+    eventually("two connections", Duration::from_secs(5), || async {
+        (s.hub.connection_count() == 2).then_some(())
+    })
+    .await;
+    s.hub.shutdown();
+    assert_eq!(close_code(&mut a).await, 1001);
+    assert_eq!(close_code(&mut b).await, 1001);
+    let mut req = format!("ws://127.0.0.1:{}/ws", s.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer token-carol".parse().unwrap());
+    assert!(
+        matches!(tokio_tungstenite::connect_async(req).await, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503)
+    );
+}
