@@ -62,6 +62,12 @@ pub struct Settings {
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub ws_handler_concurrency: usize,
+    /// Requests per window per user; 0 turns the limit off.
+    pub rate_limit_per_user: u32,
+    /// Requests per window per IP for unauthenticated requests; 0: off.
+    pub rate_limit_per_ip: u32,
+    pub rate_limit_window: Duration,
+    pub trust_forwarded_for: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -363,6 +369,13 @@ impl Settings {
         let ws_handler_concurrency = r
             .parsed("WS_HANDLER_CONCURRENCY", 64_usize, "a positive number")
             .max(1);
+        let rate_limit_per_user = r.parsed("RATE_LIMIT_PER_USER", 600_u32, "a number of requests");
+        let rate_limit_per_ip = r.parsed("RATE_LIMIT_PER_IP", 300_u32, "a number of requests");
+        let rate_limit_window = Duration::from_secs(
+            r.parsed("RATE_LIMIT_WINDOW_SECS", 60_u64, "a number of seconds")
+                .max(1),
+        );
+        let trust_forwarded_for = r.bool("TRUST_FORWARDED_FOR", false);
 
         if !r.problems.is_empty() {
             return Err(SettingsError {
@@ -403,6 +416,10 @@ impl Settings {
             ws_ping_interval,
             ws_idle_timeout,
             ws_handler_concurrency,
+            rate_limit_per_user,
+            rate_limit_per_ip,
+            rate_limit_window,
+            trust_forwarded_for,
         })
     }
 }
@@ -471,6 +488,10 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "WS_PING_INTERVAL_SECS",
     "WS_IDLE_TIMEOUT_SECS",
     "WS_HANDLER_CONCURRENCY",
+    "RATE_LIMIT_PER_USER",
+    "RATE_LIMIT_PER_IP",
+    "RATE_LIMIT_WINDOW_SECS",
+    "TRUST_FORWARDED_FOR",
 ];
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::startup::{Infrastructure, Role, token_verifier};
 use crate::telemetry;
 use anyhow::Context as _;
 use domain::CursorCodec;
-use http_api::{ApiState, HttpSettings, OpsState};
+use http_api::{ApiState, HttpSettings, OpsState, RateLimitSettings, RateLimiter};
 use mail_adapter::{LettreMailer, MailSettings};
 use ports::{EventConsumer as _, Fanout as _, HealthProbe};
 use postgres_adapter::{PgHealthProbe, PgOutbox, PgPushTokenRepository, PgUserRepository};
@@ -95,6 +95,18 @@ pub(crate) async fn http_server(
                 json_limit: settings.http_json_limit_bytes,
                 cors_origins: settings.cors_allowed_origins.clone(),
             },
+            rate_limiter: Some(RateLimiter::new(
+                Arc::new(RedisCache::new(
+                    infra.fred.clone(),
+                    &settings.redis_key_prefix,
+                )),
+                RateLimitSettings {
+                    per_user: settings.rate_limit_per_user,
+                    per_ip: settings.rate_limit_per_ip,
+                    window: settings.rate_limit_window,
+                    trust_forwarded_for: settings.trust_forwarded_for,
+                },
+            )),
         };
         let spec = http_api::openapi_bytes();
         actix_web::HttpServer::new(move || {

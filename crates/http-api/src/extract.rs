@@ -65,9 +65,16 @@ impl FromRequest for Authenticated {
             match state.verifier.verify(token).await {
                 Ok(identity) => {
                     req.extensions_mut().insert(identity.uid.clone());
+                    if let Some(limiter) = &state.rate_limiter {
+                        limiter.check_user(identity.uid.as_str()).await?;
+                    }
                     Ok(Authenticated(identity))
                 }
                 Err(VerifyTokenError::Invalid(reason)) => {
+                    // Failed attempts count against the client's IP.
+                    if let Some(limiter) = &state.rate_limiter {
+                        limiter.check_ip(&req).await?;
+                    }
                     Err(ApiError::Unauthorized(reason.to_string()))
                 }
                 Err(VerifyTokenError::Unavailable(e)) => Err(ApiError::Unavailable(e)),

@@ -4,6 +4,7 @@ mod extract;
 mod middleware;
 mod openapi;
 mod problem;
+mod rate_limit;
 mod routes;
 mod state;
 
@@ -11,6 +12,7 @@ pub use extract::{Authenticated, ValidJson, bearer_token};
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use openapi::openapi_spec;
 pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
+pub use rate_limit::{RateLimitSettings, RateLimiter};
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
 pub use state::{ApiState, HttpSettings, MetricsRenderer, OpsState};
@@ -60,6 +62,7 @@ pub fn build_app(
         .app_data(web::Data::new(state.ops.clone()))
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(routes::docs::SpecJson(spec)))
+        .wrap(actix_web::middleware::from_fn(middleware::rate_limit))
         .wrap(middleware::security_headers())
         .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
         .wrap(actix_web::middleware::from_fn(middleware::observe))

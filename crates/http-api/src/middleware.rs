@@ -158,6 +158,32 @@ pub(crate) async fn observe(
     Ok(res)
 }
 
+/// Routes that are never rate limited (probes and scrapes must always answer).
+fn exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Per-IP limits for requests without credentials (authenticated requests
+/// are limited per user by the `Authenticated` extractor).
+pub(crate) async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let limiter = req
+        .app_data::<actix_web::web::Data<crate::ApiState>>()
+        .and_then(|s| s.rate_limiter.clone());
+    if let Some(limiter) = limiter
+        && !exempt(req.path())
+        && !req.headers().contains_key(header::AUTHORIZATION)
+        && let Err(e) = limiter.check_ip(req.request()).await
+    {
+        return Ok(req.error_response(e).map_into_boxed_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
 /// Headers every response carries unless a handler set its own.
 pub(crate) fn security_headers() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new()

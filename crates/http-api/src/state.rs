@@ -55,6 +55,8 @@ pub struct ApiState {
     pub verifier: Arc<dyn TokenVerifier>,
     pub ops: OpsState,
     pub settings: HttpSettings,
+    /// `None`: no rate limits.
+    pub rate_limiter: Option<crate::RateLimiter>,
 }
 
 impl std::fmt::Debug for ApiState {

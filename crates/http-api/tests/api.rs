@@ -78,6 +78,7 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
             json_limit: 1024,
             ..HttpSettings::default()
         },
+        rate_limiter: None,
     };
     Harness {
         store,
@@ -581,4 +582,148 @@ fn the_checked_in_spec_matches_the_code() {
         checked_in == http_api::openapi_spec(),
         "openapi/openapi.json is stale: regenerate it with `just openapi` (cargo run -p app -- openapi > openapi/openapi.json)"
     );
+}
+
+fn limited(h: &mut Harness, cache: Arc<dyn ports::Cache>, per_user: u32, per_ip: u32) {
+    h.state.rate_limiter = Some(http_api::RateLimiter::new(
+        cache,
+        http_api::RateLimitSettings {
+            per_user,
+            per_ip,
+            window: std::time::Duration::from_secs(60),
+            trust_forwarded_for: false,
+        },
+    ));
+}
+
+#[actix_web::test]
+async fn users_over_their_rate_limit_get_429_with_retry_after() {
+    let mut h = harness();
+    limited(
+        &mut h,
+        Arc::new(ports::testing::InMemoryCache::new()),
+        3,
+        100,
+    );
+    let app = app(&h).await;
+    for _ in 0..3 {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, hd, b) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = hd
+        .get(header::RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(
+        hd.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff",
+        "429s carry the security headers"
+    );
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), BOB),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "limits are per user");
+}
+
+#[actix_web::test]
+async fn unauthenticated_requests_are_limited_per_ip_but_probes_never() {
+    let mut h = harness();
+    limited(
+        &mut h,
+        Arc::new(ports::testing::InMemoryCache::new()),
+        100,
+        2,
+    );
+    let app = app(&h).await;
+    let peer = "203.0.113.9:5000".parse::<std::net::SocketAddr>().unwrap();
+    for _ in 0..2 {
+        let (s, _, _) = call(
+            &app,
+            TestRequest::get().uri("/openapi.json").peer_addr(peer),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, hd, b) = call(
+        &app,
+        TestRequest::get().uri("/openapi.json").peer_addr(peer),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let (s, hd, b) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/me"), "forged").peer_addr(peer),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    for _ in 0..5 {
+        let (s, _, _) = call(&app, TestRequest::get().uri("/healthz").peer_addr(peer)).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let other = "198.51.100.7:5000".parse::<std::net::SocketAddr>().unwrap();
+    let (s, _, _) = call(
+        &app,
+        TestRequest::get().uri("/openapi.json").peer_addr(other),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "limits are per IP");
+}
+
+/// A cache that is always down.
+struct DownCache;
+
+#[async_trait]
+impl ports::Cache for DownCache {
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, ports::CacheError> {
+        Err(ports::CacheError::Unavailable(anyhow::anyhow!("down")))
+    }
+    async fn set(
+        &self,
+        _: &str,
+        _: &[u8],
+        _: std::time::Duration,
+    ) -> Result<(), ports::CacheError> {
+        Err(ports::CacheError::Unavailable(anyhow::anyhow!("down")))
+    }
+    async fn delete(&self, _: &str) -> Result<(), ports::CacheError> {
+        Err(ports::CacheError::Unavailable(anyhow::anyhow!("down")))
+    }
+    async fn incr_window(
+        &self,
+        _: &str,
+        _: std::time::Duration,
+    ) -> Result<(u64, std::time::Duration), ports::CacheError> {
+        Err(ports::CacheError::Unavailable(anyhow::anyhow!("down")))
+    }
+}
+
+#[actix_web::test]
+async fn a_limiter_that_cannot_reach_its_store_lets_requests_through() {
+    let mut h = harness();
+    limited(&mut h, Arc::new(DownCache), 1, 1);
+    let app = app(&h).await;
+    for _ in 0..3 {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
 }

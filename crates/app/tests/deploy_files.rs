@@ -1,0 +1,322 @@
+//! The deploy files parse, and every variable they set, subcommand they run
+//! and metric they chart is one the app really has. A typo fails here, not in
+//! production.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use app::settings::KNOWN_VARIABLES;
+use serde_norway::Value as Yaml;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const SUBCOMMANDS: &[&str] = &[
+    "serve",
+    "worker",
+    "all",
+    "migrate",
+    "openapi",
+    "dev-token",
+    "jobs",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every YAML document in a file (a file may hold several, `---`-separated).
+fn documents(rel: &str) -> Vec<Yaml> {
+    use serde::Deserialize as _;
+    serde_norway::Deserializer::from_str(&read(rel))
+        .map(|d| Yaml::deserialize(d).unwrap_or_else(|e| panic!("{rel} does not parse: {e}")))
+        .collect()
+}
+
+fn k8s_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy/k8s"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "secret.yaml")
+        .map(|n| format!("deploy/k8s/{n}"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn assert_known(var: &str, whence: &str) {
+    assert!(
+        KNOWN_VARIABLES.contains(&var),
+        "{whence} sets {var:?}, which the app does not read (typo?)"
+    );
+}
+
+/// Every container spec in a Kubernetes object.
+fn containers(doc: &Yaml) -> Vec<&Yaml> {
+    let pod = match doc["kind"].as_str() {
+        Some("Deployment" | "Job") => &doc["spec"]["template"]["spec"],
+        _ => return Vec::new(),
+    };
+    pod["containers"]
+        .as_sequence()
+        .map(|c| c.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_kubernetes_manifest_parses_and_sets_only_known_variables() {
+    let files = k8s_files();
+    assert!(files.len() >= 10, "{files:?}");
+    let mut kinds = BTreeSet::new();
+    for f in &files {
+        for doc in documents(f) {
+            let kind = doc["kind"].as_str().map(str::to_owned);
+            if let Some(k) = &kind {
+                kinds.insert(k.clone());
+            }
+            if kind.as_deref() == Some("ConfigMap") {
+                for key in doc["data"].as_mapping().unwrap().keys() {
+                    assert_known(key.as_str().unwrap(), f);
+                }
+            }
+            if kind.as_deref() == Some("Secret") {
+                for key in doc["stringData"].as_mapping().unwrap().keys() {
+                    assert_known(key.as_str().unwrap(), f);
+                }
+            }
+            for c in containers(&doc) {
+                for e in c["env"].as_sequence().into_iter().flatten() {
+                    assert_known(e["name"].as_str().unwrap(), f);
+                }
+                let args: Vec<&str> = c["args"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Yaml::as_str)
+                    .collect();
+                assert!(
+                    SUBCOMMANDS.contains(&args[0]),
+                    "{f} runs unknown subcommand {:?}",
+                    args[0]
+                );
+            }
+        }
+    }
+    for k in [
+        "Deployment",
+        "Job",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
+    ] {
+        assert!(kinds.contains(k), "no {k} among the manifests: {kinds:?}");
+    }
+}
+
+#[test]
+fn the_kustomization_lists_existing_files_and_the_secret_template_exists() {
+    let k = &documents("deploy/k8s/kustomization.yaml")[0];
+    for r in k["resources"].as_sequence().unwrap() {
+        let name = r.as_str().unwrap();
+        let present = root().join("deploy/k8s").join(name).exists()
+            || (name == "secret.yaml" && root().join("deploy/k8s/secret.example.yaml").exists());
+        assert!(present, "kustomization lists {name}, which does not exist");
+    }
+}
+
+#[test]
+fn deployments_probe_health_and_outlive_the_shutdown_deadline() {
+    let config = &documents("deploy/k8s/configmap.yaml")[0];
+    let shutdown: u64 = config["data"]["SHUTDOWN_TIMEOUT_SECS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for f in [
+        "deploy/k8s/api-deployment.yaml",
+        "deploy/k8s/worker-deployment.yaml",
+    ] {
+        let d = &documents(f)[0];
+        let pod = &d["spec"]["template"]["spec"];
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let c = &pod["containers"][0];
+        let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            grace > shutdown + pre_stop,
+            "{f}: grace {grace}s must exceed preStop {pre_stop}s + shutdown {shutdown}s"
+        );
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz"),
+            "{f}"
+        );
+        assert_eq!(
+            c["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz"),
+            "{f}"
+        );
+        assert!(
+            c["resources"]["requests"].is_mapping() && c["resources"]["limits"].is_mapping(),
+            "{f}"
+        );
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"].as_bool(),
+            Some(true),
+            "{f}"
+        );
+        let pod_name = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POD_NAME")
+            .unwrap();
+        assert_eq!(
+            pod_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            Some("metadata.name"),
+            "unique ids come from the pod name"
+        );
+    }
+}
+
+#[test]
+fn compose_parses_runs_known_subcommands_and_sets_known_variables() {
+    let mut c = documents("deploy/docker-compose.yml").remove(0);
+    c.apply_merge().unwrap();
+    let c = &c;
+    let services = c["services"].as_mapping().unwrap();
+    for name in ["postgres", "redis", "mailpit", "migrate", "serve", "worker"] {
+        assert!(services.contains_key(name), "compose lacks {name}");
+    }
+    let redis_cmd: Vec<&str> = c["services"]["redis"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        redis_cmd.windows(2).any(|w| w == ["--appendonly", "yes"]),
+        "the queue's Redis persists: {redis_cmd:?}"
+    );
+    assert!(
+        redis_cmd
+            .windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{redis_cmd:?}"
+    );
+    for name in ["migrate", "serve", "worker"] {
+        let svc = &c["services"][name];
+        let cmd = svc["command"][0].as_str().unwrap();
+        assert!(SUBCOMMANDS.contains(&cmd), "{name} runs {cmd:?}");
+        for (k, _) in svc["environment"].as_mapping().unwrap() {
+            if let Some(k) = k.as_str() {
+                assert_known(k, "docker-compose.yml");
+            }
+        }
+    }
+    assert_eq!(
+        c["services"]["serve"]["depends_on"]["migrate"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+}
+
+#[test]
+fn the_dockerfile_runs_a_known_subcommand_as_non_root_with_a_health_check() {
+    let d = read("deploy/Dockerfile");
+    assert!(
+        d.contains("cargo chef cook"),
+        "dependencies are built in their own layer"
+    );
+    let user = d.lines().rfind(|l| l.starts_with("USER ")).unwrap();
+    assert!(
+        !user.contains("root") && !user.trim_end().ends_with(" 0"),
+        "{user}"
+    );
+    assert!(
+        d.lines()
+            .any(|l| l.starts_with("HEALTHCHECK") && d.contains("/healthz"))
+    );
+    assert!(d.contains("ca-certificates"));
+    let cmd = d.lines().rfind(|l| l.starts_with("CMD ")).unwrap();
+    assert!(
+        SUBCOMMANDS
+            .iter()
+            .any(|s| cmd.contains(&format!("\"{s}\""))),
+        "{cmd}"
+    );
+    let mut env_block = false;
+    for line in d.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            env_block = true;
+            assert_known(rest.split('=').next().unwrap().trim(), "Dockerfile");
+        } else if env_block && line.contains('=') {
+            assert_known(line.split('=').next().unwrap().trim(), "Dockerfile");
+        }
+        env_block = env_block && line.ends_with('\\');
+    }
+}
+
+/// Every metric a dashboard panel charts is one the code records.
+#[test]
+fn the_grafana_dashboard_charts_metrics_the_code_records() {
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/trellis-dashboard.json")).unwrap();
+    let mut sources = String::new();
+    for crate_dir in std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let src = crate_dir.path().join("src");
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+    }
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut checked = 0;
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let metric = word.trim_end_matches("_bucket");
+                let is_metric = [
+                    "http_", "job", "queue_", "stream_", "outbox_", "ws_", "mail_",
+                ]
+                .iter()
+                .any(|p| metric.starts_with(p))
+                    && metric.contains('_');
+                if is_metric {
+                    assert!(
+                        sources.contains(&format!("\"{metric}\"")),
+                        "panel {:?} charts {metric}, which no code records",
+                        p["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} metric references checked");
+}
