@@ -36,6 +36,10 @@ openapi:
 dev-token uid *args:
     cargo run -q -p app -- dev-token --uid {{uid}} {{args}}
 
+# Benchmarks (release build, ~10 min): writes bench/results/<date>.json and .md
+bench *args:
+    scripts/bench {{args}}
+
 # Check the crate dependency rules
 deps:
     cargo test -q -p app --test architecture

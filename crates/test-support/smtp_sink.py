@@ -41,6 +41,7 @@ class Handler:
             return body.get_content() if body is not None else None
 
         record = {
+            "received_ns": time.time_ns(),
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
             "from": str(msg["from"]),

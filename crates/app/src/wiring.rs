@@ -8,7 +8,9 @@ use domain::CursorCodec;
 use http_api::{ApiState, HttpSettings, OpsState, RateLimitSettings, RateLimiter};
 use mail_adapter::{LettreMailer, MailSettings};
 use ports::{EventConsumer as _, Fanout as _, HealthProbe};
-use postgres_adapter::{PgHealthProbe, PgOutbox, PgPushTokenRepository, PgUserRepository};
+use postgres_adapter::{
+    PgHealthProbe, PgOutbox, PgPushTokenRepository, PgSettings, PgUserRepository,
+};
 use queue_adapter::{JobWorker, QueueSettings, RedisHealthProbe, RedisJobQueue, WorkerSettings};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -109,13 +111,32 @@ pub(crate) async fn http_server(
             )),
         };
         let spec = http_api::openapi_bytes();
+        // Each HTTP worker thread gets its own Postgres pool: a connection's
+        // driver task runs on the runtime that opened it, so sharing one pool
+        // across workers would wake another thread on every query.
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let per_worker = PgSettings {
+            max_connections: (settings.database_max_connections / workers).max(2),
+            ..PgSettings::new(settings.database_url.clone())
+        };
+        let notifier: Arc<dyn ports::Notifier> = Arc::new(HubNotifier::new(hub.clone()));
+        let cursors = CursorCodec::new(settings.cursor_secret.as_bytes().to_vec());
+        let shared_pool = infra.pg.clone();
         actix_web::HttpServer::new(move || {
+            let pool =
+                postgres_adapter::build_pool(&per_worker).unwrap_or_else(|_| shared_pool.clone());
+            let mut state = state.clone();
+            let users = PgUserRepository::new(pool.clone()).with_pipelined_reads(&per_worker, 2);
+            state.profiles = ProfileService::new(Arc::new(users)).with_notifier(notifier.clone());
+            state.push_tokens =
+                PushTokenService::new(Arc::new(PgPushTokenRepository::new(pool)), cursors.clone());
             http_api::build_app(
-                state.clone(),
+                state,
                 spec.clone(),
                 ws_hub::configure(hub.clone(), verifier.clone()),
             )
         })
+        .workers(workers)
         .listen(listener)?
         .tcp_nodelay(true)
         .shutdown_signal(shutdown.cancelled_owned())

@@ -7,6 +7,7 @@ mod pool;
 mod push_tokens;
 mod rows;
 mod schema;
+mod shared;
 mod users;
 
 pub use health::PgHealthProbe;

@@ -1,9 +1,10 @@
 //! `PgUserRepository`: users by Firebase uid, with their outbox events.
 
 use crate::error::{PgError, port_error};
-use crate::pool::{PgConn, PgPool};
+use crate::pool::{PgConn, PgPool, PgSettings};
 use crate::rows::{UserRow, append_event, insert_user_if_absent};
 use crate::schema::users;
+use crate::shared::SharedReads;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -14,6 +15,7 @@ use ports::{
     DeleteUserError, FindUserError, UpsertOutcome, UpsertProfileError, UpsertedProfile,
     UserRepository,
 };
+use std::sync::Arc;
 
 port_error!(FindUserError, UpsertProfileError, DeleteUserError);
 
@@ -51,6 +53,7 @@ pub(crate) async fn checkout(pool: &PgPool) -> Result<PgConn, PgError> {
 #[derive(Clone)]
 pub struct PgUserRepository {
     pool: PgPool,
+    reads: Option<Arc<SharedReads>>,
 }
 
 impl std::fmt::Debug for PgUserRepository {
@@ -61,8 +64,29 @@ impl std::fmt::Debug for PgUserRepository {
 
 impl PgUserRepository {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, reads: None }
     }
+
+    /// Serves lookups from `connections` shared, pipelined connections
+    /// instead of the pool (see the crate docs). Create one repository per
+    /// runtime thread: a connection is driven by the runtime that opened it.
+    pub fn with_pipelined_reads(mut self, settings: &PgSettings, connections: usize) -> Self {
+        self.reads = Some(Arc::new(SharedReads::new(settings, connections)));
+        self
+    }
+}
+
+fn by_uid(
+    uid: &FirebaseUid,
+) -> users::BoxedQuery<
+    '_,
+    diesel::pg::Pg,
+    diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<UserRow, diesel::pg::Pg>>,
+> {
+    users::table
+        .filter(users::firebase_uid.eq(uid.as_str()))
+        .select(UserRow::as_select())
+        .into_boxed()
 }
 
 /// One attempt at an upsert, inside a transaction. `Ok(None)`: the user
@@ -120,14 +144,24 @@ async fn upsert_once(
 #[async_trait]
 impl UserRepository for PgUserRepository {
     async fn find_by_uid(&self, uid: &FirebaseUid) -> Result<Option<User>, FindUserError> {
-        let mut conn = checkout(&self.pool).await?;
-        let row = users::table
-            .filter(users::firebase_uid.eq(uid.as_str()))
-            .select(UserRow::as_select())
-            .get_result(&mut conn)
-            .await
-            .optional()
-            .map_err(PgError::from)?;
+        let row = match &self.reads {
+            Some(reads) => {
+                let (i, conn) = reads.get().await?;
+                let result = by_uid(uid).get_result(&mut &*conn).await.optional();
+                if result.as_ref().is_err_and(crate::error::is_transient) {
+                    reads.discard(i, &conn).await;
+                }
+                result.map_err(PgError::from)?
+            }
+            None => {
+                let mut conn = checkout(&self.pool).await?;
+                by_uid(uid)
+                    .get_result(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(PgError::from)?
+            }
+        };
         row.map(UserRow::into_domain)
             .transpose()
             .map_err(FindUserError::Unknown)

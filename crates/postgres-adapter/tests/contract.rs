@@ -32,10 +32,26 @@ impl UserStore for PgStore {
 }
 
 async fn store() -> Arc<PgStore> {
+    make(false).await
+}
+
+/// The same store, its lookups on shared pipelined connections.
+async fn pipelined_store() -> Arc<PgStore> {
+    make(true).await
+}
+
+async fn make(pipelined: bool) -> Arc<PgStore> {
     let db = TestDb::new().await;
-    let pool = build_pool(&PgSettings::new(db.url())).unwrap();
+    let settings = PgSettings::new(db.url());
+    let pool = build_pool(&settings).unwrap();
+    let users = PgUserRepository::new(pool.clone());
+    let users = if pipelined {
+        users.with_pipelined_reads(&settings, 2)
+    } else {
+        users
+    };
     Arc::new(PgStore {
-        users: PgUserRepository::new(pool.clone()),
+        users,
         tokens: PgPushTokenRepository::new(pool.clone()),
         outbox: PgOutbox::new(pool, db.url()),
         _db: db,
@@ -45,6 +61,11 @@ async fn store() -> Arc<PgStore> {
 mod user_store {
     use super::store;
     ports::user_store_contract!(store());
+}
+
+mod user_store_with_pipelined_reads {
+    use super::pipelined_store;
+    ports::user_store_contract!(pipelined_store());
 }
 
 mod outbox {

@@ -219,12 +219,22 @@ impl RedisJobQueue {
         queue: &str,
         lease: Duration,
     ) -> Result<Option<LeasedJob>, QueueError> {
+        Ok(self.fetch_many(queue, lease, 1).await?.pop())
+    }
+
+    /// Leases up to `max` of the oldest ready jobs of `queue`, in one round trip.
+    pub async fn fetch_many(
+        &self,
+        queue: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<LeasedJob>, QueueError> {
         let (pending, active, prefix) = (
             self.key(queue, "pending"),
             self.key(queue, "active"),
             self.job_prefix(),
         );
-        let reply: Option<(String, HashMap<String, String>)> = self
+        let reply: Vec<(String, HashMap<String, String>)> = self
             .with_conn(|mut c| async move {
                 self.inner
                     .scripts
@@ -234,29 +244,32 @@ impl RedisJobQueue {
                     .arg(now_ms())
                     .arg(ms(lease))
                     .arg(prefix)
+                    .arg(max.max(1))
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        let Some((id, fields)) = reply else {
-            return Ok(None);
-        };
-        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-        let num = |k: &str| get(k).parse::<i64>().unwrap_or(0);
-        let job = LeasedJob {
-            id: id
-                .parse()
-                .map_err(|e| QueueError::Unknown(anyhow::anyhow!("job id {id:?}: {e}")))?,
-            queue: queue.to_owned(),
-            kind: get("kind").to_owned(),
-            version: u16::try_from(num("version")).unwrap_or(0),
-            payload: serde_json::from_str(get("payload")).unwrap_or(serde_json::Value::Null),
-            attempt: u32::try_from(num("attempt")).unwrap_or(1),
-            max_retries: u32::try_from(num("max_retries")).unwrap_or(0),
-            timeout: Duration::from_millis(u64::try_from(num("timeout_ms")).unwrap_or(0)),
-            ready_at_ms: num("ready_at"),
-        };
-        Ok(Some(job))
+        reply
+            .into_iter()
+            .map(|(id, fields)| {
+                let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+                let num = |k: &str| get(k).parse::<i64>().unwrap_or(0);
+                Ok(LeasedJob {
+                    id: id
+                        .parse()
+                        .map_err(|e| QueueError::Unknown(anyhow::anyhow!("job id {id:?}: {e}")))?,
+                    queue: queue.to_owned(),
+                    kind: get("kind").to_owned(),
+                    version: u16::try_from(num("version")).unwrap_or(0),
+                    payload: serde_json::from_str(get("payload"))
+                        .unwrap_or(serde_json::Value::Null),
+                    attempt: u32::try_from(num("attempt")).unwrap_or(1),
+                    max_retries: u32::try_from(num("max_retries")).unwrap_or(0),
+                    timeout: Duration::from_millis(u64::try_from(num("timeout_ms")).unwrap_or(0)),
+                    ready_at_ms: num("ready_at"),
+                })
+            })
+            .collect()
     }
 
     /// Moves due scheduled and retry jobs of `queue` to pending.
@@ -310,22 +323,29 @@ impl RedisJobQueue {
 
     /// The job succeeded: it is deleted and its unique key released.
     pub async fn complete(&self, queue: &str, id: &JobId) -> Result<bool, QueueError> {
+        Ok(self.complete_many(queue, std::slice::from_ref(id)).await? == 1)
+    }
+
+    /// Completes several jobs of `queue` in one round trip. Returns how many existed.
+    pub async fn complete_many(&self, queue: &str, ids: &[JobId]) -> Result<u64, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let keys = [self.key(queue, "active"), self.key(queue, "processed")];
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
-        let n: i64 = self
-            .with_conn(|mut c| async move {
-                self.inner
-                    .scripts
-                    .complete
-                    .key(&keys[..])
-                    .arg(id.to_string())
-                    .arg(prefix)
-                    .arg(uprefix)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(n == 1)
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.with_conn(|mut c| async move {
+            self.inner
+                .scripts
+                .complete
+                .key(&keys[..])
+                .arg(prefix)
+                .arg(uprefix)
+                .arg(&ids[..])
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
     }
 
     /// The attempt failed: retry at `retry_at_ms`, or (with `None`) the job dies.

@@ -37,22 +37,26 @@ end
 return 1
 ";
 
-/// KEYS: pending, active. ARGV: now, lease_ms, job prefix.
-/// Pops the oldest ready job, leases it, counts the attempt.
-/// Returns `{id, {field, value, ...}}` or nil.
+/// KEYS: pending, active. ARGV: now, lease_ms, job prefix, max jobs.
+/// Pops up to `max` of the oldest ready jobs, leases them, counts the
+/// attempt. Returns `{{id, {field, value, ...}}, ...}` (possibly empty).
 pub(crate) const FETCH: &str = r"
-for i = 1, 50 do
+local out = {}
+local max = tonumber(ARGV[4])
+local deadline = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for i = 1, max * 4 do
+  if #out >= max then break end
   local id = redis.call('RPOP', KEYS[1])
-  if not id then return nil end
+  if not id then break end
   local key = ARGV[3] .. id
   if redis.call('EXISTS', key) == 1 then
-    redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    redis.call('ZADD', KEYS[2], deadline, id)
     redis.call('HINCRBY', key, 'attempt', 1)
     redis.call('HSET', key, 'state', 'active', 'started_at', ARGV[1])
-    return {id, redis.call('HGETALL', key)}
+    out[#out + 1] = {id, redis.call('HGETALL', key)}
   end
 end
-return nil
+return out
 ";
 
 /// KEYS: scheduled, retry, pending, wake. ARGV: now, limit, job prefix.
@@ -118,17 +122,25 @@ local function cap_dead(dead, jprefix, now, max_size, max_age)
 end
 ";
 
-/// KEYS: active, processed. ARGV: id, job prefix, unique prefix.
+/// KEYS: active, processed. ARGV: job prefix, unique prefix, id, id, ...
+/// The jobs succeeded: each is deleted and its unique key released.
+/// Returns how many existed.
 pub(crate) fn complete() -> String {
     format!(
         "{RELEASE_UNIQUE}
-redis.call('ZREM', KEYS[1], ARGV[1])
-local key = ARGV[2] .. ARGV[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-release_unique(key, ARGV[1], ARGV[3])
-redis.call('DEL', key)
-redis.call('INCR', KEYS[2])
-return 1"
+local n = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  redis.call('ZREM', KEYS[1], id)
+  local key = ARGV[1] .. id
+  if redis.call('EXISTS', key) == 1 then
+    release_unique(key, id, ARGV[2])
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('INCRBY', KEYS[2], n) end
+return n"
     )
 }
 

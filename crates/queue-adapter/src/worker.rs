@@ -132,6 +132,9 @@ where
 
 type Running = Arc<Mutex<HashMap<JobId, String>>>;
 
+/// Most jobs leased in one round trip.
+const FETCH_BATCH: usize = 32;
+
 fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashMap<JobId, String>> {
     r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -221,6 +224,10 @@ impl JobWorker {
         }
         tracing::info!(worker = %settings.worker_id, queues = ?settings.queues, concurrency = settings.concurrency, "job worker started");
 
+        // Completions are recorded in batches by one task: far fewer round
+        // trips than one per job when the queue is busy.
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, JobId)>();
+        let completer_task = tokio::spawn(completer(queue.clone(), done_rx));
         let semaphore = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         let queue_names: Vec<String> = settings.queues.iter().map(|(q, _)| q.clone()).collect();
         let mut tasks = JoinSet::new();
@@ -228,19 +235,39 @@ impl JobWorker {
         let mut backoff_wait = Duration::from_millis(100);
         loop {
             while tasks.try_join_next().is_some() {}
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 p = semaphore.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 () = shutdown.cancelled() => break,
             };
-            let mut fetched = Ok(None);
+            // Take every free slot (up to a batch) and fill them in one round trip.
+            let mut permits = vec![first];
+            while permits.len() < FETCH_BATCH {
+                match semaphore.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut jobs = Vec::new();
+            let mut fetch_error = None;
             for q in weighted_order(&settings.queues) {
-                fetched = queue.fetch(q, settings.lease).await;
-                if !matches!(fetched, Ok(None)) {
+                match queue
+                    .fetch_many(q, settings.lease, permits.len() - jobs.len())
+                    .await
+                {
+                    Ok(mut got) => jobs.append(&mut got),
+                    Err(e) => fetch_error = Some(e),
+                }
+                if jobs.len() == permits.len() {
                     break;
                 }
             }
+            let fetched = match (jobs.is_empty(), fetch_error) {
+                (true, Some(e)) => Err(e),
+                (true, None) => Ok(None),
+                (false, _) => Ok(Some(jobs)),
+            };
             match fetched {
-                Ok(Some(job)) => {
+                Ok(Some(jobs)) => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
                             down_for_ms = since.elapsed().as_millis() as u64,
@@ -248,22 +275,25 @@ impl JobWorker {
                         );
                     }
                     backoff_wait = Duration::from_millis(100);
-                    lock(&running).insert(job.id, job.queue.clone());
-                    let (queue, handlers, settings, running) = (
-                        queue.clone(),
-                        handlers.clone(),
-                        settings.clone(),
-                        running.clone(),
-                    );
-                    tasks.spawn(async move {
-                        let id = job.id;
-                        execute(&queue, &handlers, &settings, job).await;
-                        lock(&running).remove(&id);
-                        drop(permit);
-                    });
+                    for (job, permit) in jobs.into_iter().zip(permits) {
+                        lock(&running).insert(job.id, job.queue.clone());
+                        let (queue, handlers, settings, running, done) = (
+                            queue.clone(),
+                            handlers.clone(),
+                            settings.clone(),
+                            running.clone(),
+                            done_tx.clone(),
+                        );
+                        tasks.spawn(async move {
+                            let id = job.id;
+                            execute(&queue, &handlers, &settings, job, &done).await;
+                            lock(&running).remove(&id);
+                            drop(permit);
+                        });
+                    }
                 }
                 Ok(None) => {
-                    drop(permit);
+                    drop(permits);
                     tokio::select! {
                         r = queue.wait_for_work(&queue_names, settings.idle_wait) => {
                             if r.is_err() {
@@ -274,7 +304,7 @@ impl JobWorker {
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     if failing_since.is_none() {
                         failing_since = Some(Instant::now());
                         tracing::warn!(error = %e, "job worker cannot fetch; backing off");
@@ -317,6 +347,8 @@ impl JobWorker {
                 }
             }
         }
+        drop(done_tx);
+        let _ = completer_task.await;
         background.cancel();
         while loops.join_next().await.is_some() {}
         tracing::info!(worker = %settings.worker_id, "job worker stopped");
@@ -329,6 +361,7 @@ async fn execute(
     handlers: &HashMap<String, Arc<dyn JobHandler>>,
     settings: &WorkerSettings,
     job: LeasedJob,
+    done: &tokio::sync::mpsc::UnboundedSender<(String, JobId)>,
 ) {
     let labels = [("queue", job.queue.clone()), ("kind", job.kind.clone())];
     if job.ready_at_ms > 0 {
@@ -375,10 +408,12 @@ async fn execute(
     metrics::histogram!("job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     let result = match outcome {
         Ok(()) => {
-            persist("completion", &job.id, || {
-                queue.complete(&job.queue, &job.id)
-            })
-            .await;
+            if done.send((job.queue.clone(), job.id)).is_err() {
+                persist("completion", &job.id, || {
+                    queue.complete(&job.queue, &job.id)
+                })
+                .await;
+            }
             tracing::debug!(job_id = %job.id, kind = %job.kind, "job done");
             "success"
         }
@@ -412,6 +447,32 @@ async fn execute(
         }
     };
     metrics::counter!("jobs_processed_total", "queue" => job.queue, "kind" => job.kind, "outcome" => result).increment(1);
+}
+
+/// Records completions in batches until every sender is gone.
+async fn completer(
+    queue: RedisJobQueue,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<(String, JobId)>,
+) {
+    while let Some(first) = done.recv().await {
+        let mut by_queue: HashMap<String, Vec<JobId>> = HashMap::new();
+        by_queue.entry(first.0).or_default().push(first.1);
+        let mut n = 1;
+        while n < 512 {
+            match done.try_recv() {
+                Ok((q, id)) => {
+                    by_queue.entry(q).or_default().push(id);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        for (q, ids) in by_queue {
+            if let Some(first) = ids.first() {
+                persist("completion", first, || queue.complete_many(&q, &ids)).await;
+            }
+        }
+    }
 }
 
 async fn every(period: Duration, stop: &CancellationToken) -> bool {

@@ -14,6 +14,9 @@ use ports::{Fanout, FanoutError, FanoutMessage, FanoutSink};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Messages buffered between Redis and the local hub.
+const FANOUT_BUFFER: usize = 8192;
+
 pub struct RedisFanout {
     publisher: Client,
     subscriber: SubscriberClient,
@@ -32,6 +35,9 @@ impl RedisFanout {
     /// Publishes through `base`; subscribes on a new connection configured like it.
     pub fn new(base: &Client, prefix: &str) -> anyhow::Result<Self> {
         let subscriber = Builder::from_config(base.client_config())
+            // fred hands messages over through a broadcast channel: a burst
+            // longer than it would drop messages (counted and logged).
+            .with_performance_config(|p| p.broadcast_channel_capacity = FANOUT_BUFFER)
             .set_policy(
                 base.client_reconnect_policy()
                     .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2)),

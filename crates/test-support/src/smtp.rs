@@ -22,6 +22,9 @@ pub struct SmtpBehaviour {
 /// One message the server accepted, decoded by Python's `email` package.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ReceivedMail {
+    /// When the server accepted it (ns since the Unix epoch).
+    #[serde(default)]
+    pub received_ns: u64,
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub from: String,

@@ -301,38 +301,25 @@ async fn run(
     mut rx: tokio::sync::mpsc::Receiver<ByteString>,
     kick: CancellationToken,
 ) {
-    let settings = hub.settings().clone();
+    // Copy what the loop needs rather than hold a clone of the settings.
+    let (per_connection, ping_interval, idle_timeout) = {
+        let s = hub.settings();
+        (
+            s.per_connection_concurrency.max(1),
+            s.ping_interval,
+            s.idle_timeout,
+        )
+    };
     let mut conn = Connection {
         hub: hub.clone(),
         id,
         uid,
-        permits: Arc::new(Semaphore::new(settings.per_connection_concurrency.max(1))),
+        permits: Arc::new(Semaphore::new(per_connection)),
         kick: kick.clone(),
         bad_frames: 0,
     };
 
-    // The writer drains the connection's queue into the socket; it gives up
-    // as soon as the connection is kicked (a slow client never blocks it).
-    let mut writer_session = session.clone();
-    let writer_kick = kick.clone();
-    let writer = actix_web::rt::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                m = rx.recv() => m,
-                () = writer_kick.cancelled() => None,
-            };
-            let Some(text) = next else { break };
-            let sent = tokio::select! {
-                r = writer_session.text(text) => r.is_ok(),
-                () = writer_kick.cancelled() => false,
-            };
-            if !sent {
-                break;
-            }
-        }
-    });
-
-    let mut ping = tokio::time::interval(settings.ping_interval);
+    let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
     let mut last_seen = Instant::now();
     let close: Option<CloseReason> = loop {
@@ -345,8 +332,21 @@ async fn run(
                     (CloseCode::Policy, "too slow: outbound queue full").into()
                 });
             }
+            // Drain the outbound queue. A send waits while the client reads
+            // slowly (backpressure), but gives up the moment the hub drops
+            // the connection for letting its queue overflow.
+            next = rx.recv() => {
+                let Some(text) = next else { break None };
+                let sent = tokio::select! {
+                    r = session.text(text) => r.is_ok(),
+                    () = kick.cancelled() => continue,
+                };
+                if !sent {
+                    break None;
+                }
+            }
             _ = ping.tick() => {
-                if last_seen.elapsed() > settings.idle_timeout {
+                if last_seen.elapsed() > idle_timeout {
                     break Some((CloseCode::Policy, "idle timeout: no pong").into());
                 }
                 if !control(&mut session, true, b"").await {
@@ -385,7 +385,6 @@ async fn run(
     };
     hub.unregister(id);
     kick.cancel();
-    let _ = writer.await;
     let code = close.as_ref().map(|c| u16::from(c.code));
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
     tracing::info!(conn = id, close_code = ?code, "websocket closed");

@@ -1,0 +1,135 @@
+//! Results: each figure next to its same-run baseline, as a ratio.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Check {
+    pub(crate) name: String,
+    /// What was measured, what it is compared with, and their ratio.
+    pub(crate) value: f64,
+    pub(crate) baseline: Option<f64>,
+    pub(crate) ratio: Option<f64>,
+    /// The target, e.g. ">= 0.60x" or "<= 20 ms".
+    pub(crate) target: String,
+    pub(crate) pass: bool,
+    pub(crate) unit: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Scenario {
+    pub(crate) name: String,
+    pub(crate) figures: BTreeMap<String, f64>,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Scenario {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn figure(&mut self, k: &str, v: f64) {
+        self.figures.insert(k.into(), v);
+    }
+
+    /// `value / baseline >= min_ratio`.
+    pub(crate) fn ratio(
+        &mut self,
+        name: &str,
+        value: f64,
+        baseline: f64,
+        min_ratio: f64,
+        unit: &str,
+    ) {
+        let ratio = value / baseline;
+        self.checks.push(Check {
+            name: name.into(),
+            value,
+            baseline: Some(baseline),
+            ratio: Some(ratio),
+            target: format!(">= {min_ratio:.2}x"),
+            pass: ratio >= min_ratio,
+            unit: unit.into(),
+        });
+    }
+
+    /// `value <= max` (or `>=` when `at_least`).
+    pub(crate) fn bound(&mut self, name: &str, value: f64, limit: f64, at_least: bool, unit: &str) {
+        self.checks.push(Check {
+            name: name.into(),
+            value,
+            baseline: None,
+            ratio: None,
+            target: format!("{} {limit} {unit}", if at_least { ">=" } else { "<=" }),
+            pass: if at_least {
+                value >= limit
+            } else {
+                value <= limit
+            },
+            unit: unit.into(),
+        });
+    }
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub(crate) fn markdown(scenarios: &[Scenario], header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}\n");
+    let _ = writeln!(
+        out,
+        "| scenario | check | measured | baseline | ratio | target | |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for s in scenarios {
+        for c in &s.checks {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} {} | {} | {} | {} | {} |",
+                s.name,
+                c.name,
+                num(c.value),
+                c.unit,
+                c.baseline
+                    .map_or("—".into(), |b| format!("{} {}", num(b), c.unit)),
+                c.ratio.map_or("—".into(), |r| format!("{r:.2}x")),
+                c.target,
+                if c.pass { "✅" } else { "❌" }
+            );
+        }
+    }
+    for s in scenarios
+        .iter()
+        .filter(|s| !s.figures.is_empty() || !s.notes.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "\n**{}**: {}",
+            s.name,
+            s.figures
+                .iter()
+                .map(|(k, v)| format!("{k} {}", num(*v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for n in &s.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}

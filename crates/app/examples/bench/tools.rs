@@ -1,0 +1,221 @@
+//! Running load tools and the app, and reading what they report.
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a command, returning stdout; fails with its stderr.
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `wrk` requests/s (and p99 latency in ms) for `url`.
+pub(crate) fn wrk(
+    url: &str,
+    connections: u32,
+    secs: u32,
+    headers: &[String],
+    script: Option<&Path>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    cmd.arg(url);
+    let out = run(&mut cmd)?;
+    let rps = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))?;
+    let non2xx = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map(str::trim);
+    if let Some(n) = non2xx {
+        bail!("wrk saw {n} non-2xx responses for {url}:\n{out}");
+    }
+    let p99 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map_or(f64::NAN, |v| parse_wrk_duration(v.trim()));
+    Ok((rps, p99))
+}
+
+fn parse_wrk_duration(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// `pgbench` transactions/s.
+pub(crate) fn pgbench(db_url: &str, args: &[&str]) -> anyhow::Result<f64> {
+    let out = run(Command::new("pgbench").args(args).arg(db_url))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no tps in pgbench output:\n{out}"))
+}
+
+/// `redis-benchmark --csv` requests/s of the first test.
+pub(crate) fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
+    let out = run(Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", "6379", "--csv"])
+        .args(args))?;
+    // The test name may itself hold commas: rps is the 7th field from the end.
+    out.lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            fields
+                .len()
+                .checked_sub(7)
+                .and_then(|i| fields.get(i))
+                .copied()
+        })
+        .map(|v| v.trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no rps in redis-benchmark output:\n{out}"))
+}
+
+/// Resident set size of a process, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A child process, killed on drop.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release `app` binary next to this example.
+pub(crate) fn app_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("APP_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("app"))
+        .context("no parent dir")?;
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p app`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Starts `app <role>` with `env` and waits for `/readyz`. Returns it and how
+/// long it took to become ready.
+pub(crate) async fn start_app(
+    role: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<(Proc, Duration)> {
+    let port = test_support::free_port();
+    let started = Instant::now();
+    let mut cmd = Command::new(app_binary()?);
+    cmd.arg(role)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HTTP_HOST", "127.0.0.1")
+        .env("HTTP_PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    let proc = Proc { child, port };
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let client = reqwest::Client::new();
+    loop {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Ok((proc, started.elapsed()));
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "app {role} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Spawns this benchmark binary itself in a helper mode (the baselines).
+pub(crate) async fn start_self(mode: &str) -> anyhow::Result<Proc> {
+    let port = test_support::free_port();
+    let child = Command::new(std::env::current_exe()?)
+        .args([mode, &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{mode} did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Proc { child, port })
+}

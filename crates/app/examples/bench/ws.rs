@@ -1,0 +1,317 @@
+//! Scenario 6: idle WebSocket connections (server RSS per connection),
+//! broadcasts to all of them, and broadcast throughput and latency against a
+//! bare actix-ws server built in this workspace.
+
+use crate::auth::Keys;
+use crate::report::Scenario;
+use crate::tools::{self, Proc};
+use futures_util::StreamExt as _;
+use ports::{Audience, Fanout as _, FanoutMessage, Notification};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streams_adapter::RedisFanout;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Counts every message every client receives, and each one's latency.
+#[derive(Default)]
+struct Inbox {
+    received: AtomicUsize,
+    latencies_us: Mutex<Vec<f64>>,
+}
+
+impl Inbox {
+    fn count(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn take_latencies(&self) -> Vec<f64> {
+        let mut v = self
+            .latencies_us
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+}
+
+/// Opens `n` sockets to `url` (with `token` if given) and reads them into `inbox`.
+async fn open(
+    n: usize,
+    url: &str,
+    token: Option<&str>,
+    inbox: Arc<Inbox>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let gate = Arc::new(Semaphore::new(200));
+    let mut opening = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut req = url.into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
+        }
+        let gate = gate.clone();
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+            anyhow::Ok(ws)
+        }));
+    }
+    let mut readers = Vec::with_capacity(n);
+    for o in opening {
+        let mut ws = o.await??;
+        let inbox = inbox.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    let sent = v["data"]["t"]
+                        .as_i64()
+                        .or_else(|| v["t"].as_i64())
+                        .unwrap_or(0);
+                    inbox.received.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut l) = inbox.latencies_us.lock() {
+                        l.push((now_us() - sent) as f64);
+                    }
+                }
+            }
+        }));
+    }
+    Ok(readers)
+}
+
+async fn wait_for(inbox: &Inbox, n: usize, limit: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while inbox.count() < n {
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "received {} of {n} messages",
+            inbox.count()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(start.elapsed())
+}
+
+async fn ws_connections(port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok();
+    let text = match text {
+        Some(r) => r.text().await.unwrap_or_default(),
+        None => return 0.0,
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("ws_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn notification(pad: usize) -> FanoutMessage {
+    FanoutMessage {
+        origin: "bench".into(),
+        audience: Audience::Everyone,
+        notification: Notification::new(
+            "bench",
+            serde_json::json!({"t": now_us(), "p": "x".repeat(pad)}),
+        ),
+    }
+}
+
+pub(crate) async fn run(quick: bool, out: &mut Vec<Scenario>) -> anyhow::Result<()> {
+    let keys = Keys::start().await?;
+    let db = test_support::TestDb::new().await;
+    let redis = test_support::TestRedis::new().await;
+    let env = crate::http::app_env(&db, &redis, &keys);
+    let (app, _) = tools::start_app("serve", &env).await?;
+    let token = keys.token("bench-ws", None, None)?;
+    let url = format!("ws://127.0.0.1:{}/ws", app.port);
+    let fanout_client = streams_adapter::connect(redis.url(), Duration::from_secs(5)).await?;
+    let fanout = RedisFanout::new(&fanout_client, redis.prefix())?;
+    let mut s = Scenario::new("6. WebSocket");
+
+    // Idle connections: server memory per connection.
+    let idle = if quick { 1_000 } else { 10_000 };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = tools::rss_kib(app.child.id())?;
+    let inbox = Arc::new(Inbox::default());
+    let readers = open(idle, &url, Some(&token), inbox.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ws_connections(app.port).await < idle as f64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not all {idle} sockets registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = tools::rss_kib(app.child.id())?;
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / idle as f64;
+    s.bound(
+        &format!("server RSS per idle authenticated connection ({idle} open)"),
+        per_conn,
+        20.0,
+        false,
+        "KiB",
+    );
+
+    // A broadcast to all of them, five times.
+    let rounds = 5;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        fanout.publish(&notification(16)).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(&inbox, idle * rounds, Duration::from_secs(60)).await?;
+    let lat = inbox.take_latencies();
+    s.figure(
+        &format!("broadcast to {idle}: p99 delivery ms"),
+        tools::percentile(&lat, 0.99) / 1000.0,
+    );
+    s.figure(
+        &format!("broadcast to {idle}: deliveries/s (5 rounds, 200 ms apart)"),
+        (idle * rounds) as f64 / started.elapsed().as_secs_f64(),
+    );
+    for r in readers {
+        r.abort();
+    }
+    drop(app);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.figure(
+        "bare actix-ws RSS per idle connection KiB (same count)",
+        bare_rss_per_conn(idle).await?,
+    );
+
+    // Throughput against the bare server: 1,000 subscribers, 64-byte messages.
+    let subscribers = 1_000;
+    let messages = if quick { 50 } else { 200 };
+    let (app, _) = tools::start_app("serve", &env).await?;
+    let app_rate = throughput_app(&app, &token, &fanout, subscribers, messages).await?;
+    // The naive baseline occasionally stalls a session; measure it up to twice.
+    let mut bare_rate = 0.0;
+    for attempt in 1..=2 {
+        let bare = tools::start_self("--serve-ws").await?;
+        let (rate, complete) = throughput_bare(&bare, subscribers, messages).await?;
+        bare_rate = rate;
+        if complete {
+            break;
+        }
+        s.notes.push(format!(
+            "bare actix-ws baseline attempt {attempt} stalled before delivering everything"
+        ));
+    }
+    s.ratio(
+        &format!("broadcast deliveries/s, {subscribers} subscribers, 64 B, vs bare actix-ws"),
+        app_rate,
+        bare_rate,
+        0.50,
+        "msg/s",
+    );
+
+    // Latency at 50k deliveries/s: 50 broadcasts/s to 1,000 sockets.
+    let inbox = Arc::new(Inbox::default());
+    let readers = open(subscribers, &url_of(&app), Some(&token), inbox.clone()).await?;
+    let secs = if quick { 2 } else { 5 };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..(50 * secs) {
+        tick.tick().await;
+        fanout.publish(&notification(16)).await?;
+    }
+    wait_for(&inbox, subscribers * 50 * secs, Duration::from_secs(60)).await?;
+    let lat = inbox.take_latencies();
+    s.bound(
+        "p99 delivery at 50k deliveries/s (1,000 sockets x 50/s)",
+        tools::percentile(&lat, 0.99) / 1000.0,
+        20.0,
+        false,
+        "ms",
+    );
+    s.figure(
+        "p50 delivery ms at 50k/s",
+        tools::percentile(&lat, 0.5) / 1000.0,
+    );
+    for r in readers {
+        r.abort();
+    }
+    out.push(s);
+    Ok(())
+}
+
+fn url_of(app: &Proc) -> String {
+    format!("ws://127.0.0.1:{}/ws", app.port)
+}
+
+/// The floor: what a bare actix-ws server holds per idle connection.
+async fn bare_rss_per_conn(n: usize) -> anyhow::Result<f64> {
+    let bare = tools::start_self("--serve-ws").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tools::rss_kib(bare.child.id())?;
+    let inbox = Arc::new(Inbox::default());
+    let readers = open(n, &format!("ws://127.0.0.1:{}/ws", bare.port), None, inbox).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = tools::rss_kib(bare.child.id())?;
+    for r in readers {
+        r.abort();
+    }
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+async fn throughput_app(
+    app: &Proc,
+    token: &str,
+    fanout: &RedisFanout,
+    n: usize,
+    messages: usize,
+) -> anyhow::Result<f64> {
+    let inbox = Arc::new(Inbox::default());
+    let readers = open(n, &url_of(app), Some(token), inbox.clone()).await?;
+    while ws_connections(app.port).await < n as f64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    for _ in 0..messages {
+        fanout.publish(&notification(8)).await?;
+    }
+    wait_for(&inbox, n * messages, Duration::from_secs(120)).await?;
+    let rate = (n * messages) as f64 / started.elapsed().as_secs_f64();
+    for r in readers {
+        r.abort();
+    }
+    Ok(rate)
+}
+
+/// Deliveries/s of the bare server, and whether every message arrived.
+async fn throughput_bare(bare: &Proc, n: usize, messages: usize) -> anyhow::Result<(f64, bool)> {
+    let inbox = Arc::new(Inbox::default());
+    let readers = open(
+        n,
+        &format!("ws://127.0.0.1:{}/ws", bare.port),
+        None,
+        inbox.clone(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/broadcast", bare.port);
+    let started = Instant::now();
+    for _ in 0..messages {
+        let body = serde_json::json!({"type": "bench", "data": {"t": now_us(), "p": "xxxxxxxx"}})
+            .to_string();
+        client.post(&url).body(body).send().await?;
+    }
+    let complete = wait_for(&inbox, n * messages, Duration::from_secs(30))
+        .await
+        .is_ok();
+    let rate = inbox.count() as f64 / started.elapsed().as_secs_f64();
+    for r in readers {
+        r.abort();
+    }
+    Ok((rate, complete))
+}

@@ -1,0 +1,76 @@
+//! Pipelined reads: a few connections shared by every concurrent reader.
+//!
+//! tokio-postgres pipelines queries issued concurrently on one connection:
+//! many requests' reads go out in one write and come back in one read,
+//! instead of a round trip (and a pool checkout) each. Only standalone reads
+//! use them; anything in a transaction takes a pooled connection of its own.
+
+use crate::error::PgError;
+use crate::pool::PgSettings;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) struct SharedReads {
+    settings: PgSettings,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<AsyncPgConnection>>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for SharedReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedReads")
+            .field("connections", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedReads {
+    pub(crate) fn new(settings: &PgSettings, connections: usize) -> Self {
+        Self {
+            settings: settings.clone(),
+            slots: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A shared connection, opening it if needed.
+    pub(crate) async fn get(&self) -> Result<(usize, Arc<AsyncPgConnection>), PgError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok((i, c.clone()));
+        }
+        let connect = async {
+            let mut conn = AsyncPgConnection::establish(&self.settings.url).await?;
+            diesel::sql_query(format!(
+                "SET statement_timeout = {}",
+                self.settings.statement_timeout.as_millis()
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok::<_, diesel::ConnectionError>(conn)
+        };
+        let conn = tokio::time::timeout(self.settings.acquire_timeout, connect)
+            .await
+            .map_err(|_| PgError::Unavailable(anyhow::anyhow!("timed out connecting to Postgres")))?
+            .map_err(|e| {
+                PgError::Unavailable(anyhow::Error::new(e).context("connecting to Postgres"))
+            })?;
+        let conn = Arc::new(conn);
+        *slot = Some(conn.clone());
+        Ok((i, conn))
+    }
+
+    /// Drops connection `i` after an error that may mean it is broken; the
+    /// next reader opens a fresh one.
+    pub(crate) async fn discard(&self, i: usize, conn: &Arc<AsyncPgConnection>) {
+        let mut slot = self.slots[i].lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+}
