@@ -40,6 +40,10 @@ dev-token uid *args:
 bench *args:
     scripts/bench {{args}}
 
+# Faults and bad input against the real processes (release build, ~4 min)
+chaos *args:
+    scripts/chaos {{args}}
+
 # Check the crate dependency rules
 deps:
     cargo test -q -p app --test architecture

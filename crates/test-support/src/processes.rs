@@ -13,11 +13,14 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
-/// A `redis-server` child on its own port, no persistence.
+/// A `redis-server` child on its own port: without persistence by default,
+/// or with AOF (`start_persistent`) like a production queue Redis.
 #[derive(Debug)]
 pub struct RedisProcess {
     port: u16,
     child: Option<Child>,
+    /// The AOF directory when persistent.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisProcess {
@@ -25,6 +28,21 @@ impl RedisProcess {
         let mut p = Self {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        p.resume();
+        p
+    }
+
+    /// With `appendonly yes` and `appendfsync always`: a restart keeps
+    /// everything acknowledged.
+    pub fn start_persistent() -> Self {
+        let dir = std::env::temp_dir().join(format!("trellis-redis-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("creating the Redis data directory");
+        let mut p = Self {
+            port: free_port(),
+            child: None,
+            dir: Some(dir),
         };
         p.resume();
         p
@@ -80,5 +98,8 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

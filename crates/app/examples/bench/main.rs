@@ -101,6 +101,13 @@ async fn run(only: BTreeSet<u32>, quick: bool) -> anyhow::Result<()> {
     );
     let md = report::markdown(&results, &header);
     println!("{md}");
+    // Only a full run is a record; a partial or quick run would overwrite
+    // the day's full results with a fragment.
+    let full = !quick && only.len() == 7;
+    if !full {
+        eprintln!("partial or quick run: bench/results not written");
+        return Ok(());
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::json!({

@@ -129,8 +129,12 @@ pub(crate) struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already gone (a scenario stopped it)
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -178,9 +182,13 @@ pub(crate) async fn start_app(
         .env("HTTP_HOST", "127.0.0.1")
         .env("HTTP_PORT", port.to_string())
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
+        .stdout(Stdio::null());
+    // `HARNESS_LOG_FILE` is ours, not the app's: the app's log (stderr) goes there.
+    match env.iter().find(|(k, _)| *k == "HARNESS_LOG_FILE") {
+        Some((_, path)) => cmd.stderr(std::fs::File::create(path)?),
+        None => cmd.stderr(Stdio::null()),
+    };
+    for (k, v) in env.iter().filter(|(k, _)| *k != "HARNESS_LOG_FILE") {
         cmd.env(k, v);
     }
     let child = cmd.spawn()?;
