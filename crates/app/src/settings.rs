@@ -39,6 +39,13 @@ pub struct Settings {
     pub mail_from: String,
     pub mail_outbox_dir: PathBuf,
     pub google_application_credentials: Option<PathBuf>,
+    /// FCM HTTP v1's base URL (tests point it at a local server).
+    pub fcm_base_url: String,
+    /// The OAuth2 token endpoint; `None`: the key file's `token_uri`.
+    pub fcm_token_url: Option<String>,
+    /// The project FCM messages go out as; `None`: the key file's
+    /// `project_id`, then `FIREBASE_PROJECT_ID`.
+    pub fcm_project_id: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub migrate_on_start: bool,
@@ -272,6 +279,15 @@ impl Settings {
         let mail_outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
         let google_application_credentials =
             r.raw("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from);
+        let fcm_base_url = r.url(
+            "FCM_BASE_URL",
+            "https://fcm.googleapis.com",
+            &["https", "http"],
+        );
+        let fcm_token_url = r
+            .raw("FCM_TOKEN_URL")
+            .map(|_| r.url("FCM_TOKEN_URL", "", &["https", "http"]));
+        let fcm_project_id = r.raw("FCM_PROJECT_ID").map(|p| p.trim().to_owned());
 
         let log_format = match r
             .string("LOG_FORMAT", "pretty")
@@ -329,7 +345,7 @@ impl Settings {
         if worker_concurrency == 0 {
             r.problem("WORKER_CONCURRENCY", "must be at least 1");
         }
-        let worker_queues = parse_queues(&r.string("WORKER_QUEUES", "mail:3,default:1"))
+        let worker_queues = parse_queues(&r.string("WORKER_QUEUES", "mail:3,push:3,default:1"))
             .unwrap_or_else(|e| {
                 r.problem("WORKER_QUEUES", e);
                 Vec::new()
@@ -398,6 +414,9 @@ impl Settings {
             mail_from,
             mail_outbox_dir,
             google_application_credentials,
+            fcm_base_url,
+            fcm_token_url,
+            fcm_project_id,
             log_format,
             shutdown_timeout,
             migrate_on_start,
@@ -468,6 +487,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "MAIL_FROM",
     "MAIL_OUTBOX_DIR",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "FCM_PROJECT_ID",
+    "FCM_BASE_URL",
+    "FCM_TOKEN_URL",
     "LOG_FORMAT",
     "RUST_LOG",
     "SHUTDOWN_TIMEOUT_SECS",
@@ -571,7 +593,11 @@ mod tests {
     fn worker_queues_parse_with_weights() {
         assert_eq!(
             load(&[]).unwrap().worker_queues,
-            [("mail".to_owned(), 3), ("default".to_owned(), 1)]
+            [
+                ("mail".to_owned(), 3),
+                ("push".to_owned(), 3),
+                ("default".to_owned(), 1)
+            ]
         );
         assert_eq!(
             load(&[("WORKER_QUEUES", "a, b:5")]).unwrap().worker_queues,

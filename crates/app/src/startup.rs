@@ -42,6 +42,9 @@ pub struct Infrastructure {
     pub pg: PgPool,
     pub redis: RedisPool,
     pub fred: RedisClient,
+    /// FCM, or the log sender without credentials; one per process, so its
+    /// access token is shared by the API and the workers.
+    pub push: Arc<dyn ports::PushSender>,
 }
 
 impl std::fmt::Debug for Infrastructure {
@@ -136,7 +139,13 @@ impl Application {
         })?;
         let redis = queue_adapter::build_pool(&RedisSettings::new(settings.redis_url.clone()))?;
         let fred = streams_adapter::connect(&settings.redis_url, Duration::from_secs(2)).await?;
-        let infra = Infrastructure { pg, redis, fred };
+        let push = wiring::push_sender(&settings)?;
+        let infra = Infrastructure {
+            pg,
+            redis,
+            fred,
+            push,
+        };
         let shutdown = CancellationToken::new();
 
         let (server, port) = wiring::http_server(&settings, &infra, role, shutdown.clone()).await?;

@@ -21,8 +21,9 @@ use streams_adapter::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use usecases::{
-    OutboxRelay, ProfileService, PushTokenService, RelaySettings, SendWelcomeMail, WELCOME_GROUP,
-    WELCOME_JOB, WelcomeMailTrigger,
+    FanOutPush, OutboxRelay, PUSH_DEVICE_JOB, PUSH_SEND_JOB, ProfileService, PushNotifications,
+    PushTokenService, RelaySettings, SendPushToDevice, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB,
+    WelcomeMailTrigger,
 };
 use ws_hub::{Hub, HubNotifier, HubSettings};
 
@@ -50,6 +51,34 @@ async fn hub(
         h.shutdown();
     });
     Ok(hub)
+}
+
+/// FCM when `GOOGLE_APPLICATION_CREDENTIALS` names a service-account key;
+/// otherwise a sender that only logs (and says so).
+pub(crate) fn push_sender(settings: &Settings) -> anyhow::Result<Arc<dyn ports::PushSender>> {
+    let Some(path) = &settings.google_application_credentials else {
+        tracing::warn!(
+            "push notifications are LOGGED, NOT SENT: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file to send through FCM"
+        );
+        return Ok(Arc::new(push_adapter::LogPushSender::new()));
+    };
+    let key = push_adapter::ServiceAccountKey::from_file(path)
+        .context("GOOGLE_APPLICATION_CREDENTIALS")?;
+    let project = settings
+        .fcm_project_id
+        .clone()
+        .or_else(|| key.project_id.clone())
+        .unwrap_or_else(|| settings.firebase_project_id.clone());
+    let sender = push_adapter::FcmSender::new(
+        &key,
+        push_adapter::FcmSettings {
+            base_url: settings.fcm_base_url.clone(),
+            token_url: settings.fcm_token_url.clone(),
+            ..push_adapter::FcmSettings::new(project)
+        },
+    )?;
+    tracing::info!(to = %sender.describe(), "push notifications ready");
+    Ok(Arc::new(sender))
 }
 
 /// The HTTP server: the whole API and `/ws` for `serve`/`all`, only the
@@ -84,6 +113,11 @@ pub(crate) async fn http_server(
         let verifier = token_verifier(settings)?;
         let users = Arc::new(PgUserRepository::new(infra.pg.clone()));
         let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
+        let queue = RedisJobQueue::new(
+            infra.redis.clone(),
+            QueueSettings::new(&settings.redis_key_prefix),
+        );
+        let push = PushNotifications::new(tokens.clone(), infra.push.clone(), Arc::new(queue));
         let state = ApiState {
             profiles: ProfileService::new(users)
                 .with_notifier(Arc::new(HubNotifier::new(hub.clone()))),
@@ -91,6 +125,7 @@ pub(crate) async fn http_server(
                 tokens,
                 CursorCodec::new(settings.cursor_secret.as_bytes().to_vec()),
             ),
+            push,
             verifier: verifier.clone(),
             ops,
             settings: HttpSettings {
@@ -210,6 +245,7 @@ pub(crate) fn start_workers(
     })?;
     tracing::info!(to = %mailer.describe(), "mail transport ready");
     let cache = Arc::new(RedisCache::new(infra.fred.clone(), prefix));
+    let queue_for_jobs = queue.clone();
     let mut worker = JobWorker::new(
         queue,
         WorkerSettings {
@@ -227,6 +263,15 @@ pub(crate) fn start_workers(
     worker.handle(
         WELCOME_JOB,
         Arc::new(SendWelcomeMail::new(Arc::new(mailer), cache)),
+    );
+    let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
+    worker.handle(
+        PUSH_SEND_JOB,
+        Arc::new(FanOutPush::new(tokens.clone(), Arc::new(queue_for_jobs))),
+    );
+    worker.handle(
+        PUSH_DEVICE_JOB,
+        Arc::new(SendPushToDevice::new(infra.push.clone(), tokens)),
     );
     tasks.spawn(worker.run(shutdown.clone()));
     tracing::info!(instance = %settings.instance_id, "worker role started");

@@ -128,6 +128,7 @@ fn every_crate_keeps_the_dependency_rules() {
         "queue-adapter",
         "mail-adapter",
         "auth-adapter",
+        "push-adapter",
         "ws-hub",
         "http-api",
         "test-support",

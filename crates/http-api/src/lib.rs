@@ -15,6 +15,7 @@ pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use rate_limit::{RateLimitSettings, RateLimiter};
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
+pub use routes::test_push::{TestPushResponse, TestPushResult};
 pub use state::{ApiState, HttpSettings, MetricsRenderer, OpsState};
 
 use actix_web::body::MessageBody;

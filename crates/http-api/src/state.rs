@@ -3,7 +3,7 @@
 use ports::{HealthProbe, TokenVerifier};
 use std::sync::Arc;
 use std::time::Duration;
-use usecases::{ProfileService, PushTokenService};
+use usecases::{ProfileService, PushNotifications, PushTokenService};
 
 /// Renders the Prometheus text exposition for `/metrics`.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -52,6 +52,7 @@ impl std::fmt::Debug for OpsState {
 pub struct ApiState {
     pub profiles: ProfileService,
     pub push_tokens: PushTokenService,
+    pub push: PushNotifications,
     pub verifier: Arc<dyn TokenVerifier>,
     pub ops: OpsState,
     pub settings: HttpSettings,

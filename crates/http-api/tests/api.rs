@@ -12,12 +12,14 @@ use actix_web::test::{self, TestRequest};
 use async_trait::async_trait;
 use domain::{CursorCodec, FirebaseUid, VerifiedIdentity};
 use http_api::{ApiState, HttpSettings, OpsState, build_app, openapi_bytes};
-use ports::testing::{FakeTokenVerifier, InMemoryStore};
+use ports::testing::{
+    FakeTokenVerifier, InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender,
+};
 use ports::{HealthProbe, ProbeError};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use usecases::{ProfileService, PushTokenService};
+use usecases::{ProfileService, PushNotifications, PushTokenService};
 
 const ALICE: &str = "token-alice";
 const BOB: &str = "token-bob";
@@ -47,6 +49,7 @@ impl HealthProbe for Probe {
 struct Harness {
     store: Arc<InMemoryStore>,
     redis: Arc<Probe>,
+    push: Arc<RecordingPushSender>,
     state: ApiState,
 }
 
@@ -65,9 +68,15 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
         name: "postgres",
         up: AtomicBool::new(true),
     });
+    let push = Arc::new(RecordingPushSender::new());
     let state = ApiState {
         profiles: ProfileService::new(users),
         push_tokens: PushTokenService::new(store.clone(), CursorCodec::new(b"test".to_vec())),
+        push: PushNotifications::new(
+            store.clone(),
+            push.clone(),
+            Arc::new(RecordingJobQueue::new()),
+        ),
         verifier,
         ops: OpsState {
             probes: vec![postgres, redis.clone()],
@@ -83,6 +92,7 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
     Harness {
         store,
         redis,
+        push,
         state,
     }
 }
@@ -324,6 +334,81 @@ async fn bad_bodies_get_the_right_4xx_and_lose_nothing() {
     );
     let (s, _, _) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn test_push_reports_each_device_and_prunes_dead_tokens() {
+    let h = harness();
+    let app = app(&h).await;
+    let (s, _, b) = call(
+        &app,
+        authed(TestRequest::post().uri("/api/v1/me/test-push"), BOB),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"live": true, "devices": 0, "sent": 0, "results": []})
+    );
+
+    for (t, platform) in [("phone", "ios"), ("old-tablet", "android"), ("busy", "web")] {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::post().uri("/api/v1/push-tokens"), BOB)
+                .set_json(json!({"token": t, "platform": platform})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let old = domain::PushToken::parse("old-tablet").unwrap();
+    h.push.script(&old, [PushOutcome::Unregistered]);
+    let busy = domain::PushToken::parse("busy").unwrap();
+    h.push.script(
+        &busy,
+        [PushOutcome::Unavailable {
+            retry_after: Some(std::time::Duration::from_secs(30)),
+        }],
+    );
+    let (s, _, b) = call(
+        &app,
+        authed(TestRequest::post().uri("/api/v1/me/test-push"), BOB),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"live": true, "devices": 3, "sent": 1, "results": [
+            {"token": "phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
+            {"token": "old-tablet", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+            {"token": "busy", "platform": "web", "outcome": "unavailable", "code": null, "retry_after_secs": 30},
+        ]})
+    );
+    let sent = h.push.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.title.as_deref(), Some("Test notification"));
+    let (_, _, page) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), BOB),
+    )
+    .await;
+    let left: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["phone", "busy"], "the dead token was deleted");
+
+    // Another user's devices are not touched; no token, no test push.
+    let (s, _, b) = call(
+        &app,
+        authed(TestRequest::post().uri("/api/v1/me/test-push"), ALICE),
+    )
+    .await;
+    assert_eq!((s, b["devices"].as_u64()), (StatusCode::OK, Some(0)));
+    let (s, hd, b) = call(&app, TestRequest::post().uri("/api/v1/me/test-push")).await;
+    assert_problem(s, &hd, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(h.push.attempts(), 3);
 }
 
 #[actix_web::test]

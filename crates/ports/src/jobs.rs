@@ -173,7 +173,7 @@ impl JobContext {
 /// Why an attempt failed, and what the queue should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum JobFailure {
-    /// Retry with backoff (or no earlier than `after`, if given) until the
+    /// Retry with backoff, and no earlier than `after` if given, until the
     /// job's retries run out, then dead.
     #[error("{error}")]
     Retry {

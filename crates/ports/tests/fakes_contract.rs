@@ -20,3 +20,10 @@ mod cache {
 
     ports::cache_contract!(async { Arc::new(InMemoryCache::new()) });
 }
+
+mod push_sender {
+    use ports::testing::RecordingPushSender;
+    use std::sync::Arc;
+
+    ports::push_sender_contract!(async { Arc::new(RecordingPushSender::new()) });
+}

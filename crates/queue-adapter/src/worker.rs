@@ -424,9 +424,10 @@ async fn execute(
                     (error.clone(), None)
                 }
                 JobFailure::Retry { error, after } => {
-                    let delay = after.unwrap_or_else(|| {
-                        backoff(job.attempt, settings.retry_base, settings.retry_cap)
-                    });
+                    // Backoff, but never sooner than the handler asked
+                    // (a provider's Retry-After, say).
+                    let backoff = backoff(job.attempt, settings.retry_base, settings.retry_cap);
+                    let delay = after.map_or(backoff, |a| a.max(backoff));
                     (
                         error.clone(),
                         Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),

@@ -177,6 +177,56 @@ async fn a_failing_job_is_retried_with_backoff_until_it_succeeds() {
     assert_eq!((s.processed, s.failed, s.retry, s.dead), (1, 2, 0, 0));
 }
 
+/// Asks to be retried no sooner than `after` on its first attempt.
+struct RetryAfter {
+    after: Duration,
+    attempts: Mutex<Vec<(u32, Instant)>>,
+}
+
+#[async_trait]
+impl JobHandler for RetryAfter {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((job.attempt, Instant::now()));
+        if job.attempt == 1 {
+            return Err(JobFailure::Retry {
+                error: "come back later".into(),
+                after: Some(self.after),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_retry_is_never_sooner_than_the_handler_asked() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let handler = Arc::new(RetryAfter {
+        // Far above the 40-200 ms backoff of these settings.
+        after: Duration::from_millis(1500),
+        attempts: Mutex::new(Vec::new()),
+    });
+    let w = start(&q, settings(&[("default", 1)]), "t", handler.clone());
+    q.enqueue(job(1)).await.unwrap();
+    eventually("the second attempt", Duration::from_secs(10), || async {
+        (handler.attempts.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let attempts = handler.attempts.lock().unwrap().clone();
+    assert_eq!((attempts[0].0, attempts[1].0), (1, 2));
+    let waited = attempts[1].1 - attempts[0].1;
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "retried after {waited:?}"
+    );
+    let s = q.stats("default").await.unwrap();
+    assert_eq!((s.processed, s.failed, s.retry), (1, 1, 0));
+}
+
 #[tokio::test]
 async fn past_max_retries_a_job_is_dead_with_its_last_error() {
     let redis = TestRedis::new().await;

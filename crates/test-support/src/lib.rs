@@ -4,6 +4,7 @@
     reason = "test harness: a failure here is a failed test, reported loudly"
 )]
 
+mod fcm;
 mod postgres;
 mod processes;
 mod redis;
@@ -12,6 +13,10 @@ mod smtp;
 mod spawn;
 mod telemetry;
 
+pub use fcm::{
+    FAKE_FCM_CLIENT_EMAIL, FAKE_FCM_KEY_ID, FAKE_FCM_PROJECT, FakeFcm, FcmReply, FcmRequest,
+    OAuthRequest,
+};
 pub use postgres::TestDb;
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;

@@ -1,11 +1,17 @@
 #![doc = include_str!("../README.md")]
 
 pub mod profiles;
+pub mod push;
 pub mod push_tokens;
 pub mod relay;
 pub mod welcome;
 
 pub use profiles::{DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService};
+pub use push::{
+    DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_DEVICE_JOB, PUSH_QUEUE,
+    PUSH_SEND_JOB, PushDeviceJob, PushNotifications, PushSendJob, SendPushToDevice,
+    SendTestPushError,
+};
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{

@@ -4,6 +4,7 @@ pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod me;
 pub(crate) mod push_tokens;
+pub(crate) mod test_push;
 
 use crate::problem::ApiError;
 use actix_web::http::StatusCode;
@@ -29,6 +30,9 @@ pub(crate) fn documented(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(me::get_me))
                     .route(web::patch().to(me::patch_me))
                     .route(web::delete().to(me::delete_me)),
+            )
+            .service(
+                web::resource("/me/test-push").route(web::post().to(test_push::send_test_push)),
             )
             .service(
                 web::resource("/push-tokens")

@@ -8,6 +8,7 @@
 mod cache;
 pub mod contract;
 mod fakes;
+mod push;
 mod store;
 
 pub use cache::InMemoryCache;
@@ -15,4 +16,5 @@ pub use fakes::{
     FakeTokenVerifier, MailOutcome, ManualClock, RecordingJobQueue, RecordingMailer,
     RecordingNotifier, RecordingPublisher,
 };
+pub use push::{PushOutcome, RecordingPushSender};
 pub use store::InMemoryStore;

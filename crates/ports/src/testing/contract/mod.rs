@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod outbox;
+pub mod push;
 pub mod users;
 
 use std::future::Future;

@@ -1,0 +1,282 @@
+//! Push notifications end to end: the whole app (HTTP, queue worker, Postgres,
+//! Redis) sending through a local server that plays Google's OAuth2 token
+//! endpoint and FCM HTTP v1.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use app::Role;
+use domain::FirebaseUid;
+use ports::PushMessage;
+use postgres_adapter::{PgPushTokenRepository, PgSettings};
+use queue_adapter::{QueueSettings, RedisJobQueue};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use test_support::{FakeFcm, FcmReply, TestApp, spawn_app_with};
+use usecases::PushNotifications;
+
+struct Setup {
+    fake: FakeFcm,
+    app: TestApp,
+    key_file: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.key_file);
+    }
+}
+
+async fn setup() -> Setup {
+    let fake = FakeFcm::start().await;
+    let key_file = fake.write_credentials(&std::env::temp_dir());
+    let base = fake.base_url();
+    let app = spawn_app_with(
+        Role::All,
+        &[
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                &key_file.display().to_string(),
+            ),
+            ("FCM_BASE_URL", &base),
+            ("JOB_RETRY_BASE_MS", "100"),
+        ],
+    )
+    .await;
+    Setup {
+        fake,
+        app,
+        key_file,
+    }
+}
+
+async fn register(app: &TestApp, bearer: &str, token: &str, platform: &str) {
+    let res = app
+        .client
+        .post(app.url("/api/v1/push-tokens"))
+        .bearer_auth(bearer)
+        .json(&json!({"token": token, "platform": platform}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn my_tokens(app: &TestApp, bearer: &str) -> Vec<String> {
+    let page: Value = app
+        .client
+        .get(app.url("/api/v1/push-tokens"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["token"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn metric(app: &TestApp, line_start: &str) -> Option<f64> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a use case does to notify a user: `PushNotifications::notify_user`.
+fn notifications(app: &TestApp) -> PushNotifications {
+    let pool =
+        postgres_adapter::build_pool(&PgSettings::new(app.settings.database_url.clone())).unwrap();
+    let redis = queue_adapter::build_pool(&queue_adapter::RedisSettings::new(
+        app.settings.redis_url.clone(),
+    ))
+    .unwrap();
+    PushNotifications::new(
+        Arc::new(PgPushTokenRepository::new(pool)),
+        // Only the queue is used by notify_user.
+        Arc::new(push_adapter::LogPushSender::new()),
+        Arc::new(RedisJobQueue::new(
+            redis,
+            QueueSettings::new(&app.settings.redis_key_prefix),
+        )),
+    )
+}
+
+#[tokio::test]
+async fn a_queued_push_reaches_every_device_prunes_dead_ones_and_honours_retry_after() {
+    let s = setup().await;
+    let bob = s.app.token("bob");
+    register(&s.app, &bob, "bob-phone", "ios").await;
+    register(&s.app, &bob, "bob-old-phone", "android").await;
+    register(&s.app, &bob, "bob-tablet", "android").await;
+    s.fake.unregister("bob-old-phone");
+    s.fake.script(
+        "bob-tablet",
+        [FcmReply::unavailable().with_retry_after("2")],
+    );
+
+    let message = PushMessage {
+        title: Some("New follower".into()),
+        body: Some("Ada follows you".into()),
+        data: BTreeMap::from([("follower".into(), "ada".into())]),
+        high_priority: true,
+        ..PushMessage::default()
+    };
+    notifications(&s.app)
+        .notify_user(&FirebaseUid::parse("bob").unwrap(), message)
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.fake.delivered().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered: {:?}",
+            s.fake.sends()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut delivered = s.fake.delivered();
+    delivered.sort();
+    assert_eq!(delivered, ["bob-phone", "bob-tablet"]);
+
+    // The phone: one message, exactly as FCM v1 wants it.
+    let phone = s.fake.sends_to("bob-phone");
+    assert_eq!(phone.len(), 1);
+    assert_eq!(
+        phone[0].body["message"]["notification"]["title"],
+        "New follower"
+    );
+    assert_eq!(phone[0].body["message"]["data"]["follower"], "ada");
+    assert_eq!(phone[0].body["message"]["android"]["priority"], "HIGH");
+    // The old phone: UNREGISTERED once, and its token is gone.
+    let old = s.fake.sends_to("bob-old-phone");
+    assert_eq!(old.iter().map(|r| r.status).collect::<Vec<_>>(), [404]);
+    // The tablet: 503 with Retry-After: 2, retried no sooner, delivered once.
+    let tablet = s.fake.sends_to("bob-tablet");
+    assert_eq!(
+        tablet.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 200]
+    );
+    let waited = tablet[1].at - tablet[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+
+    assert_eq!(my_tokens(&s.app, &bob).await, ["bob-phone", "bob-tablet"]);
+    // One access token for all of it.
+    assert_eq!(s.fake.oauth_requests().len(), 1);
+    assert!(s.fake.oauth_requests()[0].signature_valid);
+    assert_eq!(
+        metric(&s.app, "push_sent_total{outcome=\"sent\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&s.app, "push_sent_total{outcome=\"pruned\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&s.app, "push_sent_total{outcome=\"unavailable\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(metric(&s.app, "push_tokens_pruned_total").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn the_test_push_endpoint_reports_each_device_through_fcm() {
+    let s = setup().await;
+    let ada = s.app.token("ada");
+    register(&s.app, &ada, "ada-phone", "ios").await;
+    register(&s.app, &ada, "ada-gone", "android").await;
+    register(&s.app, &ada, "ada-busy", "web").await;
+    s.fake.unregister("ada-gone");
+    s.fake.script("ada-busy", [FcmReply::quota_exceeded()]);
+    let res = s
+        .app
+        .client
+        .post(s.app.url("/api/v1/me/test-push"))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"live": true, "devices": 3, "sent": 1, "results": [
+            {"token": "ada-phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
+            {"token": "ada-gone", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+            {"token": "ada-busy", "platform": "web", "outcome": "rejected", "code": "QUOTA_EXCEEDED", "retry_after_secs": null},
+        ]})
+    );
+    let sent = s.fake.sends_to("ada-phone");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].body["message"]["notification"]["title"],
+        "Test notification"
+    );
+    assert_eq!(my_tokens(&s.app, &ada).await, ["ada-phone", "ada-busy"]);
+}
+
+#[tokio::test]
+async fn without_credentials_pushes_are_logged_and_the_report_says_so() {
+    let app = spawn_app_with(Role::All, &[]).await;
+    let eve = app.token("eve");
+    register(&app, &eve, "eve-phone", "android").await;
+    let body: Value = app
+        .client
+        .post(app.url("/api/v1/me/test-push"))
+        .bearer_auth(&eve)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["live"], false);
+    assert_eq!(body["results"][0]["outcome"], "sent");
+}
+
+#[tokio::test]
+async fn a_bad_key_file_stops_the_app_with_a_clear_message() {
+    let db = test_support::TestDb::new().await;
+    let redis = test_support::TestRedis::new().await;
+    let path =
+        std::env::temp_dir().join(format!("not-a-key-{}.json", test_support::unique_suffix()));
+    std::fs::write(&path, r#"{"type": "authorized_user"}"#).unwrap();
+    let settings = test_support::test_settings(
+        &db,
+        &redis,
+        &[(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &path.display().to_string(),
+        )],
+    );
+    let err = app::Application::build(settings, Role::Worker)
+        .await
+        .unwrap_err();
+    let _ = std::fs::remove_file(&path);
+    let text = format!("{err:#}");
+    assert!(text.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{text}");
+    assert!(
+        text.contains("not a Google service-account key file"),
+        "{text}"
+    );
+}

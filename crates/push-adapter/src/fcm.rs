@@ -1,0 +1,427 @@
+//! The FCM HTTP v1 sender.
+
+use crate::credentials::ServiceAccountKey;
+use crate::message::fcm_message;
+use crate::oauth::{AccessToken, AccessTokens};
+use async_trait::async_trait;
+use domain::PushToken;
+use ports::{PushMessage, PushSender, SendPushError};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Where FCM lives.
+pub const FCM_BASE_URL: &str = "https://fcm.googleapis.com";
+/// Error answers larger than this are cut (they are a few hundred bytes).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// A `Retry-After` longer than this is shortened to it.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How to reach FCM.
+#[derive(Debug, Clone)]
+pub struct FcmSettings {
+    /// The Firebase project the messages are sent as.
+    pub project_id: String,
+    /// [`FCM_BASE_URL`] unless testing.
+    pub base_url: String,
+    /// The OAuth2 token endpoint; `None` uses the key file's `token_uri`.
+    pub token_url: Option<String>,
+    /// Per request, connecting included.
+    pub request_timeout: Duration,
+    /// Access tokens are replaced this long before they expire.
+    pub token_refresh_margin: Duration,
+}
+
+impl FcmSettings {
+    pub fn new(project_id: impl Into<String>) -> Self {
+        Self {
+            project_id: project_id.into(),
+            base_url: FCM_BASE_URL.to_owned(),
+            token_url: None,
+            request_timeout: Duration::from_secs(10),
+            token_refresh_margin: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Sends through FCM HTTP v1 as a service account.
+#[derive(Debug)]
+pub struct FcmSender {
+    http: reqwest::Client,
+    send_url: String,
+    project_id: String,
+    client_email: String,
+    tokens: AccessTokens,
+}
+
+impl FcmSender {
+    pub fn new(key: &ServiceAccountKey, settings: FcmSettings) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !settings.project_id.is_empty(),
+            "no Firebase project id for FCM"
+        );
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        let token_url = settings.token_url.unwrap_or_else(|| key.token_uri.clone());
+        Ok(Self {
+            send_url: format!(
+                "{}/v1/projects/{}/messages:send",
+                settings.base_url.trim_end_matches('/'),
+                settings.project_id
+            ),
+            tokens: AccessTokens::new(http.clone(), key, token_url, settings.token_refresh_margin)?,
+            http,
+            project_id: settings.project_id,
+            client_email: key.client_email.clone(),
+        })
+    }
+
+    /// For the startup log: which project, as whom.
+    pub fn describe(&self) -> String {
+        format!(
+            "FCM HTTP v1, project {} as {}",
+            self.project_id, self.client_email
+        )
+    }
+
+    /// OAuth2 access tokens fetched so far.
+    pub fn access_token_fetches(&self) -> u64 {
+        self.tokens.fetches()
+    }
+
+    async fn post(
+        &self,
+        access: &AccessToken,
+        body: &serde_json::Value,
+        token: &PushToken,
+    ) -> Result<Answer, SendPushError> {
+        let res = self
+            .http
+            .post(&self.send_url)
+            .bearer_auth(&access.bearer)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| SendPushError::Unavailable {
+                reason: format!("FCM is unreachable: {}", without_url(&e)),
+                retry_after: None,
+            })?;
+        let status = res.status().as_u16();
+        if res.status().is_success() {
+            return Ok(Answer::Accepted);
+        }
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let bytes = read_limited(res, MAX_ERROR_BYTES).await.unwrap_or_default();
+        let answer = classify(status, &bytes, retry_after);
+        if let Answer::Failed(SendPushError::Rejected { code }) = &answer {
+            tracing::warn!(
+                token = %token.fingerprint(),
+                status,
+                %code,
+                detail = %api_message(&bytes),
+                "FCM refused the message"
+            );
+        }
+        Ok(answer)
+    }
+}
+
+#[async_trait]
+impl PushSender for FcmSender {
+    async fn send(&self, token: &PushToken, message: &PushMessage) -> Result<(), SendPushError> {
+        message.check_size()?;
+        let body = fcm_message(token, message);
+        let access = self.tokens.get().await?;
+        match self.post(&access, &body, token).await? {
+            Answer::Accepted => Ok(()),
+            Answer::Failed(e) => Err(e),
+            Answer::Unauthenticated => {
+                // Revoked or expired early: one fresh token (shared by every
+                // send that hit this), one more try.
+                self.tokens.invalidate(&access);
+                let fresh = self.tokens.get().await?;
+                match self.post(&fresh, &body, token).await? {
+                    Answer::Accepted => Ok(()),
+                    Answer::Failed(e) => Err(e),
+                    Answer::Unauthenticated => Err(SendPushError::Unavailable {
+                        reason: "FCM refused a freshly issued access token".into(),
+                        retry_after: None,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// What one FCM answer means.
+#[derive(Debug)]
+enum Answer {
+    Accepted,
+    /// Our access token was refused (not a third-party auth error).
+    Unauthenticated,
+    Failed(SendPushError),
+}
+
+#[derive(Deserialize, Default)]
+struct ApiErrorBody {
+    #[serde(default)]
+    error: ApiError,
+}
+
+#[derive(Deserialize, Default)]
+struct ApiError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+    #[serde(rename = "fieldViolations", default)]
+    field_violations: Vec<FieldViolation>,
+}
+
+#[derive(Deserialize, Default)]
+struct FieldViolation {
+    #[serde(default)]
+    field: String,
+}
+
+fn api_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<ApiErrorBody>(bytes)
+        .map(|b| b.error.message)
+        .unwrap_or_default()
+}
+
+/// Classifies an FCM error answer as FCM documents its error codes
+/// (<https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode>).
+fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Answer {
+    let err = serde_json::from_slice::<ApiErrorBody>(body)
+        .unwrap_or_default()
+        .error;
+    let fcm_code = err.details.iter().find_map(|d| d.error_code.clone());
+    let about_token = err
+        .details
+        .iter()
+        .flat_map(|d| &d.field_violations)
+        .any(|v| v.field == "message.token")
+        || err.message.contains("registration token");
+    let unavailable = |what: &str| {
+        Answer::Failed(SendPushError::Unavailable {
+            reason: format!("FCM answered {status} {what}"),
+            retry_after,
+        })
+    };
+    let rejected = |code: &str| {
+        Answer::Failed(SendPushError::Rejected {
+            code: code.to_owned(),
+        })
+    };
+    match fcm_code.as_deref() {
+        Some("UNREGISTERED") => Answer::Failed(SendPushError::Unregistered),
+        Some("INVALID_ARGUMENT") if about_token => Answer::Failed(SendPushError::InvalidToken),
+        Some(code @ ("UNAVAILABLE" | "INTERNAL")) => unavailable(code),
+        Some(code @ ("QUOTA_EXCEEDED" | "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR")) => {
+            rejected(code)
+        }
+        Some(code @ "INVALID_ARGUMENT") => rejected(code),
+        // No FCM code (or UNSPECIFIED_ERROR): the HTTP status decides.
+        _ => match status {
+            400 if about_token => Answer::Failed(SendPushError::InvalidToken),
+            401 => Answer::Unauthenticated,
+            429 => unavailable("RESOURCE_EXHAUSTED"),
+            500..=599 => unavailable(if err.status.is_empty() {
+                "server error"
+            } else {
+                &err.status
+            }),
+            _ if !err.status.is_empty() => rejected(&err.status),
+            _ => rejected(&format!("HTTP_{status}")),
+        },
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, at most an hour.
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// A reqwest error's text without the URL (which carries the project id
+/// only, but keeps messages short and stable).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(source) => format!("{kind}: {source}"),
+        None => kind.to_owned(),
+    }
+}
+
+/// Reads a response body, refusing more than `max` bytes.
+pub(crate) async fn read_limited(
+    mut res: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| without_url(&e))? {
+        if out.len() + chunk.len() > max {
+            return Err(format!("answer larger than {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(status: &str, code: Option<&str>, message: &str) -> Vec<u8> {
+        let details: Vec<serde_json::Value> = code
+            .map(|c| serde_json::json!({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": c}))
+            .into_iter()
+            .collect();
+        serde_json::json!({"error": {"code": 0, "message": message, "status": status, "details": details}})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn outcome(a: Answer) -> String {
+        match a {
+            Answer::Accepted => "accepted".into(),
+            Answer::Unauthenticated => "unauthenticated".into(),
+            Answer::Failed(SendPushError::Unregistered) => "unregistered".into(),
+            Answer::Failed(SendPushError::InvalidToken) => "invalid_token".into(),
+            Answer::Failed(SendPushError::Unavailable { retry_after, .. }) => {
+                format!("unavailable {retry_after:?}")
+            }
+            Answer::Failed(SendPushError::Rejected { code }) => format!("rejected {code}"),
+            Answer::Failed(e) => format!("other {e}"),
+        }
+    }
+
+    #[test]
+    fn every_documented_error_code_is_classified() {
+        let ra = Some(Duration::from_secs(9));
+        let cases: &[(u16, Vec<u8>, &str)] = &[
+            (
+                404,
+                body("NOT_FOUND", Some("UNREGISTERED"), "x"),
+                "unregistered",
+            ),
+            (
+                400,
+                body(
+                    "INVALID_ARGUMENT",
+                    Some("INVALID_ARGUMENT"),
+                    "The registration token is not a valid FCM registration token",
+                ),
+                "invalid_token",
+            ),
+            (
+                400,
+                body(
+                    "INVALID_ARGUMENT",
+                    Some("INVALID_ARGUMENT"),
+                    "Invalid value at 'message.data[0].value'",
+                ),
+                "rejected INVALID_ARGUMENT",
+            ),
+            (
+                503,
+                body("UNAVAILABLE", Some("UNAVAILABLE"), "x"),
+                "unavailable Some(9s)",
+            ),
+            (
+                500,
+                body("INTERNAL", Some("INTERNAL"), "x"),
+                "unavailable Some(9s)",
+            ),
+            (
+                429,
+                body("RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED"), "x"),
+                "rejected QUOTA_EXCEEDED",
+            ),
+            (
+                429,
+                body("RESOURCE_EXHAUSTED", None, "x"),
+                "unavailable Some(9s)",
+            ),
+            (
+                403,
+                body("PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "x"),
+                "rejected SENDER_ID_MISMATCH",
+            ),
+            (
+                401,
+                body("UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"), "x"),
+                "rejected THIRD_PARTY_AUTH_ERROR",
+            ),
+            (401, body("UNAUTHENTICATED", None, "x"), "unauthenticated"),
+            // A 404 without UNREGISTERED (a wrong project) must not prune tokens.
+            (404, body("NOT_FOUND", None, "x"), "rejected NOT_FOUND"),
+            (
+                403,
+                body("PERMISSION_DENIED", None, "x"),
+                "rejected PERMISSION_DENIED",
+            ),
+            (
+                502,
+                b"<html>bad gateway</html>".to_vec(),
+                "unavailable Some(9s)",
+            ),
+            (418, Vec::new(), "rejected HTTP_418"),
+        ];
+        for (status, b, want) in cases {
+            assert_eq!(
+                outcome(classify(*status, b, ra)),
+                *want,
+                "{status} {}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,644 @@
+//! Push notifications to a user's devices: queued (`push:send`, fanned out
+//! to one `push:send-device` job per token), or sent at once for the test
+//! endpoint. Dead tokens are deleted as FCM reports them.
+
+use async_trait::async_trait;
+use domain::{FirebaseUid, Platform, PushToken, VerifiedIdentity};
+use ports::{
+    EnqueueJobError, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob, PushMessage,
+    PushSender, PushTokenRepository, SendPushError,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The queue push jobs run on.
+pub const PUSH_QUEUE: &str = "push";
+/// To every device of one user: fans out to [`PUSH_DEVICE_JOB`]s.
+pub const PUSH_SEND_JOB: &str = "push:send";
+/// One message to one device.
+pub const PUSH_DEVICE_JOB: &str = "push:send-device";
+/// A user with more devices than this gets the message on the first ones.
+pub const MAX_DEVICES_PER_USER: usize = 500;
+/// Devices the test endpoint sends to at once.
+const TEST_PUSH_CONCURRENCY: usize = 8;
+/// Retries of one device's message (transient FCM errors, with backoff).
+const DEVICE_JOB_RETRIES: u32 = 8;
+
+/// Payload of `push:send`, version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSendJob {
+    pub uid: FirebaseUid,
+    pub message: PushMessage,
+}
+
+impl PushSendJob {
+    pub const VERSION: u16 = 1;
+}
+
+/// Payload of `push:send-device`, version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDeviceJob {
+    pub uid: FirebaseUid,
+    pub token: PushToken,
+    pub message: PushMessage,
+}
+
+impl PushDeviceJob {
+    pub const VERSION: u16 = 1;
+}
+
+/// What became of a message to one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// FCM accepted it.
+    Sent,
+    /// FCM said the token is dead (unregistered or invalid); it was deleted.
+    Pruned,
+    /// FCM is temporarily unavailable: a queued message is retried.
+    Unavailable,
+    /// FCM refused it for good (quota, sender mismatch, APNs/Web push auth).
+    Rejected,
+    /// Over the payload limit.
+    TooLarge,
+    /// Something else went wrong (logged).
+    Failed,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Sent => "sent",
+            DeliveryOutcome::Pruned => "pruned",
+            DeliveryOutcome::Unavailable => "unavailable",
+            DeliveryOutcome::Rejected => "rejected",
+            DeliveryOutcome::TooLarge => "too_large",
+            DeliveryOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The result for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDelivery {
+    pub token: PushToken,
+    pub platform: Option<Platform>,
+    pub outcome: DeliveryOutcome,
+    /// FCM's error code when it gave one (`UNREGISTERED`, `QUOTA_EXCEEDED`, ...).
+    pub code: Option<String>,
+    /// For `Unavailable`: when FCM asked to be retried.
+    pub retry_after: Option<Duration>,
+}
+
+/// Sends one message to one device, deletes the token if FCM says it is
+/// dead, and counts the outcome. Never fails: the outcome says what happened.
+async fn deliver(
+    sender: &dyn PushSender,
+    tokens: &dyn PushTokenRepository,
+    token: &PushToken,
+    platform: Option<Platform>,
+    message: &PushMessage,
+) -> DeviceDelivery {
+    let mut d = DeviceDelivery {
+        token: token.clone(),
+        platform,
+        outcome: DeliveryOutcome::Sent,
+        code: None,
+        retry_after: None,
+    };
+    match sender.send(token, message).await {
+        Ok(()) => {}
+        Err(e @ (SendPushError::Unregistered | SendPushError::InvalidToken)) => {
+            d.code = Some(
+                if matches!(e, SendPushError::Unregistered) {
+                    "UNREGISTERED"
+                } else {
+                    "INVALID_TOKEN"
+                }
+                .into(),
+            );
+            match tokens.delete_token(token).await {
+                Ok(_) => {
+                    d.outcome = DeliveryOutcome::Pruned;
+                    metrics::counter!("push_tokens_pruned_total").increment(1);
+                    tracing::info!(token = %token.fingerprint(), reason = %e, "dead push token deleted");
+                }
+                Err(err) => {
+                    // Not deleted yet: a queued send is retried (and FCM
+                    // answers the same), so the token goes next time.
+                    d.outcome = DeliveryOutcome::Failed;
+                    tracing::warn!(token = %token.fingerprint(), error = %err, "cannot delete a dead push token");
+                }
+            }
+        }
+        Err(SendPushError::Unavailable {
+            reason,
+            retry_after,
+        }) => {
+            d.outcome = DeliveryOutcome::Unavailable;
+            d.retry_after = retry_after;
+            tracing::warn!(token = %token.fingerprint(), %reason, ?retry_after, "push provider unavailable");
+        }
+        Err(SendPushError::Rejected { code }) => {
+            d.outcome = DeliveryOutcome::Rejected;
+            tracing::warn!(token = %token.fingerprint(), %code, "push refused; not retried");
+            d.code = Some(code);
+        }
+        Err(e @ SendPushError::PayloadTooLarge { .. }) => {
+            d.outcome = DeliveryOutcome::TooLarge;
+            tracing::warn!(token = %token.fingerprint(), error = %e, "push payload too large");
+        }
+        Err(SendPushError::Unknown(e)) => {
+            d.outcome = DeliveryOutcome::Failed;
+            tracing::error!(token = %token.fingerprint(), error = %format!("{e:#}"), "push send failed");
+        }
+    }
+    metrics::counter!("push_sent_total", "outcome" => d.outcome.as_str()).increment(1);
+    d
+}
+
+#[derive(Debug, Error)]
+pub enum NotifyUserError {
+    #[error("push payload too large ({size} bytes, max {max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("job queue unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum SendTestPushError {
+    #[error("push token store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+/// Notifying users' devices: what use cases and routes call.
+#[derive(Clone)]
+pub struct PushNotifications {
+    tokens: Arc<dyn PushTokenRepository>,
+    sender: Arc<dyn PushSender>,
+    jobs: Arc<dyn JobQueue>,
+}
+
+impl std::fmt::Debug for PushNotifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushNotifications").finish_non_exhaustive()
+    }
+}
+
+impl PushNotifications {
+    pub fn new(
+        tokens: Arc<dyn PushTokenRepository>,
+        sender: Arc<dyn PushSender>,
+        jobs: Arc<dyn JobQueue>,
+    ) -> Self {
+        Self {
+            tokens,
+            sender,
+            jobs,
+        }
+    }
+
+    /// False when messages are only logged (no FCM credentials).
+    pub fn is_live(&self) -> bool {
+        self.sender.is_live()
+    }
+
+    /// Queues `message` for every device of the user with `uid` (a worker
+    /// sends it, retrying what FCM asks to retry). A user without devices
+    /// is not an error: the job finds nothing to send.
+    pub async fn notify_user(
+        &self,
+        uid: &FirebaseUid,
+        message: PushMessage,
+    ) -> Result<JobId, NotifyUserError> {
+        if let Err(SendPushError::PayloadTooLarge { size, max }) = message.check_size() {
+            return Err(NotifyUserError::TooLarge { size, max });
+        }
+        let payload = PushSendJob {
+            uid: uid.clone(),
+            message,
+        };
+        let job = NewJob::new(PUSH_SEND_JOB, PushSendJob::VERSION, &payload)
+            .map_err(|e| NotifyUserError::Unknown(e.into()))?
+            .on_queue(PUSH_QUEUE)
+            .timeout(Duration::from_secs(60));
+        match self.jobs.enqueue(job).await {
+            Ok(id) => Ok(id),
+            Err(EnqueueJobError::Unavailable(e)) => Err(NotifyUserError::Unavailable(e)),
+            Err(e) => Err(NotifyUserError::Unknown(e.into())),
+        }
+    }
+
+    /// Sends a test notification to each of the caller's devices now (up to
+    /// 100) and reports what happened on each; dead tokens are deleted.
+    pub async fn send_test(
+        &self,
+        caller: &VerifiedIdentity,
+    ) -> Result<Vec<DeviceDelivery>, SendTestPushError> {
+        let page = self
+            .tokens
+            .list_for_user(&caller.uid, None, 100)
+            .await
+            .map_err(|e| match e {
+                ports::ListPushTokensError::Unavailable(e) => SendTestPushError::Unavailable(e),
+                ports::ListPushTokensError::Unknown(e) => SendTestPushError::Unknown(e),
+            })?;
+        let message = test_message();
+        let limit = Arc::new(tokio::sync::Semaphore::new(TEST_PUSH_CONCURRENCY));
+        let mut running = tokio::task::JoinSet::new();
+        for (i, record) in page.items.into_iter().enumerate() {
+            let (sender, tokens, message, limit) = (
+                self.sender.clone(),
+                self.tokens.clone(),
+                message.clone(),
+                limit.clone(),
+            );
+            running.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let d = deliver(
+                    sender.as_ref(),
+                    tokens.as_ref(),
+                    &record.token,
+                    Some(record.platform),
+                    &message,
+                )
+                .await;
+                (i, d)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = running.join_next().await {
+            results.push(joined.map_err(|e| SendTestPushError::Unknown(e.into()))?);
+        }
+        results.sort_by_key(|(i, _)| *i);
+        tracing::info!(uid = %caller.uid, devices = results.len(), "test push sent");
+        Ok(results.into_iter().map(|(_, d)| d).collect())
+    }
+}
+
+/// What `POST /api/v1/me/test-push` sends.
+pub fn test_message() -> PushMessage {
+    PushMessage {
+        title: Some("Test notification".into()),
+        body: Some("Push notifications work on this device.".into()),
+        data: BTreeMap::from([("type".into(), "test_push".into())]),
+        high_priority: true,
+        sound: Some("default".into()),
+        badge: None,
+        collapse_key: Some("test_push".into()),
+    }
+}
+
+/// Runs `push:send`: one `push:send-device` job per token of the user. A
+/// rerun (the worker died mid-way) enqueues again what is still queued only
+/// once (unique per parent job and token); a device whose job already ran
+/// may get the message twice — push delivery is at-least-once.
+#[derive(Clone)]
+pub struct FanOutPush {
+    tokens: Arc<dyn PushTokenRepository>,
+    jobs: Arc<dyn JobQueue>,
+}
+
+impl std::fmt::Debug for FanOutPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOutPush").finish_non_exhaustive()
+    }
+}
+
+impl FanOutPush {
+    pub fn new(tokens: Arc<dyn PushTokenRepository>, jobs: Arc<dyn JobQueue>) -> Self {
+        Self { tokens, jobs }
+    }
+}
+
+#[async_trait]
+impl JobHandler for FanOutPush {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        if job.version > PushSendJob::VERSION {
+            return Err(JobFailure::permanent(format!(
+                "payload version {} is newer than this worker",
+                job.version
+            )));
+        }
+        let payload: PushSendJob = job.payload()?;
+        let mut after = None;
+        let mut devices = 0;
+        loop {
+            let page = self
+                .tokens
+                .list_for_user(&payload.uid, after, 100)
+                .await
+                .map_err(|e| JobFailure::retry(format!("cannot list push tokens: {e}")))?;
+            for record in page.items {
+                if devices == MAX_DEVICES_PER_USER {
+                    tracing::warn!(uid = %payload.uid, "more than {MAX_DEVICES_PER_USER} devices; the rest are skipped");
+                    break;
+                }
+                devices += 1;
+                let device = PushDeviceJob {
+                    uid: payload.uid.clone(),
+                    token: record.token.clone(),
+                    message: payload.message.clone(),
+                };
+                let new = NewJob::new(PUSH_DEVICE_JOB, PushDeviceJob::VERSION, &device)
+                    .map_err(|e| JobFailure::permanent(format!("cannot encode the job: {e}")))?
+                    .on_queue(PUSH_QUEUE)
+                    .max_retries(DEVICE_JOB_RETRIES)
+                    .timeout(Duration::from_secs(60))
+                    .unique(
+                        format!("push:{}:{}", job.id, record.token.fingerprint()),
+                        Duration::from_secs(3600),
+                    );
+                match self.jobs.enqueue(new).await {
+                    Ok(_) | Err(EnqueueJobError::Duplicate { .. }) => {}
+                    Err(e) => {
+                        return Err(JobFailure::retry(format!(
+                            "cannot enqueue a device job: {e}"
+                        )));
+                    }
+                }
+            }
+            match page.next {
+                Some(next) if devices < MAX_DEVICES_PER_USER => after = Some(next),
+                _ => break,
+            }
+        }
+        tracing::info!(uid = %payload.uid, devices, job_id = %job.id, "push fanned out");
+        Ok(())
+    }
+}
+
+/// Runs `push:send-device`: sends, deletes dead tokens, and tells the queue
+/// to retry what FCM asks to retry (not before its `Retry-After`).
+#[derive(Clone)]
+pub struct SendPushToDevice {
+    sender: Arc<dyn PushSender>,
+    tokens: Arc<dyn PushTokenRepository>,
+}
+
+impl std::fmt::Debug for SendPushToDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendPushToDevice").finish_non_exhaustive()
+    }
+}
+
+impl SendPushToDevice {
+    pub fn new(sender: Arc<dyn PushSender>, tokens: Arc<dyn PushTokenRepository>) -> Self {
+        Self { sender, tokens }
+    }
+}
+
+#[async_trait]
+impl JobHandler for SendPushToDevice {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        if job.version > PushDeviceJob::VERSION {
+            return Err(JobFailure::permanent(format!(
+                "payload version {} is newer than this worker",
+                job.version
+            )));
+        }
+        let payload: PushDeviceJob = job.payload()?;
+        let d = deliver(
+            self.sender.as_ref(),
+            self.tokens.as_ref(),
+            &payload.token,
+            None,
+            &payload.message,
+        )
+        .await;
+        let token = payload.token.fingerprint();
+        match d.outcome {
+            DeliveryOutcome::Sent | DeliveryOutcome::Pruned => Ok(()),
+            DeliveryOutcome::Unavailable => Err(JobFailure::Retry {
+                error: format!("push provider unavailable (device {token})"),
+                after: d.retry_after,
+            }),
+            DeliveryOutcome::Rejected => Err(JobFailure::permanent(format!(
+                "push refused: {} (device {token})",
+                d.code.as_deref().unwrap_or("rejected")
+            ))),
+            DeliveryOutcome::TooLarge => Err(JobFailure::permanent(format!(
+                "push payload over {} bytes",
+                PushMessage::MAX_PAYLOAD_BYTES
+            ))),
+            DeliveryOutcome::Failed => Err(JobFailure::retry(format!(
+                "push send failed (device {token})"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::ProfileDefaults;
+    use ports::testing::{InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender};
+
+    fn uid(s: &str) -> FirebaseUid {
+        FirebaseUid::parse(s).unwrap()
+    }
+
+    fn token(s: &str) -> PushToken {
+        PushToken::parse(s).unwrap()
+    }
+
+    async fn store_with(tokens: &[&str]) -> Arc<InMemoryStore> {
+        let store = Arc::new(InMemoryStore::new());
+        for t in tokens {
+            store
+                .register(
+                    &uid("ada"),
+                    &token(t),
+                    Platform::Android,
+                    &ProfileDefaults::default(),
+                )
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    fn ctx(kind: &str, payload: serde_json::Value) -> JobContext {
+        JobContext {
+            id: JobId::new(),
+            kind: kind.into(),
+            version: 1,
+            payload,
+            queue: PUSH_QUEUE.into(),
+            attempt: 1,
+            max_retries: 3,
+        }
+    }
+
+    fn hello() -> PushMessage {
+        PushMessage {
+            title: Some("Hi".into()),
+            ..PushMessage::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn notify_user_queues_one_job_and_refuses_oversize_messages_up_front() {
+        let jobs = Arc::new(RecordingJobQueue::new());
+        let push = PushNotifications::new(
+            store_with(&[]).await,
+            Arc::new(RecordingPushSender::new()),
+            jobs.clone(),
+        );
+        push.notify_user(&uid("ada"), hello()).await.unwrap();
+        let queued = jobs.jobs();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(
+            (queued[0].1.kind.as_str(), queued[0].1.queue.as_str()),
+            (PUSH_SEND_JOB, PUSH_QUEUE)
+        );
+        let big = PushMessage {
+            body: Some("x".repeat(5000)),
+            ..PushMessage::default()
+        };
+        assert!(matches!(
+            push.notify_user(&uid("ada"), big).await,
+            Err(NotifyUserError::TooLarge { max: 4096, .. })
+        ));
+        assert_eq!(jobs.jobs().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_fan_out_queues_one_unique_device_job_per_token() {
+        let store = store_with(&["a", "b", "c"]).await;
+        let jobs = Arc::new(RecordingJobQueue::new());
+        let fan = FanOutPush::new(store, jobs.clone());
+        let job = ctx(
+            PUSH_SEND_JOB,
+            serde_json::to_value(PushSendJob {
+                uid: uid("ada"),
+                message: hello(),
+            })
+            .unwrap(),
+        );
+        fan.handle(&job).await.unwrap();
+        // A rerun of the same job adds nothing while those are queued.
+        fan.handle(&job).await.unwrap();
+        let queued = jobs.jobs();
+        assert_eq!(queued.len(), 3);
+        let mut targets: Vec<String> = queued
+            .iter()
+            .map(|(_, j)| {
+                assert_eq!(j.kind, PUSH_DEVICE_JOB);
+                j.payload["token"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn device_jobs_prune_dead_tokens_retry_when_asked_and_give_up_on_refusals() {
+        let store = store_with(&["live", "dead", "busy", "quota"]).await;
+        let sender = Arc::new(RecordingPushSender::new());
+        sender.script(&token("dead"), [PushOutcome::Unregistered]);
+        sender.script(
+            &token("busy"),
+            [PushOutcome::Unavailable {
+                retry_after: Some(Duration::from_secs(2)),
+            }],
+        );
+        sender.script(
+            &token("quota"),
+            [PushOutcome::Rejected {
+                code: "QUOTA_EXCEEDED".into(),
+            }],
+        );
+        let h = SendPushToDevice::new(sender.clone(), store.clone());
+        let run = |t: &str| {
+            ctx(
+                PUSH_DEVICE_JOB,
+                serde_json::to_value(PushDeviceJob {
+                    uid: uid("ada"),
+                    token: token(t),
+                    message: hello(),
+                })
+                .unwrap(),
+            )
+        };
+        h.handle(&run("live")).await.unwrap();
+        h.handle(&run("dead")).await.unwrap();
+        assert_eq!(
+            h.handle(&run("busy")).await.unwrap_err(),
+            JobFailure::Retry {
+                error: format!(
+                    "push provider unavailable (device {})",
+                    token("busy").fingerprint()
+                ),
+                after: Some(Duration::from_secs(2)),
+            }
+        );
+        assert!(matches!(
+            h.handle(&run("quota")).await.unwrap_err(),
+            JobFailure::Permanent { error } if error.contains("QUOTA_EXCEEDED")
+        ));
+        // The retry succeeds; the dead token is gone, the others stay.
+        h.handle(&run("busy")).await.unwrap();
+        let left: Vec<String> = store
+            .list_for_user(&uid("ada"), None, 100)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.token.as_str().to_owned())
+            .collect();
+        assert_eq!(left, ["live", "busy", "quota"]);
+        let sent: Vec<String> = sender
+            .sent()
+            .into_iter()
+            .map(|(t, _)| t.as_str().to_owned())
+            .collect();
+        assert_eq!(sent, ["live", "busy"]);
+    }
+
+    #[tokio::test]
+    async fn the_test_push_reports_each_device_in_order() {
+        let store = store_with(&["one", "two", "gone"]).await;
+        let sender = Arc::new(RecordingPushSender::new());
+        sender.script(&token("gone"), [PushOutcome::InvalidToken]);
+        let push = PushNotifications::new(
+            store.clone(),
+            sender.clone(),
+            Arc::new(RecordingJobQueue::new()),
+        );
+        let caller = VerifiedIdentity::new(uid("ada"));
+        let results = push.send_test(&caller).await.unwrap();
+        let got: Vec<(&str, DeliveryOutcome, Option<&str>)> = results
+            .iter()
+            .map(|d| (d.token.as_str(), d.outcome, d.code.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("one", DeliveryOutcome::Sent, None),
+                ("two", DeliveryOutcome::Sent, None),
+                ("gone", DeliveryOutcome::Pruned, Some("INVALID_TOKEN")),
+            ]
+        );
+        assert_eq!(sender.sent()[0].1, test_message());
+        assert_eq!(
+            store
+                .list_for_user(&uid("ada"), None, 100)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        // Someone without devices gets an empty report.
+        let nobody = VerifiedIdentity::new(uid("nobody"));
+        assert!(push.send_test(&nobody).await.unwrap().is_empty());
+    }
+}
