@@ -86,6 +86,18 @@ async fn my_tokens(app: &TestApp, bearer: &str) -> Vec<String> {
         .collect()
 }
 
+async fn test_push(app: &TestApp, bearer: &str) -> Value {
+    let res = app
+        .client
+        .post(app.url("/api/v1/me/test-push"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
 async fn metric(app: &TestApp, line_start: &str) -> Option<f64> {
     let text = app
         .client
@@ -208,22 +220,13 @@ async fn the_test_push_endpoint_reports_each_device_through_fcm() {
     register(&s.app, &ada, "ada-busy", "web").await;
     s.fake.unregister("ada-gone");
     s.fake.script("ada-busy", [FcmReply::quota_exceeded()]);
-    let res = s
-        .app
-        .client
-        .post(s.app.url("/api/v1/me/test-push"))
-        .bearer_auth(&ada)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    let body = test_push(&s.app, &ada).await;
     assert_eq!(
         body,
-        json!({"live": true, "devices": 3, "sent": 1, "results": [
-            {"token": "ada-phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
-            {"token": "ada-gone", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+        json!({"live": true, "devices": 3, "sent": 1, "skipped": 0, "results": [
             {"token": "ada-busy", "platform": "web", "outcome": "rejected", "code": "QUOTA_EXCEEDED", "retry_after_secs": null},
+            {"token": "ada-gone", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+            {"token": "ada-phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
         ]})
     );
     let sent = s.fake.sends_to("ada-phone");
@@ -236,20 +239,38 @@ async fn the_test_push_endpoint_reports_each_device_through_fcm() {
 }
 
 #[tokio::test]
+async fn the_test_push_goes_to_the_most_recently_seen_devices_and_counts_the_rest() {
+    let s = setup().await;
+    let kim = s.app.token("kim");
+    for i in 0..22 {
+        register(&s.app, &kim, &format!("kim-{i:02}"), "android").await;
+    }
+    // Seen again: the oldest registration is now the newest device.
+    register(&s.app, &kim, "kim-00", "android").await;
+    let body = test_push(&s.app, &kim).await;
+    assert_eq!(body["devices"], 20);
+    assert_eq!(body["sent"], 20);
+    assert_eq!(body["skipped"], 2);
+    let tried: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["token"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["kim-00".to_owned()];
+    expected.extend((3..22).rev().map(|i| format!("kim-{i:02}")));
+    assert_eq!(tried, expected);
+    assert!(s.fake.sends_to("kim-01").is_empty());
+    assert!(s.fake.sends_to("kim-02").is_empty());
+    assert_eq!(s.fake.sends_to("kim-00").len(), 1);
+}
+
+#[tokio::test]
 async fn without_credentials_pushes_are_logged_and_the_report_says_so() {
     let app = spawn_app_with(Role::All, &[]).await;
     let eve = app.token("eve");
     register(&app, &eve, "eve-phone", "android").await;
-    let body: Value = app
-        .client
-        .post(app.url("/api/v1/me/test-push"))
-        .bearer_auth(&eve)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = test_push(&app, &eve).await;
     assert_eq!(body["live"], false);
     assert_eq!(body["results"][0]["outcome"], "sent");
 }

@@ -348,7 +348,7 @@ async fn test_push_reports_each_device_and_prunes_dead_tokens() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
-        json!({"live": true, "devices": 0, "sent": 0, "results": []})
+        json!({"live": true, "devices": 0, "sent": 0, "skipped": 0, "results": []})
     );
 
     for (t, platform) in [("phone", "ios"), ("old-tablet", "android"), ("busy", "web")] {
@@ -377,10 +377,10 @@ async fn test_push_reports_each_device_and_prunes_dead_tokens() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
-        json!({"live": true, "devices": 3, "sent": 1, "results": [
-            {"token": "phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
-            {"token": "old-tablet", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+        json!({"live": true, "devices": 3, "sent": 1, "skipped": 0, "results": [
             {"token": "busy", "platform": "web", "outcome": "unavailable", "code": null, "retry_after_secs": 30},
+            {"token": "old-tablet", "platform": "android", "outcome": "pruned", "code": "UNREGISTERED", "retry_after_secs": null},
+            {"token": "phone", "platform": "ios", "outcome": "sent", "code": null, "retry_after_secs": null},
         ]})
     );
     let sent = h.push.sent();

@@ -10,7 +10,7 @@ pub use profiles::{DeleteAccountError, GetProfileError, PROFILE_UPDATED, Profile
 pub use push::{
     DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_DEVICE_JOB, PUSH_QUEUE,
     PUSH_SEND_JOB, PushDeviceJob, PushNotifications, PushSendJob, SendPushToDevice,
-    SendTestPushError,
+    SendTestPushError, TestPushReport,
 };
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};

@@ -22,8 +22,11 @@ pub const PUSH_SEND_JOB: &str = "push:send";
 pub const PUSH_DEVICE_JOB: &str = "push:send-device";
 /// A user with more devices than this gets the message on the first ones.
 pub const MAX_DEVICES_PER_USER: usize = 500;
-/// Devices the test endpoint sends to at once.
-const TEST_PUSH_CONCURRENCY: usize = 8;
+/// Devices the test endpoint sends to at most (the most recently seen
+/// ones), and how many at once: two waves of FCM calls, each bounded by the
+/// sender's own timeouts, so the request ends however FCM behaves.
+pub const TEST_PUSH_MAX_DEVICES: usize = 20;
+const TEST_PUSH_CONCURRENCY: usize = 10;
 /// Retries of one device's message (transient FCM errors, with backoff).
 const DEVICE_JOB_RETRIES: u32 = 8;
 
@@ -160,6 +163,15 @@ async fn deliver(
     d
 }
 
+/// What a test push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestPushReport {
+    /// One per device tried, most recently seen first.
+    pub deliveries: Vec<DeviceDelivery>,
+    /// Registered devices not tried (over [`TEST_PUSH_MAX_DEVICES`]).
+    pub skipped: usize,
+}
+
 #[derive(Debug, Error)]
 pub enum NotifyUserError {
     #[error("push payload too large ({size} bytes, max {max})")]
@@ -236,24 +248,38 @@ impl PushNotifications {
         }
     }
 
-    /// Sends a test notification to each of the caller's devices now (up to
-    /// 100) and reports what happened on each; dead tokens are deleted.
+    /// Sends a test notification now to each of the caller's devices (the
+    /// [`TEST_PUSH_MAX_DEVICES`] most recently seen: the phone being wired
+    /// up is the one that registered last) and reports what happened on
+    /// each; dead tokens are deleted.
     pub async fn send_test(
         &self,
         caller: &VerifiedIdentity,
-    ) -> Result<Vec<DeviceDelivery>, SendTestPushError> {
-        let page = self
-            .tokens
-            .list_for_user(&caller.uid, None, 100)
-            .await
-            .map_err(|e| match e {
-                ports::ListPushTokensError::Unavailable(e) => SendTestPushError::Unavailable(e),
-                ports::ListPushTokensError::Unknown(e) => SendTestPushError::Unknown(e),
-            })?;
+    ) -> Result<TestPushReport, SendTestPushError> {
+        let mut records = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .tokens
+                .list_for_user(&caller.uid, after, 100)
+                .await
+                .map_err(|e| match e {
+                    ports::ListPushTokensError::Unavailable(e) => SendTestPushError::Unavailable(e),
+                    ports::ListPushTokensError::Unknown(e) => SendTestPushError::Unknown(e),
+                })?;
+            records.extend(page.items);
+            match page.next {
+                Some(next) if records.len() < MAX_DEVICES_PER_USER => after = Some(next),
+                _ => break,
+            }
+        }
+        let registered = records.len();
+        records.sort_by_key(|r| std::cmp::Reverse(r.last_seen_at));
+        records.truncate(TEST_PUSH_MAX_DEVICES);
         let message = test_message();
         let limit = Arc::new(tokio::sync::Semaphore::new(TEST_PUSH_CONCURRENCY));
         let mut running = tokio::task::JoinSet::new();
-        for (i, record) in page.items.into_iter().enumerate() {
+        for (i, record) in records.into_iter().enumerate() {
             let (sender, tokens, message, limit) = (
                 self.sender.clone(),
                 self.tokens.clone(),
@@ -278,8 +304,11 @@ impl PushNotifications {
             results.push(joined.map_err(|e| SendTestPushError::Unknown(e.into()))?);
         }
         results.sort_by_key(|(i, _)| *i);
-        tracing::info!(uid = %caller.uid, devices = results.len(), "test push sent");
-        Ok(results.into_iter().map(|(_, d)| d).collect())
+        tracing::info!(uid = %caller.uid, devices = results.len(), registered, "test push sent");
+        Ok(TestPushReport {
+            skipped: registered - results.len(),
+            deliveries: results.into_iter().map(|(_, d)| d).collect(),
+        })
     }
 }
 
@@ -604,7 +633,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_test_push_reports_each_device_in_order() {
+    async fn the_test_push_reports_each_device_most_recently_seen_first() {
         let store = store_with(&["one", "two", "gone"]).await;
         let sender = Arc::new(RecordingPushSender::new());
         sender.script(&token("gone"), [PushOutcome::InvalidToken]);
@@ -614,17 +643,19 @@ mod tests {
             Arc::new(RecordingJobQueue::new()),
         );
         let caller = VerifiedIdentity::new(uid("ada"));
-        let results = push.send_test(&caller).await.unwrap();
-        let got: Vec<(&str, DeliveryOutcome, Option<&str>)> = results
+        let report = push.send_test(&caller).await.unwrap();
+        assert_eq!(report.skipped, 0);
+        let got: Vec<(&str, DeliveryOutcome, Option<&str>)> = report
+            .deliveries
             .iter()
             .map(|d| (d.token.as_str(), d.outcome, d.code.as_deref()))
             .collect();
         assert_eq!(
             got,
             [
-                ("one", DeliveryOutcome::Sent, None),
-                ("two", DeliveryOutcome::Sent, None),
                 ("gone", DeliveryOutcome::Pruned, Some("INVALID_TOKEN")),
+                ("two", DeliveryOutcome::Sent, None),
+                ("one", DeliveryOutcome::Sent, None),
             ]
         );
         assert_eq!(sender.sent()[0].1, test_message());
@@ -639,6 +670,8 @@ mod tests {
         );
         // Someone without devices gets an empty report.
         let nobody = VerifiedIdentity::new(uid("nobody"));
-        assert!(push.send_test(&nobody).await.unwrap().is_empty());
+        let empty = push.send_test(&nobody).await.unwrap();
+        assert!(empty.deliveries.is_empty());
+        assert_eq!(empty.skipped, 0);
     }
 }

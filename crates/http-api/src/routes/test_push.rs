@@ -44,36 +44,42 @@ pub struct TestPushResponse {
     /// False when the server has no FCM credentials: the messages were
     /// written to its log, not sent (local development).
     pub live: bool,
-    /// Devices tried (the caller's registered tokens, up to 100).
+    /// Devices tried: the caller's 20 most recently seen tokens at most.
     pub devices: u32,
     /// Devices FCM accepted the message for.
     pub sent: u32,
-    /// One entry per device, oldest registration first.
+    /// Registered devices not tried because the caller has more than 20.
+    pub skipped: u32,
+    /// One entry per device tried, most recently seen first.
     pub results: Vec<TestPushResult>,
 }
 
 /// Send me a test notification
 ///
-/// Sends a test notification to each of the caller's registered devices
-/// now and reports what happened on each: the first thing to try when
-/// wiring push notifications into an app. Tokens FCM reports as dead are
-/// deleted. A caller without devices gets an empty report.
+/// Sends a test notification now to each of the caller's registered
+/// devices (the 20 most recently seen at most) and reports what happened on
+/// each: the first thing to try when wiring push notifications into an
+/// app. Tokens FCM reports as dead are deleted. A caller without devices
+/// gets an empty report.
 #[api_v2_operation(tags(PushTokens), operation_id = "sendTestPush")]
 pub(crate) async fn send_test_push(
     state: web::Data<ApiState>,
     caller: Authenticated,
 ) -> Result<web::Json<TestPushResponse>, ApiError> {
     match state.push.send_test(&caller.0).await {
-        Ok(results) => {
-            let sent = results
+        Ok(report) => {
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            let sent = report
+                .deliveries
                 .iter()
                 .filter(|d| d.outcome == DeliveryOutcome::Sent)
                 .count();
             Ok(web::Json(TestPushResponse {
                 live: state.push.is_live(),
-                devices: u32::try_from(results.len()).unwrap_or(u32::MAX),
-                sent: u32::try_from(sent).unwrap_or(u32::MAX),
-                results: results.into_iter().map(Into::into).collect(),
+                devices: count(report.deliveries.len()),
+                sent: count(sent),
+                skipped: count(report.skipped),
+                results: report.deliveries.into_iter().map(Into::into).collect(),
             }))
         }
         Err(SendTestPushError::Unavailable(e)) => Err(unavailable(e)),
