@@ -69,6 +69,8 @@ pub struct Settings {
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub ws_handler_concurrency: usize,
+    /// Sockets one user may hold on one instance; 0: no limit.
+    pub ws_max_connections_per_user: usize,
     /// Requests per window per user; 0 turns the limit off.
     pub rate_limit_per_user: u32,
     /// Requests per window per IP for unauthenticated requests; 0: off.
@@ -144,6 +146,20 @@ impl Reader<'_> {
         }
     }
 
+    /// A number within `min..=max`; outside it is a problem, not a silent clamp.
+    fn ranged<T>(&mut self, var: &str, default: T, min: T, max: T, unit: &str) -> T
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let what = format!("a number of {unit} from {min} to {max}");
+        let v = self.parsed(var, default, &what);
+        if v < min || v > max {
+            self.problem(var, format!("must be {what} (got {v})"));
+            return default;
+        }
+        v
+    }
+
     fn bool(&mut self, var: &str, default: bool) -> bool {
         match self.raw(var).map(|v| v.trim().to_ascii_lowercase()) {
             None => default,
@@ -180,8 +196,10 @@ impl Reader<'_> {
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/trellis";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const LOCAL_PROJECT_ID: &str = "trellis-local";
-/// Only ever used in local mode; production refuses dev tokens.
-pub const LOCAL_DEV_TOKEN_SECRET: &str = "trellis-local-dev-token-secret";
+/// Where local mode keeps its dev-token secret when `DEV_TOKEN_SECRET` is
+/// unset: random, made on first use, private to this checkout (so no
+/// well-known secret ever signs tokens a reachable server accepts).
+pub const LOCAL_DEV_TOKEN_SECRET_FILE: &str = "var/dev-token-secret";
 const LOCAL_CURSOR_SECRET: &str = "trellis-local-cursor-secret";
 const GOOGLE_X509_URL: &str =
     "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com";
@@ -205,7 +223,18 @@ impl Settings {
                 problems: vec![(".env".into(), format!("cannot be read: {e}"))],
             });
         }
-        Self::from_lookup(&|var| std::env::var(var).ok())
+        let mut settings = Self::from_lookup(&|var| std::env::var(var).ok())?;
+        if settings.env == AppEnv::Local && settings.dev_token_secret.is_none() {
+            let path = std::path::Path::new(LOCAL_DEV_TOKEN_SECRET_FILE);
+            settings.dev_token_secret =
+                Some(checkout_dev_token_secret(path).map_err(|e| SettingsError {
+                    problems: vec![(
+                        "DEV_TOKEN_SECRET".into(),
+                        format!("is not set and {} cannot be made: {e}", path.display()),
+                    )],
+                })?);
+        }
+        Ok(settings)
     }
 
     /// Reads settings through `lookup` (tests pass a map).
@@ -235,10 +264,7 @@ impl Settings {
             &["postgres", "postgresql"],
         );
         let database_max_connections =
-            r.parsed("DATABASE_MAX_CONNECTIONS", 16_usize, "a positive number");
-        if database_max_connections == 0 {
-            r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
-        }
+            r.ranged("DATABASE_MAX_CONNECTIONS", 16_usize, 1, 1000, "connections");
         let redis_url = r.url("REDIS_URL", DEFAULT_REDIS_URL, &["redis", "rediss"]);
         let redis_key_prefix = r.string("REDIS_KEY_PREFIX", "trellis:");
 
@@ -257,8 +283,20 @@ impl Settings {
                 "must not be set when APP_ENV=production (emulator tokens are unsigned)",
             );
         }
-        let firebase_keys_url = r.url("FIREBASE_KEYS_URL", GOOGLE_X509_URL, &["https", "http"]);
-        let dev_token_secret = local.then(|| r.string("DEV_TOKEN_SECRET", LOCAL_DEV_TOKEN_SECRET));
+        // Keys fetched over plain HTTP could be swapped on the way: local only.
+        let key_schemes: &[&str] = if local {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let firebase_keys_url = r.url("FIREBASE_KEYS_URL", GOOGLE_X509_URL, key_schemes);
+        // Local mode with no secret set: `from_env` uses the checkout's own.
+        let dev_token_secret = r.raw("DEV_TOKEN_SECRET").filter(|_| local);
+        if let Some(secret) = &dev_token_secret
+            && secret.len() < 16
+        {
+            r.problem("DEV_TOKEN_SECRET", "must be at least 16 characters");
+        }
 
         let smtp_url = r.raw("SMTP_URL");
         if let Some(u) = &smtp_url
@@ -305,21 +343,24 @@ impl Settings {
             }
         };
         let shutdown_timeout =
-            Duration::from_secs(r.parsed("SHUTDOWN_TIMEOUT_SECS", 20_u64, "a number of seconds"));
+            Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT_SECS", 20_u64, 0, 3600, "seconds"));
         let migrate_on_start = r.bool("MIGRATE_ON_START", local);
         let cors_allowed_origins = r
             .raw("CORS_ALLOWED_ORIGINS")
-            .map(|v| {
-                v.split(',')
-                    .map(|o| o.trim().to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect()
+            .map(|v| match parse_origins(&v) {
+                Ok(origins) => origins,
+                Err(e) => {
+                    r.problem("CORS_ALLOWED_ORIGINS", e);
+                    Vec::new()
+                }
             })
             .unwrap_or_default();
-        let http_json_limit_bytes = r.parsed(
+        let http_json_limit_bytes = r.ranged(
             "HTTP_JSON_LIMIT_BYTES",
             64 * 1024_usize,
-            "a number of bytes",
+            1024,
+            64 * 1024 * 1024,
+            "bytes",
         );
         let cursor_secret = match r.raw("CURSOR_SECRET") {
             Some(s) if s.len() >= 16 => s,
@@ -341,56 +382,59 @@ impl Settings {
             .or_else(|| r.raw("POD_NAME"))
             .unwrap_or_else(default_instance_id);
 
-        let worker_concurrency = r.parsed("WORKER_CONCURRENCY", 16_usize, "a positive number");
-        if worker_concurrency == 0 {
-            r.problem("WORKER_CONCURRENCY", "must be at least 1");
-        }
+        let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 16_usize, 1, 4096, "jobs");
         let worker_queues = parse_queues(&r.string("WORKER_QUEUES", "mail:3,push:3,default:1"))
             .unwrap_or_else(|e| {
                 r.problem("WORKER_QUEUES", e);
                 Vec::new()
             });
-        let job_lease = Duration::from_secs(
-            r.parsed("JOB_LEASE_SECS", 30_u64, "a number of seconds")
-                .max(1),
-        );
-        let job_retry_base = Duration::from_millis(r.parsed(
+        let job_lease = Duration::from_secs(r.ranged("JOB_LEASE_SECS", 30_u64, 1, 3600, "seconds"));
+        let job_retry_base = Duration::from_millis(r.ranged(
             "JOB_RETRY_BASE_MS",
             2000_u64,
-            "a number of milliseconds",
+            1,
+            3_600_000,
+            "milliseconds",
         ));
-        let stream_claim_idle = Duration::from_millis(
-            r.parsed(
-                "STREAM_CLAIM_IDLE_MS",
-                30_000_u64,
-                "a number of milliseconds",
-            )
-            .max(100),
+        let stream_claim_idle = Duration::from_millis(r.ranged(
+            "STREAM_CLAIM_IDLE_MS",
+            30_000_u64,
+            100,
+            86_400_000,
+            "milliseconds",
+        ));
+        let stream_max_len = r.ranged("STREAM_MAX_LEN", 100_000_u64, 100, 1_000_000_000, "entries");
+        let ws_max_message_bytes = r.ranged(
+            "WS_MAX_MESSAGE_BYTES",
+            64 * 1024_usize,
+            1024,
+            16 * 1024 * 1024,
+            "bytes",
         );
-        let stream_max_len = r.parsed("STREAM_MAX_LEN", 100_000_u64, "a number of entries");
-        let ws_max_message_bytes = r
-            .parsed("WS_MAX_MESSAGE_BYTES", 64 * 1024_usize, "a number of bytes")
-            .max(1024);
-        let ws_outbound_queue = r
-            .parsed("WS_OUTBOUND_QUEUE", 256_usize, "a number of messages")
-            .max(1);
-        let ws_ping_interval = Duration::from_secs(
-            r.parsed("WS_PING_INTERVAL_SECS", 15_u64, "a number of seconds")
-                .max(1),
+        let ws_outbound_queue = r.ranged("WS_OUTBOUND_QUEUE", 256_usize, 1, 65_536, "messages");
+        let ws_ping_interval =
+            Duration::from_secs(r.ranged("WS_PING_INTERVAL_SECS", 15_u64, 1, 3600, "seconds"));
+        let ws_idle_timeout =
+            Duration::from_secs(r.ranged("WS_IDLE_TIMEOUT_SECS", 45_u64, 2, 86_400, "seconds"));
+        if ws_idle_timeout <= ws_ping_interval {
+            r.problem(
+                "WS_IDLE_TIMEOUT_SECS",
+                "must be longer than WS_PING_INTERVAL_SECS (or every socket times out)",
+            );
+        }
+        let ws_handler_concurrency =
+            r.ranged("WS_HANDLER_CONCURRENCY", 64_usize, 1, 65_536, "calls");
+        let ws_max_connections_per_user = r.ranged(
+            "WS_MAX_CONNECTIONS_PER_USER",
+            16_usize,
+            0,
+            1_000_000,
+            "sockets (0: no limit)",
         );
-        let ws_idle_timeout = Duration::from_secs(
-            r.parsed("WS_IDLE_TIMEOUT_SECS", 45_u64, "a number of seconds")
-                .max(2),
-        );
-        let ws_handler_concurrency = r
-            .parsed("WS_HANDLER_CONCURRENCY", 64_usize, "a positive number")
-            .max(1);
         let rate_limit_per_user = r.parsed("RATE_LIMIT_PER_USER", 600_u32, "a number of requests");
         let rate_limit_per_ip = r.parsed("RATE_LIMIT_PER_IP", 300_u32, "a number of requests");
-        let rate_limit_window = Duration::from_secs(
-            r.parsed("RATE_LIMIT_WINDOW_SECS", 60_u64, "a number of seconds")
-                .max(1),
-        );
+        let rate_limit_window =
+            Duration::from_secs(r.ranged("RATE_LIMIT_WINDOW_SECS", 60_u64, 1, 86_400, "seconds"));
         let trust_forwarded_for = r.bool("TRUST_FORWARDED_FOR", false);
 
         if !r.problems.is_empty() {
@@ -435,12 +479,90 @@ impl Settings {
             ws_ping_interval,
             ws_idle_timeout,
             ws_handler_concurrency,
+            ws_max_connections_per_user,
             rate_limit_per_user,
             rate_limit_per_ip,
             rate_limit_window,
             trust_forwarded_for,
         })
     }
+}
+
+/// `*`, or a comma-separated list of origins (`https://app.example.com`,
+/// `http://localhost:3000`): a scheme, a host and maybe a port, nothing more.
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if items.contains(&"*") {
+        return if items.len() == 1 {
+            Ok(vec!["*".into()])
+        } else {
+            Err("must be * alone or a list of origins, not both".into())
+        };
+    }
+    items
+        .into_iter()
+        .map(|o| {
+            let origin = url::Url::parse(o)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .map(|u| u.origin().ascii_serialization());
+            match origin {
+                Some(origin) if origin == o.trim_end_matches('/') => Ok(origin),
+                _ => Err(format!(
+                    "{o:?} is not an origin like https://app.example.com (scheme, host, optional port)"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Reads the checkout's dev-token secret at `path`, making a random one on
+/// first use (readable by its owner only).
+pub fn checkout_dev_token_secret(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Write as _;
+    let read = || {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| s.len() >= 32)
+    };
+    if let Some(existing) = read() {
+        return Ok(existing);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(secret.as_bytes())?;
+    }
+    // Linking fails if the file exists: two processes starting at once
+    // both end up with whichever secret was linked first.
+    let linked = std::fs::hard_link(&tmp, path);
+    if linked.is_ok() {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(secret);
+    }
+    if let Some(existing) = read() {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(existing);
+    }
+    // A file too short to be a secret (hand-edited, truncated): replace it.
+    std::fs::rename(&tmp, path)?;
+    Ok(secret)
 }
 
 /// `mail:3,default:1` -> `[("mail", 3), ("default", 1)]` (weight 1 if left out).
@@ -510,6 +632,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "WS_PING_INTERVAL_SECS",
     "WS_IDLE_TIMEOUT_SECS",
     "WS_HANDLER_CONCURRENCY",
+    "WS_MAX_CONNECTIONS_PER_USER",
     "RATE_LIMIT_PER_USER",
     "RATE_LIMIT_PER_IP",
     "RATE_LIMIT_WINDOW_SECS",
@@ -536,7 +659,8 @@ mod tests {
         assert_eq!(s.http_port, 8080);
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert!(s.migrate_on_start);
-        assert!(s.dev_token_secret.is_some());
+        // No well-known secret: `from_env` takes the checkout's own file.
+        assert!(s.dev_token_secret.is_none());
         assert_eq!(s.firebase_project_id, LOCAL_PROJECT_ID);
     }
 
@@ -587,6 +711,116 @@ mod tests {
         .unwrap();
         assert!(ok.dev_token_secret.is_none(), "no dev tokens in production");
         assert!(!ok.migrate_on_start);
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_reported_not_clamped() {
+        let err = load(&[
+            ("JOB_LEASE_SECS", "0"),
+            ("HTTP_JSON_LIMIT_BYTES", "0"),
+            ("WS_PING_INTERVAL_SECS", "60"),
+            ("WORKER_CONCURRENCY", "0"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "HTTP_JSON_LIMIT_BYTES",
+                "WORKER_CONCURRENCY",
+                "JOB_LEASE_SECS",
+                "WS_IDLE_TIMEOUT_SECS"
+            ]
+        );
+        assert!(
+            err.to_string()
+                .contains("JOB_LEASE_SECS: must be a number of seconds from 1 to 3600 (got 0)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        let s = load(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com, http://localhost:3000/",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert_eq!(
+            load(&[("CORS_ALLOWED_ORIGINS", "*")])
+                .unwrap()
+                .cors_allowed_origins,
+            ["*"]
+        );
+        for bad in [
+            "*,https://a.example",
+            "app.example.com",
+            "https://a.example/path",
+            "ftp://x",
+        ] {
+            let err = load(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert_eq!(err.problems[0].0, "CORS_ALLOWED_ORIGINS", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn production_fetches_token_keys_over_https_only() {
+        let prod = [
+            ("APP_ENV", "production"),
+            ("FIREBASE_PROJECT_ID", "my-app"),
+            ("CURSOR_SECRET", "0123456789abcdef0123"),
+            ("FIREBASE_KEYS_URL", "http://keys.example/x509"),
+        ];
+        let err = load(&prod).unwrap_err();
+        assert_eq!(err.problems[0].0, "FIREBASE_KEYS_URL");
+        assert!(load(&[("FIREBASE_KEYS_URL", "http://127.0.0.1:9/keys")]).is_ok());
+    }
+
+    #[test]
+    fn the_checkout_dev_secret_is_random_private_and_kept() {
+        let dir = std::env::temp_dir().join(format!("trellis-secret-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("var").join("dev-token-secret");
+        let first = checkout_dev_token_secret(&path).unwrap();
+        assert!(first.len() >= 32);
+        assert_eq!(checkout_dev_token_secret(&path).unwrap(), first, "kept");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by its owner only");
+        }
+        let other = dir.join("other");
+        assert_ne!(checkout_dev_token_secret(&other).unwrap(), first, "random");
+        std::fs::write(&path, "short").unwrap();
+        let replaced = checkout_dev_token_secret(&path).unwrap();
+        assert!(replaced.len() >= 32 && replaced != first);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_variable_read_is_a_known_one_and_every_known_one_is_read() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        for env in ["local", "production"] {
+            let _ = Settings::from_lookup(&|k| {
+                asked.borrow_mut().insert(k.to_owned());
+                match k {
+                    "APP_ENV" => Some(env.to_owned()),
+                    // Optional values are read only when set.
+                    "FCM_TOKEN_URL" => Some("https://oauth2.example/token".to_owned()),
+                    _ => None,
+                }
+            });
+        }
+        let mut asked: Vec<String> = asked.into_inner().into_iter().collect();
+        asked.push("RUST_LOG".into()); // read by the log filter
+        asked.sort();
+        let mut known: Vec<String> = KNOWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        known.sort();
+        assert_eq!(asked, known);
     }
 
     #[test]

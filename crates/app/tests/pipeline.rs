@@ -44,6 +44,7 @@ impl Env<'_> {
             .env("REDIS_KEY_PREFIX", self.redis.prefix())
             .env("SMTP_URL", self.smtp.url())
             .env("MAIL_FROM", "Trellis <welcome@trellis.test>")
+            .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
             .env("HTTP_HOST", "127.0.0.1")
             .env("HTTP_PORT", port.to_string())
             .env("MIGRATE_ON_START", "false")
@@ -91,7 +92,7 @@ fn token(uid: &str, email: Option<&str>, name: Option<&str>) -> String {
         ttl: Duration::from_secs(600),
     };
     auth_adapter::mint_dev_token(
-        app::settings::LOCAL_DEV_TOKEN_SECRET,
+        test_support::TEST_DEV_TOKEN_SECRET,
         app::settings::LOCAL_PROJECT_ID,
         &req,
     )

@@ -22,7 +22,10 @@ pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
-pub use spawn::{TestApp, spawn_app, spawn_app_on, spawn_app_with, spawn_sibling, test_settings};
+pub use spawn::{
+    TEST_DEV_TOKEN_SECRET, TestApp, spawn_app, spawn_app_on, spawn_app_with, spawn_sibling,
+    test_settings,
+};
 pub use telemetry::init_tracing;
 
 /// A short random suffix for names that must not collide between tests.

@@ -22,11 +22,16 @@ pub struct TestApp {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The dev-token secret of every test app (and of app processes tests
+/// start: pass it as `DEV_TOKEN_SECRET`).
+pub const TEST_DEV_TOKEN_SECRET: &str = "trellis-test-dev-token-secret";
+
 /// Settings for a test app: local mode, port 0, this test's schema and prefix.
 pub fn test_settings(db: &TestDb, redis: &TestRedis, overrides: &[(&str, &str)]) -> Settings {
     let mail_dir = std::env::temp_dir().join(format!("trellis-mail-{}", unique_suffix()));
     let mut vars: HashMap<String, String> = [
         ("APP_ENV", "local".to_owned()),
+        ("DEV_TOKEN_SECRET", TEST_DEV_TOKEN_SECRET.to_owned()),
         ("HTTP_HOST", "127.0.0.1".to_owned()),
         ("HTTP_PORT", "0".to_owned()),
         ("DATABASE_URL", db.url().to_owned()),
