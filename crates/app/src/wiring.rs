@@ -40,6 +40,7 @@ async fn hub(
         ping_interval: settings.ws_ping_interval,
         idle_timeout: settings.ws_idle_timeout,
         handler_concurrency: settings.ws_handler_concurrency,
+        max_connections_per_user: settings.ws_max_connections_per_user,
         ..HubSettings::new(settings.instance_id.clone())
     });
     let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis_key_prefix)?);

@@ -13,7 +13,8 @@ use domain::FirebaseUid;
 use futures_util::FutureExt as _;
 use ports::{TokenVerifier, VerifyTokenError};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -66,13 +67,10 @@ fn token_from(req: &HttpRequest) -> Option<String> {
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    if offered
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(BEARER_PROTOCOL))
-    {
-        return offered
-            .into_iter()
-            .find(|p| !p.eq_ignore_ascii_case(BEARER_PROTOCOL));
+    // Exactly `bearer`, as the handshake echoes only an exact match and a
+    // browser refuses a 101 without the protocol it offered.
+    if offered.iter().any(|p| p == BEARER_PROTOCOL) {
+        return offered.into_iter().find(|p| p != BEARER_PROTOCOL);
     }
     None
 }
@@ -154,7 +152,14 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let (id, rx, kick) = state.hub.register(identity.uid.clone());
+    let Some((id, rx, kick)) = state.hub.register(identity.uid.clone()) else {
+        tracing::info!(uid = %identity.uid, "websocket refused: too many sockets for this user");
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "This account has too many WebSockets open; close one first.",
+        );
+    };
     tracing::info!(conn = id, uid = %identity.uid, "websocket connected");
     actix_web::rt::spawn(run(
         state.hub.clone(),
@@ -168,27 +173,63 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
     response
 }
 
-/// The close a protocol error earns.
-fn close_for(e: &ProtocolError) -> CloseReason {
+/// The close a protocol error earns; `None` when the connection itself
+/// broke (nothing can be sent, and it is no client's fault worth a WARN).
+fn close_for(e: &ProtocolError) -> Option<CloseReason> {
     match e {
-        ProtocolError::Overflow => (CloseCode::Size, "message too big").into(),
+        ProtocolError::Overflow => Some((CloseCode::Size, "message too big").into()),
         ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            (CloseCode::Invalid, "text frames must be UTF-8").into()
+            Some((CloseCode::Invalid, "text frames must be UTF-8").into())
         }
-        ProtocolError::Io(_) => (CloseCode::Size, "message too big").into(),
-        _ => (CloseCode::Protocol, "protocol error").into(),
+        // actix-ws reports reassembled fragments over the limit this way.
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
+            Some((CloseCode::Size, "message too big").into())
+        }
+        ProtocolError::Io(_) => None,
+        _ => Some((CloseCode::Protocol, "protocol error").into()),
     }
 }
 
 /// Per-connection budget of WARN lines for bad frames (a flood logs once).
 const BAD_FRAME_LOGS: u32 = 5;
 
+/// What the reader and the writer of one connection share.
+struct Shared {
+    started: Instant,
+    /// When the client last sent anything (ms since `started`).
+    last_seen_ms: AtomicU64,
+    /// Set while the reader waits for a handler slot of its own: the
+    /// client's pongs are not read then, so silence is not its fault.
+    reader_waiting: AtomicBool,
+    /// Why the connection closes; the first to decide wins.
+    close: OnceLock<CloseReason>,
+    /// Stops both halves (a child of the hub's token for the connection).
+    stop: CancellationToken,
+}
+
+impl Shared {
+    fn seen(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(seen)
+    }
+
+    fn close_with(&self, reason: CloseReason) {
+        let _ = self.close.set(reason);
+        self.stop.cancel();
+    }
+}
+
 struct Connection {
     hub: Hub,
     id: ConnId,
     uid: FirebaseUid,
     permits: Arc<Semaphore>,
-    kick: CancellationToken,
+    shared: Arc<Shared>,
     bad_frames: u32,
 }
 
@@ -205,7 +246,11 @@ impl Connection {
         }
         metrics::counter!("ws_bad_frames_total", "code" => e.code).increment(1);
         self.hub
-            .reply_to(self.id, ByteString::from(envelope::render_error(e)))
+            .reply_to(
+                self.id,
+                envelope::ERROR_TYPE,
+                ByteString::from(envelope::render_error(e)),
+            )
             .await;
     }
 
@@ -228,22 +273,37 @@ impl Connection {
                 .await;
         };
         metrics::counter!("ws_messages_in_total", "type" => env.kind.clone()).increment(1);
-        // Waiting for permits stops reading this connection: backpressure.
-        let (Ok(conn_permit), Ok(hub_permit)) = (
-            self.permits.clone().acquire_owned().await,
-            self.hub.inner.handler_permits.clone().acquire_owned().await,
-        ) else {
+        // Waiting for one of this connection's slots stops reading it
+        // (backpressure on a client that sends faster than its handlers
+        // finish); the writer keeps sending and pinging meanwhile.
+        self.shared.reader_waiting.store(true, Ordering::Relaxed);
+        let conn_permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.ok(),
+            () = self.shared.stop.cancelled() => None,
+        };
+        self.shared.reader_waiting.store(false, Ordering::Relaxed);
+        let Some(conn_permit) = conn_permit else {
             return;
         };
         let ctx = HandlerContext {
             uid: self.uid.clone(),
             conn: self.id,
             id: env.id.clone(),
-            cancel: self.kick.child_token(),
+            cancel: self.shared.stop.child_token(),
             hub: self.hub.clone(),
         };
         let kind = env.kind;
+        let hub_permits = self.hub.inner.handler_permits.clone();
         actix_web::rt::spawn(async move {
+            // The hub-wide slot is waited for here, not in the reader: busy
+            // handlers elsewhere never stall this connection's traffic.
+            let hub_permit = tokio::select! {
+                p = hub_permits.acquire_owned() => p.ok(),
+                () = ctx.cancel.cancelled() => None,
+            };
+            let Some(hub_permit) = hub_permit else {
+                return;
+            };
             let started = Instant::now();
             let call = AssertUnwindSafe(handler.handle(&ctx, env.data)).catch_unwind();
             let outcome = tokio::select! {
@@ -253,31 +313,41 @@ impl Connection {
             drop((conn_permit, hub_permit));
             metrics::histogram!("ws_handler_duration_seconds", "type" => kind.clone())
                 .record(started.elapsed().as_secs_f64());
-            let text = match outcome {
+            let (reply_kind, text) = match outcome {
                 None | Some(Ok(Ok(None))) => return,
                 Some(Ok(Ok(Some(reply)))) => {
-                    envelope::render(&reply.kind, ctx.id.as_deref(), &reply.data)
+                    let text = envelope::render(&reply.kind, ctx.id.as_deref(), &reply.data);
+                    (reply.kind, text)
                 }
-                Some(Ok(Err(e))) => envelope::render_error(&EnvelopeError {
-                    code: e.code,
-                    message: e.message,
-                    id: ctx.id.clone(),
-                }),
+                Some(Ok(Err(e))) => (
+                    envelope::ERROR_TYPE.to_owned(),
+                    envelope::render_error(&EnvelopeError {
+                        code: e.code,
+                        message: e.message,
+                        id: ctx.id.clone(),
+                    }),
+                ),
                 Some(Err(_)) => {
                     tracing::error!(conn = ctx.conn, r#type = %kind, "websocket handler panicked");
-                    envelope::render_error(&EnvelopeError {
-                        code: "internal_error",
-                        message: "the handler failed".into(),
-                        id: ctx.id.clone(),
-                    })
+                    (
+                        envelope::ERROR_TYPE.to_owned(),
+                        envelope::render_error(&EnvelopeError {
+                            code: "internal_error",
+                            message: "the handler failed".into(),
+                            id: ctx.id.clone(),
+                        }),
+                    )
                 }
             };
-            ctx.hub.reply_to(ctx.conn, ByteString::from(text)).await;
+            ctx.hub
+                .reply_to(ctx.conn, &reply_kind, ByteString::from(text))
+                .await;
         });
     }
 }
 
-/// Sends a control frame without ever blocking the connection's loop.
+/// Sends a control frame without ever blocking for long; false if the
+/// session is closed.
 async fn control(session: &mut Session, ping: bool, payload: &[u8]) -> bool {
     let send = async {
         if ping {
@@ -292,16 +362,119 @@ async fn control(session: &mut Session, ping: bool, payload: &[u8]) -> bool {
     )
 }
 
+/// The reader: inbound frames, dispatched to handlers. Returns when the
+/// client closes, the stream breaks or the connection is stopped.
+async fn read_loop(
+    mut conn: Connection,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+) {
+    let shared = conn.shared.clone();
+    loop {
+        let msg = tokio::select! {
+            () = shared.stop.cancelled() => return,
+            msg = stream.recv() => msg,
+        };
+        match msg {
+            None => return shared.stop.cancel(),
+            Some(Ok(AggregatedMessage::Text(text))) => {
+                shared.seen();
+                conn.on_text(&text).await;
+            }
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                shared.seen();
+                conn.send_error(&EnvelopeError {
+                    code: "binary_not_supported",
+                    message: "send JSON envelopes as text frames".into(),
+                    id: None,
+                })
+                .await;
+            }
+            Some(Ok(AggregatedMessage::Ping(p))) => {
+                shared.seen();
+                if !control(&mut session, false, &p).await {
+                    return shared.stop.cancel();
+                }
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => shared.seen(),
+            Some(Ok(AggregatedMessage::Close(reason))) => {
+                return shared.close_with(reason.unwrap_or_else(|| CloseCode::Normal.into()));
+            }
+            Some(Err(e)) => {
+                match close_for(&e) {
+                    Some(reason) => {
+                        tracing::warn!(conn = conn.id, error = %e, "websocket protocol error; closing");
+                        shared.close_with(reason);
+                    }
+                    None => {
+                        tracing::debug!(conn = conn.id, error = %e, "websocket connection lost");
+                        shared.stop.cancel();
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The writer: drains the outbound queue, pings, and enforces the idle
+/// timeout and a write deadline. It never waits on the reader, so a busy
+/// reader cannot stall heartbeats and a stalled client cannot stall reads.
+async fn write_loop(
+    session: &mut Session,
+    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    shared: &Shared,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => return,
+            _ = ping.tick() => {
+                let waiting = shared.reader_waiting.load(Ordering::Relaxed);
+                if !waiting && shared.silent_for() > idle_timeout {
+                    return shared.close_with((CloseCode::Policy, "idle timeout: no pong").into());
+                }
+                if !control(session, true, b"").await {
+                    return shared.stop.cancel();
+                }
+            }
+            next = rx.recv() => {
+                let Some(text) = next else { return shared.stop.cancel() };
+                // A client that accepts nothing for `idle_timeout` is gone
+                // or too slow; the hub also drops it when its queue fills.
+                let sent = tokio::select! {
+                    r = tokio::time::timeout(idle_timeout, session.text(text)) => r,
+                    () = shared.stop.cancelled() => return,
+                };
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return shared.stop.cancel(),
+                    Err(_) => {
+                        metrics::counter!("ws_slow_client_disconnects_total").increment(1);
+                        tracing::warn!("client accepted nothing for the idle timeout; disconnecting it");
+                        return shared.close_with((CloseCode::Policy, "too slow: writes stalled").into());
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     hub: Hub,
     id: ConnId,
     uid: FirebaseUid,
     mut session: Session,
-    mut stream: AggregatedMessageStream,
-    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    stream: AggregatedMessageStream,
+    rx: tokio::sync::mpsc::Receiver<ByteString>,
     kick: CancellationToken,
 ) {
-    // Copy what the loop needs rather than hold a clone of the settings.
+    // Copy what the loops need rather than hold a clone of the settings.
     let (per_connection, ping_interval, idle_timeout) = {
         let s = hub.settings();
         (
@@ -310,82 +483,39 @@ async fn run(
             s.idle_timeout,
         )
     };
-    let mut conn = Connection {
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        last_seen_ms: AtomicU64::new(0),
+        reader_waiting: AtomicBool::new(false),
+        close: OnceLock::new(),
+        stop: kick.child_token(),
+    });
+    let conn = Connection {
         hub: hub.clone(),
         id,
         uid,
         permits: Arc::new(Semaphore::new(per_connection)),
-        kick: kick.clone(),
+        shared: shared.clone(),
         bad_frames: 0,
     };
-
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.tick().await;
-    let mut last_seen = Instant::now();
-    let close: Option<CloseReason> = loop {
-        tokio::select! {
-            biased;
-            () = kick.cancelled() => {
-                break Some(if hub.is_shutting_down() {
-                    (CloseCode::Away, "server shutting down").into()
-                } else {
-                    (CloseCode::Policy, "too slow: outbound queue full").into()
-                });
-            }
-            // Drain the outbound queue. A send waits while the client reads
-            // slowly (backpressure), but gives up the moment the hub drops
-            // the connection for letting its queue overflow.
-            next = rx.recv() => {
-                let Some(text) = next else { break None };
-                let sent = tokio::select! {
-                    r = session.text(text) => r.is_ok(),
-                    () = kick.cancelled() => continue,
-                };
-                if !sent {
-                    break None;
-                }
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > idle_timeout {
-                    break Some((CloseCode::Policy, "idle timeout: no pong").into());
-                }
-                if !control(&mut session, true, b"").await {
-                    break None;
-                }
-            }
-            msg = stream.recv() => match msg {
-                None => break None,
-                Some(Ok(AggregatedMessage::Text(text))) => {
-                    last_seen = Instant::now();
-                    conn.on_text(&text).await;
-                }
-                Some(Ok(AggregatedMessage::Binary(_))) => {
-                    last_seen = Instant::now();
-                    conn.send_error(&EnvelopeError {
-                        code: "binary_not_supported",
-                        message: "send JSON envelopes as text frames".into(),
-                        id: None,
-                    })
-                    .await;
-                }
-                Some(Ok(AggregatedMessage::Ping(p))) => {
-                    last_seen = Instant::now();
-                    if !control(&mut session, false, &p).await {
-                        break None;
-                    }
-                }
-                Some(Ok(AggregatedMessage::Pong(_))) => last_seen = Instant::now(),
-                Some(Ok(AggregatedMessage::Close(reason))) => break reason.or(Some(CloseCode::Normal.into())),
-                Some(Err(e)) => {
-                    tracing::warn!(conn = id, error = %e, "websocket protocol error; closing");
-                    break Some(close_for(&e));
-                }
-            }
-        }
-    };
+    let reader = actix_web::rt::spawn(read_loop(conn, session.clone(), stream));
+    write_loop(&mut session, rx, &shared, ping_interval, idle_timeout).await;
+    shared.stop.cancel();
     hub.unregister(id);
-    kick.cancel();
+    let _ = reader.await;
+    let close = shared.close.get().cloned().or_else(|| {
+        // Stopped by the hub: shutdown, or a push to a full queue.
+        kick.is_cancelled().then(|| {
+            if hub.is_shutting_down() {
+                (CloseCode::Away, "server shutting down").into()
+            } else {
+                (CloseCode::Policy, "too slow: outbound queue full").into()
+            }
+        })
+    });
     let code = close.as_ref().map(|c| u16::from(c.code));
+    // The close frame waits behind what the client has not read yet; a
+    // client that reads nothing more gets EOF when actix drops the socket.
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
     tracing::info!(conn = id, close_code = ?code, "websocket closed");
 }

@@ -71,10 +71,13 @@ pub fn render(kind: &str, id: Option<&str>, data: &serde_json::Value) -> String 
         .unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
 }
 
+/// The type of error envelopes.
+pub const ERROR_TYPE: &str = "error";
+
 /// The `error` envelope for `e`.
 pub fn render_error(e: &EnvelopeError) -> String {
     render(
-        "error",
+        ERROR_TYPE,
         e.id.as_deref(),
         &serde_json::json!({"code": e.code, "message": e.message}),
     )

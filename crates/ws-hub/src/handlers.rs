@@ -25,7 +25,9 @@ impl HandlerContext {
     /// Sends a message to this connection (besides the handler's reply).
     pub fn push(&self, kind: &str, data: &Value) {
         let text = ByteString::from(crate::envelope::render(kind, None, data));
-        self.hub.send_to(self.conn, text);
+        if self.hub.send_to(self.conn, text) == crate::hub::SendOutcome::Queued {
+            metrics::counter!("ws_messages_out_total", "type" => kind.to_owned()).increment(1);
+        }
     }
 }
 

@@ -33,6 +33,9 @@ pub struct HubSettings {
     pub per_connection_concurrency: usize,
     /// Topics one connection may join.
     pub max_topics: usize,
+    /// Sockets one user may hold open on this instance; more are refused
+    /// with 429 before the upgrade. 0: no limit.
+    pub max_connections_per_user: usize,
 }
 
 impl HubSettings {
@@ -46,6 +49,7 @@ impl HubSettings {
             handler_concurrency: 64,
             per_connection_concurrency: 8,
             max_topics: 32,
+            max_connections_per_user: 16,
         }
     }
 }
@@ -167,14 +171,21 @@ impl Hub {
         self.inner.shutdown.cancel();
     }
 
+    /// Adds a connection of `uid`; `None` if the user already holds
+    /// `max_connections_per_user` sockets here.
     pub(crate) fn register(
         &self,
         uid: FirebaseUid,
-    ) -> (ConnId, mpsc::Receiver<ByteString>, CancellationToken) {
+    ) -> Option<(ConnId, mpsc::Receiver<ByteString>, CancellationToken)> {
+        let mut reg = write(&self.inner.registry);
+        let held = reg.by_user.get(&uid).map_or(0, HashSet::len);
+        let max = self.inner.settings.max_connections_per_user;
+        if max > 0 && held >= max {
+            return None;
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.settings.outbound_queue.max(1));
         let kick = self.inner.shutdown.child_token();
-        let mut reg = write(&self.inner.registry);
         reg.by_user.entry(uid.clone()).or_default().insert(id);
         reg.conns.insert(
             id,
@@ -186,7 +197,7 @@ impl Hub {
             },
         );
         metrics::gauge!("ws_connections").set(reg.conns.len() as f64);
-        (id, rx, kick)
+        Some((id, rx, kick))
     }
 
     pub(crate) fn unregister(&self, id: ConnId) {
@@ -270,7 +281,7 @@ impl Hub {
     /// client that sends requests gets backpressure (we stop reading it)
     /// rather than a disconnect. Only a client that does not drain its queue
     /// for `idle_timeout` is dropped.
-    pub(crate) async fn reply_to(&self, id: ConnId, text: ByteString) -> SendOutcome {
+    pub(crate) async fn reply_to(&self, id: ConnId, kind: &str, text: ByteString) -> SendOutcome {
         let (tx, kick) = {
             let reg = read(&self.inner.registry);
             match reg.conns.get(&id) {
@@ -280,7 +291,10 @@ impl Hub {
         };
         tokio::select! {
             sent = tokio::time::timeout(self.inner.settings.idle_timeout, tx.send(text)) => match sent {
-                Ok(Ok(())) => SendOutcome::Queued,
+                Ok(Ok(())) => {
+                    metrics::counter!("ws_messages_out_total", "type" => kind.to_owned()).increment(1);
+                    SendOutcome::Queued
+                }
                 Ok(Err(_)) => SendOutcome::Gone,
                 Err(_) => {
                     metrics::counter!("ws_slow_client_disconnects_total").increment(1);

@@ -385,7 +385,217 @@ async fn a_client_that_never_reads_is_disconnected_while_others_keep_receiving()
         || async { (s.hub.connection_count() == 1).then_some(()) },
     )
     .await;
-    drop(slow);
+    // Its socket is really gone: once it reads again it gets what was
+    // already buffered for it, then the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut ticks = 0;
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Text(_))) => ticks += 1,
+                Some(Ok(Message::Close(frame))) => break (ticks, frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break (ticks, None),
+            }
+        }
+    })
+    .await
+    .expect("the slow client's connection ends");
+    assert!(ended.0 < N, "it did not get everything: {} ticks", ended.0);
+    assert!(
+        matches!(ended.1, None | Some(1008)),
+        "closed with {:?}",
+        ended.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_connection_never_runs_more_handlers_than_its_own_bound() {
+    let busy = Arc::new(Busy::default());
+    let b = busy.clone();
+    let s = server_with(
+        HubSettings {
+            handler_concurrency: 64,
+            per_connection_concurrency: 2,
+            ..settings()
+        },
+        move |hub| {
+            hub.on("work", b);
+        },
+    )
+    .await;
+    let mut ws = connect(&s, "alice").await;
+    for j in 0..60 {
+        send(
+            &mut ws,
+            json!({"type": "work", "id": j.to_string(), "data": j}),
+        )
+        .await;
+    }
+    for _ in 0..60 {
+        assert_eq!(recv(&mut ws).await["type"], "done");
+    }
+    assert_eq!(
+        busy.max.load(Ordering::SeqCst),
+        2,
+        "the per-connection bound, used and kept"
+    );
+}
+
+/// Holds a handler slot until its connection goes away, and says so.
+#[derive(Default)]
+struct Hold {
+    started: AtomicUsize,
+    cancelled: AtomicUsize,
+}
+
+#[async_trait]
+impl MessageHandler for Hold {
+    async fn handle(&self, ctx: &HandlerContext, _: Value) -> Result<Option<Reply>, HandlerError> {
+        /// Counts the call's end however it ends: seeing the token, or
+        /// being dropped by the hub when the token fires.
+        struct Ended<'a>(&'a AtomicUsize);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let _ended = Ended(&self.cancelled);
+        ctx.cancel.cancelled().await;
+        Ok(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_waiting_for_a_handler_slot_keeps_receiving_and_stays_alive() {
+    let hold = Arc::new(Hold::default());
+    let h = hold.clone();
+    let s = server_with(
+        HubSettings {
+            handler_concurrency: 1,
+            ping_interval: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(600),
+            ..settings()
+        },
+        move |hub| {
+            hub.on("hold", h);
+        },
+    )
+    .await;
+    // Alice takes the only hub-wide slot and keeps it.
+    let mut alice = connect(&s, "alice").await;
+    send(&mut alice, json!({"type": "hold"})).await;
+    eventually(
+        "alice's handler to start",
+        Duration::from_secs(5),
+        || async { (hold.started.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    // She keeps reading (so answers pings) until she leaves.
+    let alice = tokio::spawn(async move { while alice.next().await.is_some() {} });
+    // Bob's call waits for that slot; his socket must not.
+    let mut bob = connect(&s, "bob").await;
+    send(&mut bob, json!({"type": "hold", "id": "waiting"})).await;
+    let bob_uid = domain::FirebaseUid::parse("bob").unwrap();
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.hub.deliver_local(
+            &Audience::User(bob_uid.clone()),
+            &Notification::new("tick", json!(i)),
+        );
+        let m = recv(&mut bob).await; // also answers the server's pings
+        assert_eq!(m, json!({"type": "tick", "data": i}));
+    }
+    assert_eq!(
+        s.hub.connection_count(),
+        2,
+        "1.5 s past the idle timeout, both still open"
+    );
+    assert_eq!(
+        hold.started.load(Ordering::SeqCst),
+        1,
+        "bob's call still waits"
+    );
+    // Alice leaves: her handler is cancelled, and bob's call gets the slot.
+    alice.abort();
+    eventually(
+        "alice's handler to be cancelled",
+        Duration::from_secs(5),
+        || async { (hold.cancelled.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    eventually("bob's call to start", Duration::from_secs(5), || async {
+        (hold.started.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    s.hub.shutdown();
+    assert_eq!(close_code(&mut bob).await, 1001);
+    eventually(
+        "bob's handler to be cancelled by the shutdown",
+        Duration::from_secs(5),
+        || async { (hold.cancelled.load(Ordering::SeqCst) == 2).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_outlives_the_idle_timeout() {
+    let s = server_with(
+        HubSettings {
+            ping_interval: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(400),
+            ..settings()
+        },
+        |_| {},
+    )
+    .await;
+    let mut ws = connect(&s, "alice").await;
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(msg) = tokio::time::timeout_at(until, ws.next()).await {
+        match msg {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("only pings expected, got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "the server pings every 100 ms: {pings} pings");
+    assert_eq!(s.hub.connection_count(), 1, "answered pings keep it open");
+    send(&mut ws, json!({"type": "echo", "id": "still-here"})).await;
+    assert_eq!(recv(&mut ws).await["id"], "still-here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_cannot_hold_more_sockets_than_the_limit() {
+    let s = server_with(
+        HubSettings {
+            max_connections_per_user: 2,
+            ..settings()
+        },
+        |_| {},
+    )
+    .await;
+    let _a = connect(&s, "alice").await;
+    let _b = connect(&s, "alice").await;
+    let mut req = format!("ws://127.0.0.1:{}/ws", s.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer token-alice".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 429);
+            let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["code"], "too_many_connections");
+        }
+        other => panic!("a third socket was not refused: {other:?}"),
+    }
+    let mut bob = connect(&s, "bob").await;
+    send(&mut bob, json!({"type": "echo", "id": "b"})).await;
+    assert_eq!(
+        recv(&mut bob).await["id"],
+        "b",
+        "other users are not limited"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub(crate) fn app_env(
         ("MIGRATE_ON_START", "false".into()),
         ("RATE_LIMIT_PER_USER", "0".into()),
         ("RATE_LIMIT_PER_IP", "0".into()),
+        // Scenario 6 opens thousands of sockets as one user.
+        ("WS_MAX_CONNECTIONS_PER_USER", "0".into()),
         ("LOG_FORMAT", "json".into()),
     ]
 }
