@@ -52,34 +52,33 @@ impl FromRequest for Authenticated {
         Box::pin(async move {
             let state = state
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("ApiState is not registered")))?;
-            let value = match header {
-                None => return Err(ApiError::Unauthorized("no Authorization header".into())),
-                Some(Err(_)) => {
-                    return Err(ApiError::Unauthorized(
-                        "Authorization header is not ASCII".into(),
-                    ));
-                }
-                Some(Ok(v)) => v,
+            let refused = |reason: &str| ApiError::Unauthorized(reason.to_owned());
+            let token = match &header {
+                // Counted per IP by the middleware already.
+                None => return Err(refused("no Authorization header")),
+                Some(Err(_)) => Err(refused("Authorization header is not ASCII")),
+                Some(Ok(v)) => bearer_token(v).map_err(refused),
             };
-            let token = bearer_token(&value).map_err(|why| ApiError::Unauthorized(why.into()))?;
-            match state.verifier.verify(token).await {
-                Ok(identity) => {
-                    req.extensions_mut().insert(identity.uid.clone());
-                    if let Some(limiter) = &state.rate_limiter {
-                        limiter.check_user(identity.uid.as_str()).await?;
+            let outcome = match token {
+                Ok(token) => match state.verifier.verify(token).await {
+                    Ok(identity) => {
+                        req.extensions_mut().insert(identity.uid.clone());
+                        if let Some(limiter) = &state.rate_limiter {
+                            limiter.check_user(identity.uid.as_str()).await?;
+                        }
+                        return Ok(Authenticated(identity));
                     }
-                    Ok(Authenticated(identity))
-                }
-                Err(VerifyTokenError::Invalid(reason)) => {
-                    // Failed attempts count against the client's IP.
-                    if let Some(limiter) = &state.rate_limiter {
-                        limiter.check_ip(&req).await?;
-                    }
-                    Err(ApiError::Unauthorized(reason.to_string()))
-                }
-                Err(VerifyTokenError::Unavailable(e)) => Err(ApiError::Unavailable(e)),
-                Err(VerifyTokenError::Unknown(e)) => Err(ApiError::Internal(e)),
+                    Err(VerifyTokenError::Invalid(reason)) => refused(&reason.to_string()),
+                    Err(VerifyTokenError::Unavailable(e)) => return Err(ApiError::Unavailable(e)),
+                    Err(VerifyTokenError::Unknown(e)) => return Err(ApiError::Internal(e)),
+                },
+                Err(e) => e,
+            };
+            // Failed attempts count against the client's IP.
+            if let Some(limiter) = &state.rate_limiter {
+                limiter.check_ip(&req).await?;
             }
+            Err(outcome)
         })
     }
 }

@@ -91,7 +91,9 @@ pub(crate) async fn observe(
         incoming_request_id(req.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
-    let path = req.path().to_owned();
+    // Paths can hold secrets (`/push-tokens/{token}`): logged only for
+    // requests no route matched, and shortened.
+    let path: String = req.path().chars().take(128).collect();
     let span = tracing::info_span!("request", request_id = %request_id, %method);
     let start = Instant::now();
 
@@ -100,7 +102,7 @@ pub(crate) async fn observe(
         Err(e) => {
             // Only middleware below us (CORS) fails this way; actix renders it.
             let _entered = span.enter();
-            tracing::info!(target: "access", %path, status = e.as_response_error().status_code().as_u16(),
+            tracing::info!(target: "access", status = e.as_response_error().status_code().as_u16(),
                 latency_ms = start.elapsed().as_secs_f64() * 1000.0, error = %e, "request refused");
             return Err(e);
         }
@@ -113,10 +115,13 @@ pub(crate) async fn observe(
 
     let elapsed = start.elapsed();
     let status = res.status();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let pattern = res.request().match_pattern();
+    let route = pattern.clone().unwrap_or_else(|| "unmatched".to_owned());
+    let path = if pattern.is_some() {
+        "-"
+    } else {
+        path.as_str()
+    };
     let uid = res
         .request()
         .extensions()
@@ -163,8 +168,11 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// Per-IP limits for requests without credentials (authenticated requests
-/// are limited per user by the `Authenticated` extractor).
+/// Per-IP limits for everything a user limit does not cover: counted up
+/// front for every request except probes and API calls that carry
+/// credentials (those count per user once verified, and per IP when the
+/// `Authenticated` extractor refuses them), so a junk `Authorization`
+/// header buys no way around the limit. WebSocket upgrades count per IP.
 pub(crate) async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -172,9 +180,11 @@ pub(crate) async fn rate_limit(
     let limiter = req
         .app_data::<actix_web::web::Data<crate::ApiState>>()
         .and_then(|s| s.rate_limiter.clone());
+    let per_user =
+        req.path().starts_with("/api/") && req.headers().contains_key(header::AUTHORIZATION);
     if let Some(limiter) = limiter
         && !exempt(req.path())
-        && !req.headers().contains_key(header::AUTHORIZATION)
+        && !per_user
         && let Err(e) = limiter.check_ip(req.request()).await
     {
         return Ok(req.error_response(e).map_into_boxed_body());

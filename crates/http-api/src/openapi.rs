@@ -97,6 +97,11 @@ fn complete(mut spec: Value) -> Value {
     } else {
         spec["components"]["schemas"] = problem_schemas();
     }
+    if let Some(schemas) = spec["components"]["schemas"].as_object_mut() {
+        for (name, schema) in schemas.iter_mut() {
+            refine_schema(name, schema);
+        }
+    }
     let Some(paths) = spec["paths"].as_object_mut() else {
         return spec;
     };
@@ -179,6 +184,63 @@ fn complete(mut spec: Value) -> Value {
     spec
 }
 
+/// What paperclip cannot infer from the types:
+/// - responses send every field, `null` when empty: all are `required`, the
+///   optional ones `nullable` (strict generated clients reject a `null`
+///   the schema does not allow);
+/// - a PATCH field may be `null` (meaning "keep");
+/// - push-token registration needs both fields, checked by the validator
+///   rather than the type;
+/// - `platform` is one of three names.
+fn refine_schema(name: &str, schema: &mut Value) {
+    let response = name.ends_with("Response") || name.ends_with("Page");
+    refine_object(schema, response);
+    match name {
+        "RegisterPushTokenRequest" => schema["required"] = json!(["token", "platform"]),
+        "UpdateProfileRequest" => {
+            if let Some(props) = schema["properties"].as_object_mut() {
+                for prop in props.values_mut() {
+                    prop["nullable"] = json!(true);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn refine_object(schema: &mut Value, response: bool) {
+    let required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(props) = schema["properties"].as_object_mut() else {
+        return;
+    };
+    let mut all = Vec::new();
+    for (field, prop) in props.iter_mut() {
+        all.push(field.clone());
+        if field == "platform" && prop["type"] == "string" {
+            prop["enum"] = json!(["ios", "android", "web"]);
+        }
+        if response {
+            if !required.contains(field) {
+                prop["nullable"] = json!(true);
+            }
+            if prop["type"] == "array" && prop["items"]["properties"].is_object() {
+                refine_object(&mut prop["items"], true);
+            }
+        }
+    }
+    if response {
+        all.sort();
+        schema["required"] = json!(all);
+    }
+}
+
 /// Whether the operation takes a JSON body (and so has the body errors).
 fn op_has_body(path: &str, method: &str) -> bool {
     matches!(method, "post" | "patch" | "put") && path != "/api/v1/me/test-push"
@@ -224,5 +286,87 @@ mod tests {
         assert!(patch["responses"]["422"].is_object());
         assert!(spec["components"]["schemas"]["UpdateProfileRequest"].is_object());
         assert!(spec["components"]["schemas"]["Problem"].is_object());
+    }
+
+    /// Each field of `body` is in `schema`'s `required` list, and a `null`
+    /// one is `nullable`: what a strict generated client checks.
+    fn assert_matches(schema: &Value, body: &Value, what: &str) {
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        for (field, value) in body.as_object().unwrap() {
+            assert!(
+                required.contains(&json!(field)),
+                "{what}.{field} is always sent but not required"
+            );
+            let prop = &schema["properties"][field];
+            if value.is_null() {
+                assert_eq!(
+                    prop["nullable"],
+                    json!(true),
+                    "{what}.{field} is sent as null"
+                );
+            }
+            if let (Some(items), Some(first)) = (value.as_array(), value.get(0)) {
+                assert!(!items.is_empty());
+                if prop["items"]["properties"].is_object() {
+                    assert_matches(&prop["items"], first, &format!("{what}.{field}[]"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn response_schemas_allow_exactly_what_responses_send() {
+        use crate::routes::me::ProfileResponse;
+        use crate::routes::push_tokens::PushTokenPage;
+        use crate::routes::test_push::{TestPushResponse, TestPushResult};
+        let spec = openapi_spec();
+        let schemas = &spec["components"]["schemas"];
+        let profile = ProfileResponse {
+            id: uuid::Uuid::nil(),
+            uid: "u".into(),
+            email: None,
+            display_name: None,
+            photo_url: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        assert_matches(
+            &schemas["ProfileResponse"],
+            &serde_json::to_value(profile).unwrap(),
+            "ProfileResponse",
+        );
+        let page = PushTokenPage {
+            items: vec![],
+            next_cursor: None,
+        };
+        assert_matches(
+            &schemas["PushTokenPage"],
+            &serde_json::to_value(page).unwrap(),
+            "PushTokenPage",
+        );
+        let report = TestPushResponse {
+            live: true,
+            devices: 1,
+            sent: 0,
+            skipped: 0,
+            results: vec![TestPushResult {
+                token: "t".into(),
+                platform: None,
+                outcome: "failed".into(),
+                code: None,
+                retry_after_secs: None,
+            }],
+        };
+        assert_matches(
+            &schemas["TestPushResponse"],
+            &serde_json::to_value(report).unwrap(),
+            "TestPushResponse",
+        );
+        let register = &schemas["RegisterPushTokenRequest"];
+        assert_eq!(register["required"], json!(["token", "platform"]));
+        assert_eq!(
+            register["properties"]["platform"]["enum"],
+            json!(["ios", "android", "web"])
+        );
     }
 }

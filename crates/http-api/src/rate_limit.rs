@@ -19,8 +19,10 @@ pub struct RateLimitSettings {
     /// successfully) authenticated (0: no limit).
     pub per_ip: u32,
     pub window: Duration,
-    /// Take the client IP from `Forwarded`/`X-Forwarded-For` (only behind a
-    /// proxy that sets them; otherwise clients could pick their own IP).
+    /// Take the client IP from the last `X-Forwarded-For` entry: the address
+    /// the proxy in front of us (an ingress) saw. Entries before it are the
+    /// client's own claims and are never used. Only behind such a proxy:
+    /// without one, clients could pick their own IP.
     pub trust_forwarded_for: bool,
 }
 
@@ -65,8 +67,10 @@ impl RateLimiter {
         {
             Ok((n, left)) if n > u64::from(limit) => {
                 metrics::counter!("http_rate_limited_total", "scope" => scope).increment(1);
+                // Rounded up: a client that waits as told is let in.
+                let secs = u64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
                 Err(ApiError::RateLimited {
-                    retry_after_secs: left.as_secs().max(1),
+                    retry_after_secs: secs.max(1),
                 })
             }
             Ok(_) => Ok(()),
@@ -84,16 +88,67 @@ impl RateLimiter {
 
     /// Counts a request from the client IP of `req`.
     pub async fn check_ip(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let ip = {
-            let info = req.connection_info();
-            if self.settings.trust_forwarded_for {
-                info.realip_remote_addr()
-            } else {
-                info.peer_addr()
-            }
-            .unwrap_or("unknown")
-            .to_owned()
-        };
+        let ip = self.client_ip(req);
         self.check("ip", &ip, self.settings.per_ip).await
+    }
+
+    /// The client's address: the peer, or behind a trusted proxy the last
+    /// `X-Forwarded-For` entry (which that proxy appended).
+    fn client_ip(&self, req: &HttpRequest) -> String {
+        if self.settings.trust_forwarded_for
+            && let Some(ip) = last_forwarded_for(req)
+        {
+            return ip;
+        }
+        req.peer_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+    }
+}
+
+fn last_forwarded_for(req: &HttpRequest) -> Option<String> {
+    let last = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .last()?;
+    // An address, not whatever text a misconfigured proxy passed on.
+    last.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn limiter(trust: bool) -> RateLimiter {
+        RateLimiter::new(
+            Arc::new(ports::testing::InMemoryCache::new()),
+            RateLimitSettings {
+                trust_forwarded_for: trust,
+                ..RateLimitSettings::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_client_ip_is_the_last_forwarded_entry_only_behind_a_trusted_proxy() {
+        let peer: std::net::SocketAddr = "10.0.0.7:5555".parse().unwrap();
+        let req = TestRequest::get()
+            .peer_addr(peer)
+            .insert_header(("x-forwarded-for", "1.2.3.4, 203.0.113.9"))
+            .to_http_request();
+        assert_eq!(limiter(true).client_ip(&req), "203.0.113.9");
+        assert_eq!(limiter(false).client_ip(&req), "10.0.0.7");
+        let spoofed = TestRequest::get()
+            .peer_addr(peer)
+            .insert_header(("x-forwarded-for", "not-an-ip"))
+            .to_http_request();
+        assert_eq!(limiter(true).client_ip(&spoofed), "10.0.0.7");
     }
 }

@@ -770,6 +770,44 @@ async fn unauthenticated_requests_are_limited_per_ip_but_probes_never() {
     assert_eq!(s, StatusCode::OK, "limits are per IP");
 }
 
+#[actix_web::test]
+async fn a_junk_authorization_header_buys_no_way_around_the_ip_limit() {
+    let mut h = harness();
+    limited(
+        &mut h,
+        Arc::new(ports::testing::InMemoryCache::new()),
+        100,
+        3,
+    );
+    let app = app(&h).await;
+    let peer = "203.0.113.10:5000".parse::<std::net::SocketAddr>().unwrap();
+    let junk = |uri: &str, value: &str| {
+        TestRequest::get()
+            .uri(uri)
+            .peer_addr(peer)
+            .insert_header((header::AUTHORIZATION, value.to_owned()))
+    };
+    // A route without auth, and malformed credentials on one with it: each
+    // counts against the IP.
+    let (s, _, _) = call(&app, junk("/openapi.json", "Basic eA==")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(&app, junk("/openapi.json", "Bearer whatever")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(&app, junk("/api/v1/me", "Basic eA==")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, hd, b) = call(&app, junk("/openapi.json", "Basic eA==")).await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let (s, hd, b) = call(&app, junk("/api/v1/me", "Bearer forged")).await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A verified user from the same IP is limited per user, not per IP.
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE).peer_addr(peer),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
 /// A cache that is always down.
 struct DownCache;
 

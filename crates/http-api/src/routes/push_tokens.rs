@@ -59,7 +59,7 @@ impl From<PushTokenRecord> for PushTokenResponse {
 #[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
 pub struct PushTokenPage {
     pub items: Vec<PushTokenResponse>,
-    /// Absent on the last page. Opaque: do not parse or build it.
+    /// `null` on the last page. Opaque: do not parse or build it.
     pub next_cursor: Option<String>,
 }
 
