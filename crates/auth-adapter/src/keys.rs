@@ -15,6 +15,9 @@ const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Key documents larger than this are refused.
 const MAX_KEYS_BYTES: usize = 256 * 1024;
+/// A `max-age` above this is lowered to it: a key server cannot pin a key
+/// set (and hide a revocation) for longer.
+const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How keys are fetched and kept.
 #[derive(Debug, Clone)]
@@ -101,7 +104,7 @@ fn max_age(headers: &reqwest::header::HeaderMap, min: Duration) -> Duration {
                 .then(|| v.trim().parse::<u64>().ok())?
         })
         .map_or(DEFAULT_MAX_AGE, Duration::from_secs)
-        .max(min)
+        .clamp(min.min(MAX_MAX_AGE), MAX_MAX_AGE)
 }
 
 /// Parses Google's x509 format (`{"kid": "-----BEGIN CERTIFICATE-----..."}`)
@@ -162,6 +165,11 @@ impl KeyStore {
         self.current.read().ok().and_then(|g| g.clone())
     }
 
+    /// The cached key set if it is within its `max-age`.
+    pub(crate) fn fresh_snapshot(&self) -> Option<Arc<KeySet>> {
+        self.snapshot().filter(|s| s.is_fresh(Instant::now()))
+    }
+
     fn store(&self, set: Arc<KeySet>) {
         if let Ok(mut g) = self.current.write() {
             *g = Some(set);
@@ -184,11 +192,16 @@ impl KeyStore {
         {
             anyhow::bail!("key document is larger than {MAX_KEYS_BYTES} bytes");
         }
-        let body = res.bytes().await?;
-        anyhow::ensure!(
-            body.len() <= MAX_KEYS_BYTES,
-            "key document is larger than {MAX_KEYS_BYTES} bytes"
-        );
+        // Read in chunks, so a body with no length cannot grow past the cap.
+        let mut res = res;
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            anyhow::ensure!(
+                body.len() + chunk.len() <= MAX_KEYS_BYTES,
+                "key document is larger than {MAX_KEYS_BYTES} bytes"
+            );
+            body.extend_from_slice(&chunk);
+        }
         let keys = parse_keys(&body)?;
         let now = Instant::now();
         tracing::info!(
@@ -196,10 +209,13 @@ impl KeyStore {
             max_age_secs = ttl.as_secs(),
             "fetched token signing keys"
         );
+        let fresh_until = now.checked_add(ttl).unwrap_or(now);
         Ok(Arc::new(KeySet {
             keys,
-            fresh_until: now + ttl,
-            usable_until: now + ttl + self.settings.grace,
+            fresh_until,
+            usable_until: fresh_until
+                .checked_add(self.settings.grace)
+                .unwrap_or(fresh_until),
         }))
     }
 
@@ -290,6 +306,11 @@ mod tests {
         assert_eq!(max_age(&h, min), Duration::from_secs(19863));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0"));
         assert_eq!(max_age(&h, min), min);
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("max-age=18446744073709551615"),
+        );
+        assert_eq!(max_age(&h, min), MAX_MAX_AGE, "capped, never overflowing");
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         assert_eq!(max_age(&h, min), DEFAULT_MAX_AGE);
         assert_eq!(max_age(&HeaderMap::new(), min), DEFAULT_MAX_AGE);

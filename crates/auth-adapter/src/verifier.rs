@@ -112,13 +112,17 @@ impl FirebaseTokenVerifier {
     async fn verify_rs256(
         &self,
         token: &str,
+        parts: &jwt::Parts<'_>,
         kid: Option<String>,
     ) -> Result<VerifiedIdentity, VerifyTokenError> {
         let kid = kid.ok_or(InvalidToken::MissingKeyId)?;
         let now = now_secs();
         let hash = self.cache.enabled().then(|| cache::hash(token));
         if let Some(hash) = &hash {
-            let current = self.keys.snapshot();
+            // A hit needs its key in a fresh key set: once the set goes
+            // stale the token is verified again, which refreshes the keys,
+            // so a revoked key or a key server past its grace is noticed.
+            let current = self.keys.fresh_snapshot();
             let hit = self.cache.get(hash, now, |kid| {
                 current.as_ref().is_some_and(|s| s.contains(kid))
             });
@@ -126,6 +130,10 @@ impl FirebaseTokenVerifier {
                 return Ok(identity);
             }
         }
+        // Claims first, unverified: an expired or foreign token is refused
+        // without looking up (and perhaps fetching) any key.
+        let unverified: FirebaseClaims = jwt::payload(parts)?;
+        self.check_claims(unverified)?;
         let key = self.keys.key(&kid).await?;
         let data =
             jsonwebtoken::decode::<FirebaseClaims>(token, &key, &signature_only(Algorithm::RS256))
@@ -152,7 +160,7 @@ impl TokenVerifier for FirebaseTokenVerifier {
         let parts = jwt::split(token)?;
         let header = jwt::header(&parts)?;
         match header.alg.as_str() {
-            "RS256" => self.verify_rs256(token, header.kid).await,
+            "RS256" => self.verify_rs256(token, &parts, header.kid).await,
             "none" => {
                 if !self.emulator {
                     return Err(InvalidToken::EmulatorTokenRefused.into());

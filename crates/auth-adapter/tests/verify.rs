@@ -344,37 +344,113 @@ async fn concurrent_requests_during_a_refresh_cause_exactly_one_fetch() {
 
 #[tokio::test]
 async fn a_key_server_outage_does_not_log_everyone_out_during_grace() {
+    // With and without the verified-token cache: a cached token must not
+    // outlive its key set's grace either.
+    for cache_capacity in [0, 1000] {
+        let k = test_key("k1");
+        let server = KeyServer::start(&[&k]).await;
+        server.set(|s| s.max_age = 1);
+        let mut s = settings(&server);
+        s.keys.min_max_age = Duration::ZERO;
+        s.cache_capacity = cache_capacity;
+        let v = FirebaseTokenVerifier::new(s.clone()).unwrap();
+        let token = sign(&k, &claims("u"));
+        v.verify(&token).await.unwrap();
+
+        server.set(|s| s.status = 503);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // let max-age=1 pass
+        assert!(
+            v.verify(&token).await.is_ok(),
+            "stale keys are used while in grace (cache {cache_capacity})"
+        );
+        assert_eq!(
+            server.hits(),
+            2,
+            "a refresh was attempted (cache {cache_capacity})"
+        );
+
+        s.keys.grace = Duration::ZERO;
+        let strict = FirebaseTokenVerifier::new(s).unwrap();
+        server.set(|s| s.status = 200);
+        strict.verify(&token).await.unwrap();
+        strict.verify(&token).await.unwrap();
+        server.set(|s| s.status = 503);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            matches!(
+                strict.verify(&token).await,
+                Err(VerifyTokenError::Unavailable(_))
+            ),
+            "past grace, keys are unavailable (cache {cache_capacity})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_checked_again_once_its_key_set_goes_stale() {
+    let (a, b) = (test_key("a"), test_key("b"));
+    let server = KeyServer::start(&[&a]).await;
+    server.set(|s| s.max_age = 1);
+    let mut s = settings(&server);
+    s.keys.min_max_age = Duration::ZERO;
+    let v = FirebaseTokenVerifier::new(s).unwrap();
+    let token_a = sign(&a, &claims("u"));
+    v.verify(&token_a).await.unwrap();
+    v.verify(&token_a).await.unwrap();
+    assert_eq!(server.hits(), 1, "the second call was a cache hit");
+    // Key `a` is revoked; nobody presents a token with a new kid.
+    server.serve(&[&b]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        matches!(
+            v.verify(&token_a).await,
+            Err(VerifyTokenError::Invalid(InvalidToken::UnknownKeyId))
+        ),
+        "the cached token of a revoked key is refused once the keys are refreshed"
+    );
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refreshing_stale_keys_under_load_fetches_once() {
     let k = test_key("k1");
     let server = KeyServer::start(&[&k]).await;
     server.set(|s| s.max_age = 1);
     let mut s = settings(&server);
     s.keys.min_max_age = Duration::ZERO;
     s.cache_capacity = 0;
-    let v = FirebaseTokenVerifier::new(s.clone()).unwrap();
-    let token = sign(&k, &claims("u"));
-    v.verify(&token).await.unwrap();
-
-    server.set(|s| s.status = 503);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // let max-age=1 pass
-    assert!(
-        v.verify(&token).await.is_ok(),
-        "stale keys are used while in grace"
-    );
-    assert_eq!(server.hits(), 2, "a refresh was attempted");
-
-    s.keys.grace = Duration::ZERO;
-    let strict = FirebaseTokenVerifier::new(s).unwrap();
-    server.set(|s| s.status = 200);
-    strict.verify(&token).await.unwrap();
-    server.set(|s| s.status = 503);
+    let v = Arc::new(FirebaseTokenVerifier::new(s).unwrap());
+    v.verify(&sign(&k, &claims("warm"))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(
-        matches!(
-            strict.verify(&token).await,
-            Err(VerifyTokenError::Unavailable(_))
-        ),
-        "past grace, keys are unavailable"
-    );
+    server.set(|s| {
+        s.delay = Duration::from_millis(300);
+        s.max_age = 3600;
+    });
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (v, t) = (v.clone(), sign(&k, &claims(&format!("u{i}"))));
+            tokio::spawn(async move { v.verify(&t).await })
+        })
+        .collect();
+    for t in futures_util::future::join_all(tasks).await {
+        assert!(t.unwrap().is_ok(), "served from the stale keys meanwhile");
+    }
+    assert_eq!(server.hits(), 2, "one refresh for fifty requests");
+}
+
+#[tokio::test]
+async fn expired_or_foreign_tokens_are_refused_without_fetching_keys() {
+    let k = test_key("k1");
+    let server = KeyServer::start(&[&k]).await;
+    let v = FirebaseTokenVerifier::new(settings(&server)).unwrap();
+    let mut expired = claims("u");
+    expired.exp = Some(now() - 3600);
+    expired.iat = Some(now() - 7200);
+    assert!(v.verify(&sign(&k, &expired)).await.is_err());
+    let mut foreign = claims("u");
+    foreign.aud = Some("someone-else".into());
+    assert!(v.verify(&sign(&k, &foreign)).await.is_err());
+    assert_eq!(server.hits(), 0, "no key was needed to refuse them");
 }
 
 #[tokio::test]
