@@ -45,6 +45,20 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Invisible formatting characters that let a name display as something
+/// else: zero-width characters, line and paragraph separators, and the
+/// bidirectional overrides and isolates ("Eve\u{202E}nimda" reads "Eveadmin").
+fn has_invisible_format(s: &str) -> bool {
+    s.chars().any(|c| {
+        matches!(c,
+            '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}')
+    })
+}
+
 /// The Firebase Authentication uid (`sub` claim): non-empty, at most 128 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -179,6 +193,8 @@ pub enum InvalidDisplayName {
     TooLong,
     #[error("must not contain control characters")]
     ControlCharacter,
+    #[error("must not contain invisible formatting characters")]
+    InvisibleCharacter,
 }
 
 impl DisplayName {
@@ -194,6 +210,9 @@ impl DisplayName {
         }
         if has_control(s) {
             return Err(InvalidDisplayName::ControlCharacter);
+        }
+        if has_invisible_format(s) {
+            return Err(InvalidDisplayName::InvisibleCharacter);
         }
         Ok(Self(s.to_owned()))
     }
@@ -410,6 +429,19 @@ mod tests {
             Err(InvalidDisplayName::ControlCharacter)
         );
         assert!(DisplayName::parse("Zoë \"Z\" O'Brien, Jr.").is_ok());
+        assert!(DisplayName::parse("李小龍").is_ok());
+        for sneaky in [
+            "Eve\u{202E}nimda",
+            "A\u{200B}da",
+            "Ada\u{2028}Bcc",
+            "\u{2066}x\u{2069}",
+        ] {
+            assert_eq!(
+                DisplayName::parse(sneaky),
+                Err(InvalidDisplayName::InvisibleCharacter),
+                "{sneaky:?}"
+            );
+        }
     }
 
     #[test]
