@@ -12,15 +12,50 @@ use serde_norway::Value as Yaml;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const SUBCOMMANDS: &[&str] = &[
-    "serve",
-    "worker",
-    "all",
-    "migrate",
-    "openapi",
-    "dev-token",
-    "jobs",
-];
+/// The subcommands the app binary itself lists in its `--help`.
+fn subcommands() -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 7, "no commands in --help: {help}");
+    commands
+}
+
+#[test]
+fn the_fixed_subcommands_exist() {
+    let have = subcommands();
+    for name in [
+        "serve",
+        "worker",
+        "all",
+        "migrate",
+        "openapi",
+        "dev-token",
+        "jobs",
+    ] {
+        assert!(have.iter().any(|c| c == name), "no `app {name}`: {have:?}");
+    }
+}
+
+fn seconds(v: &Yaml) -> u64 {
+    let text = v
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| v.as_u64().map(|n| n.to_string()))
+        .unwrap();
+    text.trim_end_matches('s').parse().unwrap()
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -50,6 +85,32 @@ fn k8s_files() -> Vec<String> {
     files
 }
 
+/// Every Rust source file of the workspace's crates, concatenated.
+fn sources() -> String {
+    let mut sources = String::new();
+    for crate_dir in std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let mut stack = vec![crate_dir.path().join("src")];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+    }
+    sources
+}
+
 fn assert_known(var: &str, whence: &str) {
     assert!(
         KNOWN_VARIABLES.contains(&var),
@@ -73,10 +134,21 @@ fn containers(doc: &Yaml) -> Vec<&Yaml> {
 fn every_kubernetes_manifest_parses_and_sets_only_known_variables() {
     let files = k8s_files();
     assert!(files.len() >= 10, "{files:?}");
+    let subcommands = subcommands();
     let mut kinds = BTreeSet::new();
     for f in &files {
         for doc in documents(f) {
             let kind = doc["kind"].as_str().map(str::to_owned);
+            if kind.as_deref() == Some("HorizontalPodAutoscaler") {
+                for m in doc["spec"]["metrics"].as_sequence().into_iter().flatten() {
+                    if let Some(name) = m["external"]["metric"]["name"].as_str() {
+                        assert!(
+                            sources().contains(&format!("\"{name}\"")),
+                            "{f} scales on {name}, which no code records"
+                        );
+                    }
+                }
+            }
             if let Some(k) = &kind {
                 kinds.insert(k.clone());
             }
@@ -101,7 +173,7 @@ fn every_kubernetes_manifest_parses_and_sets_only_known_variables() {
                     .filter_map(Yaml::as_str)
                     .collect();
                 assert!(
-                    SUBCOMMANDS.contains(&args[0]),
+                    subcommands.iter().any(|s| s == args[0]),
                     "{f} runs unknown subcommand {:?}",
                     args[0]
                 );
@@ -213,10 +285,11 @@ fn compose_parses_runs_known_subcommands_and_sets_known_variables() {
             .any(|w| w == ["--maxmemory-policy", "noeviction"]),
         "{redis_cmd:?}"
     );
+    let subcommands = subcommands();
     for name in ["migrate", "serve", "worker"] {
         let svc = &c["services"][name];
         let cmd = svc["command"][0].as_str().unwrap();
-        assert!(SUBCOMMANDS.contains(&cmd), "{name} runs {cmd:?}");
+        assert!(subcommands.iter().any(|s| s == cmd), "{name} runs {cmd:?}");
         for (k, _) in svc["environment"].as_mapping().unwrap() {
             if let Some(k) = k.as_str() {
                 assert_known(k, "docker-compose.yml");
@@ -227,6 +300,15 @@ fn compose_parses_runs_known_subcommands_and_sets_known_variables() {
         c["services"]["serve"]["depends_on"]["migrate"]["condition"].as_str(),
         Some("service_completed_successfully")
     );
+    for name in ["serve", "worker"] {
+        let svc = &c["services"][name];
+        let deadline = seconds(&svc["environment"]["SHUTDOWN_TIMEOUT_SECS"]);
+        let grace = seconds(&svc["stop_grace_period"]);
+        assert!(
+            grace > deadline,
+            "{name}: docker kills after {grace} s, before the {deadline} s shutdown deadline"
+        );
+    }
 }
 
 #[test]
@@ -241,14 +323,23 @@ fn the_dockerfile_runs_a_known_subcommand_as_non_root_with_a_health_check() {
         !user.contains("root") && !user.trim_end().ends_with(" 0"),
         "{user}"
     );
-    assert!(
-        d.lines()
-            .any(|l| l.starts_with("HEALTHCHECK") && d.contains("/healthz"))
-    );
-    assert!(d.contains("ca-certificates"));
+    let check = d
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .take(2)
+        .collect::<String>();
+    assert!(check.contains("/healthz"), "{check}");
+    let runtime = &d[d.rfind("\nFROM ").unwrap()..];
+    if check.contains("curl") {
+        assert!(
+            runtime.contains("install") && runtime.contains(" curl"),
+            "the health check runs curl, which the runtime image must install"
+        );
+    }
+    assert!(runtime.contains("ca-certificates"));
     let cmd = d.lines().rfind(|l| l.starts_with("CMD ")).unwrap();
     assert!(
-        SUBCOMMANDS
+        subcommands()
             .iter()
             .any(|s| cmd.contains(&format!("\"{s}\""))),
         "{cmd}"
@@ -271,28 +362,7 @@ fn the_dockerfile_runs_a_known_subcommand_as_non_root_with_a_health_check() {
 fn the_grafana_dashboard_charts_metrics_the_code_records() {
     let dash: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/trellis-dashboard.json")).unwrap();
-    let mut sources = String::new();
-    for crate_dir in std::fs::read_dir(root().join("crates"))
-        .unwrap()
-        .filter_map(Result::ok)
-    {
-        let src = crate_dir.path().join("src");
-        let mut stack = vec![src];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-            {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
-                }
-            }
-        }
-    }
+    let sources = sources();
     let panels = dash["panels"].as_array().unwrap();
     assert!(panels.len() >= 10);
     let mut checked = 0;
@@ -302,7 +372,8 @@ fn the_grafana_dashboard_charts_metrics_the_code_records() {
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 let metric = word.trim_end_matches("_bucket");
                 let is_metric = [
-                    "http_", "job", "queue_", "stream_", "outbox_", "ws_", "mail_",
+                    "http_", "job", "queue_", "stream_", "outbox_", "ws_", "mail_", "push_",
+                    "events_",
                 ]
                 .iter()
                 .any(|p| metric.starts_with(p))
