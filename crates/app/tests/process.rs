@@ -12,9 +12,18 @@ use test_support::{RedisProcess, TestDb, free_port};
 const BIN: &str = env!("CARGO_BIN_EXE_app");
 
 fn app_command(db: &TestDb, redis_url: &str, port: u16) -> Command {
+    role_command("serve", db, redis_url, port)
+}
+
+fn role_command(role: &str, db: &TestDb, redis_url: &str, port: u16) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
+    cmd.arg(role)
         .env_clear()
+        .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
+        .env(
+            "REDIS_KEY_PREFIX",
+            format!("test:proc:{}:", test_support::unique_suffix()),
+        )
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db.url())
         .env("REDIS_URL", redis_url)
@@ -86,20 +95,93 @@ fn a_bad_setting_exits_non_zero_naming_the_variable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_idle_exits_zero_within_a_second() {
-    let db = TestDb::new().await;
-    let port = free_port();
-    let mut child = app_command(&db, "redis://127.0.0.1:6379", port)
-        .spawn()
-        .unwrap();
-    wait_healthy(port).await;
-    let start = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(status.success(), "{status:?}");
+    // Every role: `all` (the default) and `worker` also stop stream
+    // consumers in the middle of a blocking read, the relay and the queue.
+    for role in ["serve", "worker", "all"] {
+        let db = TestDb::new().await;
+        let port = free_port();
+        let mut child = role_command(role, &db, "redis://127.0.0.1:6379", port)
+            .spawn()
+            .unwrap();
+        wait_healthy(port).await;
+        // Let the background loops settle into their blocking waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let start = Instant::now();
+        sigterm(&child);
+        let status = wait_exit(&mut child, Duration::from_secs(5));
+        assert!(status.success(), "{role}: {status:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{role} took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_creates_a_missing_database_and_applies_every_migration() {
+    let scratch = test_support::ScratchDatabase::new().await;
+    let run = || {
+        Command::new(BIN)
+            .arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
+            .env("DATABASE_URL", scratch.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run();
     assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        start.elapsed()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(scratch.exists().await, "local mode creates the database");
+    let tables = scratch
+        .scalar(
+            "SELECT count(*) AS value FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name IN ('users', 'push_tokens', 'outbox')",
+        )
+        .await;
+    assert_eq!(tables, 3);
+    let applied = scratch
+        .scalar("SELECT count(*) AS value FROM __diesel_schema_migrations")
+        .await;
+    let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("up.sql").exists())
+        .count();
+    assert_eq!(
+        usize::try_from(applied).unwrap(),
+        on_disk,
+        "every migration applied"
+    );
+    let again = run();
+    assert!(again.status.success(), "migrate is idempotent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn production_never_creates_a_database() {
+    let scratch = test_support::ScratchDatabase::new().await;
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env_clear()
+        .env("APP_ENV", "production")
+        .env("FIREBASE_PROJECT_ID", "p")
+        .env("CURSOR_SECRET", "0123456789abcdef0123")
+        .env("DATABASE_URL", scratch.url())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Postgres"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !scratch.exists().await,
+        "production never creates databases"
     );
 }
 

@@ -118,9 +118,12 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<bool> {
     let parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
     let name = parsed.path().trim_start_matches('/').to_owned();
     anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
+    // The server's message (SQLSTATE 3D000) is all the driver gives us;
+    // match it with the database's own name, not any "does not exist".
+    let missing = format!("database \"{name}\" does not exist");
     match AsyncPgConnection::establish(url).await {
         Ok(_) => return Ok(false),
-        Err(e) if !e.to_string().contains("does not exist") => {
+        Err(e) if !e.to_string().contains(&missing) => {
             return Err(anyhow::Error::new(e).context("connecting to Postgres"));
         }
         Err(_) => {}

@@ -102,6 +102,9 @@ struct RunState {
     last_janitor: Option<Instant>,
     last_errors: HashMap<String, String>,
     failing_since: Option<Instant>,
+    /// A blocking read was abandoned at shutdown: the connection is busy
+    /// until it times out, so a polite QUIT would wait behind it.
+    abandoned_read: bool,
 }
 
 fn is_nogroup(e: &fred::error::Error) -> bool {
@@ -449,6 +452,7 @@ impl RedisStreamConsumer {
         &self,
         handler: &Arc<dyn EventHandler>,
         state: &mut RunState,
+        stop: &CancellationToken,
     ) -> Result<(), fred::error::Error> {
         if !state.group_ready {
             self.ensure_group().await?;
@@ -478,7 +482,17 @@ impl RedisStreamConsumer {
             }
             return Ok(());
         }
-        let entries = self.read(false).await?;
+        // The blocking read is the one wait that shutdown interrupts: what
+        // is in hand is always finished and acked. Entries Redis hands out
+        // as the read is abandoned stay pending under this consumer, for the
+        // janitor (or this consumer's next start) to pick up.
+        let entries = tokio::select! {
+            r = self.read(false) => r?,
+            () = stop.cancelled() => {
+                state.abandoned_read = true;
+                return Ok(());
+            }
+        };
         if !entries.is_empty() {
             self.process(handler, entries, &HashMap::new(), state)
                 .await?;
@@ -510,7 +524,7 @@ impl EventConsumer for RedisStreamConsumer {
         };
         let mut backoff = s.backoff_min;
         while !stop.is_cancelled() {
-            match self.step(&handler, &mut state).await {
+            match self.step(&handler, &mut state, &stop).await {
                 Ok(()) => {
                     if let Some(since) = state.failing_since.take() {
                         tracing::info!(group = %s.group, down_for_ms = since.elapsed().as_millis() as u64, "event consumer recovered");
@@ -536,7 +550,12 @@ impl EventConsumer for RedisStreamConsumer {
             }
         }
         watcher.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.quit()).await;
+        let quit_within = if state.abandoned_read {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(1)
+        };
+        let _ = tokio::time::timeout(quit_within, self.client.quit()).await;
         tracing::info!(group = %s.group, consumer = %s.consumer, "event consumer stopped");
         Ok(())
     }

@@ -17,7 +17,7 @@ pub use fcm::{
     FAKE_FCM_CLIENT_EMAIL, FAKE_FCM_KEY_ID, FAKE_FCM_PROJECT, FakeFcm, FcmReply, FcmRequest,
     OAuthRequest,
 };
-pub use postgres::TestDb;
+pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};

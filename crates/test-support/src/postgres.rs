@@ -129,6 +129,7 @@ async fn prepare(base: String) {
             .execute(&mut conn)
             .await;
     }
+    sweep_scratch_databases(&base).await;
     let mut conn = connect(&base).await;
     let schemas: Vec<SchemaName> = diesel::sql_query(format!(
         "SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'"
@@ -177,5 +178,135 @@ impl TestDb {
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+const SCRATCH_PREFIX: &str = "trellis_scratch_";
+
+/// A whole database that does not exist yet (for tests of database
+/// creation and `app migrate`), dropped when this value is dropped.
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    name: String,
+    url: String,
+    admin: String,
+}
+
+impl ScratchDatabase {
+    pub async fn new() -> Self {
+        crate::init_tracing();
+        let base = base_url();
+        PREPARED.get_or_init(|| prepare(base.clone())).await;
+        let name = format!("{SCRATCH_PREFIX}{}_{}", now_secs(), unique_suffix());
+        let mut url =
+            url::Url::parse(&base).unwrap_or_else(|e| panic!("TEST_DATABASE_URL {base:?}: {e}"));
+        url.set_path(&format!("/{name}"));
+        let mut admin = url.clone();
+        admin.set_path("/postgres");
+        Self {
+            name,
+            url: url.to_string(),
+            admin: admin.to_string(),
+        }
+    }
+
+    /// The database's URL (it exists once the code under test creates it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the database exists now.
+    pub async fn exists(&self) -> bool {
+        self.database_exists(&self.name).await
+    }
+
+    /// Whether a database named `name` exists.
+    pub async fn database_exists(&self, name: &str) -> bool {
+        let mut conn = connect(&self.admin).await;
+        diesel::sql_query(format!(
+            "SELECT count(*) AS value FROM pg_database WHERE datname = '{}'",
+            name.replace('\'', "''")
+        ))
+        .get_result::<Scalar>(&mut conn)
+        .await
+        .map(|r| r.value == 1)
+        .unwrap_or(false)
+    }
+
+    /// Creates it (for tests of what happens when it already exists).
+    pub async fn create(&self) {
+        let mut conn = connect(&self.admin).await;
+        diesel::sql_query(format!("CREATE DATABASE \"{}\"", self.name))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("creating {}: {e}", self.name));
+    }
+
+    /// Runs `sql` (one bigint column named `value`) in the database.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let mut conn = connect(&self.url).await;
+        diesel::sql_query(sql)
+            .get_result::<Scalar>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .value
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        block_on_fresh_runtime(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
+                let _ =
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+            }
+        });
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct DatabaseName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    datname: String,
+}
+
+/// Drops scratch databases that crashed runs left behind (over an hour old).
+async fn sweep_scratch_databases(base: &str) {
+    let Ok(mut admin) = url::Url::parse(base) else {
+        return;
+    };
+    admin.set_path("/postgres");
+    let Ok(mut conn) = AsyncPgConnection::establish(admin.as_str()).await else {
+        return;
+    };
+    let names: Vec<DatabaseName> = diesel::sql_query(format!(
+        "SELECT datname FROM pg_database WHERE datname LIKE '{SCRATCH_PREFIX}%'"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap_or_default();
+    let cutoff = now_secs().saturating_sub(LEFTOVER_AGE_SECS);
+    for d in names {
+        let born = d
+            .datname
+            .trim_start_matches(SCRATCH_PREFIX)
+            .split('_')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok());
+        if born.is_some_and(|b| b < cutoff) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                d.datname
+            ))
+            .execute(&mut conn)
+            .await;
+        }
     }
 }
