@@ -38,9 +38,10 @@ impl std::str::FromStr for JobId {
 }
 
 /// Deduplication: while a job with this key is pending, scheduled, running or
-/// waiting to retry (and at most `ttl`), enqueueing another with the same key
-/// is refused with `Duplicate`. The key is released when the job completes or
-/// dies.
+/// waiting to retry, enqueueing another with the same key is refused with
+/// `Duplicate`. The key is released when the job completes, dies or is
+/// deleted; `ttl` bounds how long it outlives the job's next due time (its
+/// `run_at`, or its next retry) should the job be lost some other way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
     pub key: String,

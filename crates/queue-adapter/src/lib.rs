@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod leases;
 mod periodic;
 mod queue;
 mod redis;
@@ -8,7 +9,8 @@ mod worker;
 
 pub use deadpool_redis::Pool as RedisPool;
 pub use queue::{
-    DeadJob, LeasedJob, QueueError, QueueSettings, QueueStats, RedisJobQueue, valid_queue_name,
+    DeadJob, FailOutcome, Lease, LeaseOutcome, LeasedJob, QueueError, QueueSettings, QueueStats,
+    RedisJobQueue, TickOutcome, valid_queue_name,
 };
 pub use redis::{RedisHealthProbe, RedisSettings, build_pool};
 pub use worker::{JobWorker, WorkerSettings, backoff};

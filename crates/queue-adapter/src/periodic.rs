@@ -1,9 +1,12 @@
 //! Periodic jobs from cron expressions, enqueued once per tick across every
-//! worker process (the first process to claim a tick in Redis enqueues it).
+//! worker process: claiming a tick and enqueueing its job are one atomic
+//! step ([`RedisJobQueue::enqueue_tick`]), so a tick is never claimed
+//! without its job, and a failed attempt is retried without risking a
+//! duplicate.
 
-use crate::queue::RedisJobQueue;
+use crate::queue::{RedisJobQueue, TickOutcome};
 use chrono::{DateTime, Utc};
-use ports::{EnqueueJobError, JobQueue as _, NewJob};
+use ports::{EnqueueJobError, NewJob};
 use std::str::FromStr as _;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -55,20 +58,38 @@ pub(crate) async fn scheduler(
                 continue;
             }
             *due = p.next_after(now);
-            match queue.claim_tick(&p.name, tick.timestamp()).await {
-                Ok(true) => match queue.enqueue(p.job.clone()).await {
-                    Ok(id) => {
-                        tracing::info!(periodic = %p.name, job_id = %id, "periodic job enqueued")
-                    }
-                    Err(EnqueueJobError::Duplicate { .. }) => {}
-                    Err(e) => {
-                        tracing::warn!(periodic = %p.name, error = %e, "periodic job not enqueued")
-                    }
-                },
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(periodic = %p.name, error = %e, "cannot claim periodic tick")
+            fire(&queue, p, tick.timestamp(), &stop).await;
+        }
+    }
+}
+
+/// Tries to enqueue one tick a few times (Redis may be briefly away); the
+/// tick claim makes every try safe.
+async fn fire(queue: &RedisJobQueue, p: &Periodic, tick: i64, stop: &CancellationToken) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match queue.enqueue_tick(&p.name, tick, p.job.clone()).await {
+            Ok(TickOutcome::Enqueued(id)) => {
+                tracing::info!(periodic = %p.name, tick, job_id = %id, "periodic job enqueued");
+                return;
+            }
+            // Another process enqueued this tick, or the job's own unique
+            // key says the previous run is still live.
+            Ok(TickOutcome::AlreadyEnqueued) | Err(EnqueueJobError::Duplicate { .. }) => return,
+            Err(e @ EnqueueJobError::Invalid(_)) => {
+                tracing::error!(periodic = %p.name, error = %e, "periodic job refused");
+                return;
+            }
+            Err(e) if attempt < 5 => {
+                tracing::debug!(periodic = %p.name, tick, error = %e, "retrying periodic tick");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
                 }
+                wait *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(periodic = %p.name, tick, error = %e, "periodic tick not enqueued");
             }
         }
     }

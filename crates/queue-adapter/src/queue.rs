@@ -62,10 +62,43 @@ impl From<deadpool_redis::PoolError> for QueueError {
     }
 }
 
+/// Proof that a worker holds a job's lease: the job and the fencing number
+/// FETCH gave this lease. Every state change a worker makes carries it; one
+/// whose lease has since been recovered (or fetched again) changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: JobId,
+    /// Increases every time the job is fetched.
+    pub token: u64,
+}
+
+/// What a state change made by a lease holder did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The change was made.
+    Applied,
+    /// The lease had been recovered, the job fetched again or deleted:
+    /// nothing changed. Not an error; the job is someone else's now.
+    LeaseLost,
+}
+
+/// What recording a failed attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The job waits in the retry set.
+    Retry,
+    /// The job is in the dead set.
+    Dead,
+    /// The lease was lost: nothing changed.
+    LeaseLost,
+}
+
 /// A job a worker holds a lease on.
 #[derive(Debug, Clone)]
 pub struct LeasedJob {
     pub id: JobId,
+    /// This lease's fencing number (see [`Lease`]).
+    pub token: u64,
     pub queue: String,
     pub kind: String,
     pub version: u16,
@@ -76,6 +109,16 @@ pub struct LeasedJob {
     pub timeout: Duration,
     /// When it became ready to run (ms since the epoch).
     pub ready_at_ms: i64,
+}
+
+impl LeasedJob {
+    /// The lease to present when changing this job's state.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.token,
+        }
+    }
 }
 
 /// Counts per queue, for `app jobs stats` and the metrics.
@@ -144,6 +187,31 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+fn parse_id(id: &str) -> Result<JobId, QueueError> {
+    id.parse()
+        .map_err(|e| QueueError::Unknown(anyhow::anyhow!("job id {id:?}: {e}")))
+}
+
+/// `id, token, id, token, ...` for the scripts that check leases.
+fn lease_args(leases: &[Lease]) -> Vec<String> {
+    leases
+        .iter()
+        .flat_map(|l| [l.id.to_string(), l.token.to_string()])
+        .collect()
+}
+
+/// How long a periodic tick's claim is kept.
+const TICK_CLAIM_TTL_SECS: i64 = 86_400;
+
+/// What enqueueing a periodic tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// The tick's job was enqueued.
+    Enqueued(JobId),
+    /// This tick had already been enqueued (by this or another process).
+    AlreadyEnqueued,
+}
+
 /// Queue names: 1 to 64 of `[a-z0-9_-]`.
 pub fn valid_queue_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -159,15 +227,15 @@ impl RedisJobQueue {
                 conn: SharedConnection::new(pool),
                 settings,
                 scripts: Scripts {
-                    enqueue: Script::new(scripts::ENQUEUE),
-                    fetch: Script::new(scripts::FETCH),
-                    forward: Script::new(scripts::FORWARD),
-                    heartbeat: Script::new(scripts::HEARTBEAT),
+                    enqueue: Script::new(&scripts::enqueue()),
+                    fetch: Script::new(&scripts::fetch()),
+                    forward: Script::new(&scripts::forward()),
+                    heartbeat: Script::new(&scripts::heartbeat()),
                     complete: Script::new(&scripts::complete()),
                     fail: Script::new(&scripts::fail()),
                     recover: Script::new(&scripts::recover()),
-                    requeue: Script::new(scripts::REQUEUE),
-                    revive: Script::new(scripts::REVIVE),
+                    requeue: Script::new(&scripts::requeue()),
+                    revive: Script::new(&scripts::revive()),
                     delete: Script::new(&scripts::delete()),
                 },
             }),
@@ -222,7 +290,8 @@ impl RedisJobQueue {
         Ok(self.fetch_many(queue, lease, 1).await?.pop())
     }
 
-    /// Leases up to `max` of the oldest ready jobs of `queue`, in one round trip.
+    /// Leases up to `max` of the oldest ready jobs of `queue`, in one round
+    /// trip. Each lease gets a fresh fencing number ([`LeasedJob::token`]).
     pub async fn fetch_many(
         &self,
         queue: &str,
@@ -241,7 +310,6 @@ impl RedisJobQueue {
                     .fetch
                     .key(pending)
                     .key(active)
-                    .arg(now_ms())
                     .arg(ms(lease))
                     .arg(prefix)
                     .arg(max.max(1))
@@ -255,9 +323,10 @@ impl RedisJobQueue {
                 let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
                 let num = |k: &str| get(k).parse::<i64>().unwrap_or(0);
                 Ok(LeasedJob {
-                    id: id
-                        .parse()
-                        .map_err(|e| QueueError::Unknown(anyhow::anyhow!("job id {id:?}: {e}")))?,
+                    id: parse_id(&id)?,
+                    token: get("lease").parse().map_err(|e| {
+                        QueueError::Unknown(anyhow::anyhow!("lease of job {id}: {e}"))
+                    })?,
                     queue: queue.to_owned(),
                     kind: get("kind").to_owned(),
                     version: u16::try_from(num("version")).unwrap_or(0),
@@ -286,7 +355,6 @@ impl RedisJobQueue {
                 .scripts
                 .forward
                 .key(&keys[..])
-                .arg(now_ms())
                 .arg(1000)
                 .arg(prefix)
                 .invoke_async(&mut c)
@@ -295,68 +363,98 @@ impl RedisJobQueue {
         .await
     }
 
-    /// Extends the leases of `ids` (those still active) to now + `lease`.
+    /// Extends `leases` (those still held) to now + `lease`. Returns the
+    /// leases that are lost: their jobs were recovered, fetched again by
+    /// another worker, or deleted, and their handlers should stop.
     pub async fn heartbeat(
         &self,
         queue: &str,
-        ids: &[JobId],
+        leases: &[Lease],
         lease: Duration,
-    ) -> Result<u64, QueueError> {
-        if ids.is_empty() {
-            return Ok(0);
+    ) -> Result<Vec<Lease>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
         }
-        let active = self.key(queue, "active");
-        let deadline = now_ms() + ms(lease);
-        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        self.with_conn(|mut c| async move {
-            self.inner
-                .scripts
-                .heartbeat
-                .key(active)
-                .arg(deadline)
-                .arg(&ids[..])
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        let (active, prefix) = (self.key(queue, "active"), self.job_prefix());
+        let args = lease_args(leases);
+        let lost: Vec<String> = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .heartbeat
+                    .key(active)
+                    .arg(ms(lease))
+                    .arg(prefix)
+                    .arg(&args[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(leases
+            .iter()
+            .filter(|l| lost.iter().any(|id| *id == l.id.to_string()))
+            .copied()
+            .collect())
     }
 
-    /// The job succeeded: it is deleted and its unique key released.
-    pub async fn complete(&self, queue: &str, id: &JobId) -> Result<bool, QueueError> {
-        Ok(self.complete_many(queue, std::slice::from_ref(id)).await? == 1)
+    /// The job succeeded: it is deleted and its unique key released, if
+    /// `lease` is still held.
+    pub async fn complete(&self, queue: &str, lease: Lease) -> Result<LeaseOutcome, QueueError> {
+        Ok(self
+            .complete_many(queue, std::slice::from_ref(&lease))
+            .await?
+            .pop()
+            .unwrap_or(LeaseOutcome::LeaseLost))
     }
 
-    /// Completes several jobs of `queue` in one round trip. Returns how many existed.
-    pub async fn complete_many(&self, queue: &str, ids: &[JobId]) -> Result<u64, QueueError> {
-        if ids.is_empty() {
-            return Ok(0);
+    /// Completes several jobs of `queue` in one round trip. Returns one
+    /// outcome per lease, in order.
+    pub async fn complete_many(
+        &self,
+        queue: &str,
+        leases: &[Lease],
+    ) -> Result<Vec<LeaseOutcome>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
         }
         let keys = [self.key(queue, "active"), self.key(queue, "processed")];
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
-        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        self.with_conn(|mut c| async move {
-            self.inner
-                .scripts
-                .complete
-                .key(&keys[..])
-                .arg(prefix)
-                .arg(uprefix)
-                .arg(&ids[..])
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        let args = lease_args(leases);
+        let done: Vec<i64> = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .complete
+                    .key(&keys[..])
+                    .arg(prefix)
+                    .arg(uprefix)
+                    .arg(&args[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(done
+            .into_iter()
+            .map(|n| {
+                if n == 1 {
+                    LeaseOutcome::Applied
+                } else {
+                    LeaseOutcome::LeaseLost
+                }
+            })
+            .collect())
     }
 
-    /// The attempt failed: retry at `retry_at_ms`, or (with `None`) the job dies.
-    /// Returns whether the job went to the dead set.
+    /// The attempt failed: retry `retry_after` from now (measured by Redis'
+    /// clock), or (with `None`) the job dies. Nothing changes if `lease` is
+    /// no longer held.
     pub async fn fail(
         &self,
         queue: &str,
-        id: &JobId,
+        lease: Lease,
         error: &str,
-        retry_at_ms: Option<i64>,
-    ) -> Result<bool, QueueError> {
+        retry_after: Option<Duration>,
+    ) -> Result<FailOutcome, QueueError> {
         let keys = [
             self.key(queue, "active"),
             self.key(queue, "retry"),
@@ -372,24 +470,35 @@ impl RedisJobQueue {
                     .scripts
                     .fail
                     .key(&keys[..])
-                    .arg(id.to_string())
+                    .arg(lease.id.to_string())
                     .arg(prefix)
                     .arg(uprefix)
-                    .arg(now_ms())
+                    .arg(lease.token)
                     .arg(error)
-                    .arg(retry_at_ms.unwrap_or(0))
+                    .arg(retry_after.map_or(-1, ms))
                     .arg(s.dead_max_size)
                     .arg(ms(s.dead_max_age))
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(n == 2)
+        Ok(match n {
+            1 => FailOutcome::Retry,
+            2 => FailOutcome::Dead,
+            _ => FailOutcome::LeaseLost,
+        })
     }
 
-    /// Sends jobs whose lease ran out back to retry (or to the dead set).
-    /// Returns (retried, dead).
-    pub async fn recover(&self, queue: &str) -> Result<(u64, u64), QueueError> {
+    /// Sends jobs whose lease ran out back to retry after the backoff
+    /// `retry_base * 2^(attempt-1)` (capped at `retry_cap`, equal jitter),
+    /// or to the dead set when out of retries; then caps the dead set by
+    /// size and age. Returns (retried, dead).
+    pub async fn recover(
+        &self,
+        queue: &str,
+        retry_base: Duration,
+        retry_cap: Duration,
+    ) -> Result<(u64, u64), QueueError> {
         let keys = [
             self.key(queue, "active"),
             self.key(queue, "retry"),
@@ -398,25 +507,29 @@ impl RedisJobQueue {
         ];
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let s = &self.inner.settings;
+        let seed: u32 = rand::random();
         self.with_conn(|mut c| async move {
             self.inner
                 .scripts
                 .recover
                 .key(&keys[..])
-                .arg(now_ms())
                 .arg(prefix)
                 .arg(uprefix)
                 .arg(1000)
                 .arg(s.dead_max_size)
                 .arg(ms(s.dead_max_age))
+                .arg(ms(retry_base))
+                .arg(ms(retry_cap))
+                .arg(seed)
                 .invoke_async(&mut c)
                 .await
         })
         .await
     }
 
-    /// Puts an unfinished job back at the front of its queue (shutdown).
-    pub async fn requeue(&self, queue: &str, id: &JobId) -> Result<bool, QueueError> {
+    /// Puts an unfinished job back at the front of its queue (shutdown), if
+    /// `lease` is still held; the attempt does not count.
+    pub async fn requeue(&self, queue: &str, lease: Lease) -> Result<LeaseOutcome, QueueError> {
         let keys = [
             self.key(queue, "active"),
             self.key(queue, "pending"),
@@ -429,13 +542,18 @@ impl RedisJobQueue {
                     .scripts
                     .requeue
                     .key(&keys[..])
-                    .arg(id.to_string())
+                    .arg(lease.id.to_string())
                     .arg(prefix)
+                    .arg(lease.token)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(n == 1)
+        Ok(if n == 1 {
+            LeaseOutcome::Applied
+        } else {
+            LeaseOutcome::LeaseLost
+        })
     }
 
     /// Waits up to `timeout` for a wake-up token on any of `queues` (an
@@ -453,25 +571,6 @@ impl RedisJobQueue {
             .query_async(&mut conn)
             .await?;
         Ok(())
-    }
-
-    /// Claims tick `tick` of periodic job `name` for this process. Exactly one
-    /// caller per tick gets `true` (the claim is kept a day).
-    pub async fn claim_tick(&self, name: &str, tick: i64) -> Result<bool, QueueError> {
-        let key = format!("{}cron:{name}:{tick}", self.inner.settings.prefix);
-        let set: Option<String> = self
-            .with_conn(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(86_400)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(set.is_some())
     }
 
     /// Every queue that ever had a job.
@@ -555,6 +654,11 @@ impl RedisJobQueue {
     }
 
     /// Runs a dead job again with fresh retries. Returns false if `id` is not dead.
+    ///
+    /// Its unique key (released when it died) is taken again if it is free.
+    /// If a newer job holds it meanwhile, the revived job still runs (the
+    /// operator asked for it) but without the key, and it never releases
+    /// the newer job's key.
     pub async fn revive(&self, id: &str) -> Result<bool, QueueError> {
         let Some(queue) = self.queue_of(id).await? else {
             return Ok(false);
@@ -564,7 +668,7 @@ impl RedisJobQueue {
             self.key(&queue, "pending"),
             self.key(&queue, "wake"),
         ];
-        let prefix = self.job_prefix();
+        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let n: i64 = self
             .with_conn(|mut c| async move {
                 self.inner
@@ -573,7 +677,7 @@ impl RedisJobQueue {
                     .key(&keys[..])
                     .arg(id)
                     .arg(prefix)
-                    .arg(now_ms())
+                    .arg(uprefix)
                     .invoke_async(&mut c)
                     .await
             })
@@ -583,14 +687,25 @@ impl RedisJobQueue {
 
     /// Revives every dead job of `queue` (or of every queue). Returns how many.
     pub async fn revive_all(&self, queue: Option<&str>) -> Result<u64, QueueError> {
+        let queues = match queue {
+            Some(q) => vec![q.to_owned()],
+            None => self.queues().await?,
+        };
+        // Bounded: at most the dead set's cap per queue and call.
+        let last = isize::try_from(self.inner.settings.dead_max_size)
+            .unwrap_or(isize::MAX)
+            .max(1)
+            - 1;
         let mut n = 0;
-        // Bounded: at most the dead set's cap per call.
-        for job in self
-            .dead(queue, self.inner.settings.dead_max_size as usize)
-            .await?
-        {
-            if self.revive(&job.id).await? {
-                n += 1;
+        for q in queues {
+            let key = self.key(&q, "dead");
+            let ids: Vec<String> = self
+                .with_conn(|mut c| async move { c.zrange(key, 0, last).await })
+                .await?;
+            for id in ids {
+                if self.revive(&id).await? {
+                    n += 1;
+                }
             }
         }
         Ok(n)
@@ -623,9 +738,31 @@ impl RedisJobQueue {
     }
 }
 
-#[async_trait]
-impl JobQueue for RedisJobQueue {
-    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueJobError> {
+impl RedisJobQueue {
+    /// Enqueues tick `tick` (a Unix time in seconds) of periodic job `name`:
+    /// claiming the tick and storing the job are one atomic step, so a tick
+    /// is enqueued once however many processes (or retries after a failed
+    /// call) try, and a failed attempt can simply be tried again.
+    pub async fn enqueue_tick(
+        &self,
+        name: &str,
+        tick: i64,
+        job: NewJob,
+    ) -> Result<TickOutcome, EnqueueJobError> {
+        let claim = format!("{}cron:{name}:{tick}", self.inner.settings.prefix);
+        Ok(match self.store(job, Some(claim)).await? {
+            Some(id) => TickOutcome::Enqueued(id),
+            None => TickOutcome::AlreadyEnqueued,
+        })
+    }
+
+    /// Validates and stores `job`, claiming `claim` in the same step if
+    /// given. `None` when `claim` was already taken.
+    async fn store(
+        &self,
+        job: NewJob,
+        claim: Option<String>,
+    ) -> Result<Option<JobId>, EnqueueJobError> {
         if job.kind.is_empty() || job.kind.len() > 128 {
             return Err(EnqueueJobError::Invalid(
                 "a job kind is 1 to 128 characters".into(),
@@ -638,7 +775,6 @@ impl JobQueue for RedisJobQueue {
             )));
         }
         let id = JobId::new();
-        let now = now_ms();
         let (unique_key, unique_ttl) = match &job.unique {
             Some(u) if !u.key.is_empty() => (u.key.clone(), ms(u.ttl).max(1)),
             Some(_) => return Err(EnqueueJobError::Invalid("empty unique key".into())),
@@ -654,9 +790,15 @@ impl JobQueue for RedisJobQueue {
             ("max_retries", job.max_retries.to_string()),
             ("timeout_ms", ms(job.timeout).to_string()),
             ("unique_key", unique_key.clone()),
-            ("enqueued_at", now.to_string()),
+            ("unique_ttl_ms", unique_ttl.to_string()),
             ("attempt", "0".into()),
+            ("lease", "0".into()),
         ];
+        let claim_ttl = if claim.is_some() {
+            TICK_CLAIM_TTL_SECS
+        } else {
+            0
+        };
         let keys = [
             format!("{}{id}", self.job_prefix()),
             self.key(&job.queue, "pending"),
@@ -664,6 +806,8 @@ impl JobQueue for RedisJobQueue {
             format!("{}{}", self.unique_prefix(), unique_key),
             self.queues_key(),
             self.key(&job.queue, "wake"),
+            // A key name is required either way; unused without a claim.
+            claim.unwrap_or_else(|| format!("{}cron:-", self.inner.settings.prefix)),
         ];
         let run_at = job.run_at.map_or(0, |t| t.timestamp_millis());
         let queue = job.queue.clone();
@@ -673,9 +817,9 @@ impl JobQueue for RedisJobQueue {
                 inv.key(&keys[..])
                     .arg(id.to_string())
                     .arg(&queue)
-                    .arg(now)
                     .arg(run_at)
-                    .arg(unique_ttl);
+                    .arg(unique_ttl)
+                    .arg(claim_ttl);
                 for (k, v) in &fields {
                     inv.arg(*k).arg(v);
                 }
@@ -686,10 +830,25 @@ impl JobQueue for RedisJobQueue {
                 QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
                 QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
             })?;
-        if added == 0 {
-            return Err(EnqueueJobError::Duplicate { key: unique_key });
+        match added {
+            0 => Err(EnqueueJobError::Duplicate { key: unique_key }),
+            2 => Ok(None),
+            _ => {
+                metrics::counter!("jobs_enqueued_total", "queue" => job.queue.clone(), "kind" => job.kind.clone()).increment(1);
+                Ok(Some(id))
+            }
         }
-        metrics::counter!("jobs_enqueued_total", "queue" => job.queue.clone(), "kind" => job.kind.clone()).increment(1);
-        Ok(id)
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisJobQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueJobError> {
+        match self.store(job, None).await? {
+            Some(id) => Ok(id),
+            None => Err(EnqueueJobError::Unknown(anyhow::anyhow!(
+                "enqueue without a tick claim reported a claimed tick"
+            ))),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Every state change of a job, as one atomic Lua script.
 //!
 //! Keys (with `P` = the queue prefix, `Q` = a queue name):
-//! - `P job:<id>`       hash: the job and its state
+//! - `P job:<id>`       hash: the job and its state (`state`, `attempt`,
+//!   `lease` = the fencing number of the current lease, `unique_key`,
+//!   `unique_ttl_ms`, ...)
 //! - `P Q:pending`      list of ids ready to run (LPUSH in, RPOP out: FIFO)
 //! - `P Q:scheduled`    zset id -> run at (ms)
 //! - `P Q:retry`        zset id -> retry at (ms)
@@ -10,89 +12,40 @@
 //! - `P Q:wake`         list of tokens that wake idle workers (BLPOP)
 //! - `P Q:processed`, `P Q:failed`   counters
 //! - `P unique:<key>`   the id of the live job holding a unique key
+//! - `P cron:<name>:<tick>`   a periodic tick that has been enqueued
 //! - `P queues`         set of queue names
+//!
+//! **Lease fencing.** FETCH increments the job's `lease` field and hands the
+//! new number to the worker. COMPLETE, FAIL, REQUEUE and HEARTBEAT act only
+//! when the job is still `active` *and* its `lease` equals the caller's:
+//! once a lease has been recovered (and perhaps fetched again by another
+//! worker), its old holder can no longer change the job.
+//!
+//! **Clock.** Lease deadlines, schedules and timestamps use Redis' own clock
+//! (`TIME`), never the caller's, so workers with skewed clocks agree. Only
+//! an explicit `run_at` (an absolute time chosen by the enqueuer) comes from
+//! outside; it is compared with Redis' clock.
 //!
 //! Scripts touch job hashes named from a prefix argument, so they need a
 //! single Redis (or a primary with replicas), not Redis Cluster.
 
-/// KEYS: job, pending, scheduled, unique, queues, wake.
-/// ARGV: id, queue, now, run_at (0: now), unique_ttl_ms (0: none), field, value, ...
-/// Returns 1, or 0 when the unique key is taken.
-pub(crate) const ENQUEUE: &str = r"
-if tonumber(ARGV[5]) > 0 then
-  if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[5]) then return 0 end
+/// Redis' clock in milliseconds since the epoch.
+const NOW_MS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('SADD', KEYS[5], ARGV[2])
-local run_at = tonumber(ARGV[4])
-if run_at > tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'state', 'scheduled')
-  redis.call('ZADD', KEYS[3], run_at, ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', ARGV[3])
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('LPUSH', KEYS[6], '1')
-  redis.call('LTRIM', KEYS[6], 0, 63)
-end
-return 1
 ";
 
-/// KEYS: pending, active. ARGV: now, lease_ms, job prefix, max jobs.
-/// Pops up to `max` of the oldest ready jobs, leases them, counts the
-/// attempt. Returns `{{id, {field, value, ...}}, ...}` (possibly empty).
-pub(crate) const FETCH: &str = r"
-local out = {}
-local max = tonumber(ARGV[4])
-local deadline = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for i = 1, max * 4 do
-  if #out >= max then break end
-  local id = redis.call('RPOP', KEYS[1])
-  if not id then break end
-  local key = ARGV[3] .. id
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('ZADD', KEYS[2], deadline, id)
-    redis.call('HINCRBY', key, 'attempt', 1)
-    redis.call('HSET', key, 'state', 'active', 'started_at', ARGV[1])
-    out[#out + 1] = {id, redis.call('HGETALL', key)}
-  end
+/// Whether `key` (a job hash) is active under lease `token`.
+const HOLDS_LEASE: &str = r"
+local function holds_lease(key, token)
+  local f = redis.call('HMGET', key, 'state', 'lease')
+  return f[1] == 'active' and f[2] == token
 end
-return out
 ";
 
-/// KEYS: scheduled, retry, pending, wake. ARGV: now, limit, job prefix.
-/// Moves due scheduled and retry jobs to pending. Returns how many.
-pub(crate) const FORWARD: &str = r"
-local moved = 0
-for _, src in ipairs({KEYS[1], KEYS[2]}) do
-  local ids = redis.call('ZRANGEBYSCORE', src, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-  for _, id in ipairs(ids) do
-    redis.call('ZREM', src, id)
-    local key = ARGV[3] .. id
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, 'state', 'pending', 'ready_at', ARGV[1])
-      redis.call('LPUSH', KEYS[3], id)
-      moved = moved + 1
-    end
-  end
-end
-if moved > 0 then
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 63)
-end
-return moved
-";
-
-/// KEYS: active. ARGV: deadline, id, id, ... Extends leases still held.
-pub(crate) const HEARTBEAT: &str = r"
-local n = 0
-for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[1], ARGV[i])
-end
-return n
-";
-
-/// Shared by the scripts that end a job: release its unique key if it still
-/// holds it. Expects `key` (the job hash) and `uprefix`.
+/// Release a job's unique key if it still holds it.
 const RELEASE_UNIQUE: &str = r"
 local function release_unique(key, id, uprefix)
   local unique = redis.call('HGET', key, 'unique_key')
@@ -103,7 +56,27 @@ local function release_unique(key, id, uprefix)
 end
 ";
 
-/// Caps the dead set: drop entries older than max age, then the oldest past max size.
+/// Keep a job's unique key for at least `delay` + its TTL: it next runs in
+/// `delay` ms. A key that has expired meanwhile is taken again if free; one
+/// held by another job is left alone.
+const HOLD_UNIQUE: &str = r"
+local function hold_unique(key, id, uprefix, delay)
+  local f = redis.call('HMGET', key, 'unique_key', 'unique_ttl_ms')
+  local unique, ttl = f[1], tonumber(f[2] or '0') or 0
+  if not unique or unique == '' or ttl <= 0 then return end
+  local ukey = uprefix .. unique
+  local want = math.max(delay, 0) + ttl
+  local holder = redis.call('GET', ukey)
+  if holder == id then
+    if redis.call('PTTL', ukey) < want then redis.call('PEXPIRE', ukey, want) end
+  elseif not holder then
+    redis.call('SET', ukey, id, 'NX', 'PX', want)
+  end
+end
+";
+
+/// Caps the dead set: drop entries older than max age, then the oldest past
+/// max size (at most 500 of each per call, so one call stays short).
 const CAP_DEAD: &str = r"
 local function cap_dead(dead, jprefix, now, max_size, max_age)
   local old = redis.call('ZRANGEBYSCORE', dead, '-inf', now - max_age, 'LIMIT', 0, 500)
@@ -111,7 +84,7 @@ local function cap_dead(dead, jprefix, now, max_size, max_age)
     redis.call('ZREM', dead, id)
     redis.call('DEL', jprefix .. id)
   end
-  local excess = redis.call('ZCARD', dead) - max_size
+  local excess = math.min(redis.call('ZCARD', dead) - max_size, 500)
   if excess > 0 then
     local ids = redis.call('ZRANGE', dead, 0, excess - 1)
     for _, id in ipairs(ids) do
@@ -122,117 +95,266 @@ local function cap_dead(dead, jprefix, now, max_size, max_age)
 end
 ";
 
-/// KEYS: active, processed. ARGV: job prefix, unique prefix, id, id, ...
-/// The jobs succeeded: each is deleted and its unique key released.
-/// Returns how many existed.
+/// Wake idle workers of a queue.
+const WAKE: &str = r"
+local function wake(list)
+  redis.call('LPUSH', list, '1')
+  redis.call('LTRIM', list, 0, 63)
+end
+";
+
+/// KEYS: job, pending, scheduled, unique, queues, wake, tick claim.
+/// ARGV: id, queue, run_at ms (0: now), unique_ttl_ms (0: none),
+/// tick claim ttl s (0: no claim), field, value, ...
+/// The unique key is held for its TTL counted from when the job is due
+/// (`max(ttl, run_at - now + ttl)`). A periodic tick is claimed in the same
+/// step, so it is enqueued once or not at all.
+/// Returns 1, 0 when the unique key is taken, or 2 when the tick was
+/// already enqueued.
+pub(crate) fn enqueue() -> String {
+    format!(
+        "{NOW_MS}{WAKE}
+local now = now_ms()
+local run_at = tonumber(ARGV[3])
+local claim_ttl = tonumber(ARGV[5])
+if claim_ttl > 0 and redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  local px = math.max(ttl, run_at - now + ttl)
+  if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', px) then return 0 end
+end
+if claim_ttl > 0 then redis.call('SET', KEYS[7], ARGV[1], 'EX', claim_ttl) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'enqueued_at', now)
+redis.call('SADD', KEYS[5], ARGV[2])
+if run_at > now then
+  redis.call('HSET', KEYS[1], 'state', 'scheduled')
+  redis.call('ZADD', KEYS[3], run_at, ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now)
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  wake(KEYS[6])
+end
+return 1"
+    )
+}
+
+/// KEYS: pending, active. ARGV: lease_ms, job prefix, max jobs.
+/// Pops up to `max` of the oldest ready jobs, leases them under a fresh
+/// fencing number (`lease`), counts the attempt. Ids that are not pending
+/// (a stale entry) are skipped, never leased twice.
+/// Returns `{{id, {field, value, ...}}, ...}` (possibly empty).
+pub(crate) fn fetch() -> String {
+    format!(
+        "{NOW_MS}
+local out = {{}}
+local max = tonumber(ARGV[3])
+local now = now_ms()
+local deadline = now + tonumber(ARGV[1])
+for i = 1, max * 4 do
+  if #out >= max then break end
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  local key = ARGV[2] .. id
+  if redis.call('HGET', key, 'state') == 'pending' then
+    redis.call('ZADD', KEYS[2], deadline, id)
+    redis.call('HINCRBY', key, 'attempt', 1)
+    redis.call('HINCRBY', key, 'lease', 1)
+    redis.call('HSET', key, 'state', 'active', 'started_at', now)
+    out[#out + 1] = {{id, redis.call('HGETALL', key)}}
+  end
+end
+return out"
+    )
+}
+
+/// KEYS: scheduled, retry, pending, wake. ARGV: limit, job prefix.
+/// Moves due scheduled and retry jobs to pending. Returns how many.
+pub(crate) fn forward() -> String {
+    format!(
+        "{NOW_MS}{WAKE}
+local now = now_ms()
+local moved = 0
+for _, src in ipairs({{KEYS[1], KEYS[2]}}) do
+  local ids = redis.call('ZRANGEBYSCORE', src, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', src, id)
+    local key = ARGV[2] .. id
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, 'state', 'pending', 'ready_at', now)
+      redis.call('LPUSH', KEYS[3], id)
+      moved = moved + 1
+    end
+  end
+end
+if moved > 0 then wake(KEYS[4]) end
+return moved"
+    )
+}
+
+/// KEYS: active. ARGV: lease_ms, job prefix, id, token, id, token, ...
+/// Extends the leases still held under those tokens to now + lease.
+/// Returns the ids whose lease is lost (recovered, refetched or deleted).
+pub(crate) fn heartbeat() -> String {
+    format!(
+        "{NOW_MS}{HOLDS_LEASE}
+local deadline = now_ms() + tonumber(ARGV[1])
+local lost = {{}}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  if holds_lease(ARGV[2] .. id, token) then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost"
+    )
+}
+
+/// KEYS: active, processed. ARGV: job prefix, unique prefix, id, token, ...
+/// The jobs succeeded: each one still leased under its token is deleted and
+/// its unique key released. Returns one number per job: 1 completed, 0 its
+/// lease was lost (the job is left alone).
 pub(crate) fn complete() -> String {
     format!(
-        "{RELEASE_UNIQUE}
-local n = 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  redis.call('ZREM', KEYS[1], id)
+        "{HOLDS_LEASE}{RELEASE_UNIQUE}
+local out, n = {{}}, 0
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 1 then
+  if holds_lease(key, token) then
+    redis.call('ZREM', KEYS[1], id)
     release_unique(key, id, ARGV[2])
     redis.call('DEL', key)
     n = n + 1
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
   end
 end
 if n > 0 then redis.call('INCRBY', KEYS[2], n) end
-return n"
+return out"
     )
 }
 
 /// KEYS: active, retry, dead, failed.
-/// ARGV: id, job prefix, unique prefix, now, error, retry_at (0: dead), dead max size, dead max age ms.
-/// Returns 1 (retry), 2 (dead) or 0 (job gone).
+/// ARGV: id, job prefix, unique prefix, token, error, retry delay ms
+/// (-1: dead), dead max size, dead max age ms.
+/// A retry keeps the unique key until the retry is due plus its TTL.
+/// Returns 1 (retry), 2 (dead) or 0 (lease lost: nothing changed).
 pub(crate) fn fail() -> String {
     format!(
-        "{RELEASE_UNIQUE}{CAP_DEAD}
-local key = ARGV[2] .. ARGV[1]
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('EXISTS', key) == 0 then return 0 end
-redis.call('HSET', key, 'last_error', ARGV[5], 'failed_at', ARGV[4])
+        "{NOW_MS}{HOLDS_LEASE}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}
+local id = ARGV[1]
+local key = ARGV[2] .. id
+if not holds_lease(key, ARGV[4]) then return 0 end
+local now = now_ms()
+redis.call('ZREM', KEYS[1], id)
+redis.call('HSET', key, 'last_error', ARGV[5], 'failed_at', now)
 redis.call('INCR', KEYS[4])
-if tonumber(ARGV[6]) > 0 then
+local delay = tonumber(ARGV[6])
+if delay >= 0 then
   redis.call('HSET', key, 'state', 'retry')
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+  redis.call('ZADD', KEYS[2], now + delay, id)
+  hold_unique(key, id, ARGV[3], delay)
   return 1
 end
 redis.call('HSET', key, 'state', 'dead')
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-release_unique(key, ARGV[1], ARGV[3])
-cap_dead(KEYS[3], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+redis.call('ZADD', KEYS[3], now, id)
+release_unique(key, id, ARGV[3])
+cap_dead(KEYS[3], ARGV[2], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
 return 2"
     )
 }
 
 /// KEYS: active, retry, dead, failed.
-/// ARGV: now, job prefix, unique prefix, limit, dead max size, dead max age ms.
-/// Jobs whose lease ran out (their worker died) go to retry at once, or to
-/// the dead set when out of retries. Returns `{retried, dead}`.
+/// ARGV: job prefix, unique prefix, limit, dead max size, dead max age ms,
+/// retry base ms, retry cap ms, random seed.
+/// Jobs whose lease ran out (their worker died or stalled) go to retry after
+/// the usual backoff (equal jitter), or to the dead set when out of retries;
+/// either way their old lease is void. Then the dead set is capped, even
+/// when no job died. Returns `{retried, dead}`.
 pub(crate) fn recover() -> String {
     format!(
-        "{RELEASE_UNIQUE}{CAP_DEAD}
-local now = tonumber(ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+        "{NOW_MS}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}
+math.randomseed(tonumber(ARGV[8]))
+local function backoff_ms(attempt)
+  local exp = tonumber(ARGV[6]) * 2 ^ math.min(math.max(attempt - 1, 0), 30)
+  exp = math.min(exp, tonumber(ARGV[7]))
+  local half = math.floor(exp / 2)
+  return half + math.random(0, half)
+end
+local now = now_ms()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local retried, dead = 0, 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[2] .. id
-  if redis.call('EXISTS', key) == 1 then
+  local key = ARGV[1] .. id
+  if redis.call('HGET', key, 'state') == 'active' then
     local attempt = tonumber(redis.call('HGET', key, 'attempt') or '0')
     local max = tonumber(redis.call('HGET', key, 'max_retries') or '0')
-    redis.call('HSET', key, 'last_error', 'lease expired: the worker running it stopped responding', 'failed_at', ARGV[1])
+    redis.call('HSET', key, 'last_error', 'lease expired: the worker running it stopped responding', 'failed_at', now)
     redis.call('INCR', KEYS[4])
     if attempt > max then
       redis.call('HSET', key, 'state', 'dead')
       redis.call('ZADD', KEYS[3], now, id)
-      release_unique(key, id, ARGV[3])
+      release_unique(key, id, ARGV[2])
       dead = dead + 1
     else
+      local delay = backoff_ms(attempt)
       redis.call('HSET', key, 'state', 'retry')
-      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('ZADD', KEYS[2], now + delay, id)
+      hold_unique(key, id, ARGV[2], delay)
       retried = retried + 1
     end
   end
 end
-if dead > 0 then cap_dead(KEYS[3], ARGV[2], now, tonumber(ARGV[5]), tonumber(ARGV[6])) end
+cap_dead(KEYS[3], ARGV[1], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 return {{retried, dead}}"
     )
 }
 
-/// KEYS: active, pending, wake. ARGV: id, job prefix.
-/// Puts an unfinished job back at the front of its queue (graceful shutdown);
-/// the attempt does not count.
-pub(crate) const REQUEUE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+/// KEYS: active, pending, wake. ARGV: id, job prefix, token.
+/// Puts an unfinished job still leased under `token` back at the front of
+/// its queue (graceful shutdown); the attempt does not count.
+/// Returns 1, or 0 when the lease was lost (nothing changed).
+pub(crate) fn requeue() -> String {
+    format!(
+        "{HOLDS_LEASE}{WAKE}
 local key = ARGV[2] .. ARGV[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
+if not holds_lease(key, ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HINCRBY', key, 'attempt', -1)
 redis.call('HSET', key, 'state', 'pending')
 redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, 63)
-return 1
-";
+wake(KEYS[3])
+return 1"
+    )
+}
 
-/// KEYS: dead, pending, wake. ARGV: id, job prefix, now.
-/// Runs a dead job again, with a fresh set of retries.
-pub(crate) const REVIVE: &str = r"
+/// KEYS: dead, pending, wake. ARGV: id, job prefix, unique prefix.
+/// Runs a dead job again, with a fresh set of retries. Its unique key (given
+/// up when it died) is taken again if free; if a newer job holds it, the
+/// revived job runs anyway without it and never releases the newer job's key.
+/// Returns 1, or 0 when the job is not dead.
+pub(crate) fn revive() -> String {
+    format!(
+        "{NOW_MS}{WAKE}{HOLD_UNIQUE}
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local key = ARGV[2] .. ARGV[1]
 if redis.call('EXISTS', key) == 0 then return 0 end
-redis.call('HSET', key, 'attempt', 0, 'state', 'pending', 'ready_at', ARGV[3])
+redis.call('HSET', key, 'attempt', 0, 'state', 'pending', 'ready_at', now_ms())
+hold_unique(key, ARGV[1], ARGV[3], 0)
 redis.call('LPUSH', KEYS[2], ARGV[1])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, 63)
-return 1
-";
+wake(KEYS[3])
+return 1"
+    )
+}
 
 /// KEYS: pending, scheduled, retry, active, dead. ARGV: id, job prefix, unique prefix.
-/// Deletes a job wherever it is. Returns 1 if it existed.
+/// Deletes a job wherever it is (a worker running it loses its lease).
+/// Returns 1 if it existed.
 pub(crate) fn delete() -> String {
     format!(
         "{RELEASE_UNIQUE}

@@ -1,18 +1,21 @@
 //! The worker runtime: fetches jobs by weighted priority, runs them with
 //! bounded concurrency under a lease that a heartbeat extends, retries
 //! failures with exponential backoff and jitter, recovers jobs of dead
-//! workers, and on shutdown returns unfinished jobs to the queue.
+//! workers, and on shutdown returns unfinished jobs to the queue. Every
+//! state change carries the job's lease (see `leases.rs`), so a worker whose
+//! lease was lost cannot touch the job's next run.
 
+use crate::leases::{Held, HeldLease};
 use crate::periodic::Periodic;
-use crate::queue::{LeasedJob, QueueError, RedisJobQueue, now_ms};
+use crate::queue::{FailOutcome, LeaseOutcome, LeasedJob, QueueError, RedisJobQueue, now_ms};
 use futures_util::FutureExt as _;
 use ports::{JobContext, JobFailure, JobHandler, JobId, NewJob};
 use rand::Rng as _;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +35,10 @@ pub struct WorkerSettings {
     pub idle_wait: Duration,
     /// How often due scheduled and retry jobs are moved to pending.
     pub forward_every: Duration,
-    /// How often expired leases are recovered.
+    /// How often expired leases are recovered (and the dead set capped).
     pub recover_every: Duration,
     /// First retry delay; doubles per attempt up to `retry_cap`, with jitter.
+    /// Also applies to jobs recovered from an expired lease.
     pub retry_base: Duration,
     pub retry_cap: Duration,
     /// How long in-flight jobs may run on after shutdown; the rest are requeued.
@@ -130,13 +134,32 @@ where
     None
 }
 
-type Running = Arc<Mutex<HashMap<JobId, String>>>;
-
 /// Most jobs leased in one round trip.
 const FETCH_BATCH: usize = 32;
 
-fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashMap<JobId, String>> {
-    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// How long interrupted jobs get to return themselves to the queue at
+/// shutdown before their tasks are aborted (their leases then expire).
+const REQUEUE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A job whose handler succeeded, waiting for the completer to persist it.
+/// It keeps its lease (heartbeated) and its concurrency slot until then, so
+/// a done-but-unsaved job is never recovered while the completer retries,
+/// and the jobs a process holds never exceed its concurrency.
+struct Completed {
+    queue: String,
+    held: HeldLease,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What one job's task needs.
+struct Shared {
+    queue: RedisJobQueue,
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+    settings: Arc<WorkerSettings>,
+    done: mpsc::UnboundedSender<Completed>,
+    /// Cancelled when the shutdown deadline passes: running handlers stop
+    /// and their jobs go back to the queue.
+    interrupt: CancellationToken,
 }
 
 /// A worker process's job runtime. Register handlers, then `run`.
@@ -194,8 +217,7 @@ impl JobWorker {
             settings,
         } = self;
         let settings = Arc::new(settings);
-        let handlers = Arc::new(handlers);
-        let running: Running = Arc::default();
+        let held = Held::default();
         let background = CancellationToken::new();
         let mut loops = JoinSet::new();
         loops.spawn(forwarder(
@@ -208,10 +230,10 @@ impl JobWorker {
             settings.clone(),
             background.clone(),
         ));
-        loops.spawn(heartbeat(
+        loops.spawn(crate::leases::heartbeat(
             queue.clone(),
-            settings.clone(),
-            running.clone(),
+            settings.lease,
+            held.clone(),
             background.clone(),
         ));
         loops.spawn(stats(queue.clone(), settings.clone(), background.clone()));
@@ -226,8 +248,15 @@ impl JobWorker {
 
         // Completions are recorded in batches by one task: far fewer round
         // trips than one per job when the queue is busy.
-        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, JobId)>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completed>();
         let completer_task = tokio::spawn(completer(queue.clone(), done_rx));
+        let shared = Arc::new(Shared {
+            queue: queue.clone(),
+            handlers,
+            settings: settings.clone(),
+            done: done_tx,
+            interrupt: CancellationToken::new(),
+        });
         let semaphore = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         let queue_names: Vec<String> = settings.queues.iter().map(|(q, _)| q.clone()).collect();
         let mut tasks = JoinSet::new();
@@ -276,19 +305,16 @@ impl JobWorker {
                     }
                     backoff_wait = Duration::from_millis(100);
                     for (job, permit) in jobs.into_iter().zip(permits) {
-                        lock(&running).insert(job.id, job.queue.clone());
-                        let (queue, handlers, settings, running, done) = (
-                            queue.clone(),
-                            handlers.clone(),
-                            settings.clone(),
-                            running.clone(),
-                            done_tx.clone(),
-                        );
+                        // Held from here until the outcome is persisted; the
+                        // guard lets go on every path, a panic included.
+                        let lease = held.hold(&job.queue, job.lease());
+                        let shared = shared.clone();
                         tasks.spawn(async move {
                             let id = job.id;
-                            execute(&queue, &handlers, &settings, job, &done).await;
-                            lock(&running).remove(&id);
-                            drop(permit);
+                            let run = execute(&shared, job, lease, permit);
+                            if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+                                tracing::error!(job_id = %id, panic = %panic_message(&*panic), "job task panicked outside its handler; the job runs again when its lease ends");
+                            }
                         });
                     }
                 }
@@ -318,7 +344,8 @@ impl JobWorker {
             }
         }
 
-        // Drain: let in-flight jobs finish up to the deadline, requeue the rest.
+        // Drain: let in-flight jobs finish up to the deadline; then interrupt
+        // the rest, which return themselves to the queue under their lease.
         let in_flight = tasks.len();
         if in_flight > 0 {
             tracing::info!(
@@ -332,22 +359,23 @@ impl JobWorker {
         })
         .await;
         if drained.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            let left: Vec<(JobId, String)> = lock(&running).drain().collect();
-            for (id, q) in &left {
-                match queue.requeue(q, id).await {
-                    Ok(true) => {
-                        tracing::info!(job_id = %id, queue = %q, "unfinished job returned to the queue")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(job_id = %id, error = %e, "could not requeue; it runs again when its lease ends")
-                    }
-                }
+            shared.interrupt.cancel();
+            let requeued = tokio::time::timeout(REQUEUE_DEADLINE, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if requeued.is_err() {
+                tracing::warn!(
+                    left = tasks.len(),
+                    "jobs not requeued in time; they run again when their leases end"
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
             }
         }
-        drop(done_tx);
+        // The completer stops once the last sender (in `shared`) is gone,
+        // after persisting what it was given.
+        drop(shared);
         let _ = completer_task.await;
         background.cancel();
         while loops.join_next().await.is_some() {}
@@ -355,14 +383,19 @@ impl JobWorker {
     }
 }
 
-/// Runs one attempt and records its outcome.
-async fn execute(
-    queue: &RedisJobQueue,
-    handlers: &HashMap<String, Arc<dyn JobHandler>>,
-    settings: &WorkerSettings,
-    job: LeasedJob,
-    done: &tokio::sync::mpsc::UnboundedSender<(String, JobId)>,
-) {
+/// How one attempt ended, before its outcome is recorded.
+enum Ran {
+    Finished(Result<(), JobFailure>),
+    /// A heartbeat found the lease lost; the handler was dropped.
+    LeaseLost,
+    /// Shutdown's deadline passed; the handler was dropped.
+    Interrupted,
+}
+
+/// Runs one attempt and records its outcome under its lease.
+async fn execute(shared: &Shared, job: LeasedJob, held: HeldLease, permit: OwnedSemaphorePermit) {
+    let (queue, settings) = (&shared.queue, &shared.settings);
+    let lease = held.lease();
     let labels = [("queue", job.queue.clone()), ("kind", job.kind.clone())];
     if job.ready_at_ms > 0 {
         let waited = (now_ms() - job.ready_at_ms).max(0) as f64 / 1000.0;
@@ -374,12 +407,12 @@ async fn execute(
     } else {
         job.timeout
     };
-    let outcome = match handlers.get(&job.kind) {
+    let ran = match shared.handlers.get(&job.kind) {
         // A newer worker may know it (rolling deploys): retry, do not kill.
-        None => Err(JobFailure::retry(format!(
+        None => Ran::Finished(Err(JobFailure::retry(format!(
             "no handler for job type {:?} on this worker",
             job.kind
-        ))),
+        )))),
         Some(handler) => {
             let ctx = JobContext {
                 id: job.id,
@@ -390,35 +423,62 @@ async fn execute(
                 attempt: job.attempt,
                 max_retries: job.max_retries,
             };
-            match tokio::time::timeout(
+            let attempt = tokio::time::timeout(
                 timeout,
                 AssertUnwindSafe(handler.handle(&ctx)).catch_unwind(),
-            )
-            .await
-            {
-                Ok(Ok(result)) => result,
-                Ok(Err(panic)) => Err(JobFailure::retry(format!(
-                    "the handler panicked: {}",
-                    panic_message(&*panic)
-                ))),
-                Err(_) => Err(JobFailure::retry(format!("timed out after {timeout:?}"))),
+            );
+            // Losing the select drops the handler's future: that cancels it.
+            tokio::select! {
+                biased;
+                () = held.lost().cancelled() => Ran::LeaseLost,
+                () = shared.interrupt.cancelled() => Ran::Interrupted,
+                r = attempt => Ran::Finished(match r {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(JobFailure::retry(format!(
+                        "the handler panicked: {}",
+                        panic_message(&*panic)
+                    ))),
+                    Err(_) => Err(JobFailure::retry(format!("timed out after {timeout:?}"))),
+                }),
             }
         }
     };
+    held.finished();
     metrics::histogram!("job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
-    let result = match outcome {
-        Ok(()) => {
-            if done.send((job.queue.clone(), job.id)).is_err() {
-                persist("completion", &job.id, || {
-                    queue.complete(&job.queue, &job.id)
-                })
-                .await;
+    let result = match ran {
+        // Already reported by the heartbeat; the job is someone else's now.
+        Ran::LeaseLost => "lease_lost",
+        Ran::Interrupted => {
+            match persist("requeue", &job.id, || queue.requeue(&job.queue, lease)).await {
+                Some(LeaseOutcome::Applied) => {
+                    tracing::info!(job_id = %job.id, queue = %job.queue, "unfinished job returned to the queue");
+                }
+                Some(LeaseOutcome::LeaseLost) => {
+                    tracing::debug!(job_id = %job.id, "not requeued: its lease was lost");
+                }
+                None => {}
             }
+            "requeued"
+        }
+        Ran::Finished(Ok(())) => {
             tracing::debug!(job_id = %job.id, kind = %job.kind, "job done");
+            let done = Completed {
+                queue: job.queue.clone(),
+                held,
+                _permit: permit,
+            };
+            if let Err(mpsc::error::SendError(done)) = shared.done.send(done) {
+                let lease = done.held.lease();
+                let outcome =
+                    persist("completion", &job.id, || queue.complete(&done.queue, lease)).await;
+                if outcome == Some(LeaseOutcome::LeaseLost) {
+                    completed_after_lease_lost(&done.queue, &lease.id);
+                }
+            }
             "success"
         }
-        Err(failure) => {
-            let (error, retry_at) = match &failure {
+        Ran::Finished(Err(failure)) => {
+            let (error, retry_after) = match &failure {
                 JobFailure::Permanent { error } => (error.clone(), None),
                 JobFailure::Retry { error, .. } if job.attempt > job.max_retries => {
                     (error.clone(), None)
@@ -427,51 +487,78 @@ async fn execute(
                     // Backoff, but never sooner than the handler asked
                     // (a provider's Retry-After, say).
                     let backoff = backoff(job.attempt, settings.retry_base, settings.retry_cap);
-                    let delay = after.map_or(backoff, |a| a.max(backoff));
                     (
                         error.clone(),
-                        Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                        Some(after.map_or(backoff, |a| a.max(backoff))),
                     )
                 }
             };
-            persist("failure", &job.id, || {
-                queue.fail(&job.queue, &job.id, &error, retry_at)
+            let outcome = persist("failure", &job.id, || {
+                queue.fail(&job.queue, lease, &error, retry_after)
             })
             .await;
-            if retry_at.is_some() {
-                tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed; will retry");
-                "retry"
-            } else {
-                tracing::error!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed for good; moved to the dead set");
-                "dead"
+            match outcome {
+                Some(FailOutcome::LeaseLost) => {
+                    metrics::counter!("jobs_lease_lost_total", "queue" => job.queue.clone(), "stage" => "fail").increment(1);
+                    tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed after its lease was lost; the failure is not recorded");
+                    "lease_lost"
+                }
+                // Dead, or not recorded (the lease then ends and the
+                // recoverer decides); reported as what was asked.
+                _ if retry_after.is_none() => {
+                    tracing::error!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed for good; moved to the dead set");
+                    "dead"
+                }
+                _ => {
+                    tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, error = %error, "job failed; will retry");
+                    "retry"
+                }
             }
         }
     };
     metrics::counter!("jobs_processed_total", "queue" => job.queue, "kind" => job.kind, "outcome" => result).increment(1);
 }
 
-/// Records completions in batches until every sender is gone.
-async fn completer(
-    queue: RedisJobQueue,
-    mut done: tokio::sync::mpsc::UnboundedReceiver<(String, JobId)>,
-) {
+/// A completion arrived after the job's lease was recovered: the work was
+/// done, but the job runs (or ran) again elsewhere. Counted, not an error.
+fn completed_after_lease_lost(queue: &str, id: &JobId) {
+    metrics::counter!("jobs_lease_lost_total", "queue" => queue.to_owned(), "stage" => "complete")
+        .increment(1);
+    tracing::warn!(job_id = %id, queue = %queue, "job finished after its lease was lost; it may run again");
+}
+
+/// Records completions in batches until every sender is gone. Each job
+/// keeps its lease and slot until its batch is persisted (or given up on).
+async fn completer(queue: RedisJobQueue, mut done: mpsc::UnboundedReceiver<Completed>) {
     while let Some(first) = done.recv().await {
-        let mut by_queue: HashMap<String, Vec<JobId>> = HashMap::new();
-        by_queue.entry(first.0).or_default().push(first.1);
+        let mut by_queue: HashMap<String, Vec<Completed>> = HashMap::new();
+        by_queue.entry(first.queue.clone()).or_default().push(first);
         let mut n = 1;
         while n < 512 {
             match done.try_recv() {
-                Ok((q, id)) => {
-                    by_queue.entry(q).or_default().push(id);
+                Ok(c) => {
+                    by_queue.entry(c.queue.clone()).or_default().push(c);
                     n += 1;
                 }
                 Err(_) => break,
             }
         }
-        for (q, ids) in by_queue {
-            if let Some(first) = ids.first() {
-                persist("completion", first, || queue.complete_many(&q, &ids)).await;
+        for (q, batch) in by_queue {
+            let leases: Vec<_> = batch.iter().map(|c| c.held.lease()).collect();
+            let Some(first) = leases.first() else {
+                continue;
+            };
+            if let Some(outcomes) =
+                persist("completion", &first.id, || queue.complete_many(&q, &leases)).await
+            {
+                for (lease, outcome) in leases.iter().zip(outcomes) {
+                    if outcome == LeaseOutcome::LeaseLost {
+                        completed_after_lease_lost(&q, &lease.id);
+                    }
+                }
             }
+            // Dropping the batch releases the leases' heartbeats and slots.
+            drop(batch);
         }
     }
 }
@@ -496,7 +583,10 @@ async fn forwarder(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: Ca
 async fn recoverer(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: CancellationToken) {
     while every(settings.recover_every, &stop).await {
         for (q, _) in &settings.queues {
-            match queue.recover(q).await {
+            match queue
+                .recover(q, settings.retry_base, settings.retry_cap)
+                .await
+            {
                 Ok((0, 0)) => {}
                 Ok((retried, dead)) => {
                     tracing::warn!(queue = %q, retried, dead, "recovered jobs whose worker stopped responding");
@@ -506,25 +596,6 @@ async fn recoverer(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: Ca
                 Err(e) => {
                     tracing::debug!(queue = %q, error = %e, "recovering expired leases failed")
                 }
-            }
-        }
-    }
-}
-
-async fn heartbeat(
-    queue: RedisJobQueue,
-    settings: Arc<WorkerSettings>,
-    running: Running,
-    stop: CancellationToken,
-) {
-    while every(settings.lease / 3, &stop).await {
-        let mut by_queue: HashMap<String, Vec<JobId>> = HashMap::new();
-        for (id, q) in lock(&running).iter() {
-            by_queue.entry(q.clone()).or_default().push(*id);
-        }
-        for (q, ids) in by_queue {
-            if let Err(e) = queue.heartbeat(&q, &ids, settings.lease).await {
-                tracing::warn!(queue = %q, jobs = ids.len(), error = %e, "heartbeat failed; leases may expire");
             }
         }
     }
@@ -552,6 +623,50 @@ async fn stats(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: Cancel
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Lease, QueueSettings};
+
+    #[tokio::test]
+    async fn a_finished_job_keeps_its_lease_and_slot_until_its_completion_is_persisted() {
+        // Nothing listens on port 1: every completion attempt fails and the
+        // completer retries for a while before giving up.
+        let pool = crate::build_pool(&crate::RedisSettings::new("redis://127.0.0.1:1")).unwrap();
+        let queue = RedisJobQueue::new(pool, QueueSettings::new("unreachable:"));
+        let held = Held::default();
+        let slots = Arc::new(Semaphore::new(1));
+        let lease = Lease {
+            id: JobId::new(),
+            token: 1,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(completer(queue, rx));
+        let sent = tx.send(Completed {
+            queue: "default".into(),
+            held: held.hold("default", lease),
+            _permit: slots.clone().try_acquire_owned().unwrap(),
+        });
+        assert!(sent.is_ok());
+        drop(tx);
+        let started = Instant::now();
+        while !task.is_finished() {
+            assert_eq!(
+                held.by_queue().get("default").map(Vec::len),
+                Some(1),
+                "still heartbeated while the completion is unsaved"
+            );
+            assert_eq!(slots.available_permits(), 0, "still holds its slot");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "completer hung"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "the completer retried before giving up"
+        );
+        assert!(held.by_queue().is_empty(), "released once given up on");
+        assert_eq!(slots.available_permits(), 1);
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_caps() {

@@ -9,7 +9,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use ports::testing::contract::eventually;
 use ports::{EnqueueJobError, JobContext, JobFailure, JobHandler, JobQueue, NewJob};
-use queue_adapter::{JobWorker, QueueSettings, RedisJobQueue, RedisSettings, WorkerSettings};
+use queue_adapter::{
+    FailOutcome, JobWorker, LeaseOutcome, QueueSettings, RedisJobQueue, RedisSettings, TickOutcome,
+    WorkerSettings,
+};
+use redis::AsyncCommands as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,6 +137,54 @@ fn start(
 
 fn job(n: u64) -> NewJob {
     NewJob::new("t", 1, &serde_json::json!({"n": n})).unwrap()
+}
+
+/// A job's hash, as stored.
+async fn job_hash(redis: &TestRedis, id: &ports::JobId) -> HashMap<String, String> {
+    let mut c = redis.connection().await;
+    c.hgetall(format!("{}q:job:{id}", redis.prefix()))
+        .await
+        .unwrap()
+}
+
+/// The lease deadline of an active job.
+async fn lease_deadline(redis: &TestRedis, id: &ports::JobId) -> Option<f64> {
+    let mut c = redis.connection().await;
+    c.zscore(
+        format!("{}q:default:active", redis.prefix()),
+        id.to_string(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Who holds unique key `key`, and for how much longer (ms; negative: no key).
+async fn unique_holder(redis: &TestRedis, key: &str) -> (Option<String>, i64) {
+    let mut c = redis.connection().await;
+    let k = format!("{}q:unique:{key}", redis.prefix());
+    let holder: Option<String> = c.get(&k).await.unwrap();
+    let ttl: i64 = c.pttl(&k).await.unwrap();
+    (holder, ttl)
+}
+
+/// Lets the lease of the job `fetch`ed from "default" run out and recovers
+/// it to retry at once, as another worker's recoverer would.
+async fn expire_and_recover(redis: &TestRedis, q: &RedisJobQueue, id: &ports::JobId) {
+    eventually(
+        "the lease to be recovered",
+        Duration::from_secs(5),
+        || async {
+            let mut c = redis.connection().await;
+            let active = format!("{}q:default:active", redis.prefix());
+            let _: i64 = c.zadd(&active, id.to_string(), 0).await.unwrap();
+            let recovered = q
+                .recover("default", Duration::ZERO, Duration::ZERO)
+                .await
+                .unwrap();
+            (recovered == (1, 0)).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -576,4 +628,593 @@ async fn invalid_jobs_are_refused_clearly() {
         q.enqueue(empty).await,
         Err(EnqueueJobError::Invalid(_))
     ));
+}
+
+#[tokio::test]
+async fn a_stale_lease_holder_cannot_change_the_job_of_the_new_holder() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let id = q
+        .enqueue(job(1).unique("stale:1", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    // Worker A leases the job, then stalls: its lease runs out, is recovered,
+    // and worker B fetches the job.
+    let a = q
+        .fetch("default", Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
+    expire_and_recover(&redis, &q, &id).await;
+    let b = eventually("worker B to fetch it", Duration::from_secs(5), || async {
+        q.forward("default").await.unwrap();
+        q.fetch("default", Duration::from_secs(30)).await.unwrap()
+    })
+    .await;
+    assert_eq!((b.id, b.attempt), (id, 2));
+    assert!(b.token > a.token, "a fresh fencing number");
+    let before = (
+        job_hash(&redis, &id).await,
+        lease_deadline(&redis, &id).await,
+    );
+
+    // A wakes up and tries everything it could do with its old lease.
+    let lost = q
+        .heartbeat("default", &[a.lease()], Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(lost, [a.lease()], "A's heartbeat reports the lease lost");
+    assert_eq!(
+        q.complete("default", a.lease()).await.unwrap(),
+        LeaseOutcome::LeaseLost
+    );
+    assert_eq!(
+        q.fail("default", a.lease(), "late", Some(Duration::ZERO))
+            .await
+            .unwrap(),
+        FailOutcome::LeaseLost
+    );
+    assert_eq!(
+        q.fail("default", a.lease(), "late", None).await.unwrap(),
+        FailOutcome::LeaseLost
+    );
+    assert_eq!(
+        q.requeue("default", a.lease()).await.unwrap(),
+        LeaseOutcome::LeaseLost
+    );
+
+    // B's job is untouched: active under B's lease, same deadline, same
+    // attempt, unique key held.
+    let after = (
+        job_hash(&redis, &id).await,
+        lease_deadline(&redis, &id).await,
+    );
+    assert_eq!(before, after);
+    let (fields, _) = after;
+    assert_eq!(fields["state"], "active");
+    assert_eq!(fields["lease"], b.token.to_string());
+    assert_eq!(fields["attempt"], "2");
+    assert_eq!(
+        unique_holder(&redis, "stale:1").await.0,
+        Some(id.to_string())
+    );
+    let s = q.stats("default").await.unwrap();
+    assert_eq!(
+        (s.active, s.pending, s.retry, s.dead, s.processed),
+        (1, 0, 0, 0, 0)
+    );
+    assert!(matches!(
+        q.enqueue(job(2).unique("stale:1", Duration::from_secs(600)))
+            .await,
+        Err(EnqueueJobError::Duplicate { .. })
+    ));
+
+    // B's lease works.
+    assert!(
+        q.heartbeat("default", &[b.lease()], Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        q.complete("default", b.lease()).await.unwrap(),
+        LeaseOutcome::Applied
+    );
+    assert_eq!(unique_holder(&redis, "stale:1").await.0, None);
+}
+
+/// Stalls forever on its first attempt; later attempts succeed.
+#[derive(Default)]
+struct StallFirst {
+    running: AtomicUsize,
+    attempts: Mutex<Vec<(u32, Instant)>>,
+}
+
+#[async_trait]
+impl JobHandler for StallFirst {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((job.attempt, Instant::now()));
+        if job.attempt == 1 {
+            self.running.fetch_add(1, Ordering::SeqCst);
+            let _guard = Leaving(&self.running);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_whose_lease_is_lost_is_cancelled_by_the_heartbeat() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let handler = Arc::new(StallFirst::default());
+    let mut s = settings(&[("default", 1)]);
+    // One slot, and no recoverer of its own: the lease is taken away by
+    // "another worker" (the test) below.
+    s.concurrency = 1;
+    s.recover_every = Duration::from_secs(3600);
+    let w = start(&q, s, "t", handler.clone());
+    let id = q.enqueue(job(1)).await.unwrap();
+    eventually(
+        "the first attempt to run",
+        Duration::from_secs(10),
+        || async { (handler.running.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    expire_and_recover(&redis, &q, &id).await;
+    // The heartbeat finds the lease lost and drops the stalled handler,
+    // which frees the worker's only slot for the second attempt.
+    eventually("the second attempt", Duration::from_secs(10), || async {
+        (handler.attempts.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        handler.running.load(Ordering::SeqCst),
+        0,
+        "the stalled handler was cancelled"
+    );
+    let s = eventually("the job to complete", Duration::from_secs(10), || async {
+        let s = q.stats("default").await.unwrap();
+        (s.processed == 1).then_some(s)
+    })
+    .await;
+    w.stop().await;
+    assert_eq!(
+        (s.active, s.pending, s.retry, s.dead, s.failed),
+        (0, 0, 0, 0, 1),
+        "the lost attempt recorded nothing of its own"
+    );
+}
+
+/// Panics when dropped (outside any `catch_unwind`), unless already unwinding.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("the handler's future panicked while being dropped");
+        }
+    }
+}
+
+/// On its first attempt, holds a `Bomb` across a long sleep; a timeout then
+/// drops the future and the bomb goes off. Later attempts succeed.
+#[derive(Default)]
+struct PanicOnDrop {
+    attempts: Mutex<Vec<u32>>,
+}
+
+#[async_trait]
+impl JobHandler for PanicOnDrop {
+    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
+        self.attempts.lock().unwrap().push(job.attempt);
+        if job.attempt == 1 {
+            let bomb = Bomb;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(bomb);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_outside_the_handler_does_not_keep_its_lease_alive() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let handler = Arc::new(PanicOnDrop::default());
+    let w = start(&q, settings(&[("default", 1)]), "t", handler.clone());
+    q.enqueue(job(1).timeout(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    // The heartbeat stops for the panicked task, so the lease ends and the
+    // job is recovered and run again.
+    eventually("the second attempt", Duration::from_secs(10), || async {
+        (handler.attempts.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let s = eventually("the job to complete", Duration::from_secs(10), || async {
+        let s = q.stats("default").await.unwrap();
+        (s.processed == 1).then_some(s)
+    })
+    .await;
+    w.stop().await;
+    assert_eq!(*handler.attempts.lock().unwrap(), [1, 2]);
+    assert_eq!((s.active, s.retry, s.dead), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_recovered_job_waits_for_its_backoff_before_running_again() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    q.enqueue(job(1)).await.unwrap();
+    // A "worker" leases the job and dies without a word.
+    let fetched = Instant::now();
+    q.fetch("default", Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    let script = Arc::new(Script::default());
+    let mut s = settings(&[("default", 1)]);
+    // The first retry waits 500 to 1000 ms.
+    s.retry_base = Duration::from_millis(1000);
+    s.retry_cap = Duration::from_millis(1000);
+    let w = start(&q, s, "t", script.clone());
+    eventually("the recovered job", Duration::from_secs(10), || async {
+        (script.done() == 1).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let (_, attempt, ran) = script.runs()[0];
+    assert_eq!(attempt, 2);
+    let after = ran - fetched;
+    assert!(
+        after >= Duration::from_millis(600),
+        "ran {after:?} after the lease began: 100 ms lease + at least 500 ms backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_job_does_not_run_before_its_backoff_elapses() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    // No Retry-After of its own: the worker's backoff alone decides.
+    let handler = Arc::new(RetryAfter {
+        after: Duration::ZERO,
+        attempts: Mutex::new(Vec::new()),
+    });
+    let mut s = settings(&[("default", 1)]);
+    // The first retry waits 400 to 800 ms.
+    s.retry_base = Duration::from_millis(800);
+    s.retry_cap = Duration::from_millis(800);
+    let w = start(&q, s, "t", handler.clone());
+    q.enqueue(job(1)).await.unwrap();
+    eventually("the second attempt", Duration::from_secs(10), || async {
+        (handler.attempts.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let attempts = handler.attempts.lock().unwrap().clone();
+    let waited = attempts[1].1 - attempts[0].1;
+    assert!(
+        waited >= Duration::from_millis(400),
+        "retried after {waited:?}, before the backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_unique_key_is_held_until_a_scheduled_job_is_due_plus_its_ttl() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let at = Utc::now() + chrono::Duration::seconds(20);
+    let id = q
+        .enqueue(job(1).unique("later", Duration::from_secs(5)).run_at(at))
+        .await
+        .unwrap();
+    let (holder, ttl) = unique_holder(&redis, "later").await;
+    assert_eq!(holder, Some(id.to_string()));
+    assert!(
+        ttl > 20_000 && ttl <= 25_000,
+        "held {ttl} ms: until due (20 s) plus the TTL (5 s)"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_keeps_the_unique_key_until_the_retry_is_due_plus_its_ttl() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let id = q
+        .enqueue(job(1).unique("backoff", Duration::from_secs(1)))
+        .await
+        .unwrap();
+    // A failed attempt retried in 20 s.
+    let a = q
+        .fetch("default", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q.fail("default", a.lease(), "later", Some(Duration::from_secs(20)))
+            .await
+            .unwrap(),
+        FailOutcome::Retry
+    );
+    let (holder, ttl) = unique_holder(&redis, "backoff").await;
+    assert_eq!(holder, Some(id.to_string()));
+    assert!(ttl > 20_000, "held {ttl} ms past a 20 s backoff");
+
+    // A recovered lease retried after a 10 to 20 s backoff.
+    let mut c = redis.connection().await;
+    let _: i64 = c
+        .zadd(
+            format!("{}q:default:retry", redis.prefix()),
+            id.to_string(),
+            0,
+        )
+        .await
+        .unwrap();
+    q.forward("default").await.unwrap();
+    q.fetch("default", Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    // As if the key were about to run out when the lease is recovered.
+    let _: bool = c
+        .pexpire(format!("{}q:unique:backoff", redis.prefix()), 100)
+        .await
+        .unwrap();
+    eventually(
+        "the lease to be recovered",
+        Duration::from_secs(5),
+        || async {
+            let r = q
+                .recover("default", Duration::from_secs(10), Duration::from_secs(10))
+                .await
+                .unwrap();
+            (r == (1, 0)).then_some(())
+        },
+    )
+    .await;
+    let (holder, ttl) = unique_holder(&redis, "backoff").await;
+    assert_eq!(holder, Some(id.to_string()));
+    assert!(ttl > 5_000, "held {ttl} ms past at least a 5 s backoff");
+}
+
+#[tokio::test]
+async fn a_revived_job_takes_its_unique_key_again_but_never_a_newer_jobs() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let unique = |n| job(n).unique("revive", Duration::from_secs(600));
+    let kill = |id: ports::JobId| {
+        let q = q.clone();
+        async move {
+            let leased = q
+                .fetch("default", Duration::from_secs(30))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(leased.id, id);
+            assert_eq!(
+                q.fail("default", leased.lease(), "dead", None)
+                    .await
+                    .unwrap(),
+                FailOutcome::Dead
+            );
+        }
+    };
+    let old = q.enqueue(unique(1)).await.unwrap();
+    kill(old).await;
+    assert_eq!(unique_holder(&redis, "revive").await.0, None, "released");
+    assert!(q.revive(&old.to_string()).await.unwrap());
+    assert_eq!(
+        unique_holder(&redis, "revive").await.0,
+        Some(old.to_string()),
+        "taken again"
+    );
+    assert!(matches!(
+        q.enqueue(unique(2)).await,
+        Err(EnqueueJobError::Duplicate { .. })
+    ));
+
+    // It dies again, and a newer job takes the key before the revive.
+    kill(old).await;
+    let newer = q.enqueue(unique(3)).await.unwrap();
+    assert!(q.revive(&old.to_string()).await.unwrap(), "revived anyway");
+    assert_eq!(
+        unique_holder(&redis, "revive").await.0,
+        Some(newer.to_string()),
+        "not stolen"
+    );
+    // The revived job finishing does not release the newer job's key.
+    let first = q
+        .fetch("default", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = q
+        .fetch("default", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let (revived, newest) = if first.id == old {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!((revived.id, newest.id), (old, newer));
+    assert_eq!(
+        q.complete("default", revived.lease()).await.unwrap(),
+        LeaseOutcome::Applied
+    );
+    assert_eq!(
+        unique_holder(&redis, "revive").await.0,
+        Some(newer.to_string())
+    );
+    q.complete("default", newest.lease()).await.unwrap();
+    assert_eq!(unique_holder(&redis, "revive").await.0, None);
+}
+
+#[tokio::test]
+async fn deleting_a_job_releases_its_unique_key() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let unique = |n| job(n).unique("delete", Duration::from_secs(600));
+    let id = q.enqueue(unique(1)).await.unwrap();
+    assert!(q.delete(&id.to_string()).await.unwrap());
+    q.enqueue(unique(2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_recovered_into_the_dead_set_releases_its_unique_key() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let unique = |n| job(n).unique("recovered", Duration::from_secs(600));
+    let id = q.enqueue(unique(1).max_retries(0)).await.unwrap();
+    q.fetch("default", Duration::from_millis(20))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(
+        "the lease to end in the dead set",
+        Duration::from_secs(5),
+        || async {
+            let r = q
+                .recover("default", Duration::ZERO, Duration::ZERO)
+                .await
+                .unwrap();
+            (r == (0, 1)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(q.dead(None, 10).await.unwrap()[0].id, id.to_string());
+    q.enqueue(unique(2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_recoverer_caps_the_dead_set_by_size_and_age_without_new_deaths() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = q.enqueue(job(n)).await.unwrap();
+        let leased = q
+            .fetch("default", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        q.fail("default", leased.lease(), "dead", None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert_eq!(q.stats("default").await.unwrap().dead, 3);
+    // A worker whose queue keeps at most 2 dead jobs, for 2 s, and no job dies.
+    let capped = RedisJobQueue::new(
+        queue_adapter::build_pool(&RedisSettings::new(redis.url())).unwrap(),
+        QueueSettings {
+            dead_max_size: 2,
+            dead_max_age: Duration::from_secs(2),
+            ..QueueSettings::new(redis.prefix())
+        },
+    );
+    let w = start(
+        &capped,
+        settings(&[("default", 1)]),
+        "t",
+        Arc::new(Script::default()),
+    );
+    eventually(
+        "the dead set capped by size",
+        Duration::from_secs(5),
+        || async { (q.stats("default").await.unwrap().dead == 2).then_some(()) },
+    )
+    .await;
+    assert!(
+        job_hash(&redis, &ids[0]).await.is_empty(),
+        "the oldest is dropped"
+    );
+    eventually(
+        "the dead set capped by age",
+        Duration::from_secs(10),
+        || async { (q.stats("default").await.unwrap().dead == 0).then_some(()) },
+    )
+    .await;
+    w.stop().await;
+    for id in &ids {
+        assert!(job_hash(&redis, id).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_periodic_tick_is_enqueued_once_however_often_it_is_tried() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let first = q.enqueue_tick("report", 1000, job(1)).await.unwrap();
+    assert!(matches!(first, TickOutcome::Enqueued(_)));
+    assert_eq!(
+        q.enqueue_tick("report", 1000, job(1)).await.unwrap(),
+        TickOutcome::AlreadyEnqueued
+    );
+    assert!(matches!(
+        q.enqueue_tick("report", 1001, job(1)).await.unwrap(),
+        TickOutcome::Enqueued(_)
+    ));
+    assert_eq!(q.stats("default").await.unwrap().pending, 2);
+
+    // A tick refused by the job's own unique key is not claimed, so it can
+    // be tried again once the key is free.
+    let unique = || job(2).unique("report-run", Duration::from_secs(600));
+    let TickOutcome::Enqueued(running) = q.enqueue_tick("unique", 1, unique()).await.unwrap()
+    else {
+        panic!("tick 1 not enqueued");
+    };
+    assert!(matches!(
+        q.enqueue_tick("unique", 2, unique()).await,
+        Err(EnqueueJobError::Duplicate { .. })
+    ));
+    assert!(q.delete(&running.to_string()).await.unwrap());
+    assert!(matches!(
+        q.enqueue_tick("unique", 2, unique()).await.unwrap(),
+        TickOutcome::Enqueued(_)
+    ));
+}
+
+#[tokio::test]
+async fn revive_all_revives_the_dead_jobs_of_one_queue_or_of_all() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    for (n, queue_name) in [(1, "default"), (2, "default"), (3, "low")] {
+        q.enqueue(job(n).on_queue(queue_name)).await.unwrap();
+        let leased = q
+            .fetch(queue_name, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        q.fail(queue_name, leased.lease(), "dead", None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(q.revive_all(Some("low")).await.unwrap(), 1);
+    let (low, default) = (
+        q.stats("low").await.unwrap(),
+        q.stats("default").await.unwrap(),
+    );
+    assert_eq!((low.dead, low.pending), (0, 1));
+    assert_eq!((default.dead, default.pending), (2, 0));
+    assert_eq!(q.revive_all(None).await.unwrap(), 2);
+    let default = q.stats("default").await.unwrap();
+    assert_eq!((default.dead, default.pending), (0, 2));
+    assert_eq!(
+        q.revive_all(None).await.unwrap(),
+        0,
+        "nothing left to revive"
+    );
+    let again = q
+        .fetch("default", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, 1, "a fresh set of retries");
 }
