@@ -27,6 +27,8 @@ const BOB: &str = "token-bob";
 struct Probe {
     name: &'static str,
     up: AtomicBool,
+    /// Never answers (a dependency that accepts connections and hangs).
+    hangs: AtomicBool,
 }
 
 #[async_trait]
@@ -35,6 +37,9 @@ impl HealthProbe for Probe {
         self.name
     }
     async fn check(&self) -> Result<(), ProbeError> {
+        if self.hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.up.load(Ordering::SeqCst) {
             Ok(())
         } else {
@@ -49,6 +54,7 @@ impl HealthProbe for Probe {
 struct Harness {
     store: Arc<InMemoryStore>,
     redis: Arc<Probe>,
+    postgres: Arc<Probe>,
     push: Arc<RecordingPushSender>,
     state: ApiState,
 }
@@ -63,10 +69,12 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
     let redis = Arc::new(Probe {
         name: "redis",
         up: AtomicBool::new(true),
+        hangs: AtomicBool::new(false),
     });
     let postgres = Arc::new(Probe {
         name: "postgres",
         up: AtomicBool::new(true),
+        hangs: AtomicBool::new(false),
     });
     let push = Arc::new(RecordingPushSender::new());
     let state = ApiState {
@@ -79,7 +87,7 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
         ),
         verifier,
         ops: OpsState {
-            probes: vec![postgres, redis.clone()],
+            probes: vec![postgres.clone(), redis.clone()],
             metrics: Some(Arc::new(|| "# metrics\nhttp_requests_total 1\n".to_owned())),
             readiness_timeout: std::time::Duration::from_millis(500),
         },
@@ -92,6 +100,7 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
     Harness {
         store,
         redis,
+        postgres,
         push,
         state,
     }
@@ -551,6 +560,24 @@ async fn readiness_names_the_dependency_that_is_down() {
     assert_eq!(b["checks"]["postgres"], "ok");
     let (s, _, b) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[actix_web::test]
+async fn readiness_checks_hanging_dependencies_at_once_within_the_timeout() {
+    let h = harness();
+    h.redis.hangs.store(true, Ordering::SeqCst);
+    h.postgres.hangs.store(true, Ordering::SeqCst);
+    let app = app(&h).await;
+    let started = std::time::Instant::now();
+    let (s, hd, b) = call(&app, TestRequest::get().uri("/readyz")).await;
+    let took = started.elapsed();
+    assert_problem(s, &hd, &b, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_eq!(b["checks"], json!({"postgres": "down", "redis": "down"}));
+    // Each check is cut at 500 ms; one after the other would take 1 s.
+    assert!(
+        took < std::time::Duration::from_millis(950),
+        "answered after {took:?}: the checks did not run concurrently"
+    );
 }
 
 #[actix_web::test]

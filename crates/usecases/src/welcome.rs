@@ -100,9 +100,18 @@ impl EventHandler for WelcomeMailTrigger {
 /// How long "this user's welcome mail was sent" is remembered.
 pub const WELCOME_SENT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
-/// Runs `email:welcome`: sends the mail once per user. A marker set after
-/// the server accepted the mail stops a rerun of the same job (a worker that
-/// died between sending and acknowledging) from mailing twice.
+/// How long one attempt holds the right to send a user's welcome mail: more
+/// than a whole SMTP conversation takes, so two runs of the job (a lease
+/// that expired under a slow but live worker) never send at once.
+pub const WELCOME_SENDING_TTL: Duration = Duration::from_secs(180);
+
+/// Runs `email:welcome`: sends the mail once per user. An attempt first
+/// claims the send (a counter that only the first claimant sees at 1), so
+/// two runs at once cannot both send; a marker set after the server
+/// accepted the mail stops a later rerun (a worker that died between
+/// sending and acknowledging) from mailing twice. What remains is the one
+/// window no SMTP client can close: a crash after the server accepted the
+/// mail but before the marker was stored.
 #[derive(Clone)]
 pub struct SendWelcomeMail {
     mailer: Arc<dyn Mailer>,
@@ -122,6 +131,10 @@ impl SendWelcomeMail {
 
     fn marker(user_id: &UserId) -> String {
         format!("welcome-sent:{user_id}")
+    }
+
+    fn claim(user_id: &UserId) -> String {
+        format!("welcome-sending:{user_id}")
     }
 }
 
@@ -148,17 +161,39 @@ impl JobHandler for SendWelcomeMail {
                 )));
             }
         }
+        let claim = Self::claim(&payload.user_id);
+        match self.sent.incr_window(&claim, WELCOME_SENDING_TTL).await {
+            Ok((1, _)) => {}
+            Ok((_, left)) => {
+                tracing::info!(user_id = %payload.user_id, "another attempt is sending this welcome mail; retrying later");
+                return Err(JobFailure::Retry {
+                    error: "another attempt is sending this mail".into(),
+                    after: Some(left),
+                });
+            }
+            Err(e) => {
+                return Err(JobFailure::retry(format!("cannot claim the send: {e}")));
+            }
+        }
+        let user_id = payload.user_id;
         let mail = Mail::Welcome(WelcomeMail {
-            user_id: payload.user_id,
+            user_id,
             to: payload.email,
             display_name: payload.display_name,
         });
-        match self.mailer.send(&mail).await {
+        let outcome = self.mailer.send(&mail).await;
+        if outcome.is_err() {
+            // Not sent: the next attempt may go at once.
+            if let Err(e) = self.sent.delete(&claim).await {
+                tracing::warn!(%user_id, error = %e, "cannot release the welcome mail claim; the retry waits for it to expire");
+            }
+        }
+        match outcome {
             Ok(()) => {
                 if let Err(e) = self.sent.set(&marker, b"1", WELCOME_SENT_TTL).await {
-                    tracing::warn!(user_id = %payload.user_id, error = %e, "welcome mail sent, but the sent marker was not stored");
+                    tracing::warn!(%user_id, error = %e, "welcome mail sent, but the sent marker was not stored");
                 }
-                tracing::info!(user_id = %payload.user_id, job_id = %job.id, attempt = job.attempt, "welcome mail sent");
+                tracing::info!(%user_id, job_id = %job.id, attempt = job.attempt, "welcome mail sent");
                 Ok(())
             }
             Err(SendMailError::Rejected { reply }) => Err(JobFailure::permanent(format!(
@@ -245,6 +280,38 @@ mod tests {
         match &mailer.sent()[0] {
             Mail::Welcome(w) => assert_eq!(w.greeting_name(), "Ada"),
         }
+    }
+
+    #[tokio::test]
+    async fn two_attempts_at_once_never_both_send() {
+        use ports::testing::{InMemoryCache, RecordingMailer};
+        let mailer = Arc::new(RecordingMailer::new());
+        let cache = Arc::new(InMemoryCache::new());
+        let handler = SendWelcomeMail::new(mailer.clone(), cache.clone());
+        let p = payload();
+        // Another attempt holds the claim: it is sending right now.
+        let claim = SendWelcomeMail::claim(&p.user_id);
+        cache
+            .incr_window(&claim, WELCOME_SENDING_TTL)
+            .await
+            .unwrap();
+        match handler.handle(&job_for(&p, 2)).await {
+            Err(JobFailure::Retry {
+                after: Some(after), ..
+            }) => {
+                assert!(after > Duration::ZERO && after <= WELCOME_SENDING_TTL);
+            }
+            other => panic!("expected a delayed retry, got {other:?}"),
+        }
+        assert!(
+            mailer.sent().is_empty(),
+            "nothing sent while the other attempt runs"
+        );
+        // That attempt died without sending; once its claim lapses, the
+        // retry sends.
+        cache.delete(&claim).await.unwrap();
+        handler.handle(&job_for(&p, 3)).await.unwrap();
+        assert_eq!(mailer.sent().len(), 1);
     }
 
     #[tokio::test]
