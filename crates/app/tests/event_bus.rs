@@ -171,6 +171,15 @@ async fn two_relays_publish_every_row_and_the_consumer_handles_each_event_once()
     let counts = recorder.counts();
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|n| *n == 1), "each event handled once");
+    // And published once: the relays never claimed the same row (the
+    // consumer's dedupe would hide a double publish, the stream does not).
+    let stream = streams_adapter::stream_key(redis.prefix(), "users");
+    let published: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    assert_eq!(published, 200, "each row published once");
     assert_eq!(
         db.scalar("SELECT count(*) AS value FROM outbox WHERE published_at IS NULL")
             .await,

@@ -17,6 +17,9 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Client> {
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = Duration::from_secs(5);
+            // Each connection is named after its client (`CLIENT LIST`
+            // shows which is which; tests kill exactly their own).
+            c.auto_client_setname = true;
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(5);

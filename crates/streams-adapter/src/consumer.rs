@@ -120,6 +120,11 @@ impl RedisStreamConsumer {
         }
     }
 
+    /// The name of this consumer's Redis connection (`CLIENT LIST`).
+    pub fn connection_name(&self) -> &str {
+        fred::interfaces::ClientLike::id(&self.client)
+    }
+
     async fn ensure_group(&self) -> Result<(), fred::error::Error> {
         let args = vec![
             v("CREATE"),

@@ -34,7 +34,9 @@ impl std::fmt::Debug for RedisFanout {
 impl RedisFanout {
     /// Publishes through `base`; subscribes on a new connection configured like it.
     pub fn new(base: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let connection = base.connection_config().clone();
         let subscriber = Builder::from_config(base.client_config())
+            .with_connection_config(|c| *c = connection)
             // fred hands messages over through a broadcast channel: a burst
             // longer than it would drop messages (counted and logged).
             .with_performance_config(|p| p.broadcast_channel_capacity = FANOUT_BUFFER)
@@ -48,6 +50,13 @@ impl RedisFanout {
             subscriber,
             channel: format!("{prefix}fanout"),
         })
+    }
+}
+
+impl RedisFanout {
+    /// The name of the subscribing connection (`CLIENT LIST`).
+    pub fn subscriber_name(&self) -> &str {
+        self.subscriber.id()
     }
 }
 

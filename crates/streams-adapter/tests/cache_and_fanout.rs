@@ -95,7 +95,13 @@ async fn every_instance_receives_what_any_publishes_even_after_a_reconnect() {
     })
     .await;
 
-    // Kill every subscribed connection; the subscribers must come back.
+    // Kill both subscribing connections (only ours: other tests share this
+    // Redis); the subscribers must come back.
+    let names = [
+        format!("name={}", a.subscriber_name()),
+        format!("name={}", b.subscriber_name()),
+    ];
+    let mut killed = 0;
     let list: String = base
         .custom(
             fred::types::CustomCommand::new_static(
@@ -107,8 +113,12 @@ async fn every_instance_receives_what_any_publishes_even_after_a_reconnect() {
         )
         .await
         .unwrap();
-    for line in list.lines().filter(|l| l.contains("sub=1")) {
+    for line in list
+        .lines()
+        .filter(|l| l.split_whitespace().any(|f| names.iter().any(|n| n == f)))
+    {
         if let Some(id) = line.split_whitespace().find_map(|f| f.strip_prefix("id=")) {
+            killed += 1;
             let _: Value = base
                 .custom(
                     fred::types::CustomCommand::new_static(
@@ -122,6 +132,7 @@ async fn every_instance_receives_what_any_publishes_even_after_a_reconnect() {
                 .unwrap();
         }
     }
+    assert_eq!(killed, 2, "both subscribers' connections were killed");
     eventually(
         "delivery after the reconnect",
         Duration::from_secs(15),

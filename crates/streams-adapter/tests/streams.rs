@@ -223,6 +223,98 @@ async fn an_entry_a_dead_consumer_never_acked_is_claimed_and_processed_once() {
 }
 
 #[tokio::test]
+async fn the_janitor_leaves_an_entry_alone_until_it_has_been_idle_for_claim_idle() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let stream = stream_key(redis.prefix(), "users");
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let event = created(8);
+    publisher.publish(&event).await.unwrap();
+    let _: () = c.xgroup_create(&stream, "g", "0", true).await.unwrap();
+    let _: Value = c
+        .xreadgroup::<Value, _, _, _, _>("g", "slow-consumer", Some(10), None, false, &stream, ">")
+        .await
+        .unwrap();
+    let read_at = std::time::Instant::now();
+
+    let recorder = Arc::new(Recorder::default());
+    let claim_idle = Duration::from_millis(1500);
+    let running = start(
+        RedisStreamConsumer::new(
+            &c,
+            ConsumerSettings {
+                claim_idle,
+                ..settings(&redis, "g", "alive")
+            },
+        ),
+        recorder.clone(),
+    );
+    eventually(
+        "the entry, once idle long enough",
+        Duration::from_secs(10),
+        || async { (!recorder.handled().is_empty()).then_some(()) },
+    )
+    .await;
+    let waited = read_at.elapsed();
+    running.stop().await;
+    assert!(
+        waited >= claim_idle,
+        "claimed after {waited:?}, before it was idle for {claim_idle:?}"
+    );
+    assert_eq!(recorder.counts().get(&event.id), Some(&1));
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let events: Vec<_> = (0..5).map(created).collect();
+    // The first run fails every event: they stay pending under its name.
+    let failing = Arc::new(Recorder::default());
+    failing
+        .fail
+        .lock()
+        .unwrap()
+        .extend(events.iter().map(|e| e.id));
+    let long_idle = ConsumerSettings {
+        // No janitor claim during the test: only the drain can find them.
+        claim_idle: Duration::from_secs(600),
+        ..settings(&redis, "g", "same-name")
+    };
+    let first = start(
+        RedisStreamConsumer::new(&c, long_idle.clone()),
+        failing.clone(),
+    );
+    for e in &events {
+        publisher.publish(e).await.unwrap();
+    }
+    let stream = stream_key(redis.prefix(), "users");
+    eventually("five pending entries", Duration::from_secs(10), || async {
+        // NOGROUP until the consumer has created its group.
+        let pending: Option<Value> = c.xpending(&stream, "g", ()).await.ok();
+        let n = pending.and_then(|p| p.into_array().first().and_then(Value::as_u64));
+        (n == Some(5)).then_some(())
+    })
+    .await;
+    first.stop().await;
+    assert!(failing.handled().is_empty());
+
+    // Restarted under the same name with a working handler: no new entries
+    // arrive, so only reading its own pending list can find these.
+    let working = Arc::new(Recorder::default());
+    let second = start(RedisStreamConsumer::new(&c, long_idle), working.clone());
+    eventually("the pending entries", Duration::from_secs(10), || async {
+        (working.handled().len() == 5).then_some(())
+    })
+    .await;
+    second.stop().await;
+    let handled: Vec<_> = working.handled().iter().map(|e| e.id).collect();
+    let expected: Vec<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(handled, expected, "in order, once each");
+}
+
+#[tokio::test]
 async fn a_poison_entry_is_dead_lettered_after_its_deliveries_with_the_reason() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
@@ -275,7 +367,9 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
     let recorder = Arc::new(Recorder::default());
     let mut s = settings(&redis, "g", "killed");
     s.block = Duration::from_secs(2);
-    let running = start(RedisStreamConsumer::new(&c, s), recorder.clone());
+    let consumer = RedisStreamConsumer::new(&c, s);
+    let name = format!("name={}", consumer.connection_name());
+    let running = start(consumer, recorder.clone());
     let events: Vec<_> = (0..40).map(created).collect();
     for e in &events[..20] {
         publisher.publish(e).await.unwrap();
@@ -284,7 +378,8 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
         (recorder.handled().len() >= 20).then_some(())
     })
     .await;
-    // Kill the connection that sits in a blocking XREADGROUP.
+    // Kill this consumer's connection while it sits in a blocking
+    // XREADGROUP (only ours: other tests share this Redis).
     let killed = eventually("a blocked reader", Duration::from_secs(10), || async {
         let list: String = c
             .custom(
@@ -300,6 +395,7 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
         let ids: Vec<String> = list
             .lines()
             .filter(|l| l.contains("cmd=xreadgroup"))
+            .filter(|l| l.split_whitespace().any(|f| f == name))
             .filter_map(|l| {
                 l.split_whitespace()
                     .find_map(|f| f.strip_prefix("id="))
