@@ -1,6 +1,6 @@
 //! Which adapter goes behind which port, per role.
 
-use crate::settings::Settings;
+use crate::settings::{AppEnv, Settings};
 use crate::startup::{Infrastructure, Role, token_verifier};
 use crate::telemetry;
 use anyhow::Context as _;
@@ -244,7 +244,11 @@ pub(crate) fn start_workers(
         outbox_dir: settings.mail_outbox_dir.clone(),
         ..MailSettings::new(settings.mail_from.clone())
     })?;
-    tracing::info!(to = %mailer.describe(), "mail transport ready");
+    if settings.env == AppEnv::Production && mailer.is_insecure_or_local() {
+        tracing::warn!(to = %mailer.describe(), "mail is not sent over TLS (or only written to files) in production: set SMTP_URL to smtps://... or smtp://...?tls=required");
+    } else {
+        tracing::info!(to = %mailer.describe(), "mail transport ready");
+    }
     let cache = Arc::new(RedisCache::new(infra.fred.clone(), prefix));
     let queue_for_jobs = queue.clone();
     let mut worker = JobWorker::new(

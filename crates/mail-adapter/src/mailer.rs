@@ -80,10 +80,13 @@ fn describe_smtp(url: &str) -> String {
                 (_, Some(t)) if t == "opportunistic" => "STARTTLS if offered",
                 _ => "plain, unencrypted",
             };
-            // lettre's defaults when the URL has no port.
-            let port = u
-                .port()
-                .unwrap_or(if u.scheme() == "smtps" { 465 } else { 587 });
+            // lettre's defaults when the URL has no port: 465 for implicit
+            // TLS, 587 (submission) with STARTTLS, 25 for plain SMTP.
+            let port = u.port().unwrap_or(match mode {
+                "implicit TLS" => 465,
+                "plain, unencrypted" => 25,
+                _ => 587,
+            });
             format!("SMTP {}:{port} ({mode})", u.host_str().unwrap_or("?"))
         },
     )
@@ -125,6 +128,12 @@ impl LettreMailer {
             product: settings.product.clone(),
             description,
         })
+    }
+
+    /// Whether mail leaves through SMTP without TLS (or is only written to
+    /// files): fine on a laptop, a mistake in production.
+    pub fn is_insecure_or_local(&self) -> bool {
+        matches!(self.transport, Transport::File(_)) || self.description.contains("unencrypted")
     }
 
     /// Where mail goes, for the startup log.
@@ -226,6 +235,14 @@ mod tests {
         assert_eq!(
             describe_smtp("smtp://127.0.0.1:2525"),
             "SMTP 127.0.0.1:2525 (plain, unencrypted)"
+        );
+        assert_eq!(
+            describe_smtp("smtp://relay.example.com"),
+            "SMTP relay.example.com:25 (plain, unencrypted)"
+        );
+        assert_eq!(
+            describe_smtp("smtp://relay.example.com?tls=required"),
+            "SMTP relay.example.com:587 (STARTTLS required)"
         );
         assert!(!describe_smtp("smtp://u:secret@h:1").contains("secret"));
     }

@@ -29,6 +29,9 @@ pub struct FcmSettings {
     pub request_timeout: Duration,
     /// Access tokens are replaced this long before they expire.
     pub token_refresh_margin: Duration,
+    /// After a failed token fetch, sends fail at once ("retry later") for
+    /// this long instead of each fetching again.
+    pub token_failure_window: Duration,
 }
 
 impl FcmSettings {
@@ -39,6 +42,7 @@ impl FcmSettings {
             token_url: None,
             request_timeout: Duration::from_secs(10),
             token_refresh_margin: Duration::from_secs(300),
+            token_failure_window: Duration::from_secs(5),
         }
     }
 }
@@ -71,7 +75,13 @@ impl FcmSender {
                 settings.base_url.trim_end_matches('/'),
                 settings.project_id
             ),
-            tokens: AccessTokens::new(http.clone(), key, token_url, settings.token_refresh_margin)?,
+            tokens: AccessTokens::new(
+                http.clone(),
+                key,
+                token_url,
+                settings.token_refresh_margin,
+                settings.token_failure_window,
+            )?,
             http,
             project_id: settings.project_id,
             client_email: key.client_email.clone(),

@@ -18,10 +18,24 @@ const ASSERTION_LIFETIME_SECS: i64 = 3600;
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// An access token and when to stop using it.
-#[derive(Debug)]
 pub(crate) struct AccessToken {
     pub(crate) bearer: String,
     refresh_at: Instant,
+}
+
+impl std::fmt::Debug for AccessToken {
+    /// The bearer token is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("refresh_at", &self.refresh_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last failed fetch, shared with callers that wait behind it.
+#[derive(Default)]
+struct RefreshState {
+    failed: Option<(Instant, String)>,
 }
 
 #[derive(Serialize)]
@@ -53,9 +67,13 @@ pub(crate) struct AccessTokens {
     key: EncodingKey,
     /// Refresh this long before the token expires.
     margin: Duration,
+    /// After a failed fetch, callers get that failure (as "retry later")
+    /// without fetching again for this long: a token endpoint that hangs or
+    /// refuses costs one request per window, not one per queued send.
+    failure_window: Duration,
     current: RwLock<Option<Arc<AccessToken>>>,
     /// Held while fetching: one refresh at a time.
-    refresh: tokio::sync::Mutex<()>,
+    refresh: tokio::sync::Mutex<RefreshState>,
     fetches: AtomicU64,
 }
 
@@ -75,6 +93,7 @@ impl AccessTokens {
         key: &ServiceAccountKey,
         token_url: String,
         margin: Duration,
+        failure_window: Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             http,
@@ -83,8 +102,9 @@ impl AccessTokens {
             key_id: key.private_key_id.clone(),
             key: key.encoding_key()?,
             margin,
+            failure_window,
             current: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            refresh: tokio::sync::Mutex::new(RefreshState::default()),
             fetches: AtomicU64::new(0),
         })
     }
@@ -111,11 +131,28 @@ impl AccessTokens {
         if let Some(t) = self.cached() {
             return Ok(t);
         }
-        let _one_at_a_time = self.refresh.lock().await;
+        let mut state = self.refresh.lock().await;
         if let Some(t) = self.cached() {
             return Ok(t);
         }
-        let fresh = Arc::new(self.fetch().await?);
+        if let Some((at, reason)) = &state.failed
+            && at.elapsed() < self.failure_window
+        {
+            return Err(SendPushError::Unavailable {
+                reason: reason.clone(),
+                retry_after: Some(self.failure_window.saturating_sub(at.elapsed())),
+            });
+        }
+        let fresh = match self.fetch().await {
+            Ok(token) => {
+                state.failed = None;
+                Arc::new(token)
+            }
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
         *self
             .current
             .write()

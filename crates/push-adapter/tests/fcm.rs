@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use test_support::{FAKE_FCM_CLIENT_EMAIL, FAKE_FCM_KEY_ID, FAKE_FCM_PROJECT, FakeFcm, FcmReply};
 
+const FAILURE_WINDOW: Duration = Duration::from_millis(300);
+
 fn settings(fake: &FakeFcm) -> FcmSettings {
     FcmSettings {
         base_url: fake.base_url(),
+        token_failure_window: FAILURE_WINDOW,
         ..FcmSettings::new(FAKE_FCM_PROJECT)
     }
 }
@@ -146,6 +149,43 @@ async fn an_expired_access_token_is_refreshed_once_for_many_concurrent_sends() {
 }
 
 #[tokio::test]
+async fn a_failing_token_endpoint_is_asked_once_per_window_however_many_sends_wait() {
+    let fake = FakeFcm::start().await;
+    let s = sender(&fake);
+    fake.fail_oauth(503, "temporarily_unavailable", "try later");
+    fake.set_oauth_delay(Duration::from_millis(100));
+    let results = twenty_at_once(&s).await;
+    assert_eq!(fake.oauth_requests().len(), 1, "one fetch for twenty sends");
+    for r in &results {
+        match r {
+            Err(SendPushError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("temporarily_unavailable"), "{reason}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    let waited: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(SendPushError::Unavailable { retry_after, .. }) => *retry_after,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waited.len(),
+        19,
+        "those that shared the failure say when to retry"
+    );
+    assert!(waited.iter().all(|w| *w <= FAILURE_WINDOW));
+    assert!(fake.sends().is_empty());
+    // After the window, the endpoint is asked again.
+    fake.heal_oauth();
+    tokio::time::sleep(FAILURE_WINDOW).await;
+    s.send(&token("after"), &message()).await.unwrap();
+    assert_eq!(fake.oauth_requests().len(), 2);
+}
+
+#[tokio::test]
 async fn a_revoked_access_token_is_replaced_once_for_many_concurrent_sends() {
     let fake = FakeFcm::start().await;
     let s = sender(&fake);
@@ -258,6 +298,7 @@ async fn unreachable_endpoints_and_refused_credentials_are_temporary() {
     }
     assert!(fake.sends().is_empty(), "nothing is sent without a token");
     fake.heal_oauth();
+    tokio::time::sleep(FAILURE_WINDOW).await;
     s.send(&token("d"), &message()).await.unwrap();
     assert_eq!(fake.delivered(), vec!["d".to_owned()]);
 }
