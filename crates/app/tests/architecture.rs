@@ -36,17 +36,51 @@ const IO_CRATES: &[&str] = &[
     "mio",
 ];
 
-/// Each workspace crate and its normal (non-dev) dependencies.
-fn workspace() -> BTreeMap<String, BTreeSet<String>> {
+/// Drivers: only the adapter that owns one (and `app`, which composes
+/// them) may depend on it; the core and the HTTP edge never.
+const DRIVERS: &[&str] = &[
+    "diesel",
+    "diesel-async",
+    "diesel_migrations",
+    "tokio-postgres",
+    "fred",
+    "deadpool-redis",
+    "redis",
+    "lettre",
+    "jsonwebtoken",
+    "reqwest",
+    "actix-ws",
+    "sqlx",
+];
+
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap()
+        .to_owned()
+}
+
+fn metadata(no_deps: bool) -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec![
+        "metadata".to_owned(),
+        "--format-version".into(),
+        "1".into(),
+        "--offline".into(),
+    ];
+    if no_deps {
+        args.push("--no-deps".into());
+    } else {
+        // Resolve for this machine only: other platforms' crates may not
+        // be downloaded, and --offline cannot fetch them.
+        args.extend(["--filter-platform".into(), host_triple()]);
+    }
     let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -55,7 +89,12 @@ fn workspace() -> BTreeMap<String, BTreeSet<String>> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Each workspace crate and its normal (non-dev) dependencies.
+fn workspace() -> BTreeMap<String, BTreeSet<String>> {
+    let meta = metadata(true);
     meta["packages"]
         .as_array()
         .unwrap()
@@ -109,11 +148,78 @@ fn violations(ws: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
                 broken.push(format!("domain depends on async/I-O crates {io:?}"));
             }
         }
+        if matches!(name.as_str(), "domain" | "ports" | "usecases" | "http-api") {
+            let drivers: Vec<&String> = deps
+                .iter()
+                .filter(|d| DRIVERS.contains(&d.as_str()))
+                .collect();
+            if !drivers.is_empty() {
+                broken.push(format!("{name} depends on drivers {drivers:?}"));
+            }
+        }
         if name != "app" && name != "test-support" && inner.contains("app") {
             broken.push(format!("{name} depends on app"));
         }
+        if name != "test-support" && inner.contains("test-support") {
+            broken.push(format!(
+                "{name} depends on test-support outside [dev-dependencies]"
+            ));
+        }
     }
     broken
+}
+
+/// Every crate `domain` pulls in, however indirectly (normal dependencies
+/// as resolved, features included).
+fn domain_closure() -> BTreeSet<String> {
+    let meta = metadata(false);
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: BTreeMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root = names
+        .iter()
+        .find(|(_, n)| **n == "domain")
+        .map(|(id, _)| *id)
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if normal && seen.insert(names[dep_id].to_owned()) {
+                stack.push(dep_id);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_domain_pulls_in_no_async_or_io_crate_even_indirectly() {
+    let closure = domain_closure();
+    assert!(
+        closure.contains("serde"),
+        "the walk found nothing: {closure:?}"
+    );
+    let io: Vec<&String> = closure
+        .iter()
+        .filter(|c| IO_CRATES.contains(&c.as_str()) || DRIVERS.contains(&c.as_str()))
+        .collect();
+    assert!(io.is_empty(), "domain pulls in {io:?}");
 }
 
 #[test]
@@ -157,6 +263,8 @@ fn the_rule_check_catches_each_kind_of_violation() {
     ws.get_mut("streams-adapter")
         .unwrap()
         .insert("usecases".into());
+    ws.get_mut("usecases").unwrap().insert("fred".into());
+    ws.get_mut("ws-hub").unwrap().insert("test-support".into());
     let broken = violations(&ws);
-    assert_eq!(broken.len(), 4, "{broken:?}");
+    assert_eq!(broken.len(), 7, "{broken:?}");
 }
