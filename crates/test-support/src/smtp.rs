@@ -88,7 +88,10 @@ impl SmtpSink {
     /// Starts it (again) on the same port with the same behaviour.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut cmd = Command::new("python3");
+        // `scripts/dev test` points TRELLIS_PYTHON at a venv when the system
+        // Python cannot take packages (PEP 668).
+        let python = std::env::var("TRELLIS_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut cmd = Command::new(python);
         cmd.arg(&self.script)
             .args(["--port", &self.port.to_string(), "--dir"])
             .arg(&self.dir)
