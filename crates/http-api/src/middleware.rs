@@ -100,7 +100,9 @@ pub(crate) async fn observe(
     let res = match next.call(req).instrument(span.clone()).await {
         Ok(res) => res.map_into_boxed_body(),
         Err(e) => {
-            // Only middleware below us (CORS) fails this way; actix renders it.
+            // Only CORS fails this way (a preflight asking for a method or
+            // header it does not allow): actix renders it as plain text,
+            // which only the browser's preflight check ever reads.
             let _entered = span.enter();
             tracing::info!(target: "access", status = e.as_response_error().status_code().as_u16(),
                 latency_ms = start.elapsed().as_secs_f64() * 1000.0, error = %e, "request refused");

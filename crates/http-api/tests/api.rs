@@ -798,6 +798,65 @@ async fn unauthenticated_requests_are_limited_per_ip_but_probes_never() {
 }
 
 #[actix_web::test]
+async fn configured_cors_origins_are_served_and_others_get_no_cors_headers() {
+    let mut h = harness();
+    h.state.settings.cors_origins = vec!["https://app.example.com".into()];
+    let app = app(&h).await;
+    let (s, hd, _) = call(
+        &app,
+        TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/api/v1/me")
+            .insert_header((header::ORIGIN, "https://app.example.com"))
+            .insert_header((header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH"))
+            .insert_header((
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization, content-type",
+            )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the preflight is answered");
+    assert_eq!(
+        hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+        "https://app.example.com"
+    );
+    let (s, hd, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE)
+            .insert_header((header::ORIGIN, "https://app.example.com")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+        "https://app.example.com"
+    );
+    // Another origin gets no CORS headers: its browser withholds the answer.
+    let (s, hd, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE)
+            .insert_header((header::ORIGIN, "https://evil.example")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    assert_eq!(hd.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff");
+    let (_, hd, _) = call(
+        &app,
+        TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/api/v1/me")
+            .insert_header((header::ORIGIN, "https://evil.example"))
+            .insert_header((header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH")),
+    )
+    .await;
+    assert!(
+        hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+        "no preflight pass for it"
+    );
+}
+
+#[actix_web::test]
 async fn a_junk_authorization_header_buys_no_way_around_the_ip_limit() {
     let mut h = harness();
     limited(
