@@ -327,6 +327,16 @@ impl Settings {
             .map(|_| r.url("FCM_TOKEN_URL", "", &["https", "http"]));
         let fcm_project_id = r.raw("FCM_PROJECT_ID").map(|p| p.trim().to_owned());
 
+        if let Some(filter) = r.raw("RUST_LOG")
+            && tracing_subscriber::EnvFilter::try_new(&filter).is_err()
+        {
+            r.problem(
+                "RUST_LOG",
+                format!(
+                    "is not a log filter like \"info\" or \"info,http_api=debug\" (got {filter:?})"
+                ),
+            );
+        }
         let log_format = match r
             .string("LOG_FORMAT", "pretty")
             .to_ascii_lowercase()
@@ -740,6 +750,13 @@ mod tests {
     }
 
     #[test]
+    fn a_log_filter_that_does_not_parse_is_reported() {
+        let err = load(&[("RUST_LOG", "info,=debug=x")]).unwrap_err();
+        assert_eq!(err.problems[0].0, "RUST_LOG");
+        assert!(load(&[("RUST_LOG", "info,http_api=debug")]).is_ok());
+    }
+
+    #[test]
     fn cors_origins_are_checked() {
         let s = load(&[(
             "CORS_ALLOWED_ORIGINS",
@@ -815,9 +832,7 @@ mod tests {
                 }
             });
         }
-        let mut asked: Vec<String> = asked.into_inner().into_iter().collect();
-        asked.push("RUST_LOG".into()); // read by the log filter
-        asked.sort();
+        let asked: Vec<String> = asked.into_inner().into_iter().collect();
         let mut known: Vec<String> = KNOWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
         known.sort();
         assert_eq!(asked, known);

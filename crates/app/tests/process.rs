@@ -222,3 +222,66 @@ async fn readiness_follows_redis_down_and_back_up_without_a_restart() {
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_json_with_one_access_line_per_request() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut child = app_command(&db, "redis://127.0.0.1:6379", port)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let res = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .header("x-request-id", format!("count-me-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()["x-request-id"],
+            format!("count-me-{i}").as_str()
+        );
+    }
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{stderr}");
+    for i in 0..3 {
+        let id = format!("count-me-{i}");
+        let access = lines
+            .iter()
+            .filter(|l| l["target"] == "access" && l.to_string().contains(&id))
+            .count();
+        assert_eq!(access, 1, "request {id}: {access} access lines");
+    }
+}
+
+#[test]
+fn a_dot_env_file_in_the_working_directory_is_read() {
+    let dir =
+        std::env::temp_dir().join(format!("trellis-dotenv-{}", test_support::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "HTTP_PORT=from-dot-env\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HTTP_PORT") && stderr.contains("from-dot-env"),
+        "{stderr}"
+    );
+}
