@@ -72,3 +72,51 @@ mod outbox {
     use super::store;
     ports::outbox_contract!(store());
 }
+
+/// The outbox row is written in the user's own transaction: when it cannot
+/// be written, the user is not created either (and nothing is half done).
+#[tokio::test]
+async fn a_user_and_its_event_commit_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    let pool = build_pool(&PgSettings::new(db.url())).unwrap();
+    let users = PgUserRepository::new(pool.clone());
+    let tokens = PgPushTokenRepository::new(pool);
+    db.execute("ALTER TABLE outbox ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        .await;
+    let uid = domain::FirebaseUid::parse("u-atomic").unwrap();
+    let upsert = users
+        .upsert_profile(
+            &uid,
+            &domain::ProfilePatch::default(),
+            &domain::ProfileDefaults::default(),
+        )
+        .await;
+    assert!(upsert.is_err(), "the event could not be written");
+    let register = tokens
+        .register(
+            &uid,
+            &domain::PushToken::parse("tok-atomic").unwrap(),
+            domain::Platform::Ios,
+            &domain::ProfileDefaults::default(),
+        )
+        .await;
+    assert!(register.is_err());
+    assert_eq!(db.scalar("SELECT count(*) AS value FROM users").await, 0);
+    assert_eq!(
+        db.scalar("SELECT count(*) AS value FROM push_tokens").await,
+        0
+    );
+    // Once events can be written again, the same calls succeed.
+    db.execute("ALTER TABLE outbox DROP CONSTRAINT refuse_all")
+        .await;
+    let created = users
+        .upsert_profile(
+            &uid,
+            &domain::ProfilePatch::default(),
+            &domain::ProfileDefaults::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.outcome, ports::UpsertOutcome::Created);
+    assert_eq!(db.scalar("SELECT count(*) AS value FROM outbox").await, 1);
+}

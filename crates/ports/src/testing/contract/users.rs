@@ -136,6 +136,8 @@ pub async fn upsert_updates_changes_and_ignores_no_ops(store: &dyn UserStore) {
         display_name: Some(name("Token Name")),
         ..ProfileDefaults::default()
     };
+    // Timestamps must move: make sure the clock has.
+    tokio::time::sleep(Duration::from_millis(2)).await;
     let updated = store
         .users()
         .upsert_profile(&u, &patch, &defaults)
@@ -145,7 +147,10 @@ pub async fn upsert_updates_changes_and_ignores_no_ops(store: &dyn UserStore) {
     assert_eq!(updated.user.photo_url, Some(photo.clone()));
     assert_eq!(updated.user.display_name, None);
     assert_eq!(updated.user.id, created.user.id);
-    assert!(updated.user.updated_at >= created.user.updated_at);
+    assert!(
+        updated.user.updated_at > created.user.updated_at,
+        "a change moves updated_at"
+    );
     assert_eq!(updated.user.created_at, created.user.created_at);
 
     let again = store
@@ -194,6 +199,55 @@ pub async fn concurrent_first_upserts_create_exactly_once(store: Arc<dyn UserSto
     assert_eq!(created, 1, "exactly one upsert creates the user");
     ids.dedup();
     assert_eq!(ids.len(), 1, "all upserts saw the same user");
+    let events = drain_events(store.as_ref()).await;
+    let creations = events
+        .iter()
+        .filter(|e| matches!(e, DomainEvent::UserCreated(_)))
+        .count();
+    assert_eq!(creations, 1);
+}
+
+/// Both endpoints race for a new uid: one user, one `UserCreated`.
+pub async fn concurrent_first_registrations_and_upserts_create_exactly_once(
+    store: Arc<dyn UserStore>,
+) {
+    let u = uid("u-mixed-race");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, u) = (store.clone(), u.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                store
+                    .tokens()
+                    .register(
+                        &u,
+                        &token(&format!("race-{i}")),
+                        Platform::Android,
+                        &ProfileDefaults::default(),
+                    )
+                    .await
+                    .unwrap()
+                    .user_created
+            } else {
+                store
+                    .users()
+                    .upsert_profile(&u, &ProfilePatch::default(), &ProfileDefaults::default())
+                    .await
+                    .unwrap()
+                    .outcome
+                    == UpsertOutcome::Created
+            }
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "exactly one call creates the user");
+    let page = store.tokens().list_for_user(&u, None, 100).await.unwrap();
+    assert_eq!(page.items.len(), 10, "every token registered");
     let events = drain_events(store.as_ref()).await;
     let creations = events
         .iter()
@@ -275,13 +329,17 @@ pub async fn registering_the_same_token_again_only_bumps_last_seen(store: &dyn U
         .register(&u, &t, Platform::Android, &ProfileDefaults::default())
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
     let second = store
         .tokens()
         .register(&u, &t, Platform::Android, &ProfileDefaults::default())
         .await
         .unwrap();
     assert_eq!(second.record.created_at, first.record.created_at);
-    assert!(second.record.last_seen_at >= first.record.last_seen_at);
+    assert!(
+        second.record.last_seen_at > first.record.last_seen_at,
+        "registering again bumps last_seen_at"
+    );
     let page = store.tokens().list_for_user(&u, None, 10).await.unwrap();
     assert_eq!(page.items.len(), 1);
 }
@@ -448,6 +506,13 @@ macro_rules! user_store_contract {
         async fn concurrent_first_upserts_create_exactly_once() {
             let store = $make.await;
             $crate::testing::contract::users::concurrent_first_upserts_create_exactly_once(store)
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_first_registrations_and_upserts_create_exactly_once() {
+            let store = $make.await;
+            $crate::testing::contract::users::concurrent_first_registrations_and_upserts_create_exactly_once(store)
                 .await;
         }
     };
