@@ -111,8 +111,11 @@ pub fn postgres_hint(url: &str) -> String {
 pub(crate) fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
     let mut auth = AuthSettings::new(settings.firebase_project_id.clone());
     auth.keys = KeySettings::new(settings.firebase_keys_url.clone());
-    auth.emulator = settings.firebase_auth_emulator_host.is_some();
-    auth.dev_secret = settings.dev_token_secret.clone();
+    // Settings refuse both in production already; this holds even for
+    // settings built by hand.
+    let local = settings.env == AppEnv::Local;
+    auth.emulator = local && settings.firebase_auth_emulator_host.is_some();
+    auth.dev_secret = settings.dev_token_secret.clone().filter(|_| local);
     if auth.emulator {
         tracing::warn!(
             host = settings
@@ -123,7 +126,9 @@ pub(crate) fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn Toke
         );
     }
     if auth.dev_secret.is_some() {
-        tracing::info!("local mode: dev tokens from `app dev-token` are accepted");
+        tracing::warn!(
+            "local mode (APP_ENV=local): dev tokens from `app dev-token` are accepted; set APP_ENV=production on any server others can reach"
+        );
     }
     Ok(Arc::new(FirebaseTokenVerifier::new(auth)?))
 }
