@@ -126,12 +126,21 @@ async fn close_code(ws: &mut Ws) -> u16 {
 async fn the_upgrade_needs_a_valid_token_from_header_query_or_protocol() {
     let s = server().await;
     let url = format!("ws://127.0.0.1:{}/ws", s.port);
-    for req in [url.clone().into_client_request().unwrap(), {
+    let with = |name: &'static str, value: &str| {
         let mut r = url.clone().into_client_request().unwrap();
-        r.headers_mut()
-            .insert("authorization", "Bearer wrong".parse().unwrap());
+        r.headers_mut().insert(name, value.parse().unwrap());
         r
-    }] {
+    };
+    for req in [
+        url.clone().into_client_request().unwrap(),
+        with("authorization", "Bearer wrong"),
+        format!("{url}?access_token=wrong")
+            .into_client_request()
+            .unwrap(),
+        with("sec-websocket-protocol", "bearer, wrong"),
+        // The protocol name is matched exactly, as the handshake echoes it.
+        with("sec-websocket-protocol", "Bearer, token-bob"),
+    ] {
         match tokio_tungstenite::connect_async(req).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
                 assert_eq!(res.status(), 401);
