@@ -1,0 +1,109 @@
+//! What operators chart is really recorded: a new user's way through the
+//! whole pipeline shows up on `/metrics` of the process that did the work.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use app::Role;
+use ports::testing::contract::eventually;
+use serde_json::json;
+use std::time::Duration;
+use test_support::{TestApp, spawn_app_with};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+async fn scrape(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of every sample whose line starts with `prefix` (a metric name
+/// and, optionally, the start of its labels); `None` if there is none.
+fn sum(text: &str, prefix: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
+    let app = spawn_app_with(Role::All, &[("STREAM_CLAIM_IDLE_MS", "1000")]).await;
+    let token = app.token_with("metered", Some("metered@example.com"), Some("Metered"));
+    let res = app
+        .client
+        .patch(app.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let text = eventually("the mail, on metrics", Duration::from_secs(30), || async {
+        let text = scrape(&app).await;
+        (sum(&text, "mail_sent_total{outcome=\"sent\"}") == Some(1.0)).then_some(text)
+    })
+    .await;
+    for (prefix, at_least) in [
+        ("outbox_published_total", 1.0),
+        ("events_published_total", 1.0),
+        ("stream_entries_processed_total", 1.0),
+        ("jobs_enqueued_total", 1.0),
+        ("jobs_processed_total", 1.0),
+        ("job_duration_seconds_count", 1.0),
+        ("job_wait_seconds_count", 1.0),
+        ("mail_send_duration_seconds_count", 1.0),
+        (
+            "http_requests_total{method=\"PATCH\",route=\"/api/v1/me\",status=\"201\"}",
+            1.0,
+        ),
+    ] {
+        let got = sum(&text, prefix);
+        assert!(
+            got.is_some_and(|v| v >= at_least),
+            "{prefix}: {got:?}\n{text}"
+        );
+    }
+    // The gauges operators alert on, settled once the work is done.
+    let text = eventually("the gauges", Duration::from_secs(30), || async {
+        let text = scrape(&app).await;
+        let settled = sum(&text, "stream_group_lag{").is_some_and(|v| v == 0.0)
+            && sum(&text, "stream_group_pending{").is_some_and(|v| v == 0.0)
+            && sum(&text, "stream_dead_letter_length{").is_some_and(|v| v == 0.0)
+            && sum(&text, "queue_jobs{queue=\"mail\",state=\"pending\"}") == Some(0.0)
+            && sum(&text, "outbox_backlog") == Some(0.0);
+        settled.then_some(text)
+    })
+    .await;
+    assert!(
+        sum(&text, "queue_jobs{queue=\"mail\",state=\"dead\"}").is_some(),
+        "{text}"
+    );
+
+    // A socket is counted while it is open.
+    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    eventually("one socket", Duration::from_secs(10), || async {
+        (sum(&scrape(&app).await, "ws_connections") == Some(1.0)).then_some(())
+    })
+    .await;
+    drop(ws);
+    eventually("no socket", Duration::from_secs(10), || async {
+        (sum(&scrape(&app).await, "ws_connections") == Some(0.0)).then_some(())
+    })
+    .await;
+}
