@@ -105,6 +105,16 @@ async fn connect(url: &str) -> AsyncPgConnection {
         .unwrap_or_else(|e| unreachable(url, e))
 }
 
+/// Whether `name` (`<prefix><birth time>_<suffix>`) was made by a run that
+/// started more than [`LEFTOVER_AGE_SECS`] ago.
+fn is_leftover(name: &str, prefix: &str) -> bool {
+    let cutoff = now_secs().saturating_sub(LEFTOVER_AGE_SECS);
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|born| born < cutoff)
+}
+
 #[derive(diesel::QueryableByName)]
 struct SchemaName {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -137,15 +147,8 @@ async fn prepare(base: String) {
     .load(&mut conn)
     .await
     .unwrap_or_default();
-    let cutoff = now_secs().saturating_sub(LEFTOVER_AGE_SECS);
     for s in schemas {
-        let born = s
-            .nspname
-            .trim_start_matches(SCHEMA_PREFIX)
-            .split('_')
-            .next()
-            .and_then(|t| t.parse::<u64>().ok());
-        if born.is_some_and(|b| b < cutoff) {
+        if is_leftover(&s.nspname, SCHEMA_PREFIX) {
             let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {} CASCADE", s.nspname))
                 .execute(&mut conn)
                 .await;
@@ -292,15 +295,8 @@ async fn sweep_scratch_databases(base: &str) {
     .load(&mut conn)
     .await
     .unwrap_or_default();
-    let cutoff = now_secs().saturating_sub(LEFTOVER_AGE_SECS);
     for d in names {
-        let born = d
-            .datname
-            .trim_start_matches(SCRATCH_PREFIX)
-            .split('_')
-            .next()
-            .and_then(|t| t.parse::<u64>().ok());
-        if born.is_some_and(|b| b < cutoff) {
+        if is_leftover(&d.datname, SCRATCH_PREFIX) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 d.datname
