@@ -1,6 +1,6 @@
 //! `app`: the Trellis binary. See `app --help`.
 
-use app::{Application, Role, Settings, shutdown, telemetry};
+use app::{Application, Role, Settings, telemetry};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -189,7 +189,7 @@ async fn main() -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return fail(&e),
             };
-            shutdown::cancel_on_signal(app.shutdown_token());
+            app.stop_on_signal();
             match app.run_until_stopped().await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),

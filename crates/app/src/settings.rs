@@ -48,6 +48,11 @@ pub struct Settings {
     pub fcm_project_id: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long `serve`/`all` keep accepting and serving
+    /// while `/readyz` answers 503, before the listener closes
+    /// (`SHUTDOWN_DRAIN_MS`, default 0). For load balancers that learn of a
+    /// stop only from readiness; Kubernetes' preStop sleep does the same job.
+    pub shutdown_drain: Duration,
     pub migrate_on_start: bool,
     pub cors_allowed_origins: Vec<String>,
     pub http_json_limit_bytes: usize,
@@ -354,6 +359,8 @@ impl Settings {
         };
         let shutdown_timeout =
             Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT_SECS", 20_u64, 0, 3600, "seconds"));
+        let shutdown_drain =
+            Duration::from_millis(r.ranged("SHUTDOWN_DRAIN_MS", 0_u64, 0, 60_000, "milliseconds"));
         let migrate_on_start = r.bool("MIGRATE_ON_START", local);
         let cors_allowed_origins = r
             .raw("CORS_ALLOWED_ORIGINS")
@@ -473,6 +480,7 @@ impl Settings {
             fcm_project_id,
             log_format,
             shutdown_timeout,
+            shutdown_drain,
             migrate_on_start,
             cors_allowed_origins,
             http_json_limit_bytes,
@@ -625,6 +633,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "LOG_FORMAT",
     "RUST_LOG",
     "SHUTDOWN_TIMEOUT_SECS",
+    "SHUTDOWN_DRAIN_MS",
     "MIGRATE_ON_START",
     "CORS_ALLOWED_ORIGINS",
     "HTTP_JSON_LIMIT_BYTES",

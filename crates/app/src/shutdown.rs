@@ -1,13 +1,34 @@
 //! Turning SIGINT/SIGTERM into a cancellation every part of the process
 //! watches.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGINT or SIGTERM.
-pub fn cancel_on_signal(token: CancellationToken) {
+/// On the first SIGINT or SIGTERM: sets `draining` (readiness turns 503,
+/// requests are still accepted and served), waits `drain` (cut short by a
+/// second signal), then cancels `token`, which closes the listener and stops
+/// the rest gracefully.
+pub fn drain_then_cancel_on_signal(
+    token: CancellationToken,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
+) {
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received; stopping");
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutdown signal received; stopping"
+        );
+        if !drain.is_zero() {
+            draining.store(true, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = wait_for_signal() => tracing::info!("second signal: drain cut short"),
+            }
+            tracing::info!("drain over; closing the listener");
+        }
         token.cancel();
     });
 }

@@ -9,6 +9,7 @@ use ports::TokenVerifier;
 use postgres_adapter::{PgPool, PgSettings};
 use queue_adapter::{RedisPool, RedisSettings};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use streams_adapter::RedisClient;
 use tokio::task::JoinSet;
@@ -62,6 +63,8 @@ pub struct Application {
     port: Option<u16>,
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
+    /// Set during the drain after a signal: `/readyz` answers 503.
+    draining: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Application {
@@ -153,7 +156,10 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
 
-        let (server, port) = wiring::http_server(&settings, &infra, role, shutdown.clone()).await?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let (server, port) =
+            wiring::http_server(&settings, &infra, role, shutdown.clone(), draining.clone())
+                .await?;
         let mut tasks = JoinSet::new();
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
@@ -166,6 +172,7 @@ impl Application {
             port: Some(port),
             tasks,
             shutdown,
+            draining,
         })
     }
 
@@ -177,6 +184,21 @@ impl Application {
     /// Cancel it to stop the application gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Stops gracefully on SIGINT/SIGTERM, after the drain delay
+    /// (`SHUTDOWN_DRAIN_MS`) when this process serves the API.
+    pub fn stop_on_signal(&self) {
+        let drain = if self.role.serves() {
+            self.settings.shutdown_drain
+        } else {
+            Duration::ZERO
+        };
+        crate::shutdown::drain_then_cancel_on_signal(
+            self.shutdown.clone(),
+            self.draining.clone(),
+            drain,
+        );
     }
 
     pub fn infrastructure(&self) -> &Infrastructure {

@@ -14,6 +14,7 @@ use postgres_adapter::{
 use queue_adapter::{JobWorker, QueueSettings, RedisHealthProbe, RedisJobQueue, WorkerSettings};
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use streams_adapter::{
     ConsumerSettings, RedisCache, RedisFanout, RedisStreamConsumer, RedisStreamPublisher,
@@ -89,6 +90,7 @@ pub(crate) async fn http_server(
     infra: &Infrastructure,
     role: Role,
     shutdown: CancellationToken,
+    draining: Arc<AtomicBool>,
 ) -> anyhow::Result<(actix_web::dev::Server, u16)> {
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PgHealthProbe::new(infra.pg.clone())),
@@ -100,6 +102,7 @@ pub(crate) async fn http_server(
         probes,
         metrics,
         readiness_timeout: Duration::from_millis(1500),
+        draining,
     };
     let listener = TcpListener::bind((settings.http_host.as_str(), settings.http_port))
         .with_context(|| {

@@ -119,6 +119,69 @@ async fn sigterm_while_idle_exits_zero_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_a_drain_delay_sigterm_turns_readiness_off_but_keeps_serving_until_it_ends() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut child = app_command(&db, "redis://127.0.0.1:6379", port)
+        .env("SHUTDOWN_DRAIN_MS", "1500")
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let start = Instant::now();
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are still accepted and served during the drain.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let ready = fresh.get(url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.headers().contains_key("retry-after"));
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["code"], "shutting_down", "{body}");
+    assert_eq!(
+        fresh.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited during the drain"
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(6));
+    assert!(status.success(), "{status:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM; the drain is 1.5 s"
+    );
+
+    // A second signal cuts the drain short.
+    let mut child = app_command(&db, "redis://127.0.0.1:6379", port)
+        .env("SHUTDOWN_DRAIN_MS", "60000")
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    let start = Instant::now();
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "a second signal did not end the drain: {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn migrate_creates_a_missing_database_and_applies_every_migration() {
     let scratch = test_support::ScratchDatabase::new().await;
     let run = || {

@@ -2,6 +2,7 @@
 
 use ports::{HealthProbe, TokenVerifier};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use usecases::{ProfileService, PushNotifications, PushTokenService};
 
@@ -34,6 +35,16 @@ pub struct OpsState {
     pub metrics: Option<MetricsRenderer>,
     /// How long each readiness check may take.
     pub readiness_timeout: Duration,
+    /// Set when the process has begun a graceful stop: `/readyz` answers 503
+    /// `shutting_down` while requests are still served, so load balancers
+    /// move traffic away before the listener closes.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl OpsState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for OpsState {

@@ -90,6 +90,7 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
             probes: vec![postgres.clone(), redis.clone()],
             metrics: Some(Arc::new(|| "# metrics\nhttp_requests_total 1\n".to_owned())),
             readiness_timeout: std::time::Duration::from_millis(500),
+            draining: Arc::default(),
         },
         settings: HttpSettings {
             json_limit: 1024,
@@ -560,6 +561,26 @@ async fn readiness_names_the_dependency_that_is_down() {
     assert_eq!(b["checks"]["postgres"], "ok");
     let (s, _, b) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[actix_web::test]
+async fn a_draining_instance_is_not_ready_but_still_serves() {
+    let h = harness();
+    let app = app(&h).await;
+    let (s, _, _) = call(&app, TestRequest::get().uri("/readyz")).await;
+    assert_eq!(s, StatusCode::OK);
+    h.state.ops.draining.store(true, Ordering::SeqCst);
+    let (s, hd, b) = call(&app, TestRequest::get().uri("/readyz")).await;
+    assert_problem(s, &hd, &b, StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
+    assert_eq!(hd.get(header::RETRY_AFTER).unwrap(), "5");
+    let (s, _, b) = call(
+        &app,
+        authed(TestRequest::patch().uri("/api/v1/me"), ALICE).set_json(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, _, _) = call(&app, TestRequest::get().uri("/healthz")).await;
+    assert_eq!(s, StatusCode::OK);
 }
 
 #[actix_web::test]

@@ -38,6 +38,19 @@ pub(crate) async fn healthz() -> web::Json<HealthResponse> {
 /// when all answer; 503 problem+json naming the failing dependencies.
 #[api_v2_operation(tags(Operations), operation_id = "readyz")]
 pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+    if state.is_draining() {
+        let mut res = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "Shutting down: this instance takes no new traffic.",
+        )
+        .to_response();
+        res.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            crate::problem::UNAVAILABLE_RETRY_AFTER_SECS.into(),
+        );
+        return res;
+    }
     let timeout = state.readiness_timeout;
     let results = join_all(state.probes.iter().map(|probe| async move {
         let outcome = tokio::time::timeout(timeout, probe.check()).await;
