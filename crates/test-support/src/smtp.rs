@@ -108,9 +108,16 @@ impl SmtpSink {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run python3 for the SMTP sink: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        if read.is_err() || !line.contains("READY") {
+        // Its first line, read on a thread so that a sink that neither
+        // starts nor exits cannot hang the caller.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(read.map(|_| line));
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30));
+        if !matches!(&first, Ok(Ok(line)) if line.contains("READY")) {
             let _ = child.kill();
             panic!(
                 "\n\nthe SMTP sink did not start. It needs Python's aiosmtpd:\n  python3 -m pip install aiosmtpd\n(`scripts/dev test` installs it)\n"

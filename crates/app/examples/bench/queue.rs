@@ -52,6 +52,8 @@ pub(crate) async fn run(jobs: usize, out: &mut Vec<Scenario>) -> anyhow::Result<
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
 
+    // The queue runs in this process: a profile, if asked for, is of us.
+    let perf = tools::Perf::attach(std::process::id(), "queue");
     let started = Instant::now();
     let producers: Vec<_> = (0..64)
         .map(|p| {
@@ -81,6 +83,7 @@ pub(crate) async fn run(jobs: usize, out: &mut Vec<Scenario>) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
+    drop(perf);
     stop.cancel();
     running.await?;
     let mut waits = handler

@@ -15,6 +15,9 @@ pub(crate) struct Check {
     pub(crate) target: String,
     pub(crate) pass: bool,
     pub(crate) unit: String,
+    /// Why the check could not be judged (a failed or incomplete baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,7 +40,9 @@ impl Scenario {
         self.figures.insert(k.into(), v);
     }
 
-    /// `value / baseline >= min_ratio`.
+    /// `value / baseline >= min_ratio`. A baseline that did not measure
+    /// (zero, NaN, infinite) fails the check instead of passing a ratio of
+    /// infinity; so does a measurement that is not a finite number.
     pub(crate) fn ratio(
         &mut self,
         name: &str,
@@ -46,15 +51,69 @@ impl Scenario {
         min_ratio: f64,
         unit: &str,
     ) {
-        let ratio = value / baseline;
+        let usable = |v: f64| v.is_finite() && v > 0.0;
+        let ratio = (usable(baseline) && value.is_finite()).then(|| value / baseline);
+        let problem = if !usable(baseline) {
+            Some(format!("the baseline measured {baseline}: no ratio"))
+        } else if !value.is_finite() {
+            Some(format!("the measurement is {value}: no ratio"))
+        } else {
+            None
+        };
         self.checks.push(Check {
             name: name.into(),
             value,
             baseline: Some(baseline),
-            ratio: Some(ratio),
+            ratio,
             target: format!(">= {min_ratio:.2}x"),
-            pass: ratio >= min_ratio,
+            pass: ratio.is_some_and(|r| r.is_finite() && r >= min_ratio),
             unit: unit.into(),
+            problem,
+        });
+    }
+
+    /// A ratio reported without a target (it still fails if the baseline
+    /// did not measure).
+    pub(crate) fn ratio_reported(&mut self, name: &str, value: f64, baseline: f64, unit: &str) {
+        self.ratio(name, value, baseline, 0.0, unit);
+        if let Some(c) = self.checks.last_mut() {
+            c.target = "none (reported)".into();
+        }
+    }
+
+    /// A ratio check whose baseline did not complete (`why`): it fails, and
+    /// the partial baseline is not used to compute a ratio.
+    pub(crate) fn ratio_incomplete(
+        &mut self,
+        name: &str,
+        value: f64,
+        min_ratio: f64,
+        unit: &str,
+        why: &str,
+    ) {
+        self.checks.push(Check {
+            name: name.into(),
+            value,
+            baseline: None,
+            ratio: None,
+            target: format!(">= {min_ratio:.2}x"),
+            pass: false,
+            unit: unit.into(),
+            problem: Some(format!("baseline incomplete: {why}")),
+        });
+    }
+
+    /// The scenario could not run to the end (`why`): one failed check.
+    pub(crate) fn failed(&mut self, why: &str) {
+        self.checks.push(Check {
+            name: "the scenario ran to the end".into(),
+            value: f64::NAN,
+            baseline: None,
+            ratio: None,
+            target: "completes".into(),
+            pass: false,
+            unit: String::new(),
+            problem: Some(format!("failed: {why}")),
         });
     }
 
@@ -66,12 +125,14 @@ impl Scenario {
             baseline: None,
             ratio: None,
             target: format!("{} {limit} {unit}", if at_least { ">=" } else { "<=" }),
+            // NaN compares false both ways: an unmeasured value fails.
             pass: if at_least {
                 value >= limit
             } else {
                 value <= limit
             },
             unit: unit.into(),
+            problem: value.is_nan().then(|| "not measured".to_owned()),
         });
     }
 }
@@ -105,8 +166,11 @@ pub(crate) fn markdown(scenarios: &[Scenario], header: &str) -> String {
                 c.name,
                 num(c.value),
                 c.unit,
-                c.baseline
-                    .map_or("—".into(), |b| format!("{} {}", num(b), c.unit)),
+                match (&c.problem, c.baseline) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(b)) => format!("{} {}", num(b), c.unit),
+                    (None, None) => "—".into(),
+                },
                 c.ratio.map_or("—".into(), |r| format!("{r:.2}x")),
                 c.target,
                 if c.pass { "✅" } else { "❌" }

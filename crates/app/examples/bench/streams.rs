@@ -95,6 +95,7 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
     }
     let published_per_s = events as f64 / started.elapsed().as_secs_f64();
 
+    let perf = tools::Perf::attach(std::process::id(), "streams-consume");
     let counter = Arc::new(Count(AtomicUsize::new(0)));
     let consumer = RedisStreamConsumer::new(
         &client,
@@ -117,6 +118,7 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let consumed_per_s = events as f64 / started.elapsed().as_secs_f64();
+    drop(perf);
     stop.cancel();
     task.await??;
 

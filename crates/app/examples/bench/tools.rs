@@ -5,16 +5,58 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs a command, returning stdout; fails with its stderr.
+/// How long a load tool or `psql` may run before it is killed: the longest
+/// measurement is 10 s of load, so two minutes means it hung.
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs a command, returning stdout; fails with its stderr, or if it runs
+/// longer than [`TOOL_TIMEOUT`] (it is killed then).
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
+    run_for(cmd, TOOL_TIMEOUT)
+}
+
+/// [`run`] with its own time limit.
+pub(crate) fn run_for(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Drain both pipes on their own threads, so a chatty tool cannot block
+    // on a full pipe while we wait for it.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{cmd:?} did not finish within {} s; killed",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// `wrk` requests/s (and p99 latency in ms) for `url`.
@@ -51,6 +93,15 @@ pub(crate) fn wrk(
         .map(str::trim);
     if let Some(n) = non2xx {
         bail!("wrk saw {n} non-2xx responses for {url}:\n{out}");
+    }
+    // "Socket errors: connect 0, read 0, write 0, timeout 0": any error
+    // means requests that were not counted.
+    if let Some(errors) = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .filter(|e| e.split(',').any(|p| !p.trim().ends_with(" 0")))
+    {
+        bail!("wrk saw socket errors for {url}: {errors}\n{out}");
     }
     let p99 = out
         .lines()
@@ -119,6 +170,57 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// An HTTP client that cannot hang the harness: every request has a
+/// connect timeout and an overall `timeout`.
+pub(crate) fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .build()?)
+}
+
+/// `perf record -g` of a process while this lives, when `BENCH_PERF_DIR`
+/// names a directory (the profile of a slow scenario; see the README).
+pub(crate) struct Perf {
+    child: Child,
+}
+
+impl Perf {
+    pub(crate) fn attach(pid: u32, name: &str) -> Option<Self> {
+        let dir = std::env::var_os("BENCH_PERF_DIR")?;
+        let out = Path::new(&dir).join(format!("{name}.data"));
+        let child = Command::new("perf")
+            .args(["record", "-g", "-F", "499", "-p", &pid.to_string(), "-o"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf needs a moment to attach before the load starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Self { child })
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        // SIGINT: perf writes its data file and exits.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A child process, killed on drop.
@@ -194,7 +296,7 @@ pub(crate) async fn start_app(
     let child = cmd.spawn()?;
     let proc = Proc { child, port };
     let url = format!("http://127.0.0.1:{port}/readyz");
-    let client = reqwest::Client::new();
+    let client = client(Duration::from_secs(2))?;
     loop {
         if client
             .get(&url)
