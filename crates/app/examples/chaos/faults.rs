@@ -136,17 +136,20 @@ pub(crate) async fn killed_workers(quick: bool) -> anyhow::Result<Outcome> {
     let pool = queue_adapter::build_pool(&queue_adapter::RedisSettings::new(redis.url()))?;
     let queue =
         queue_adapter::RedisJobQueue::new(pool, queue_adapter::QueueSettings::new(redis.prefix()));
-    let mut a = spawn()?;
-    let _b = spawn()?;
+    // Every job is queued before the workers start, so the kills land while
+    // they work through the backlog (enqueued one by one, the jobs would
+    // run as fast as they arrive and be over before the first kill).
     for n in 0..jobs {
         queue
             .enqueue(NewJob::new(
                 "crash:test",
                 1,
-                &serde_json::json!({"n": n, "sleep_ms": 1}),
+                &serde_json::json!({"n": n, "sleep_ms": 5}),
             )?)
             .await?;
     }
+    let mut a = spawn()?;
+    let _b = spawn()?;
     let mut conn = redis.connection().await;
     let counts = |c: &mut redis::aio::MultiplexedConnection| {
         let (runs, done) = (
