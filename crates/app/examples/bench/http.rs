@@ -81,8 +81,16 @@ pub(crate) async fn run(secs: u32, out: &mut Vec<Scenario>) -> anyhow::Result<()
     let token = keys.token("bench-reader", Some("reader@example.com"), Some("Reader"))?;
     anyhow::ensure!(patch(&client, &app, &token, serde_json::json!({})).await? == 201);
     let auth = format!("Authorization: Bearer {token}");
-    let pg_db = std::env::var("BENCH_PGBENCH_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/trellis_pgbench".into());
+    // The baseline runs on the server the app uses (TEST_DATABASE_URL's).
+    let pg_db = std::env::var("BENCH_PGBENCH_URL").unwrap_or_else(|_| {
+        let base = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let server = base.split('?').next().unwrap_or_default();
+        server.rsplit_once('/').map_or_else(
+            || "postgres://postgres@127.0.0.1:5432/trellis_pgbench".into(),
+            |(s, _)| format!("{s}/trellis_pgbench"),
+        )
+    });
     ensure_pgbench_db(&pg_db)?;
     // Three alternating rounds; medians, since a 2-core machine is noisy.
     let third = (secs / 3).max(1);

@@ -50,7 +50,7 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
         "{\"v\":1,\"type\":\"user.deleted\",\"data\":{}}",
     ])?;
     // The ceiling: XREADGROUP COUNT 10 + XACK in one Lua call, over the XADDed entries.
-    tools::run(std::process::Command::new("redis-cli").args(["XGROUP", "CREATE", &key, "g", "0"]))?;
+    tools::redis_cli(&["XGROUP", "CREATE", &key, "g", "0"])?;
     let calls = (events / 10).to_string();
     let lua_calls = tools::redis_benchmark(&[
         "-n",
@@ -65,7 +65,7 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
         &key,
     ])?;
     let ceiling = lua_calls * 10.0;
-    tools::run(std::process::Command::new("redis-cli").args(["UNLINK", &key]))?;
+    tools::redis_cli(&["UNLINK", &key])?;
 
     let redis = test_support::TestRedis::new().await;
     let client = streams_adapter::connect(redis.url(), Duration::from_secs(5)).await?;

@@ -134,8 +134,9 @@ pub(crate) fn pgbench(db_url: &str, args: &[&str]) -> anyhow::Result<f64> {
 
 /// `redis-benchmark --csv` requests/s of the first test.
 pub(crate) fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
+    let (host, port) = redis_host_port();
     let out = run(Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", "6379", "--csv"])
+        .args(["-h", &host, "-p", &port, "--csv"])
         .args(args))?;
     // The test name may itself hold commas: rps is the 7th field from the end.
     out.lines()
@@ -151,6 +152,28 @@ pub(crate) fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
         .map(|v| v.trim_matches('"'))
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no rps in redis-benchmark output:\n{out}"))
+}
+
+/// The host and port of the Redis the app and the tests use
+/// (`TEST_REDIS_URL`, as in test-support), for the command-line baselines.
+pub(crate) fn redis_host_port() -> (String, String) {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_default();
+    let rest = url.strip_prefix("redis://").unwrap_or_default();
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.is_empty() => (h.to_owned(), p.to_owned()),
+        _ if !hostport.is_empty() => (hostport.to_owned(), "6379".to_owned()),
+        _ => ("127.0.0.1".to_owned(), "6379".to_owned()),
+    }
+}
+
+/// `redis-cli` against that Redis.
+pub(crate) fn redis_cli(args: &[&str]) -> anyhow::Result<String> {
+    let (host, port) = redis_host_port();
+    run(Command::new("redis-cli")
+        .args(["-h", &host, "-p", &port])
+        .args(args))
 }
 
 /// Resident set size of a process, in KiB.
@@ -208,18 +231,7 @@ impl Perf {
 impl Drop for Perf {
     fn drop(&mut self) {
         // SIGINT: perf writes its data file and exits.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, "-INT", Duration::from_secs(30));
     }
 }
 
@@ -234,20 +246,26 @@ impl Drop for Proc {
         if let Ok(Some(_)) = self.child.try_wait() {
             return; // already gone (a scenario stopped it)
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, "-TERM", Duration::from_secs(10));
     }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) and waits up to `grace` for the exit,
+/// then kills.
+fn stop(child: &mut Child, signal: &str, grace: Duration) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The release `app` binary next to this example.

@@ -68,13 +68,8 @@ pub(crate) async fn redis_restart(quick: bool) -> anyhow::Result<Outcome> {
                 let c = client.clone();
                 running.push(tokio::spawn(async move {
                     let sent = Instant::now();
-                    let answer = c
-                        .patch(format!("http://127.0.0.1:{port}/api/v1/me"))
-                        .bearer_auth(token)
-                        .json(&serde_json::json!({}))
-                        .send()
+                    let answer = crate::faults::patch_me(&c, port, &token)
                         .await
-                        .map(|r| r.status().as_u16())
                         .map_err(|e| e.to_string());
                     SignUp {
                         email,
