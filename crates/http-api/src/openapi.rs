@@ -120,7 +120,7 @@ fn complete(mut spec: Value) -> Value {
             if path == "/readyz" {
                 add(
                     "503",
-                    "A dependency is unreachable (`not_ready`); `checks` says which.",
+                    "A dependency is unreachable (`not_ready`; `checks` says which), or the instance is draining after SIGTERM (`shutting_down`).",
                 );
                 responses["200"] = json!({
                     "description": "Every dependency answered.",
