@@ -1218,3 +1218,50 @@ async fn revive_all_revives_the_dead_jobs_of_one_queue_or_of_all() {
         .unwrap();
     assert_eq!(again.attempt, 1, "a fresh set of retries");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_share_batches_and_each_keeps_its_own_outcome() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    // 300 at once: more than one batch. A third share one unique key, a
+    // third are scheduled, a third are plain.
+    let results = futures_util::future::join_all((0..300_u64).map(|n| {
+        let q = q.clone();
+        async move {
+            let j = match n % 3 {
+                0 => job(n).unique("shared", Duration::from_secs(60)),
+                1 => job(n).run_at(Utc::now() + chrono::Duration::seconds(600)),
+                _ => job(n),
+            };
+            (n, q.enqueue(j).await)
+        }
+    }))
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    let (mut unique_ok, mut duplicates) = (0, 0);
+    for (n, r) in results {
+        match (n % 3, r) {
+            (0, Ok(id)) => {
+                unique_ok += 1;
+                ids.insert(id);
+            }
+            (0, Err(EnqueueJobError::Duplicate { key })) => {
+                assert_eq!(key, "shared");
+                duplicates += 1;
+            }
+            (_, Ok(id)) => assert!(ids.insert(id), "job {n} got an id twice"),
+            (_, Err(e)) => panic!("job {n}: {e}"),
+        }
+    }
+    assert_eq!((unique_ok, duplicates), (1, 99));
+    assert_eq!(ids.len(), 201);
+    let stats = q.stats("default").await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (101, 100), "{stats:?}");
+    // Every pending one is there to fetch, each once.
+    let fetched = q
+        .fetch_many("default", Duration::from_secs(30), 200)
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 101);
+    assert!(fetched.iter().all(|j| ids.contains(&j.id)));
+}
