@@ -53,16 +53,7 @@ pub(crate) async fn http(_quick: bool) -> anyhow::Result<Outcome> {
     };
     // The profile exists, so nothing below is a legitimate 404; three
     // devices, so the list has pages and a real cursor to tamper with.
-    anyhow::ensure!(
-        client
-            .patch(format!("{base}/api/v1/me"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .status()
-            == 201
-    );
+    anyhow::ensure!(crate::faults::patch_me(&client, port, &token).await? == 201);
     for i in 0..3 {
         client
             .post(format!("{base}/api/v1/push-tokens"))
@@ -374,16 +365,7 @@ pub(crate) async fn http(_quick: bool) -> anyhow::Result<Outcome> {
     // DELETE /me, which reads no body: junk with it is ignored, the
     // account is deleted once, and a second delete is a 404 problem.
     let doomed = keys.token("bad-input-doomed", Some("doomed@chaos.example"), None)?;
-    anyhow::ensure!(
-        client
-            .patch(format!("{base}/api/v1/me"))
-            .bearer_auth(&doomed)
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .status()
-            == 201
-    );
+    anyhow::ensure!(crate::faults::patch_me(&client, port, &doomed).await? == 201);
     for (name, body, ctype) in bodies.iter().take(6) {
         let a = client
             .delete(format!("{base}/api/v1/me?cascade=maybe&limit=-1"))
