@@ -52,14 +52,7 @@ pub(crate) async fn websocket(_quick: bool) -> anyhow::Result<Outcome> {
         true,
     )))
     .await?;
-    let code = close_code(ws).await;
-    o.sent += 1;
-    if code == Some(1007) {
-        o.processed += 1
-    } else {
-        o.errors += 1;
-        o.notes.push(format!("invalid UTF-8 closed with {code:?}"))
-    }
+    expect_close(&mut o, close_code(ws).await, 1007, "invalid UTF-8");
 
     let mut ws = connect().await?;
     let chunk = vec![b'a'; 40 * 1024];
@@ -75,15 +68,7 @@ pub(crate) async fn websocket(_quick: bool) -> anyhow::Result<Outcome> {
         true,
     )))
     .await?;
-    let code = close_code(ws).await;
-    o.sent += 1;
-    if code == Some(1009) {
-        o.processed += 1
-    } else {
-        o.errors += 1;
-        o.notes
-            .push(format!("fragmented oversize closed with {code:?}"))
-    }
+    expect_close(&mut o, close_code(ws).await, 1009, "fragmented oversize");
 
     let mut ws = connect().await?;
     for i in 0..1000 {
@@ -127,4 +112,15 @@ pub(crate) async fn websocket(_quick: bool) -> anyhow::Result<Outcome> {
         }
     }
     Ok(o)
+}
+
+/// Counts one case: the connection closed with `want`.
+fn expect_close(o: &mut Outcome, code: Option<u16>, want: u16, what: &str) {
+    o.sent += 1;
+    if code == Some(want) {
+        o.processed += 1;
+    } else {
+        o.errors += 1;
+        o.notes.push(format!("{what} closed with {code:?}"));
+    }
 }
