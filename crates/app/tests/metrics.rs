@@ -49,10 +49,18 @@ async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
         .unwrap();
     assert_eq!(res.status(), 201);
 
-    let text = eventually("the mail, on metrics", Duration::from_secs(30), || async {
-        let text = scrape(&app).await;
-        (sum(&text, "mail_sent_total{outcome=\"sent\"}") == Some(1.0)).then_some(text)
-    })
+    // The mail is counted when it is sent; its job's outcome only once the
+    // completion is persisted, a moment later.
+    let text = eventually(
+        "the mail and its job, on metrics",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape(&app).await;
+            (sum(&text, "mail_sent_total{outcome=\"sent\"}") == Some(1.0)
+                && sum(&text, "jobs_processed_total{").is_some())
+            .then_some(text)
+        },
+    )
     .await;
     for (prefix, at_least) in [
         ("outbox_published_total", 1.0),
