@@ -322,14 +322,13 @@ impl Settings {
         let mail_outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
         let google_application_credentials =
             r.raw("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from);
-        let fcm_base_url = r.url(
-            "FCM_BASE_URL",
-            "https://fcm.googleapis.com",
-            &["https", "http"],
-        );
+        // The service-account assertion and every push travel to these:
+        // over plain HTTP they could be read or answered by anyone on the
+        // way, so production takes https only (like FIREBASE_KEYS_URL).
+        let fcm_base_url = r.url("FCM_BASE_URL", "https://fcm.googleapis.com", key_schemes);
         let fcm_token_url = r
             .raw("FCM_TOKEN_URL")
-            .map(|_| r.url("FCM_TOKEN_URL", "", &["https", "http"]));
+            .map(|_| r.url("FCM_TOKEN_URL", "", key_schemes));
         let fcm_project_id = r.raw("FCM_PROJECT_ID").map(|p| p.trim().to_owned());
 
         if let Some(filter) = r.raw("RUST_LOG")
@@ -804,6 +803,36 @@ mod tests {
         let err = load(&prod).unwrap_err();
         assert_eq!(err.problems[0].0, "FIREBASE_KEYS_URL");
         assert!(load(&[("FIREBASE_KEYS_URL", "http://127.0.0.1:9/keys")]).is_ok());
+    }
+
+    #[test]
+    fn production_talks_to_fcm_over_https_only() {
+        let prod = [
+            ("APP_ENV", "production"),
+            ("FIREBASE_PROJECT_ID", "my-app"),
+            ("CURSOR_SECRET", "0123456789abcdef0123"),
+            ("FCM_BASE_URL", "http://fcm.example"),
+            ("FCM_TOKEN_URL", "http://oauth.example/token"),
+        ];
+        let err = load(&prod).unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(vars, ["FCM_BASE_URL", "FCM_TOKEN_URL"]);
+        let https = [
+            ("APP_ENV", "production"),
+            ("FIREBASE_PROJECT_ID", "my-app"),
+            ("CURSOR_SECRET", "0123456789abcdef0123"),
+            ("FCM_BASE_URL", "https://fcm.example"),
+            ("FCM_TOKEN_URL", "https://oauth.example/token"),
+        ];
+        assert!(load(&https).is_ok());
+        let local = [
+            ("FCM_BASE_URL", "http://127.0.0.1:9"),
+            ("FCM_TOKEN_URL", "http://127.0.0.1:9/token"),
+        ];
+        assert!(
+            load(&local).is_ok(),
+            "local mode may use a local FCM stand-in"
+        );
     }
 
     #[test]

@@ -311,6 +311,127 @@ fn compose_parses_runs_known_subcommands_and_sets_known_variables() {
     }
 }
 
+/// Whether a compose value is a variable reference (`${NAME:?why}`) rather
+/// than text written into the file.
+fn interpolated(value: &str) -> bool {
+    value.contains("${") && value.contains('}')
+}
+
+/// Every string value in a YAML tree, with its path.
+fn strings<'a>(v: &'a Yaml, path: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        Yaml::String(s) => out.push((path, s)),
+        Yaml::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                strings(item, format!("{path}[{i}]"), out);
+            }
+        }
+        Yaml::Mapping(m) => {
+            for (k, item) in m {
+                let k = k.as_str().unwrap_or("?");
+                strings(item, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A literal secret: a value under a secret-sounding name, a password after
+/// `--requirepass`, or a URL with a password, that is not a `${...}`.
+fn literal_secrets(compose: &Yaml) -> Vec<String> {
+    let mut all = Vec::new();
+    strings(compose, String::new(), &mut all);
+    let secret_name = |path: &str| {
+        let name = path.rsplit('.').next().unwrap_or(path).to_ascii_uppercase();
+        ["SECRET", "PASSWORD", "TOKEN", "_KEY", "CREDENTIAL", "AUTH"]
+            .iter()
+            .any(|w| name.contains(w))
+    };
+    let mut found = Vec::new();
+    for (i, (path, value)) in all.iter().enumerate() {
+        let after_flag = i > 0 && all[i - 1].1 == "--requirepass";
+        let url_password = url::Url::parse(value).is_ok_and(|u| u.password().is_some());
+        if (secret_name(path) || after_flag || url_password) && !interpolated(value) {
+            found.push(format!("{path} = {value:?}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn compose_holds_no_literal_secret_and_publishes_on_loopback_only() {
+    let mut c = documents("deploy/docker-compose.yml").remove(0);
+    c.apply_merge().unwrap();
+    let secrets = literal_secrets(&c);
+    assert!(
+        secrets.is_empty(),
+        "secrets written into docker-compose.yml (take them from deploy/.env): {secrets:?}"
+    );
+    let services = c["services"].as_mapping().unwrap();
+    let mut published = 0;
+    for (name, svc) in services {
+        for port in svc["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().unwrap_or_else(|| {
+                panic!("{name:?}: write ports as \"127.0.0.1:host:container\" strings")
+            });
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port:?} on every interface; bind it to 127.0.0.1"
+            );
+            published += 1;
+        }
+    }
+    assert!(
+        published >= 4,
+        "the API, Postgres, Redis and Mailpit are published"
+    );
+    let redis_cmd: Vec<&str> = c["services"]["redis"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        redis_cmd.contains(&"--requirepass"),
+        "Redis has a password: {redis_cmd:?}"
+    );
+    let env = &c["services"]["serve"]["environment"];
+    assert!(
+        env["DEV_TOKEN_SECRET"].is_null(),
+        "dev tokens are signed with the app's own random secret"
+    );
+    let redis_url = env["REDIS_URL"].as_str().unwrap_or_default();
+    assert!(
+        redis_url.contains(":${REDIS_PASSWORD"),
+        "the app logs in to Redis: {redis_url}"
+    );
+    assert!(
+        read(".gitignore").lines().any(|l| l == "/deploy/.env"),
+        "deploy/.env (the passwords) is never committed"
+    );
+}
+
+#[test]
+fn the_secret_check_finds_what_it_looks_for() {
+    let leaky: Yaml = serde_norway::from_str(
+        r#"
+services:
+  a:
+    environment:
+      DEV_TOKEN_SECRET: change-me
+      DATABASE_URL: postgres://u:hunter2@db/x
+      REDIS_URL: redis://:${REDIS_PASSWORD:?x}@redis:6379
+    command: ["redis-server", "--requirepass", "letmein"]
+"#,
+    )
+    .unwrap();
+    let found = literal_secrets(&leaky);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found.iter().any(|f| f.contains("DEV_TOKEN_SECRET")));
+    assert!(found.iter().any(|f| f.contains("hunter2")));
+    assert!(found.iter().any(|f| f.contains("letmein")));
+}
+
 #[test]
 fn the_dockerfile_runs_a_known_subcommand_as_non_root_with_a_health_check() {
     let d = read("deploy/Dockerfile");

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct FirebaseClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// A string (Firebase) or, per RFC 7519, an array of strings.
+    /// Kept as any JSON value so an array (which RFC 7519 allows but
+    /// Firebase never issues) is refused with a reason, not a parse error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,12 +57,12 @@ impl Expectations {
     }
 }
 
+/// Firebase ID tokens carry one audience, the project id, as a string. An
+/// array is refused even when it names the project: the Admin SDKs require
+/// the string, and a token minted for several audiences was not minted for
+/// this project alone.
 fn audience_matches(aud: &serde_json::Value, project: &str) -> bool {
-    match aud {
-        serde_json::Value::String(a) => a == project,
-        serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(project)),
-        _ => false,
-    }
+    aud.as_str() == Some(project)
 }
 
 /// Checks time, audience, issuer and subject; returns the identity and `exp`.
@@ -205,9 +206,19 @@ mod tests {
     }
 
     #[test]
-    fn an_audience_array_containing_the_project_is_accepted() {
-        let mut c = good();
-        c.aud = Some(serde_json::json!(["x", "proj"]));
-        assert!(check(c, &expect(), NOW).is_ok());
+    fn an_audience_array_is_refused_even_when_it_names_the_project() {
+        for aud in [
+            serde_json::json!(["x", "proj"]),
+            serde_json::json!(["proj"]),
+            serde_json::json!(7),
+        ] {
+            let mut c = good();
+            c.aud = Some(aud.clone());
+            assert_eq!(
+                check(c, &expect(), NOW).unwrap_err(),
+                InvalidToken::WrongAudience,
+                "{aud}"
+            );
+        }
     }
 }

@@ -169,14 +169,17 @@ return out"
 }
 
 /// KEYS: scheduled, retry, pending, wake. ARGV: limit, job prefix.
-/// Moves due scheduled and retry jobs to pending. Returns how many.
+/// Moves due scheduled and retry jobs to pending. Returns how many. A job
+/// is due once its time is strictly in the past (`(now`): `now_ms` drops the
+/// microseconds, so a job due at this very millisecond could otherwise move
+/// up to a millisecond before the time it was given.
 pub(crate) fn forward() -> String {
     format!(
         "{NOW_MS}{WAKE}
 local now = now_ms()
 local moved = 0
 for _, src in ipairs({{KEYS[1], KEYS[2]}}) do
-  local ids = redis.call('ZRANGEBYSCORE', src, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+  local ids = redis.call('ZRANGEBYSCORE', src, '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[1]))
   for _, id in ipairs(ids) do
     redis.call('ZREM', src, id)
     local key = ARGV[2] .. id
