@@ -81,7 +81,11 @@ pub struct Settings {
     /// Requests per window per IP for unauthenticated requests; 0: off.
     pub rate_limit_per_ip: u32,
     pub rate_limit_window: Duration,
-    pub trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` is believed (`TRUST_FORWARDED_FOR`).
+    pub trusted_proxies: Vec<http_api::Cidr>,
+    /// Where `/metrics` is served instead of the public listener
+    /// (`METRICS_ADDR`); `None`: on the public listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for Settings {
@@ -451,7 +455,30 @@ impl Settings {
         let rate_limit_per_ip = r.parsed("RATE_LIMIT_PER_IP", 300_u32, "a number of requests");
         let rate_limit_window =
             Duration::from_secs(r.ranged("RATE_LIMIT_WINDOW_SECS", 60_u64, 1, 86_400, "seconds"));
-        let trust_forwarded_for = r.bool("TRUST_FORWARDED_FOR", false);
+        let trusted_proxies = match r.raw("TRUST_FORWARDED_FOR") {
+            None => Vec::new(),
+            Some(v)
+                if ["0", "false", "no", "off"]
+                    .contains(&v.trim().to_ascii_lowercase().as_str()) =>
+            {
+                Vec::new()
+            }
+            Some(v) => parse_proxies(&v).unwrap_or_else(|e| {
+                r.problem("TRUST_FORWARDED_FOR", e);
+                Vec::new()
+            }),
+        };
+        let metrics_addr = r.raw("METRICS_ADDR").and_then(|v| {
+            v.trim()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    r.problem(
+                        "METRICS_ADDR",
+                        format!("must be an address and port like 0.0.0.0:9090 (got {v:?})"),
+                    );
+                })
+                .ok()
+        });
 
         if !r.problems.is_empty() {
             return Err(SettingsError {
@@ -500,9 +527,33 @@ impl Settings {
             rate_limit_per_user,
             rate_limit_per_ip,
             rate_limit_window,
-            trust_forwarded_for,
+            trusted_proxies,
+            metrics_addr,
         })
     }
+}
+
+/// The proxies' addresses as CIDRs, comma-separated (`10.0.0.0/8, fd00::/8`).
+/// `true` is refused with a hint: trusting any peer lets every client name
+/// its own address.
+fn parse_proxies(raw: &str) -> Result<Vec<http_api::Cidr>, String> {
+    if ["1", "true", "yes", "on"].contains(&raw.trim().to_ascii_lowercase().as_str()) {
+        return Err(
+            "takes the addresses of the proxies in front of the app as CIDRs (e.g. 10.0.0.0/8), not true: only their X-Forwarded-For is believed"
+                .into(),
+        );
+    }
+    let proxies: Result<Vec<_>, String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(http_api::Cidr::parse)
+        .collect();
+    let proxies = proxies?;
+    if proxies.is_empty() {
+        return Err("lists no proxy".into());
+    }
+    Ok(proxies)
 }
 
 /// `*`, or a comma-separated list of origins (`https://app.example.com`,
@@ -655,6 +706,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "RATE_LIMIT_PER_IP",
     "RATE_LIMIT_WINDOW_SECS",
     "TRUST_FORWARDED_FOR",
+    "METRICS_ADDR",
 ];
 
 #[cfg(test)]
@@ -874,6 +926,38 @@ mod tests {
         let mut known: Vec<String> = KNOWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
         known.sort();
         assert_eq!(asked, known);
+    }
+
+    #[test]
+    fn forwarded_for_is_trusted_from_listed_proxies_only() {
+        let s = load(&[("TRUST_FORWARDED_FOR", "10.0.0.0/8, fd00::/8")]).unwrap();
+        assert_eq!(
+            s.trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.0.0.0/8", "fd00::/8"]
+        );
+        assert!(
+            load(&[("TRUST_FORWARDED_FOR", "false")])
+                .unwrap()
+                .trusted_proxies
+                .is_empty()
+        );
+        assert!(load(&[]).unwrap().trusted_proxies.is_empty());
+        for bad in ["true", "10.0.0.1/8", "ten", ","] {
+            let err = load(&[("TRUST_FORWARDED_FOR", bad)]).unwrap_err();
+            assert_eq!(err.problems[0].0, "TRUST_FORWARDED_FOR", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_can_have_a_listener_of_their_own() {
+        assert_eq!(load(&[]).unwrap().metrics_addr, None);
+        let s = load(&[("METRICS_ADDR", "0.0.0.0:9090")]).unwrap();
+        assert_eq!(s.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        let err = load(&[("METRICS_ADDR", "9090")]).unwrap_err();
+        assert_eq!(err.problems[0].0, "METRICS_ADDR");
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Application {
     infra: Infrastructure,
     server: Option<actix_web::dev::Server>,
     port: Option<u16>,
+    /// `/metrics`' own port when `METRICS_ADDR` is set.
+    metrics_port: Option<u16>,
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
     /// Set during the drain after a signal: `/readyz` answers 503.
@@ -161,6 +163,17 @@ impl Application {
             wiring::http_server(&settings, &infra, role, shutdown.clone(), draining.clone())
                 .await?;
         let mut tasks = JoinSet::new();
+        let metrics_port = match wiring::metrics_server(&settings, shutdown.clone())? {
+            Some((metrics, port)) => {
+                tasks.spawn(async move {
+                    if let Err(e) = metrics.await {
+                        tracing::error!(error = %e, "the metrics listener failed");
+                    }
+                });
+                Some(port)
+            }
+            None => None,
+        };
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
         }
@@ -170,6 +183,7 @@ impl Application {
             infra,
             server: Some(server),
             port: Some(port),
+            metrics_port,
             tasks,
             shutdown,
             draining,
@@ -179,6 +193,12 @@ impl Application {
     /// The bound HTTP port (the API, or only the operational routes for `worker`).
     pub fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// The port `/metrics` is served on when `METRICS_ADDR` gives it a
+    /// listener of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// Cancel it to stop the application gracefully.

@@ -5,7 +5,7 @@ use crate::startup::{Infrastructure, Role, token_verifier};
 use crate::telemetry;
 use anyhow::Context as _;
 use domain::CursorCodec;
-use http_api::{ApiState, HttpSettings, OpsState, RateLimitSettings, RateLimiter};
+use http_api::{ApiState, HttpSettings, OpsState, RateLimitSettings, RateLimiter, Readiness};
 use mail_adapter::{LettreMailer, MailSettings};
 use ports::{EventConsumer as _, Fanout as _, HealthProbe};
 use postgres_adapter::{
@@ -96,12 +96,12 @@ pub(crate) async fn http_server(
         Arc::new(PgHealthProbe::new(infra.pg.clone())),
         Arc::new(RedisHealthProbe::new(infra.redis.clone())),
     ];
-    let metrics = telemetry::metrics_handle()
-        .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) });
+    // With METRICS_ADDR, /metrics has a listener of its own (see
+    // `metrics_server`) and the public one answers 404 there.
+    let metrics = metrics_renderer().filter(|_| settings.metrics_addr.is_none());
     let ops = OpsState {
-        probes,
+        readiness: Readiness::new(probes, Duration::from_millis(1500), Duration::from_secs(1)),
         metrics,
-        readiness_timeout: Duration::from_millis(1500),
         draining,
     };
     let listener = TcpListener::bind((settings.http_host.as_str(), settings.http_port))
@@ -145,7 +145,7 @@ pub(crate) async fn http_server(
                     per_user: settings.rate_limit_per_user,
                     per_ip: settings.rate_limit_per_ip,
                     window: settings.rate_limit_window,
-                    trust_forwarded_for: settings.trust_forwarded_for,
+                    trusted_proxies: settings.trusted_proxies.clone(),
                 },
             )),
         };
@@ -191,6 +191,34 @@ pub(crate) async fn http_server(
     };
     tracing::info!(port, api = role.serves(), "HTTP server listening");
     Ok((server, port))
+}
+
+fn metrics_renderer() -> Option<http_api::MetricsRenderer> {
+    telemetry::metrics_handle()
+        .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) })
+}
+
+/// `/metrics` on `METRICS_ADDR`, a listener production keeps off the
+/// public Service; `None` when it is not set.
+pub(crate) fn metrics_server(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<(actix_web::dev::Server, u16)>> {
+    let Some(addr) = settings.metrics_addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (METRICS_ADDR)"))?;
+    let port = listener.local_addr()?.port();
+    let renderer = metrics_renderer();
+    let server = actix_web::HttpServer::new(move || http_api::build_metrics_app(renderer.clone()))
+        .workers(1)
+        .listen(listener)?
+        .shutdown_signal(shutdown.cancelled_owned())
+        .shutdown_timeout(1)
+        .run();
+    tracing::info!(port, "metrics listening");
+    Ok(Some((server, port)))
 }
 
 /// The background work of the `worker` role: the outbox relay, the

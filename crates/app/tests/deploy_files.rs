@@ -194,6 +194,48 @@ fn every_kubernetes_manifest_parses_and_sets_only_known_variables() {
 }
 
 #[test]
+fn the_config_map_loads_as_production_settings_with_metrics_off_the_service() {
+    let config = &documents("deploy/k8s/configmap.yaml")[0];
+    let mut vars: std::collections::HashMap<String, String> = config["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    // What the Secret adds (placeholders of the right shape).
+    vars.insert("CURSOR_SECRET".into(), "0123456789abcdef0123".into());
+    let settings = app::Settings::from_lookup(&|k| vars.get(k).cloned())
+        .unwrap_or_else(|e| panic!("configmap.yaml as settings: {e}"));
+    assert!(
+        !settings.trusted_proxies.is_empty(),
+        "the ingress is a listed proxy"
+    );
+    let metrics = settings.metrics_addr.expect("METRICS_ADDR is set");
+    let service = &documents("deploy/k8s/api-service.yaml")[0];
+    for p in service["spec"]["ports"].as_sequence().unwrap() {
+        assert_ne!(p["targetPort"].as_str(), Some("metrics"));
+        assert_ne!(p["targetPort"].as_u64(), Some(u64::from(metrics.port())));
+    }
+    for f in [
+        "deploy/k8s/api-deployment.yaml",
+        "deploy/k8s/worker-deployment.yaml",
+    ] {
+        let d = &documents(f)[0];
+        let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(metrics.port().to_string().as_str()),
+            "{f}: Prometheus scrapes METRICS_ADDR's port"
+        );
+    }
+}
+
+#[test]
 fn the_kustomization_lists_existing_files_and_the_secret_template_exists() {
     let k = &documents("deploy/k8s/kustomization.yaml")[0];
     for r in k["resources"].as_sequence().unwrap() {

@@ -115,3 +115,35 @@ async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_metrics_addr_metrics_leave_the_public_listener() {
+    let app = spawn_app_with(Role::Serve, &[("METRICS_ADDR", "127.0.0.1:0")]).await;
+    let port = app.metrics_port.expect("a metrics listener of its own");
+    assert_ne!(port, app.port);
+    // Something to count first.
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let public = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404, "not on the public listener");
+    assert_eq!(public.headers()["content-type"], "application/problem+json");
+    let own = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let text = own.text().await.unwrap();
+    assert!(
+        text.contains("http_requests_total"),
+        "the public listener's requests are counted there: {text}"
+    );
+    let other = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/api/v1/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "nothing else is served there");
+}

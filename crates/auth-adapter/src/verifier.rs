@@ -102,6 +102,16 @@ impl FirebaseTokenVerifier {
         self.keys.fetch_count()
     }
 
+    /// A cache hit needs its key in a fresh key set: once the set goes
+    /// stale the token is verified again, which refreshes the keys, so a
+    /// revoked key or a key server past its grace is noticed.
+    fn cached(&self, hash: &cache::TokenHash, now: i64) -> Option<VerifiedIdentity> {
+        let current = self.keys.fresh_snapshot();
+        self.cache.get(hash, now, |kid| {
+            current.as_ref().is_some_and(|s| s.contains(kid))
+        })
+    }
+
     fn check_claims(
         &self,
         claims: FirebaseClaims,
@@ -118,17 +128,8 @@ impl FirebaseTokenVerifier {
         let kid = kid.ok_or(InvalidToken::MissingKeyId)?;
         let now = now_secs();
         let hash = self.cache.enabled().then(|| cache::hash(token));
-        if let Some(hash) = &hash {
-            // A hit needs its key in a fresh key set: once the set goes
-            // stale the token is verified again, which refreshes the keys,
-            // so a revoked key or a key server past its grace is noticed.
-            let current = self.keys.fresh_snapshot();
-            let hit = self.cache.get(hash, now, |kid| {
-                current.as_ref().is_some_and(|s| s.contains(kid))
-            });
-            if let Some(identity) = hit {
-                return Ok(identity);
-            }
+        if let Some(identity) = hash.as_ref().and_then(|h| self.cached(h, now)) {
+            return Ok(identity);
         }
         // Claims first, unverified: an expired or foreign token is refused
         // without looking up (and perhaps fetching) any key.
@@ -150,6 +151,13 @@ impl FirebaseTokenVerifier {
 
 #[async_trait]
 impl TokenVerifier for FirebaseTokenVerifier {
+    fn verify_cached(&self, token: &str) -> Option<VerifiedIdentity> {
+        if !self.cache.enabled() || token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        self.cached(&cache::hash(token), now_secs())
+    }
+
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, VerifyTokenError> {
         if token.is_empty() {
             return Err(InvalidToken::Missing.into());

@@ -486,6 +486,30 @@ async fn cached_tokens_stop_working_when_their_key_is_revoked() {
 }
 
 #[tokio::test]
+async fn only_a_token_already_proven_is_found_without_a_signature_check() {
+    use ports::TokenVerifier as _;
+    let k = test_key("k1");
+    let server = KeyServer::start(&[&k]).await;
+    let v = FirebaseTokenVerifier::new(settings(&server)).unwrap();
+    let token = sign(&k, &claims("uid-1"));
+    assert!(v.verify_cached(&token).is_none(), "never verified");
+    v.verify(&token).await.unwrap();
+    let cached = v.verify_cached(&token).expect("proven once, cached");
+    assert_eq!(cached.uid.as_str(), "uid-1");
+    // One signature character changed (well inside it: every bit counts).
+    let at = token.len() - 20;
+    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+    assert!(v.verify_cached(&forged).is_none());
+    assert!(v.verify(&forged).await.is_err());
+    assert!(
+        v.verify_cached(&forged).is_none(),
+        "a refusal is not cached"
+    );
+    assert!(v.verify_cached("").is_none());
+}
+
+#[tokio::test]
 async fn emulator_tokens_are_accepted_only_in_emulator_mode() {
     let server = KeyServer::start(&[]).await;
     let header = b64(&serde_json::json!({"alg": "none", "typ": "JWT"}));

@@ -60,19 +60,35 @@ impl FromRequest for Authenticated {
                 Some(Ok(v)) => bearer_token(v).map_err(refused),
             };
             let outcome = match token {
-                Ok(token) => match state.verifier.verify(token).await {
-                    Ok(identity) => {
-                        req.extensions_mut().insert(identity.uid.clone());
-                        if let Some(limiter) = &state.rate_limiter {
-                            limiter.check_user(identity.uid.as_str()).await?;
-                        }
-                        return Ok(Authenticated(identity));
-                    }
-                    Err(VerifyTokenError::Invalid(reason)) => refused(&reason.to_string()),
-                    Err(VerifyTokenError::Unavailable(e)) => return Err(ApiError::Unavailable(e)),
-                    Err(VerifyTokenError::Unknown(e)) => return Err(ApiError::Internal(e)),
-                },
                 Err(e) => e,
+                Ok(token) => {
+                    let verified = match state.verifier.verify_cached(token) {
+                        Some(identity) => Ok(identity),
+                        None => {
+                            // A token not proven before costs a signature
+                            // check: an IP that used up its budget of
+                            // failures pays for none.
+                            if let Some(limiter) = &state.rate_limiter {
+                                limiter.refuse_exhausted_ip(&req).await?;
+                            }
+                            state.verifier.verify(token).await
+                        }
+                    };
+                    match verified {
+                        Ok(identity) => {
+                            req.extensions_mut().insert(identity.uid.clone());
+                            if let Some(limiter) = &state.rate_limiter {
+                                limiter.check_user(identity.uid.as_str()).await?;
+                            }
+                            return Ok(Authenticated(identity));
+                        }
+                        Err(VerifyTokenError::Invalid(reason)) => refused(&reason.to_string()),
+                        Err(VerifyTokenError::Unavailable(e)) => {
+                            return Err(ApiError::Unavailable(e));
+                        }
+                        Err(VerifyTokenError::Unknown(e)) => return Err(ApiError::Internal(e)),
+                    }
+                }
             };
             // Failed attempts count against the client's IP.
             if let Some(limiter) = &state.rate_limiter {

@@ -5,6 +5,7 @@ mod middleware;
 mod openapi;
 mod problem;
 mod rate_limit;
+mod readiness;
 mod routes;
 mod state;
 
@@ -12,7 +13,8 @@ pub use extract::{Authenticated, ValidJson, bearer_token};
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use openapi::openapi_spec;
 pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
-pub use rate_limit::{RateLimitSettings, RateLimiter};
+pub use rate_limit::{Cidr, RateLimitSettings, RateLimiter};
+pub use readiness::{Readiness, ReadinessReport};
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
 pub use routes::test_push::{TestPushResponse, TestPushResult};
@@ -102,6 +104,25 @@ pub fn build_ops_app(
         .configure(routes::operational)
         .build()
         .route("/metrics", web::get().to(routes::docs::metrics))
+}
+
+/// Only `/metrics`, for a listener of its own (`METRICS_ADDR`): nothing
+/// else is reachable there, and nothing there is rate limited.
+pub fn build_metrics_app(
+    metrics: Option<MetricsRenderer>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(routes::docs::MetricsOnly(metrics)))
+        .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .route("/metrics", web::get().to(routes::docs::metrics_only))
 }
 
 /// [`openapi_spec`] serialized once, for [`build_app`].

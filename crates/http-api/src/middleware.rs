@@ -2,6 +2,7 @@
 //! metrics, and the guarantee that every error body is problem+json.
 
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::rate_limit::CountedPerIp;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -172,9 +173,11 @@ fn exempt(path: &str) -> bool {
 
 /// Per-IP limits for everything a user limit does not cover: counted up
 /// front for every request except probes and API calls that carry
-/// credentials (those count per user once verified, and per IP when the
-/// `Authenticated` extractor refuses them), so a junk `Authorization`
-/// header buys no way around the limit. WebSocket upgrades count per IP.
+/// credentials. Those count per user once verified, and per IP when the
+/// `Authenticated` extractor refuses them; one that never reached the
+/// extractor (an unknown path, a wrong method) is counted per IP on its way
+/// out. So a junk `Authorization` header buys no way around the limit.
+/// WebSocket upgrades count per IP.
 pub(crate) async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -182,18 +185,38 @@ pub(crate) async fn rate_limit(
     let limiter = req
         .app_data::<actix_web::web::Data<crate::ApiState>>()
         .and_then(|s| s.rate_limiter.clone());
+    let Some(limiter) = limiter.filter(|_| !exempt(req.path())) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
     let per_user =
         req.path().starts_with("/api/") && req.headers().contains_key(header::AUTHORIZATION);
-    if let Some(limiter) = limiter
-        && !exempt(req.path())
-        && !per_user
-        && let Err(e) = limiter.check_ip(req.request()).await
-    {
-        return Ok(req.error_response(e).map_into_boxed_body());
+    if !per_user {
+        if let Err(e) = limiter.check_ip(req.request()).await {
+            return Ok(req.error_response(e).map_into_boxed_body());
+        }
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
     }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_boxed_body)
+    let res = next.call(req).await?.map_into_boxed_body();
+    let counted = {
+        let ext = res.request().extensions();
+        ext.get::<FirebaseUid>().is_some() || ext.get::<CountedPerIp>().is_some()
+    };
+    if counted {
+        return Ok(res);
+    }
+    match limiter.check_ip(res.request()).await {
+        Ok(()) => Ok(res),
+        Err(e) => {
+            let (req, _) = res.into_parts();
+            Ok(ServiceResponse::from_err(e, req).map_into_boxed_body())
+        }
+    }
 }
 
 /// Headers every response carries unless a handler set its own.

@@ -6,10 +6,89 @@
 //! logged): an outage of the limiter must not become an outage of the API.
 
 use crate::problem::ApiError;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 use ports::Cache;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A block of addresses, `10.0.0.0/8` or `fd00::/8` (a bare address is a
+/// block of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address/prefix` or a bare address. Host bits must be zero, so
+    /// a typo such as `10.0.0.1/8` is caught rather than silently widened.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or address/prefix"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
+        };
+        let cidr = Self { network, prefix };
+        if cidr.masked(network) != network {
+            return Err(format!(
+                "{text:?} has host bits set (did you mean {}/{prefix}?)",
+                cidr.masked(network)
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(bits & mask))
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// An IPv4 client seen through an IPv6 socket is still an IPv4 client.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
@@ -19,11 +98,12 @@ pub struct RateLimitSettings {
     /// successfully) authenticated (0: no limit).
     pub per_ip: u32,
     pub window: Duration,
-    /// Take the client IP from the last `X-Forwarded-For` entry: the address
-    /// the proxy in front of us (an ingress) saw. Entries before it are the
-    /// client's own claims and are never used. Only behind such a proxy:
-    /// without one, clients could pick their own IP.
-    pub trust_forwarded_for: bool,
+    /// The proxies in front of us (an ingress, a load balancer). Only when
+    /// the peer is one of them is `X-Forwarded-For` read: from its end,
+    /// skipping entries that are themselves listed proxies, the first other
+    /// address is the client. Entries before it are the client's own claims
+    /// and are never used. Empty: the peer is the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for RateLimitSettings {
@@ -32,10 +112,15 @@ impl Default for RateLimitSettings {
             per_user: 600,
             per_ip: 300,
             window: Duration::from_secs(60),
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
+
+/// Set on a request once it has been counted against its client's IP, so
+/// the middleware does not count it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CountedPerIp;
 
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -51,6 +136,19 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
+fn ip_key(bucket: &str) -> String {
+    format!("rl:ip:{bucket}")
+}
+
+fn limited(scope: &'static str, left: Duration) -> ApiError {
+    metrics::counter!("http_rate_limited_total", "scope" => scope).increment(1);
+    // Rounded up: a client that waits as told is let in.
+    let secs = u64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+    ApiError::RateLimited {
+        retry_after_secs: secs.max(1),
+    }
+}
+
 impl RateLimiter {
     pub fn new(cache: Arc<dyn Cache>, settings: RateLimitSettings) -> Self {
         Self { cache, settings }
@@ -60,19 +158,8 @@ impl RateLimiter {
         if limit == 0 {
             return Ok(());
         }
-        match self
-            .cache
-            .incr_window(&format!("rl:{scope}:{key}"), self.settings.window)
-            .await
-        {
-            Ok((n, left)) if n > u64::from(limit) => {
-                metrics::counter!("http_rate_limited_total", "scope" => scope).increment(1);
-                // Rounded up: a client that waits as told is let in.
-                let secs = u64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
-                Err(ApiError::RateLimited {
-                    retry_after_secs: secs.max(1),
-                })
-            }
+        match self.cache.incr_window(key, self.settings.window).await {
+            Ok((n, left)) if n > u64::from(limit) => Err(limited(scope, left)),
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; allowing the request");
@@ -83,42 +170,96 @@ impl RateLimiter {
 
     /// Counts a request of an authenticated user.
     pub async fn check_user(&self, uid: &str) -> Result<(), ApiError> {
-        self.check("user", uid, self.settings.per_user).await
+        self.check("user", &format!("rl:user:{uid}"), self.settings.per_user)
+            .await
     }
 
     /// Counts a request from the client IP of `req`.
     pub async fn check_ip(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let ip = self.client_ip(req);
-        self.check("ip", &ip, self.settings.per_ip).await
+        req.extensions_mut().insert(CountedPerIp);
+        let bucket = self.client_bucket(req);
+        self.check("ip", &ip_key(&bucket), self.settings.per_ip)
+            .await
     }
 
-    /// The client's address: the peer, or behind a trusted proxy the last
-    /// `X-Forwarded-For` entry (which that proxy appended).
-    fn client_ip(&self, req: &HttpRequest) -> String {
-        if self.settings.trust_forwarded_for
-            && let Some(ip) = last_forwarded_for(req)
-        {
-            return ip;
+    /// Refuses, without counting, a client IP that has used up its budget
+    /// of unauthenticated and failed requests: asked before a token costs a
+    /// signature check, so a flood of forged tokens stops costing RSA
+    /// verifications once its IP is over the limit.
+    pub async fn refuse_exhausted_ip(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        if self.settings.per_ip == 0 {
+            return Ok(());
         }
-        req.peer_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+        let bucket = self.client_bucket(req);
+        let count = match self.cache.get(&ip_key(&bucket)).await {
+            Ok(value) => value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable; allowing the request");
+                return Ok(());
+            }
+        };
+        if count >= u64::from(self.settings.per_ip) {
+            req.extensions_mut().insert(CountedPerIp);
+            return Err(limited("ip", self.settings.window));
+        }
+        Ok(())
+    }
+
+    /// The bucket a client's requests count in: its IPv4 address, or the
+    /// /64 of its IPv6 address (one subscriber's whole allocation: a client
+    /// can use every address in it).
+    pub(crate) fn client_bucket(&self, req: &HttpRequest) -> String {
+        match self.client_ip(req) {
+            None => "unknown".to_owned(),
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => {
+                let net = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+                format!("{net}/64")
+            }
+        }
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted
+    /// proxy, the last `X-Forwarded-For` entry that is not one.
+    fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let peer = canonical(req.peer_addr()?.ip());
+        let trusted = |ip: IpAddr| self.settings.trusted_proxies.iter().any(|c| c.contains(ip));
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        let entries: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            // An address, not whatever text a misconfigured proxy passed
+            // on: stop at the nearest hop we can name.
+            let Some(ip) = parse_forwarded(entry) else {
+                break;
+            };
+            client = ip;
+            if !trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
     }
 }
 
-fn last_forwarded_for(req: &HttpRequest) -> Option<String> {
-    let last = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .last()?;
-    // An address, not whatever text a misconfigured proxy passed on.
-    last.parse::<std::net::IpAddr>()
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
         .ok()
-        .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .map(|ip| ip.to_string())
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(canonical)
 }
 
 #[cfg(test)]
@@ -126,29 +267,104 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    fn limiter(trust: bool) -> RateLimiter {
+    fn limiter(proxies: &[&str]) -> RateLimiter {
         RateLimiter::new(
             Arc::new(ports::testing::InMemoryCache::new()),
             RateLimitSettings {
-                trust_forwarded_for: trust,
+                trusted_proxies: proxies.iter().map(|p| Cidr::parse(p).unwrap()).collect(),
                 ..RateLimitSettings::default()
             },
         )
     }
 
+    fn request(peer: &str, forwarded: Option<&str>) -> HttpRequest {
+        let mut req = TestRequest::get().peer_addr(peer.parse().unwrap());
+        if let Some(f) = forwarded {
+            req = req.insert_header(("x-forwarded-for", f));
+        }
+        req.to_http_request()
+    }
+
     #[test]
-    fn the_client_ip_is_the_last_forwarded_entry_only_behind_a_trusted_proxy() {
-        let peer: std::net::SocketAddr = "10.0.0.7:5555".parse().unwrap();
-        let req = TestRequest::get()
-            .peer_addr(peer)
-            .insert_header(("x-forwarded-for", "1.2.3.4, 203.0.113.9"))
-            .to_http_request();
-        assert_eq!(limiter(true).client_ip(&req), "203.0.113.9");
-        assert_eq!(limiter(false).client_ip(&req), "10.0.0.7");
-        let spoofed = TestRequest::get()
-            .peer_addr(peer)
-            .insert_header(("x-forwarded-for", "not-an-ip"))
-            .to_http_request();
-        assert_eq!(limiter(true).client_ip(&spoofed), "10.0.0.7");
+    fn forwarded_for_is_read_only_from_listed_proxies() {
+        let req = request("10.0.0.7:5555", Some("1.2.3.4, 203.0.113.9"));
+        assert_eq!(limiter(&["10.0.0.0/8"]).client_bucket(&req), "203.0.113.9");
+        assert_eq!(limiter(&[]).client_bucket(&req), "10.0.0.7");
+        assert_eq!(
+            limiter(&["192.168.0.0/16"]).client_bucket(&req),
+            "10.0.0.7",
+            "a peer outside the list is the client, whatever it forwards"
+        );
+    }
+
+    #[test]
+    fn chained_proxies_are_skipped_and_the_clients_own_claims_never_used() {
+        // client -> CDN (198.51.100.5, listed) -> ingress (10.0.0.7, listed)
+        let req = request("10.0.0.7:5555", Some("6.6.6.6, 203.0.113.9, 198.51.100.5"));
+        let l = limiter(&["10.0.0.0/8", "198.51.100.0/24"]);
+        assert_eq!(l.client_bucket(&req), "203.0.113.9");
+        let garbage = request("10.0.0.7:5555", Some("not-an-ip"));
+        assert_eq!(l.client_bucket(&garbage), "10.0.0.7");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64_and_mapped_ipv4_is_ipv4() {
+        let l = limiter(&[]);
+        let a = request("[2001:db8:1:2:aaaa::1]:1", None);
+        let b = request("[2001:db8:1:2:ffff:ffff:ffff:ffff]:1", None);
+        let other = request("[2001:db8:1:3::1]:1", None);
+        assert_eq!(l.client_bucket(&a), "2001:db8:1:2::/64");
+        assert_eq!(l.client_bucket(&a), l.client_bucket(&b));
+        assert_ne!(l.client_bucket(&a), l.client_bucket(&other));
+        let mapped = request("[::ffff:192.0.2.1]:1", None);
+        assert_eq!(l.client_bucket(&mapped), "192.0.2.1");
+    }
+
+    #[test]
+    fn cidrs_parse_strictly() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.255.1.2".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("192.0.2.1")
+                .unwrap()
+                .contains("192.0.2.1".parse().unwrap())
+        );
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "true", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn an_exhausted_ip_is_refused_before_anything_is_counted() {
+        let l = RateLimiter::new(
+            Arc::new(ports::testing::InMemoryCache::new()),
+            RateLimitSettings {
+                per_ip: 2,
+                ..RateLimitSettings::default()
+            },
+        );
+        let req = request("192.0.2.1:1", None);
+        assert!(l.refuse_exhausted_ip(&req).await.is_ok());
+        l.check_ip(&req).await.unwrap();
+        assert!(l.refuse_exhausted_ip(&req).await.is_ok());
+        l.check_ip(&req).await.unwrap();
+        assert!(matches!(
+            l.refuse_exhausted_ip(&req).await,
+            Err(ApiError::RateLimited { .. })
+        ));
+        let other = request("192.0.2.2:1", None);
+        assert!(l.refuse_exhausted_ip(&other).await.is_ok());
     }
 }

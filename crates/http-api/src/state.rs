@@ -1,9 +1,9 @@
 //! What the handlers share.
 
-use ports::{HealthProbe, TokenVerifier};
+use crate::readiness::Readiness;
+use ports::TokenVerifier;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use usecases::{ProfileService, PushNotifications, PushTokenService};
 
 /// Renders the Prometheus text exposition for `/metrics`.
@@ -31,10 +31,12 @@ impl Default for HttpSettings {
 /// every process role serves them.
 #[derive(Clone)]
 pub struct OpsState {
-    pub probes: Vec<Arc<dyn HealthProbe>>,
+    /// The dependencies' state, checked at most once a second whatever the
+    /// number of callers.
+    pub readiness: Readiness,
+    /// `None` on a listener that does not serve `/metrics` (404): with
+    /// `METRICS_ADDR` set it has a listener of its own.
     pub metrics: Option<MetricsRenderer>,
-    /// How long each readiness check may take.
-    pub readiness_timeout: Duration,
     /// Set when the process has begun a graceful stop: `/readyz` answers 503
     /// `shutting_down` while requests are still served, so load balancers
     /// move traffic away before the listener closes.
@@ -50,10 +52,7 @@ impl OpsState {
 impl std::fmt::Debug for OpsState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpsState")
-            .field(
-                "probes",
-                &self.probes.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            )
+            .field("readiness", &self.readiness)
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
 use async_trait::async_trait;
 use domain::{CursorCodec, FirebaseUid, VerifiedIdentity};
-use http_api::{ApiState, HttpSettings, OpsState, build_app, openapi_bytes};
+use http_api::{ApiState, HttpSettings, OpsState, Readiness, build_app, openapi_bytes};
 use ports::testing::{
     FakeTokenVerifier, InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender,
 };
@@ -87,9 +87,13 @@ fn harness_with(users: Arc<dyn ports::UserRepository>, store: Arc<InMemoryStore>
         ),
         verifier,
         ops: OpsState {
-            probes: vec![postgres.clone(), redis.clone()],
+            // No caching between calls: each test flips a probe and looks.
+            readiness: Readiness::new(
+                vec![postgres.clone(), redis.clone()],
+                std::time::Duration::from_millis(500),
+                std::time::Duration::ZERO,
+            ),
             metrics: Some(Arc::new(|| "# metrics\nhttp_requests_total 1\n".to_owned())),
-            readiness_timeout: std::time::Duration::from_millis(500),
             draining: Arc::default(),
         },
         settings: HttpSettings {
@@ -724,7 +728,7 @@ fn limited(h: &mut Harness, cache: Arc<dyn ports::Cache>, per_user: u32, per_ip:
             per_user,
             per_ip,
             window: std::time::Duration::from_secs(60),
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         },
     ));
 }
@@ -894,6 +898,13 @@ async fn a_junk_authorization_header_buys_no_way_around_the_ip_limit() {
             .peer_addr(peer)
             .insert_header((header::AUTHORIZATION, value.to_owned()))
     };
+    // Alice proves her token before the flood.
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE).peer_addr(peer),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
     // A route without auth, and malformed credentials on one with it: each
     // counts against the IP.
     let (s, _, _) = call(&app, junk("/openapi.json", "Basic eA==")).await;
@@ -906,13 +917,95 @@ async fn a_junk_authorization_header_buys_no_way_around_the_ip_limit() {
     assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let (s, hd, b) = call(&app, junk("/api/v1/me", "Bearer forged")).await;
     assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    // A verified user from the same IP is limited per user, not per IP.
+    // A user whose token was proven before is limited per user, not per IP
+    // (a token never seen before would now cost a signature check: 429).
     let (s, _, _) = call(
         &app,
         authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE).peer_addr(peer),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn junk_credentials_on_an_unknown_path_or_a_wrong_method_still_count_per_ip() {
+    let mut h = harness();
+    limited(
+        &mut h,
+        Arc::new(ports::testing::InMemoryCache::new()),
+        100,
+        2,
+    );
+    let app = app(&h).await;
+    let peer = "203.0.113.11:5000".parse::<std::net::SocketAddr>().unwrap();
+    let junk = |req: TestRequest| {
+        req.peer_addr(peer)
+            .insert_header((header::AUTHORIZATION, "Bearer junk"))
+    };
+    let (s, _, _) = call(&app, junk(TestRequest::get().uri("/api/v1/no-such-route"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = call(&app, junk(TestRequest::post().uri("/api/v1/me"))).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let (s, hd, b) = call(&app, junk(TestRequest::get().uri("/api/v1/no-such-route"))).await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let (s, hd, b) = call(&app, junk(TestRequest::put().uri("/api/v1/me"))).await;
+    assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+#[actix_web::test]
+async fn an_ip_over_its_failure_budget_costs_no_more_signature_checks() {
+    let mut h = harness();
+    limited(
+        &mut h,
+        Arc::new(ports::testing::InMemoryCache::new()),
+        100,
+        3,
+    );
+    let verifier = Arc::new(FakeTokenVerifier::new());
+    verifier.allow_uid(ALICE, "alice");
+    h.state.verifier = verifier.clone();
+    let app = app(&h).await;
+    let peer = "203.0.113.12:5000".parse::<std::net::SocketAddr>().unwrap();
+    // Alice proves her token once, before the flood.
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE).peer_addr(peer),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(verifier.verifications(), 1);
+    for i in 0..3 {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::get().uri("/api/v1/me"), &format!("forged-{i}")).peer_addr(peer),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(verifier.verifications(), 4);
+    for i in 0..20 {
+        let (s, hd, b) = call(
+            &app,
+            authed(TestRequest::get().uri("/api/v1/me"), &format!("flood-{i}")).peer_addr(peer),
+        )
+        .await;
+        assert_problem(s, &hd, &b, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    }
+    assert_eq!(
+        verifier.verifications(),
+        4,
+        "refused before any verification once over the budget"
+    );
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), ALICE).peer_addr(peer),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a token proven before still works from that IP"
+    );
 }
 
 /// A cache that is always down.

@@ -61,4 +61,13 @@ pub trait TokenVerifier: Send + Sync + 'static {
     /// provably valid, and `Unavailable` only when keys are needed and cannot
     /// be had. MUST NOT do network I/O for a token it can refuse without keys.
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, VerifyTokenError>;
+
+    /// The identity of a token this verifier has already proven and still
+    /// trusts, found without a signature check or any I/O; `None` when only
+    /// `verify` can tell. Callers use it to spend rate-limit budget on the
+    /// expensive path only. MUST NOT return an identity `verify` would refuse.
+    fn verify_cached(&self, token: &str) -> Option<VerifiedIdentity> {
+        let _ = token;
+        None
+    }
 }

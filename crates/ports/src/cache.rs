@@ -26,7 +26,8 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Adds one to the counter under `key`, creating it with a lifetime of
     /// `window` if absent, atomically. Returns the new count and the time left
-    /// before the counter expires.
+    /// before the counter expires. MUST store the count so that `get(key)`
+    /// reads it back in decimal ASCII (a peek that does not count).
     async fn incr_window(&self, key: &str, window: Duration)
     -> Result<(u64, Duration), CacheError>;
 }

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// `/metrics`' own port, when the test set `METRICS_ADDR`.
+    pub metrics_port: Option<u16>,
     pub settings: Settings,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
@@ -95,11 +97,13 @@ async fn spawn_shared(
         .await
         .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
     let port = app.port().unwrap_or(0);
+    let metrics_port = app.metrics_port();
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         settings,
         client: reqwest::Client::new(),
         db,

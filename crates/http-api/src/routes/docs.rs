@@ -52,7 +52,18 @@ pub(crate) async fn openapi_json(spec: web::Data<SpecJson>) -> HttpResponse {
 }
 
 pub(crate) async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
-    match &state.metrics {
+    render_metrics(state.metrics.as_ref())
+}
+
+/// The renderer of a metrics-only listener.
+pub(crate) struct MetricsOnly(pub(crate) Option<crate::MetricsRenderer>);
+
+pub(crate) async fn metrics_only(state: web::Data<MetricsOnly>) -> HttpResponse {
+    render_metrics(state.0.as_ref())
+}
+
+fn render_metrics(renderer: Option<&crate::MetricsRenderer>) -> HttpResponse {
+    match renderer {
         Some(render) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(render()),

@@ -4,7 +4,6 @@ use crate::problem::Problem;
 use crate::state::OpsState;
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use futures_util::future::join_all;
 use paperclip::actix::{Apiv2Schema, api_v2_operation, web};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,8 +33,10 @@ pub(crate) async fn healthz() -> web::Json<HealthResponse> {
 
 /// Readiness
 ///
-/// Checks Postgres and Redis concurrently, each with a short timeout. 200
-/// when all answer; 503 problem+json naming the failing dependencies.
+/// Checks Postgres and Redis concurrently, each with a short timeout, at
+/// most once a second: every caller within a second of the last check gets
+/// its result. 200 when all answer; 503 problem+json naming the failing
+/// dependencies.
 #[api_v2_operation(tags(Operations), operation_id = "readyz")]
 pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
     if state.is_draining() {
@@ -51,37 +52,13 @@ pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
         );
         return res;
     }
-    let timeout = state.readiness_timeout;
-    let results = join_all(state.probes.iter().map(|probe| async move {
-        let outcome = tokio::time::timeout(timeout, probe.check()).await;
-        let ok = match outcome {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(dependency = probe.name(), error = %format!("{:#}", anyhow::Error::from(e)), "readiness check failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(dependency = probe.name(), timeout_ms = timeout.as_millis() as u64, "readiness check timed out");
-                false
-            }
-        };
-        (probe.name(), ok)
-    }))
-    .await;
-    let checks: BTreeMap<String, String> = results
+    let report = state.readiness.report().await;
+    let checks: BTreeMap<String, String> = report
+        .checks
         .iter()
-        .map(|(name, ok)| {
-            (
-                (*name).to_owned(),
-                if *ok { "ok" } else { "down" }.to_owned(),
-            )
-        })
+        .map(|(name, ok)| (name.clone(), if *ok { "ok" } else { "down" }.to_owned()))
         .collect();
-    let down: Vec<&str> = results
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(n, _)| *n)
-        .collect();
+    let down = report.down();
     if down.is_empty() {
         return HttpResponse::Ok().json(ReadyResponse {
             status: "ok",

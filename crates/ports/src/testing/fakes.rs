@@ -17,10 +17,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Accepts exactly the tokens it was given, as the identities it was given.
-/// Any other token is `Invalid(BadSignature)`.
+/// Any other token is `Invalid(BadSignature)`. Like the real verifier, a
+/// token it has accepted once is found by `verify_cached` afterwards;
+/// `verifications` counts the calls to `verify` (the expensive path).
 #[derive(Debug, Default)]
 pub struct FakeTokenVerifier {
     tokens: Mutex<HashMap<String, VerifiedIdentity>>,
+    proven: Mutex<HashMap<String, VerifiedIdentity>>,
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 impl FakeTokenVerifier {
@@ -39,18 +43,31 @@ impl FakeTokenVerifier {
         self.allow(token, VerifiedIdentity::new(uid));
         token.to_owned()
     }
+
+    /// How many times `verify` ran.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
 impl TokenVerifier for FakeTokenVerifier {
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, VerifyTokenError> {
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if token.is_empty() {
             return Err(InvalidToken::Missing.into());
         }
-        lock(&self.tokens)
+        let identity = lock(&self.tokens)
             .get(token)
             .cloned()
-            .ok_or(VerifyTokenError::Invalid(InvalidToken::BadSignature))
+            .ok_or(VerifyTokenError::Invalid(InvalidToken::BadSignature))?;
+        lock(&self.proven).insert(token.to_owned(), identity.clone());
+        Ok(identity)
+    }
+
+    fn verify_cached(&self, token: &str) -> Option<VerifiedIdentity> {
+        lock(&self.proven).get(token).cloned()
     }
 }
 

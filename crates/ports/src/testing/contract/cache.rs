@@ -43,6 +43,11 @@ pub async fn window_counters_count_within_their_window_then_restart(cache: &dyn 
         .unwrap();
     assert_eq!((n1, n2), (1, 2));
     assert!(left1 <= Duration::from_millis(300) && left2 <= left1);
+    assert_eq!(
+        cache.get("w").await.unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "a counter reads back as its count in decimal"
+    );
     eventually("the window to restart", Duration::from_secs(5), || async {
         let (n, _) = cache
             .incr_window("w", Duration::from_millis(300))
