@@ -36,6 +36,11 @@ enum Command {
         uid: String,
         #[arg(long)]
         email: Option<String>,
+        /// Mark the address unverified (`email_verified: false`, as for a
+        /// password sign-up before its verification link is clicked): it is
+        /// stored, but no welcome mail goes to it.
+        #[arg(long)]
+        unverified: bool,
         /// Display name (the `name` claim).
         #[arg(long)]
         name: Option<String>,
@@ -139,6 +144,7 @@ async fn main() -> ExitCode {
         Command::DevToken {
             uid,
             email,
+            unverified,
             name,
             ttl_secs,
         } => {
@@ -149,6 +155,7 @@ async fn main() -> ExitCode {
             let req = auth_adapter::DevTokenRequest {
                 uid,
                 email,
+                email_verified: !unverified,
                 name,
                 ttl: Duration::from_secs(ttl_secs),
             };

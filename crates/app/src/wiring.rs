@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use domain::CursorCodec;
 use http_api::{ApiState, HttpSettings, OpsState, RateLimitSettings, RateLimiter, Readiness};
 use mail_adapter::{LettreMailer, MailSettings};
+use ports::NewJob;
 use ports::{EventConsumer as _, Fanout as _, HealthProbe};
 use postgres_adapter::{
-    PgHealthProbe, PgOutbox, PgPushTokenRepository, PgSettings, PgUserRepository,
+    PgHealthProbe, PgOutbox, PgPushTokenRepository, PgSettings, PgUserRepository, PgWelcomeLedger,
 };
 use queue_adapter::{JobWorker, QueueSettings, RedisHealthProbe, RedisJobQueue, WorkerSettings};
 use std::net::TcpListener;
@@ -22,8 +23,9 @@ use streams_adapter::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use usecases::{
-    FanOutPush, OutboxRelay, PUSH_DEVICE_JOB, PUSH_SEND_JOB, ProfileService, PushNotifications,
-    PushTokenService, RelaySettings, SendPushToDevice, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB,
+    FORGET_RECIPIENTS_JOB, FanOutPush, ForgetWelcomeRecipients, MAIL_QUEUE, OutboxRelay,
+    PUSH_DEVICE_JOB, PUSH_SEND_JOB, ProfileService, PushNotifications, PushTokenService,
+    RelaySettings, SendPushToDevice, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB,
     WelcomeMailTrigger,
 };
 use ws_hub::{Hub, HubNotifier, HubSettings};
@@ -280,13 +282,19 @@ pub(crate) fn start_workers(
     } else {
         tracing::info!(to = %mailer.describe(), "mail transport ready");
     }
-    let cache = Arc::new(RedisCache::new(infra.fred.clone(), prefix));
+    let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
+        infra.pg.clone(),
+        settings.cursor_secret.as_bytes(),
+    ));
     let queue_for_jobs = queue.clone();
     let mut worker = JobWorker::new(
         queue,
         WorkerSettings {
             concurrency: settings.worker_concurrency,
             lease: settings.job_lease,
+            // A dead worker's jobs run again soon after their leases end.
+            recover_every: (settings.job_lease / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
             retry_base: settings.job_retry_base,
             // Leave the process a moment after the worker's own deadline.
             shutdown_timeout: settings
@@ -298,8 +306,18 @@ pub(crate) fn start_workers(
     );
     worker.handle(
         WELCOME_JOB,
-        Arc::new(SendWelcomeMail::new(Arc::new(mailer), cache)),
+        Arc::new(SendWelcomeMail::new(Arc::new(mailer), ledger.clone())),
     );
+    worker.handle(
+        FORGET_RECIPIENTS_JOB,
+        Arc::new(ForgetWelcomeRecipients::new(ledger)),
+    );
+    worker.periodic(
+        FORGET_RECIPIENTS_JOB,
+        // Daily at 04:17 UTC.
+        "0 17 4 * * *",
+        NewJob::new(FORGET_RECIPIENTS_JOB, 1, &serde_json::json!({}))?.on_queue(MAIL_QUEUE),
+    )?;
     let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
     worker.handle(
         PUSH_SEND_JOB,

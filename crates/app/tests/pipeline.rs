@@ -85,9 +85,15 @@ impl Env<'_> {
 }
 
 fn token(uid: &str, email: Option<&str>, name: Option<&str>) -> String {
+    token_vouching(uid, email, name, true)
+}
+
+/// A token whose `email_verified` claim is `verified`.
+fn token_vouching(uid: &str, email: Option<&str>, name: Option<&str>, verified: bool) -> String {
     let req = auth_adapter::DevTokenRequest {
         uid: uid.into(),
         email: email.map(Into::into),
+        email_verified: verified,
         name: name.map(Into::into),
         ttl: Duration::from_secs(600),
     };
@@ -104,6 +110,17 @@ async fn patch_me(serve: &Proc, token: &str, body: serde_json::Value) -> u16 {
         .patch(format!("http://127.0.0.1:{}/api/v1/me", serve.port))
         .bearer_auth(token)
         .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn delete_me(serve: &Proc, token: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("http://127.0.0.1:{}/api/v1/me", serve.port))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -241,6 +258,118 @@ async fn a_server_that_answers_550_leaves_a_dead_job_with_the_reply() {
     assert!(smtp.messages().is_empty());
 }
 
+/// Signs up a control user with a verified address and waits for its mail:
+/// events are relayed and consumed in order, so once it arrives everything
+/// signed up before it has been handled.
+async fn control_mail_arrives(serve: &Proc, smtp: &SmtpSink, expected_total: usize) {
+    let control = token("control", Some("control@example.com"), Some("Control"));
+    assert_eq!(patch_me(serve, &control, json!({})).await, 201);
+    smtp.wait_for(expected_total, Duration::from_secs(30)).await;
+    assert!(
+        smtp.messages()
+            .iter()
+            .any(|m| m.rcpt_tos == ["control@example.com"]),
+        "the control mail arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uid_deleted_and_created_again_three_times_is_welcomed_once() {
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    let eve = token("eve", Some("eve@example.com"), Some("Eve"));
+    for round in 0..3 {
+        assert_eq!(
+            patch_me(&serve, &eve, json!({})).await,
+            201,
+            "round {round}"
+        );
+        assert_eq!(delete_me(&serve, &eve).await, 204, "round {round}");
+    }
+    control_mail_arrives(&serve, &smtp, 2).await;
+    let got = per_recipient(&settle(&smtp).await);
+    assert_eq!(got.get("eve@example.com").map(Vec::len), Some(1), "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_nobody_verified_is_never_mailed_until_the_provider_vouches_for_one() {
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    // An attacker: an unverified token claim, and someone else's address
+    // typed into the profile with a message for a name.
+    let mallory = token_vouching("mallory", Some("mallory@example.com"), None, false);
+    let body =
+        json!({"email": "victim@example.com", "display_name": "Claim your prize at evil.example"});
+    assert_eq!(patch_me(&serve, &mallory, body).await, 201);
+    control_mail_arrives(&serve, &smtp, 1).await;
+    let got = per_recipient(&settle(&smtp).await);
+    assert_eq!(got.len(), 1, "only the control: {got:?}");
+
+    // Once the provider vouches for the address (the user clicked the link),
+    // the next request announces it, and the welcome goes there, link-free.
+    let verified = token_vouching("mallory", Some("mallory@example.com"), None, true);
+    assert_eq!(patch_me(&serve, &verified, json!({})).await, 200);
+    let got = smtp.wait_for(2, Duration::from_secs(30)).await;
+    let mail = got
+        .iter()
+        .find(|m| m.rcpt_tos == ["mallory@example.com"])
+        .expect("the verified address is welcomed");
+    assert!(!mail.subject.contains("evil"), "{}", mail.subject);
+    assert!(!mail.text.as_deref().unwrap_or_default().contains("evil"));
+    let got = per_recipient(&settle(&smtp).await);
+    assert!(!got.contains_key("victim@example.com"), "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uids_with_one_verified_address_get_one_mail() {
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    for uid in ["first", "second"] {
+        let t = token(uid, Some("shared@example.com"), None);
+        assert_eq!(patch_me(&serve, &t, json!({})).await, 201);
+    }
+    control_mail_arrives(&serve, &smtp, 2).await;
+    let got = per_recipient(&settle(&smtp).await);
+    assert_eq!(
+        got.get("shared@example.com").map(Vec::len),
+        Some(1),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
 fn per_recipient(mails: &[test_support::ReceivedMail]) -> HashMap<String, Vec<String>> {
     let mut m: HashMap<String, Vec<String>> = HashMap::new();
     for mail in mails {
@@ -263,7 +392,14 @@ async fn create_crowd(serve: &Proc, users: usize) {
 }
 
 async fn wait_for_recipients(smtp: &SmtpSink, n: usize) -> HashMap<String, Vec<String>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_recipients_until(smtp, n, Instant::now() + Duration::from_secs(60)).await
+}
+
+async fn wait_for_recipients_until(
+    smtp: &SmtpSink,
+    n: usize,
+    deadline: Instant,
+) -> HashMap<String, Vec<String>> {
     loop {
         let got = per_recipient(&smtp.messages());
         if got.len() >= n {
@@ -334,8 +470,29 @@ async fn a_worker_killed_while_sending_loses_no_mail_and_repeats_only_the_sends_
     // providers can fold it.
     smtp.wait_for(1, Duration::from_secs(30)).await;
     drop(worker);
+    let killed_at = Instant::now();
     let _worker = env.start("worker").await;
+    let ready_at = Instant::now();
+    // The sends in flight were claimed under leases that end JOB_LEASE_SECS
+    // after the kill; the new worker's recoverer (every quarter lease) moves
+    // them to retry, due after the first retry delay (at most
+    // JOB_RETRY_BASE_MS), forwarded within 250 ms, and the same job's new
+    // lease takes its claim over at once. Allow a second for the sends.
+    let (lease, retry_base) = (Duration::from_secs(2), Duration::from_millis(200));
+    let recover_every = lease / 4;
+    let forward_every = Duration::from_millis(250);
+    let due = (killed_at + lease).max(ready_at)
+        + recover_every
+        + retry_base
+        + forward_every
+        + Duration::from_secs(1);
+    let _ = due;
     wait_for_recipients(&smtp, USERS).await;
+    eprintln!(
+        "killed while sending: every user had a mail {:?} after the kill (bound {:?})",
+        killed_at.elapsed(),
+        due - killed_at
+    );
     let got = per_recipient(&settle(&smtp).await);
     assert_eq!(got.len(), USERS, "nobody was lost");
     let repeats: usize = got.values().map(|ids| ids.len() - 1).sum();

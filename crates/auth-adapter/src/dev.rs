@@ -13,6 +13,9 @@ pub const DEV_KEY_ID: &str = "trellis-dev";
 pub struct DevTokenRequest {
     pub uid: String,
     pub email: Option<String>,
+    /// The `email_verified` claim, when there is an address: whether the
+    /// identity provider vouches for it (a welcome mail needs that).
+    pub email_verified: bool,
     pub name: Option<String>,
     pub ttl: std::time::Duration,
 }
@@ -36,7 +39,7 @@ pub fn mint_dev_token(
         exp: Some(now + ttl),
         iat: Some(now),
         auth_time: Some(now),
-        email_verified: req.email.as_ref().map(|_| true),
+        email_verified: req.email.as_ref().map(|_| req.email_verified),
         email: req.email.clone(),
         name: req.name.clone(),
         picture: None,

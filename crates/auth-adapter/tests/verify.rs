@@ -552,6 +552,7 @@ async fn dev_tokens_need_local_mode_and_the_dev_secret() {
     let req = DevTokenRequest {
         uid: "dev-user".into(),
         email: Some("dev@example.com".into()),
+        email_verified: true,
         name: Some("Dev".into()),
         ttl: Duration::from_secs(600),
     };

@@ -42,6 +42,8 @@ pub enum DomainEvent {
     ProfileUpdated(ProfileUpdated),
     #[serde(rename = "user.deleted")]
     UserDeleted(UserDeleted),
+    #[serde(rename = "user.email_verified")]
+    EmailVerified(EmailVerified),
 }
 
 /// An event type string no version of this code knows, or a payload that does
@@ -60,7 +62,22 @@ impl DomainEvent {
             DomainEvent::UserCreated(_) => "user.created",
             DomainEvent::ProfileUpdated(_) => "user.profile_updated",
             DomainEvent::UserDeleted(_) => "user.deleted",
+            DomainEvent::EmailVerified(_) => "user.email_verified",
         }
+    }
+
+    /// Every type this version knows, as `event_type` names them.
+    pub const TYPES: &'static [&'static str] = &[
+        "user.created",
+        "user.profile_updated",
+        "user.deleted",
+        "user.email_verified",
+    ];
+
+    /// Whether this version of the code knows `event_type` (a consumer
+    /// leaves types it does not know for a newer one).
+    pub fn is_known_type(event_type: &str) -> bool {
+        Self::TYPES.contains(&event_type)
     }
 
     /// The stream the event is published on.
@@ -74,6 +91,7 @@ impl DomainEvent {
             DomainEvent::UserCreated(e) => serde_json::to_value(e),
             DomainEvent::ProfileUpdated(e) => serde_json::to_value(e),
             DomainEvent::UserDeleted(e) => serde_json::to_value(e),
+            DomainEvent::EmailVerified(e) => serde_json::to_value(e),
         };
         // Plain structs of strings and ids always serialize.
         result.unwrap_or(serde_json::Value::Null)
@@ -94,6 +112,9 @@ impl DomainEvent {
                 serde_json::from_value(payload).map(DomainEvent::ProfileUpdated)
             }
             "user.deleted" => serde_json::from_value(payload).map(DomainEvent::UserDeleted),
+            "user.email_verified" => {
+                serde_json::from_value(payload).map(DomainEvent::EmailVerified)
+            }
             _ => return Err(fail("unknown event type".into())),
         }
         .map_err(|e| fail(e.to_string()))
@@ -105,6 +126,7 @@ impl DomainEvent {
             DomainEvent::UserCreated(e) => &e.uid,
             DomainEvent::ProfileUpdated(e) => &e.uid,
             DomainEvent::UserDeleted(e) => &e.uid,
+            DomainEvent::EmailVerified(e) => &e.uid,
         }
     }
 }
@@ -114,7 +136,24 @@ impl DomainEvent {
 pub struct UserCreated {
     pub user_id: UserId,
     pub uid: FirebaseUid,
+    /// The profile's address: whatever the client or the token gave, not
+    /// necessarily the holder's.
     pub email: Option<Email>,
+    pub display_name: Option<DisplayName>,
+    /// The address the identity provider verified for the token that
+    /// created the user, if any: the only one a welcome mail goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_email: Option<Email>,
+}
+
+/// A user's token vouched for an address for the first time (or for a new
+/// one): the identity provider verified that the user receives mail there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerified {
+    pub user_id: UserId,
+    pub uid: FirebaseUid,
+    /// The verified address.
+    pub email: Email,
     pub display_name: Option<DisplayName>,
 }
 
@@ -135,12 +174,26 @@ pub struct UserDeleted {
     pub uid: FirebaseUid,
 }
 
-impl From<&User> for UserCreated {
-    fn from(u: &User) -> Self {
+impl UserCreated {
+    /// The event for a user just created by a token that vouched for
+    /// `verified_email` (or for no address).
+    pub fn new(u: &User, verified_email: Option<Email>) -> Self {
         Self {
             user_id: u.id,
             uid: u.uid.clone(),
             email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            verified_email,
+        }
+    }
+}
+
+impl EmailVerified {
+    pub fn new(u: &User, email: Email) -> Self {
+        Self {
+            user_id: u.id,
+            uid: u.uid.clone(),
+            email,
             display_name: u.display_name.clone(),
         }
     }
@@ -177,6 +230,7 @@ mod tests {
             uid: FirebaseUid::parse("uid-1").unwrap(),
             email: Some(Email::parse("ada@example.com").unwrap()),
             display_name: Some(DisplayName::parse("Ada").unwrap()),
+            verified_email: Some(Email::parse("ada@example.com").unwrap()),
         })
     }
 
@@ -198,6 +252,49 @@ mod tests {
         let e = created();
         let back = DomainEvent::from_parts(e.event_type(), e.payload()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn an_event_from_before_verified_addresses_still_decodes() {
+        let old = serde_json::json!({
+            "user_id": UserId::new(),
+            "uid": "u",
+            "email": "typed@example.com",
+            "display_name": null
+        });
+        let DomainEvent::UserCreated(e) = DomainEvent::from_parts("user.created", old).unwrap()
+        else {
+            panic!("not a UserCreated");
+        };
+        assert!(e.verified_email.is_none());
+    }
+
+    #[test]
+    fn every_known_type_round_trips_and_is_listed() {
+        let uid = FirebaseUid::parse("u").unwrap();
+        let email = Email::parse("a@b.com").unwrap();
+        let events = [
+            created(),
+            DomainEvent::EmailVerified(EmailVerified {
+                user_id: UserId::new(),
+                uid: uid.clone(),
+                email,
+                display_name: None,
+            }),
+            DomainEvent::UserDeleted(UserDeleted {
+                user_id: UserId::new(),
+                uid,
+            }),
+        ];
+        for e in events {
+            assert!(DomainEvent::is_known_type(e.event_type()));
+            assert_eq!(
+                DomainEvent::from_parts(e.event_type(), e.payload()).unwrap(),
+                e
+            );
+        }
+        assert_eq!(DomainEvent::TYPES.len(), 4);
+        assert!(!DomainEvent::is_known_type("user.future"));
     }
 
     #[test]

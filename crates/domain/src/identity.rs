@@ -32,8 +32,10 @@ impl VerifiedIdentity {
     /// The profile values these claims give a newly created user. Claims that
     /// do not parse are left out.
     pub fn profile_defaults(&self) -> ProfileDefaults {
+        let email = self.email.as_deref().and_then(|e| Email::parse(e).ok());
         ProfileDefaults {
-            email: self.email.as_deref().and_then(|e| Email::parse(e).ok()),
+            verified_email: email.clone().filter(|_| self.email_verified),
+            email,
             display_name: self
                 .name
                 .as_deref()
@@ -51,13 +53,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_an_address_the_provider_verified_is_the_verified_email() {
+        let mut id = VerifiedIdentity::new(FirebaseUid::parse("u").unwrap());
+        id.email = Some("ada@example.com".into());
+        assert!(id.profile_defaults().verified_email.is_none());
+        id.email_verified = true;
+        assert_eq!(
+            id.profile_defaults().verified_email.unwrap().as_str(),
+            "ada@example.com"
+        );
+        id.email = Some("not an address".into());
+        assert!(id.profile_defaults().verified_email.is_none());
+    }
+
+    #[test]
     fn claims_that_do_not_parse_are_left_out_of_the_defaults() {
         let mut id = VerifiedIdentity::new(FirebaseUid::parse("u").unwrap());
         id.email = Some("ada@example.com".into());
         id.name = Some("x".repeat(300));
         id.picture = Some("ftp://nope".into());
         let d = id.profile_defaults();
-        assert_eq!(d.email.unwrap().as_str(), "ada@example.com");
+        assert_eq!(d.email.as_ref().unwrap().as_str(), "ada@example.com");
+        assert!(
+            d.verified_email.is_none(),
+            "the claim says nothing of verification"
+        );
         assert!(d.display_name.is_none());
         assert!(d.photo_url.is_none());
     }

@@ -7,7 +7,9 @@ pub mod pagination;
 pub mod push;
 pub mod user;
 
-pub use events::{DomainEvent, EventEnvelope, ProfileUpdated, UserCreated, UserDeleted};
+pub use events::{
+    DomainEvent, EmailVerified, EventEnvelope, ProfileUpdated, UserCreated, UserDeleted,
+};
 pub use identity::VerifiedIdentity;
 pub use mail::{Mail, WelcomeMail};
 pub use pagination::{CursorCodec, CursorPage, InvalidCursor, KeysetPage, Page, PageRequest};

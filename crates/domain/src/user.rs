@@ -353,6 +353,11 @@ pub struct ProfileDefaults {
     pub email: Option<Email>,
     pub display_name: Option<DisplayName>,
     pub photo_url: Option<PhotoUrl>,
+    /// The address the identity provider verified (`email_verified: true`),
+    /// the only one a welcome mail may go to. Unlike the other fields it
+    /// matters after creation too: the first time a user's token vouches
+    /// for an address, `EmailVerified` is appended.
+    pub verified_email: Option<Email>,
 }
 
 #[cfg(test)]
@@ -511,6 +516,7 @@ mod tests {
             email: Some(Email::parse("claim@b.com").unwrap()),
             display_name: Some(DisplayName::parse("Claim").unwrap()),
             photo_url: None,
+            verified_email: None,
         };
         let merged = patch.or_defaults(&defaults);
         assert_eq!(merged.display_name.unwrap().as_str(), "Given");

@@ -149,7 +149,10 @@ impl LettreMailer {
                     w.to.as_str().parse().map_err(|e| SendMailError::Rejected {
                         reply: format!("invalid recipient address: {e}"),
                     })?;
-                let name = w.display_name.as_ref().map(|n| n.as_str().to_owned());
+                // The same capped, link-free name the body greets with; no
+                // name at all when that falls back to the address.
+                let greeting = w.greeting_name();
+                let name = (greeting != w.to.as_str()).then_some(greeting);
                 (
                     Mailbox::new(name, address),
                     templates::welcome(w, &self.product),

@@ -30,14 +30,14 @@ pub fn escape_html(s: &str) -> String {
 /// The welcome mail, greeting the user by display name (or e-mail address).
 pub fn welcome(mail: &WelcomeMail, product: &str) -> Rendered {
     let name = mail.greeting_name();
-    let subject = format!("Welcome to {product}, {name}!");
+    let subject = format!("Welcome to {product}, {}!", mail.subject_name());
     let text = format!(
         "Hi {name},\n\n\
          Welcome to {product}! Your account is ready.\n\n\
          If you did not sign up, you can ignore this message.\n\n\
          — The {product} team\n"
     );
-    let (name_html, product_html) = (escape_html(name), escape_html(product));
+    let (name_html, product_html) = (escape_html(&name), escape_html(product));
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Welcome to {product_html}</title></head>\n\
          <body style=\"font-family: -apple-system, Segoe UI, Roboto, sans-serif; line-height: 1.5; color: #1f2328;\">\n\
@@ -77,13 +77,23 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_could_be_a_link_or_a_message_never_reaches_the_mail() {
+        let r = welcome(&mail(Some("Win a prize at evil.example")), "Trellis");
+        for part in [&r.subject, &r.text, &r.html] {
+            assert!(!part.contains("evil"), "{part}");
+        }
+        assert_eq!(r.subject, "Welcome to Trellis, ada@example.com!");
+        let long = "Please call our support line now for your refund ok";
+        let r = welcome(&mail(Some(long)), "Trellis");
+        assert!(!r.text.contains(long) && !r.subject.contains(long));
+        assert!(r.subject.chars().count() <= "Welcome to Trellis, !".len() + 24);
+    }
+
+    #[test]
     fn names_are_escaped_in_html() {
-        let r = welcome(&mail(Some("<script>alert('x')</script> & co")), "Trellis");
-        assert!(!r.html.contains("<script>"));
-        assert!(
-            r.html
-                .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co")
-        );
-        assert!(r.text.contains("<script>"), "plain text is not HTML");
+        let r = welcome(&mail(Some("<b onclick=x>Ada & 'co'")), "Trellis");
+        assert!(!r.html.contains("<b onclick"));
+        assert!(r.html.contains("&lt;b onclick=x&gt;Ada &amp; &#39;co&#39;"));
+        assert!(r.text.contains("<b onclick=x>"), "plain text is not HTML");
     }
 }

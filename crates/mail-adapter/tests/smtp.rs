@@ -88,10 +88,12 @@ async fn awkward_names_are_encoded_safely() {
             .iter()
             .find(|r| r.rcpt_tos == [format!("u{i}@example.com")])
             .unwrap();
+        // A name that could become a link is left out of the mail whole.
+        let expected = (!domain::mail::could_become_a_link(n)).then_some(*n);
         assert_eq!(
-            r.to_name.as_deref(),
-            Some(*n),
-            "the name survives the round trip"
+            r.to_name.as_deref().filter(|n| !n.is_empty()),
+            expected,
+            "the name survives the round trip, or is left out"
         );
         assert_eq!(
             r.to_addr.as_deref(),

@@ -156,6 +156,10 @@ pub struct JobContext {
     /// 1 on the first attempt.
     pub attempt: u32,
     pub max_retries: u32,
+    /// The fencing number of this attempt's lease: larger for every later
+    /// fetch of the job, so a handler can tell its own claims from those of
+    /// an earlier attempt whose worker died (see `SendHolder`).
+    pub lease: u64,
 }
 
 impl JobContext {

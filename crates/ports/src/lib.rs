@@ -26,7 +26,9 @@ pub use health::{HealthProbe, ProbeError};
 pub use jobs::{
     EnqueueJobError, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob, UniqueKey,
 };
-pub use mail::{Mailer, SendMailError};
+pub use mail::{
+    ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,
+};
 pub use outbox::{Outbox, OutboxError, OutboxRecord};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{

@@ -74,9 +74,12 @@ pub trait UserRepository: Send + Sync + 'static {
     ///
     /// MUST be race-free: however many concurrent calls arrive for a new uid,
     /// exactly one returns `Created` and exactly one `UserCreated` event is
-    /// appended. `Updated` appends `ProfileUpdated`; `Unchanged` appends
-    /// nothing and leaves `updated_at` alone. MUST return `Unavailable` when
-    /// the store cannot be reached.
+    /// appended, carrying `defaults.verified_email`. `Updated` appends
+    /// `ProfileUpdated`; `Unchanged` appends no profile event and leaves
+    /// `updated_at` alone. Whatever the outcome, when `defaults.verified_email`
+    /// differs from the address last verified for this user, it is stored
+    /// and `EmailVerified` appended (once, however many calls race). MUST
+    /// return `Unavailable` when the store cannot be reached.
     async fn upsert_profile(
         &self,
         uid: &FirebaseUid,
@@ -144,7 +147,8 @@ pub enum DeletePushTokenError {
 #[async_trait]
 pub trait PushTokenRepository: Send + Sync + 'static {
     /// Registers `token` for the user with `uid`, creating the user (from
-    /// `defaults`, appending `UserCreated` once) when the uid has no row yet.
+    /// `defaults`, appending `UserCreated` once) when the uid has no row yet,
+    /// and announcing a newly verified address as `upsert_profile` does.
     ///
     /// MUST be idempotent: the same token again only bumps `last_seen_at`
     /// (and its platform); a token registered to another user moves to this

@@ -27,3 +27,13 @@ mod push_sender {
 
     ports::push_sender_contract!(async { Arc::new(RecordingPushSender::new()) });
 }
+
+mod welcome_ledger {
+    use ports::WelcomeLedger;
+    use ports::testing::InMemoryWelcomeLedger;
+    use std::sync::Arc;
+
+    ports::welcome_ledger_contract!(async {
+        Arc::new(InMemoryWelcomeLedger::new()) as Arc<dyn WelcomeLedger>
+    });
+}

@@ -9,12 +9,14 @@ mod rows;
 mod schema;
 mod shared;
 mod users;
+mod welcome;
 
 pub use health::PgHealthProbe;
 pub use outbox::{OUTBOX_CHANNEL, PgOutbox};
 pub use pool::{
     MIGRATIONS, PgPool, PgSettings, build_pool, create_database_if_missing, revert_all_migrations,
-    run_migrations,
+    revert_last_migration, run_migrations,
 };
 pub use push_tokens::PgPushTokenRepository;
 pub use users::PgUserRepository;
+pub use welcome::PgWelcomeLedger;

@@ -94,6 +94,17 @@ pub async fn revert_all_migrations(url: &str) -> anyhow::Result<Vec<String>> {
     .await
 }
 
+/// Reverts the newest applied migration (for upgrade tests: data written
+/// under the schema before it). Returns its version.
+pub async fn revert_last_migration(url: &str) -> anyhow::Result<String> {
+    with_migration_connection(url, |conn| {
+        conn.revert_last_migration(MIGRATIONS)
+            .map(|version| version.to_string())
+            .map_err(|e| anyhow::anyhow!(e))
+    })
+    .await
+}
+
 /// Runs sync diesel migration code on a blocking thread (the harness blocks;
 /// it must not run on an async worker, and panics on a current-thread runtime).
 async fn with_migration_connection<T, F>(url: &str, f: F) -> anyhow::Result<T>

@@ -2,7 +2,7 @@
 
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
-use crate::rows::{PushTokenRow, UserRow, append_event, insert_user_if_absent};
+use crate::rows::{PushTokenRow, UserRow, create_user_or_note_verified};
 use crate::schema::{push_tokens, users};
 use crate::users::{TxError, checkout};
 use async_trait::async_trait;
@@ -10,8 +10,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use domain::{
-    DomainEvent, FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch, PushToken,
-    PushTokenRecord,
+    FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord,
 };
 use ports::{
     DeletePushTokenError, ListPushTokensError, PushTokenKey, PushTokenRepository,
@@ -57,28 +56,26 @@ async fn register_once(
     defaults: &ProfileDefaults,
 ) -> Result<Option<RegisteredPushToken>, TxError> {
     let initial = ProfilePatch::default().or_defaults(defaults);
-    let (user_id, user_created) = match insert_user_if_absent(conn, uid, &initial).await? {
-        Some(row) => {
-            let user = row.into_domain().map_err(TxError::Data)?;
-            append_event(conn, &DomainEvent::UserCreated((&user).into())).await?;
-            (user.id.as_uuid(), true)
-        }
-        None => {
-            // FOR SHARE keeps a concurrent delete from removing the user
-            // before our token row references it.
-            let existing = users::table
-                .filter(users::firebase_uid.eq(uid.as_str()))
-                .select(UserRow::as_select())
-                .for_share()
-                .get_result(conn)
-                .await
-                .optional()?;
-            match existing {
-                Some(row) => (row.id, false),
-                None => return Ok(None),
+    let verified = defaults.verified_email.as_ref();
+    let (user_id, user_created) =
+        match create_user_or_note_verified(conn, uid, &initial, verified).await? {
+            Some(user) => (user.id.as_uuid(), true),
+            None => {
+                // FOR SHARE keeps a concurrent delete from removing the user
+                // before our token row references it.
+                let existing = users::table
+                    .filter(users::firebase_uid.eq(uid.as_str()))
+                    .select(UserRow::as_select())
+                    .for_share()
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                match existing {
+                    Some(row) => (row.id, false),
+                    None => return Ok(None),
+                }
             }
-        }
-    };
+        };
     let row = diesel::insert_into(push_tokens::table)
         .values((
             push_tokens::id.eq(Uuid::now_v7()),

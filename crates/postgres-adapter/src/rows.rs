@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
-    DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, Platform, ProfilePatch, PushToken,
-    PushTokenRecord, User, UserId,
+    DisplayName, DomainEvent, Email, EmailVerified, FirebaseUid, PhotoUrl, Platform, ProfilePatch,
+    PushToken, PushTokenRecord, User, UserCreated, UserId,
 };
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ pub(crate) struct UserRow {
     pub photo_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The address the identity provider last vouched for; not part of the
+    /// profile (see `note_verified_email`).
+    pub verified_email: Option<String>,
 }
 
 impl UserRow {
@@ -121,6 +124,7 @@ pub(crate) async fn insert_user_if_absent(
     conn: &mut AsyncPgConnection,
     uid: &FirebaseUid,
     initial: &ProfilePatch,
+    verified_email: Option<&Email>,
 ) -> QueryResult<Option<UserRow>> {
     diesel::insert_into(users::table)
         .values((
@@ -129,6 +133,7 @@ pub(crate) async fn insert_user_if_absent(
             users::email.eq(initial.email.as_ref().map(Email::as_str)),
             users::display_name.eq(initial.display_name.as_ref().map(DisplayName::as_str)),
             users::photo_url.eq(initial.photo_url.as_ref().map(PhotoUrl::as_str)),
+            users::verified_email.eq(verified_email.map(Email::as_str)),
         ))
         .on_conflict(users::firebase_uid)
         .do_nothing()
@@ -136,4 +141,55 @@ pub(crate) async fn insert_user_if_absent(
         .get_result(conn)
         .await
         .optional()
+}
+
+/// Inserts the user with `initial` if absent and appends `UserCreated`
+/// (carrying the verified address); for an existing user, announces an
+/// address the token newly vouches for. Returns the new user, or `None`
+/// when one existed.
+pub(crate) async fn create_user_or_note_verified(
+    conn: &mut AsyncPgConnection,
+    uid: &FirebaseUid,
+    initial: &ProfilePatch,
+    verified_email: Option<&Email>,
+) -> Result<Option<User>, crate::users::TxError> {
+    use crate::users::TxError;
+    if let Some(row) = insert_user_if_absent(conn, uid, initial, verified_email).await? {
+        let user = row.into_domain().map_err(TxError::Data)?;
+        let event = UserCreated::new(&user, verified_email.cloned());
+        append_event(conn, &DomainEvent::UserCreated(event)).await?;
+        return Ok(Some(user));
+    }
+    note_verified_email(conn, uid, verified_email).await?;
+    Ok(None)
+}
+
+/// Records `verified` as the user's verified address when it is a new one,
+/// appending `EmailVerified` (the profile, and `updated_at`, stay as they
+/// are). A conditional update, so two requests at once announce it once;
+/// it locks the row first thing, before any other lock the caller takes.
+pub(crate) async fn note_verified_email(
+    conn: &mut AsyncPgConnection,
+    uid: &FirebaseUid,
+    verified: Option<&Email>,
+) -> Result<(), crate::users::TxError> {
+    let Some(email) = verified else {
+        return Ok(());
+    };
+    let row = diesel::update(
+        users::table
+            .filter(users::firebase_uid.eq(uid.as_str()))
+            .filter(users::verified_email.is_distinct_from(email.as_str())),
+    )
+    .set(users::verified_email.eq(email.as_str()))
+    .returning(UserRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(row) = row {
+        let user = row.into_domain().map_err(crate::users::TxError::Data)?;
+        let event = EmailVerified::new(&user, email.clone());
+        append_event(conn, &DomainEvent::EmailVerified(event)).await?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ diesel::table! {
         photo_url -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        verified_email -> Nullable<Text>,
     }
 }
 
@@ -38,5 +39,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    welcome_mails (uid_hash) {
+        uid_hash -> Bytea,
+        recipient_hash -> Nullable<Bytea>,
+        holder_job -> Uuid,
+        holder_lease -> Int8,
+        claimed_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(push_tokens -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox);
+diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox, welcome_mails);

@@ -2,7 +2,7 @@
 
 use crate::error::{PgError, port_error};
 use crate::pool::{PgConn, PgPool, PgSettings};
-use crate::rows::{UserRow, append_event, insert_user_if_absent};
+use crate::rows::{UserRow, append_event, create_user_or_note_verified};
 use crate::schema::users;
 use crate::shared::SharedReads;
 use async_trait::async_trait;
@@ -97,9 +97,9 @@ async fn upsert_once(
     patch: &ProfilePatch,
     defaults: &ProfileDefaults,
 ) -> Result<Option<UpsertedProfile>, TxError> {
-    if let Some(row) = insert_user_if_absent(conn, uid, &patch.or_defaults(defaults)).await? {
-        let user = row.into_domain().map_err(TxError::Data)?;
-        append_event(conn, &DomainEvent::UserCreated((&user).into())).await?;
+    let initial = patch.or_defaults(defaults);
+    let verified = defaults.verified_email.as_ref();
+    if let Some(user) = create_user_or_note_verified(conn, uid, &initial, verified).await? {
         return Ok(Some(UpsertedProfile {
             user,
             outcome: UpsertOutcome::Created,

@@ -120,3 +120,59 @@ async fn a_user_and_its_event_commit_together_or_not_at_all() {
     assert_eq!(created.outcome, ports::UpsertOutcome::Created);
     assert_eq!(db.scalar("SELECT count(*) AS value FROM outbox").await, 1);
 }
+
+/// The Postgres ledger over a test schema of its own (kept alive with it).
+struct PgLedger {
+    ledger: postgres_adapter::PgWelcomeLedger,
+    _db: TestDb,
+}
+
+#[async_trait::async_trait]
+impl ports::WelcomeLedger for PgLedger {
+    async fn claim(
+        &self,
+        uid: &domain::FirebaseUid,
+        to: &domain::Email,
+        holder: ports::SendHolder,
+        window: std::time::Duration,
+        stale_after: std::time::Duration,
+    ) -> Result<ports::ClaimWelcomeOutcome, ports::WelcomeLedgerError> {
+        self.ledger
+            .claim(uid, to, holder, window, stale_after)
+            .await
+    }
+    async fn mark_sent(
+        &self,
+        uid: &domain::FirebaseUid,
+        holder: ports::SendHolder,
+    ) -> Result<(), ports::WelcomeLedgerError> {
+        self.ledger.mark_sent(uid, holder).await
+    }
+    async fn release(
+        &self,
+        uid: &domain::FirebaseUid,
+        holder: ports::SendHolder,
+    ) -> Result<(), ports::WelcomeLedgerError> {
+        self.ledger.release(uid, holder).await
+    }
+    async fn forget_recipients(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<u64, ports::WelcomeLedgerError> {
+        self.ledger.forget_recipients(window).await
+    }
+}
+
+async fn ledger() -> Arc<PgLedger> {
+    let db = TestDb::new().await;
+    let pool = build_pool(&PgSettings::new(db.url())).unwrap();
+    Arc::new(PgLedger {
+        ledger: postgres_adapter::PgWelcomeLedger::new(pool, b"test ledger key"),
+        _db: db,
+    })
+}
+
+mod welcome_ledger {
+    use super::ledger;
+    ports::welcome_ledger_contract!(ledger());
+}

@@ -422,6 +422,7 @@ async fn execute(shared: &Shared, job: LeasedJob, held: HeldLease, permit: Owned
                 queue: job.queue.clone(),
                 attempt: job.attempt,
                 max_retries: job.max_retries,
+                lease: job.token,
             };
             let attempt = tokio::time::timeout(
                 timeout,

@@ -65,6 +65,7 @@ mod tests {
                 uid: FirebaseUid::parse("u").unwrap(),
                 email: None,
                 display_name: None,
+                verified_email: None,
             }),
             Utc::now(),
         );

@@ -31,6 +31,7 @@ fn created(i: usize) -> EventEnvelope {
             uid: FirebaseUid::parse(&format!("user-{i}")).unwrap(),
             email: None,
             display_name: None,
+            verified_email: None,
         }),
         Utc::now(),
     )

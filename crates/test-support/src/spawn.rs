@@ -129,6 +129,7 @@ impl TestApp {
         let req = auth_adapter::DevTokenRequest {
             uid: uid.to_owned(),
             email: email.map(str::to_owned),
+            email_verified: true,
             name: name.map(str::to_owned),
             ttl: std::time::Duration::from_secs(3600),
         };

@@ -15,5 +15,6 @@ pub use push::{
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{
-    MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB, WelcomeMailJob, WelcomeMailTrigger,
+    FORGET_RECIPIENTS_JOB, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,
+    WELCOME_JOB, WelcomeMailJob, WelcomeMailTrigger,
 };

@@ -503,6 +503,7 @@ mod tests {
             queue: PUSH_QUEUE.into(),
             attempt: 1,
             max_retries: 3,
+            lease: 1,
         }
     }
 

@@ -8,6 +8,7 @@
 mod cache;
 pub mod contract;
 mod fakes;
+mod ledger;
 mod push;
 mod store;
 
@@ -16,5 +17,6 @@ pub use fakes::{
     FakeTokenVerifier, MailOutcome, ManualClock, RecordingJobQueue, RecordingMailer,
     RecordingNotifier, RecordingPublisher,
 };
+pub use ledger::InMemoryWelcomeLedger;
 pub use push::{PushOutcome, RecordingPushSender};
 pub use store::InMemoryStore;

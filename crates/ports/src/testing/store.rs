@@ -6,8 +6,8 @@ use crate::users::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    DomainEvent, EventEnvelope, FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch,
-    PushToken, PushTokenRecord, User, UserId,
+    DomainEvent, Email, EmailVerified, EventEnvelope, FirebaseUid, KeysetPage, Platform,
+    ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, User, UserCreated, UserId,
 };
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +30,8 @@ struct OutboxRow {
 #[derive(Debug, Default)]
 struct State {
     users: BTreeMap<String, User>,
+    /// The address each user's token last vouched for (by uid).
+    verified: BTreeMap<String, Email>,
     tokens: Vec<TokenRow>,
     outbox: Vec<OutboxRow>,
     next_seq: i64,
@@ -51,9 +53,17 @@ impl State {
         });
     }
 
-    fn ensure_user(&mut self, uid: &FirebaseUid, initial: &ProfilePatch) -> (User, bool) {
-        if let Some(u) = self.users.get(uid.as_str()) {
-            return (u.clone(), false);
+    /// Creates the user if absent, else announces an address the token
+    /// newly vouches for.
+    fn ensure_user(
+        &mut self,
+        uid: &FirebaseUid,
+        initial: &ProfilePatch,
+        verified: Option<&Email>,
+    ) -> (User, bool) {
+        if let Some(u) = self.users.get(uid.as_str()).cloned() {
+            self.note_verified(&u, verified);
+            return (u, false);
         }
         let now = Utc::now();
         let user = User {
@@ -66,8 +76,27 @@ impl State {
             updated_at: now,
         };
         self.users.insert(uid.as_str().to_owned(), user.clone());
-        self.append(DomainEvent::UserCreated((&user).into()));
+        if let Some(v) = verified {
+            self.verified.insert(uid.as_str().to_owned(), v.clone());
+        }
+        self.append(DomainEvent::UserCreated(UserCreated::new(
+            &user,
+            verified.cloned(),
+        )));
         (user, true)
+    }
+
+    fn note_verified(&mut self, user: &User, verified: Option<&Email>) {
+        let Some(email) = verified else { return };
+        if self.verified.get(user.uid.as_str()) == Some(email) {
+            return;
+        }
+        self.verified
+            .insert(user.uid.as_str().to_owned(), email.clone());
+        self.append(DomainEvent::EmailVerified(EmailVerified::new(
+            user,
+            email.clone(),
+        )));
     }
 }
 
@@ -113,8 +142,9 @@ impl UserRepository for InMemoryStore {
         defaults: &ProfileDefaults,
     ) -> Result<UpsertedProfile, UpsertProfileError> {
         let mut s = self.lock();
+        let verified = defaults.verified_email.as_ref();
         if !s.users.contains_key(uid.as_str()) {
-            let (user, _) = s.ensure_user(uid, &patch.or_defaults(defaults));
+            let (user, _) = s.ensure_user(uid, &patch.or_defaults(defaults), verified);
             return Ok(UpsertedProfile {
                 user,
                 outcome: UpsertOutcome::Created,
@@ -123,6 +153,7 @@ impl UserRepository for InMemoryStore {
         let current = s.users.get(uid.as_str()).cloned().ok_or_else(|| {
             UpsertProfileError::Unknown(anyhow::anyhow!("user vanished under the lock"))
         })?;
+        s.note_verified(&current, verified);
         if !current.would_change(patch) {
             return Ok(UpsertedProfile {
                 user: current,
@@ -151,6 +182,7 @@ impl UserRepository for InMemoryStore {
             .users
             .remove(uid.as_str())
             .ok_or(DeleteUserError::NotFound)?;
+        s.verified.remove(uid.as_str());
         s.tokens.retain(|t| t.record.user_id != user.id);
         s.append(DomainEvent::UserDeleted((&user).into()));
         Ok(user)
@@ -167,8 +199,11 @@ impl PushTokenRepository for InMemoryStore {
         defaults: &ProfileDefaults,
     ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
         let mut s = self.lock();
-        let (user, user_created) =
-            s.ensure_user(uid, &ProfilePatch::default().or_defaults(defaults));
+        let (user, user_created) = s.ensure_user(
+            uid,
+            &ProfilePatch::default().or_defaults(defaults),
+            defaults.verified_email.as_ref(),
+        );
         let now = Utc::now();
         let record = match s.tokens.iter_mut().find(|t| &t.record.token == token) {
             Some(row) => {

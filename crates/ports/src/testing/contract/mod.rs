@@ -14,6 +14,7 @@
 )]
 
 pub mod cache;
+pub mod ledger;
 pub mod outbox;
 pub mod push;
 pub mod users;

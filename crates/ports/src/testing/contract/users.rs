@@ -79,6 +79,7 @@ pub async fn first_upsert_creates_the_user_with_defaults_and_one_event(store: &d
         email: Some(email("ada@example.com")),
         display_name: Some(name("From Token")),
         photo_url: None,
+        verified_email: Some(email("ada@example.com")),
     };
     let up = store
         .users()
@@ -104,8 +105,83 @@ pub async fn first_upsert_creates_the_user_with_defaults_and_one_event(store: &d
             assert_eq!(e.uid, uid("u-create"));
             assert_eq!(e.email, Some(email("ada@example.com")));
             assert_eq!(e.display_name, Some(name("Ada")));
+            assert_eq!(e.verified_email, Some(email("ada@example.com")));
         }
         other => panic!("expected UserCreated, got {other:?}"),
+    }
+}
+
+pub async fn an_address_the_provider_verifies_later_is_announced_once(store: &dyn UserStore) {
+    let u = uid("u-verify");
+    let typed = ProfilePatch {
+        email: Some(email("typed@example.com")),
+        ..ProfilePatch::default()
+    };
+    let unverified = ProfileDefaults {
+        email: Some(email("token@example.com")),
+        ..ProfileDefaults::default()
+    };
+    store
+        .users()
+        .upsert_profile(&u, &typed, &unverified)
+        .await
+        .unwrap();
+    let verified = ProfileDefaults {
+        verified_email: Some(email("token@example.com")),
+        ..unverified.clone()
+    };
+    // Nothing to change in the profile, but the token now vouches for an
+    // address: that is news, announced once, through either way in.
+    let up = store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &verified)
+        .await
+        .unwrap();
+    assert_eq!(up.outcome, UpsertOutcome::Unchanged);
+    assert_eq!(
+        up.user.email,
+        Some(email("typed@example.com")),
+        "the profile keeps the address it was given"
+    );
+    store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &verified)
+        .await
+        .unwrap();
+    let token = PushToken::parse("verify-device").unwrap();
+    store
+        .tokens()
+        .register(&u, &token, Platform::Ios, &verified)
+        .await
+        .unwrap();
+    let other = ProfileDefaults {
+        verified_email: Some(email("new@example.com")),
+        ..ProfileDefaults::default()
+    };
+    store
+        .tokens()
+        .register(&u, &token, Platform::Ios, &other)
+        .await
+        .unwrap();
+    let events = drain_events(store).await;
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(
+        types,
+        ["user.created", "user.email_verified", "user.email_verified"]
+    );
+    match (&events[0], &events[1], &events[2]) {
+        (
+            DomainEvent::UserCreated(created),
+            DomainEvent::EmailVerified(first),
+            DomainEvent::EmailVerified(second),
+        ) => {
+            assert_eq!(created.verified_email, None, "typed, not verified");
+            assert_eq!(first.uid, u);
+            assert_eq!(first.user_id, up.user.id);
+            assert_eq!(first.email, email("token@example.com"));
+            assert_eq!(second.email, email("new@example.com"));
+        }
+        other => panic!("unexpected events: {other:?}"),
     }
 }
 
@@ -495,6 +571,7 @@ macro_rules! user_store_contract {
         user_store_case!(unknown_uid_has_no_user);
         user_store_case!(first_upsert_creates_the_user_with_defaults_and_one_event);
         user_store_case!(upsert_updates_changes_and_ignores_no_ops);
+        user_store_case!(an_address_the_provider_verifies_later_is_announced_once);
         user_store_case!(delete_removes_the_user_and_its_tokens_once);
         user_store_case!(registering_a_token_creates_the_user_once);
         user_store_case!(registering_the_same_token_again_only_bumps_last_seen);
