@@ -29,6 +29,11 @@ enum Command {
         #[command(subcommand)]
         action: JobsCommand,
     },
+    /// Inspect and replay the event streams' dead letters.
+    Events {
+        #[command(subcommand)]
+        action: EventsCommand,
+    },
     /// Print a token that a locally running app accepts (local mode only).
     DevToken {
         /// The Firebase uid the token is for.
@@ -48,6 +53,38 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// The newest dead letters of a stream, with why each died.
+    Dead {
+        /// The stream (its topic).
+        #[arg(long, default_value = "users")]
+        stream: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Put a dead letter (or every one) back on its stream.
+    Replay {
+        /// The dead letter's id (from `app events dead`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter of the stream.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "users")]
+        stream: String,
+    },
+}
+
+impl From<EventsCommand> for app::events::EventsAction {
+    fn from(c: EventsCommand) -> Self {
+        match c {
+            EventsCommand::Dead { stream, limit } => Self::Dead { stream, limit },
+            EventsCommand::Replay { id, all, stream } => Self::Replay { id, all, stream },
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +205,13 @@ async fn main() -> ExitCode {
             }
         }
         Command::Jobs { action } => match app::jobs::run(&settings, action.into()).await {
+            Ok(text) => {
+                print(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Events { action } => match app::events::run(&settings, action.into()).await {
             Ok(text) => {
                 print(&text);
                 ExitCode::SUCCESS

@@ -239,11 +239,7 @@ pub(crate) fn start_workers(
             infra.pg.clone(),
             settings.database_url.clone(),
         )),
-        Arc::new(RedisStreamPublisher::new(
-            infra.fred.clone(),
-            prefix,
-            settings.stream_max_len,
-        )),
+        Arc::new(RedisStreamPublisher::new(infra.fred.clone(), prefix)),
         RelaySettings::default(),
     );
     let stop = shutdown.clone();
@@ -253,6 +249,7 @@ pub(crate) fn start_workers(
         &infra.fred,
         ConsumerSettings {
             claim_idle: settings.stream_claim_idle,
+            max_len: settings.stream_max_len,
             ..ConsumerSettings::new(
                 prefix,
                 domain::events::USERS_TOPIC,

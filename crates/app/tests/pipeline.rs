@@ -477,7 +477,10 @@ async fn a_worker_killed_while_sending_loses_no_mail_and_repeats_only_the_sends_
     // after the kill; the new worker's recoverer (every quarter lease) moves
     // them to retry, due after the first retry delay (at most
     // JOB_RETRY_BASE_MS), forwarded within 250 ms, and the same job's new
-    // lease takes its claim over at once. Allow a second for the sends.
+    // lease takes its claim over at once. The new worker's relay leads as
+    // soon as it starts (the dead one's session is gone), and its consumer
+    // claims the dead one's stream entries after STREAM_CLAIM_IDLE_MS, well
+    // inside that. Allow a second for the sends.
     let (lease, retry_base) = (Duration::from_secs(2), Duration::from_millis(200));
     let recover_every = lease / 4;
     let forward_every = Duration::from_millis(250);
@@ -486,8 +489,7 @@ async fn a_worker_killed_while_sending_loses_no_mail_and_repeats_only_the_sends_
         + retry_base
         + forward_every
         + Duration::from_secs(1);
-    let _ = due;
-    wait_for_recipients(&smtp, USERS).await;
+    wait_for_recipients_until(&smtp, USERS, due).await;
     eprintln!(
         "killed while sending: every user had a mail {:?} after the kill (bound {:?})",
         killed_at.elapsed(),
@@ -507,4 +509,72 @@ async fn a_worker_killed_while_sending_loses_no_mail_and_repeats_only_the_sends_
             "a repeat has the same Message-ID: {ids:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_events_lists_and_replays_dead_letters() {
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let run = |args: &[&str]| {
+        let out = env
+            .command("events", 0)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = run(&["dead"]);
+    assert!(ok && out.contains("no dead letters on users"), "{out}");
+    // A dead letter as a consumer leaves one.
+    let stream = streams_adapter::stream_key(redis.prefix(), "users");
+    let mut conn = redis.connection().await;
+    let dead_id: String = redis::cmd("XADD")
+        .arg(format!("{stream}:dead"))
+        .arg("*")
+        .arg(&[
+            ("original_id", "1-1"),
+            ("group", "welcome-mail"),
+            ("consumer", "w1"),
+            ("reason", "rejected: no handler today"),
+            ("deliveries", "1"),
+            ("type", "user.deleted"),
+            ("event", "{}"),
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (ok, out, _) = run(&["dead", "--stream", "users"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&dead_id)
+            && out.contains("rejected: no handler today")
+            && out.contains("group=welcome-mail"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["replay", &dead_id]);
+    assert!(ok && out.contains("replayed"), "{out}");
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 1, "back on the stream");
+    let (ok, _, err) = run(&["replay", &dead_id]);
+    assert!(!ok && err.contains("no dead letter"), "{err}");
+    let (ok, out, _) = run(&["replay", "--all"]);
+    assert!(ok && out.contains("replayed 0"), "{out}");
 }

@@ -32,6 +32,43 @@ impl EventEnvelope {
     }
 }
 
+/// An event as the outbox stores it and the bus carries it: its identity,
+/// its type name and its payload, whether or not this version of the code
+/// knows the type. The relay moves these without decoding them, so a row
+/// written by a newer version during a rolling deploy reaches a consumer
+/// that knows it, instead of being dropped by one that does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawEvent {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub topic: String,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+}
+
+impl RawEvent {
+    /// The typed event, if this version knows its type and the payload fits.
+    pub fn decode(&self) -> Result<EventEnvelope, UndecodableEvent> {
+        Ok(EventEnvelope {
+            id: self.id,
+            occurred_at: self.occurred_at,
+            event: DomainEvent::from_parts(&self.event_type, self.payload.clone())?,
+        })
+    }
+}
+
+impl From<&EventEnvelope> for RawEvent {
+    fn from(e: &EventEnvelope) -> Self {
+        Self {
+            id: e.id,
+            occurred_at: e.occurred_at,
+            topic: e.event.topic().to_owned(),
+            event_type: e.event.event_type().to_owned(),
+            payload: e.event.payload(),
+        }
+    }
+}
+
 /// Everything that can happen to a user that others care about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -46,13 +83,21 @@ pub enum DomainEvent {
     EmailVerified(EmailVerified),
 }
 
-/// An event type string no version of this code knows, or a payload that does
-/// not fit its type.
+/// An event type string this version of the code does not know, or a
+/// payload that does not fit its type.
 #[derive(Debug, Error)]
 #[error("cannot decode event of type {event_type:?}: {reason}")]
 pub struct UndecodableEvent {
     pub event_type: String,
     pub reason: String,
+}
+
+impl UndecodableEvent {
+    /// The type is unknown to this version (a newer one may know it), as
+    /// opposed to a known type whose payload does not fit.
+    pub fn is_unknown_type(&self) -> bool {
+        !DomainEvent::is_known_type(&self.event_type)
+    }
 }
 
 impl DomainEvent {

@@ -8,7 +8,8 @@ pub mod push;
 pub mod user;
 
 pub use events::{
-    DomainEvent, EmailVerified, EventEnvelope, ProfileUpdated, UserCreated, UserDeleted,
+    DomainEvent, EmailVerified, EventEnvelope, ProfileUpdated, RawEvent, UndecodableEvent,
+    UserCreated, UserDeleted,
 };
 pub use identity::VerifiedIdentity;
 pub use mail::{Mail, WelcomeMail};

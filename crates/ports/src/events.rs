@@ -1,7 +1,7 @@
 //! The event bus: publishing domain events and consuming them in groups.
 
 use async_trait::async_trait;
-use domain::EventEnvelope;
+use domain::{EventEnvelope, RawEvent};
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use thiserror::Error;
 
@@ -21,12 +21,14 @@ pub enum PublishEventError {
 /// Puts events on the bus.
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
-    /// Appends `event` to the stream for its topic. Returns the bus's id for it.
+    /// Appends `event` to the stream for its topic, as it is (its type need
+    /// not be one this version knows). Returns the bus's id for it.
     ///
     /// MUST return `Unavailable` when the bus cannot be reached. Publishing is
     /// at-least-once: after `Unavailable` the event may still have been
-    /// written, so consumers deduplicate by `event.id`.
-    async fn publish(&self, event: &EventEnvelope) -> Result<String, PublishEventError>;
+    /// written, so consumers deduplicate by `event.id`. MUST NOT drop or
+    /// trim entries a consumer group has not acknowledged.
+    async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError>;
 }
 
 /// Why a handler did not process an event.
@@ -43,7 +45,10 @@ pub enum HandleEventError {
 }
 
 /// Reacts to events delivered to one consumer group. Implementations MUST be
-/// idempotent by `event.id`: delivery is at-least-once.
+/// idempotent by `event.id`: delivery is at-least-once. An event whose type
+/// this version does not know never reaches a handler: the consumer leaves
+/// it pending for a newer consumer, and dead-letters it with that reason
+/// after the group's delivery limit.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     /// The event types this handler wants; others are acknowledged unseen.

@@ -1,24 +1,25 @@
 //! The transactional outbox, as the relay sees it.
 //!
 //! Repositories append events in the same transaction as the change they
-//! describe; a relay moves them to the event bus. Rows are *claimed* with a
-//! lease so several relays can run at once: a claimed row is invisible to other
-//! relays until its lease ends, so a relay that dies mid-batch delays its rows
-//! by one lease but loses none.
+//! describe; a relay moves them to the event bus. One relay *leads* at a
+//! time, so rows reach the bus in the order they were written; any number
+//! may stand by and take over within moments of the leader's death. Rows
+//! are *claimed* with a lease as well, so a relay that dies mid-batch loses
+//! nothing, and a new leader voids its predecessor's leases at once.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::EventEnvelope;
+use domain::RawEvent;
 use std::time::Duration;
 use thiserror::Error;
 
-/// One outbox row: its insertion order and the event it carries.
+/// One outbox row: its insertion order and the event it carries, as
+/// written (its type may be one only a newer version knows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {
     /// Monotonic insertion order; relays publish in this order.
     pub seq: i64,
-    pub topic: String,
-    pub envelope: EventEnvelope,
+    pub event: RawEvent,
     pub created_at: DateTime<Utc>,
 }
 
@@ -32,13 +33,26 @@ pub enum OutboxError {
 
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
+    /// Makes this handle the one relay that publishes (or confirms that it
+    /// still is). Returns whether it leads.
+    ///
+    /// MUST let at most one handle lead at a time, across processes; MUST
+    /// hand leadership to a waiting handle within moments once the leader's
+    /// process dies or its connection is lost (not after a lease); a handle
+    /// that lost it MUST get `false` (or an error) from its next call.
+    /// Becoming the leader voids the leases of rows an earlier leader
+    /// claimed, so they are published next, in order.
+    async fn lead(&self) -> Result<bool, OutboxError>;
+
+    /// Gives leadership up (at shutdown), so a standby takes over at once.
+    async fn resign(&self);
+
     /// Claims up to `limit` unpublished rows, oldest first, for `lease`.
     ///
     /// MUST NOT return a row another claim holds under an unexpired lease, and
-    /// MUST return rows whose lease expired without being published. A row
-    /// whose payload no longer decodes as an event MUST NOT block the rows
-    /// behind it: implementations log it once and set it aside (marked
-    /// published with an error) rather than return an error for the batch.
+    /// MUST return rows whose lease expired without being published. Rows
+    /// are returned as written, without being decoded: a type this version
+    /// does not know is carried like any other.
     async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError>;
 
     /// Marks rows published (idempotent).

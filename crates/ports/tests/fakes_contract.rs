@@ -37,3 +37,15 @@ mod welcome_ledger {
         Arc::new(InMemoryWelcomeLedger::new()) as Arc<dyn WelcomeLedger>
     });
 }
+
+mod outbox_leadership {
+    use ports::testing::InMemoryStore;
+    use std::sync::Arc;
+
+    ports::outbox_leadership_contract!(async {
+        let store = Arc::new(InMemoryStore::new());
+        let first: Box<dyn ports::Outbox> = Box::new(store.handle());
+        let second: Box<dyn ports::Outbox> = Box::new(store.handle());
+        (store, first, second)
+    });
+}

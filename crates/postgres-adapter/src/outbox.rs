@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Int8, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use domain::{DomainEvent, EventEnvelope};
+use domain::RawEvent;
 use futures_util::StreamExt as _;
 use ports::{Outbox, OutboxError, OutboxRecord};
 use std::time::Duration;
@@ -55,12 +55,35 @@ const PRUNE_SQL: &str = "
 DELETE FROM outbox
  WHERE seq IN (SELECT seq FROM outbox WHERE published_at < $1 LIMIT $2)";
 
-/// The outbox in Postgres. Keeps one extra connection (outside the pool)
-/// that LISTENs for inserts, so a relay wakes within milliseconds.
+/// Takes the relays' leadership for this schema (one lock per schema, so
+/// test schemas in one database do not share it).
+const TRY_LEAD_SQL: &str = "
+SELECT pg_try_advisory_lock(hashtextextended('trellis:outbox-relay:' || current_schema(), 0)) AS won";
+
+/// A new leader voids the leases its predecessor held.
+const VOID_LEASES_SQL: &str = "UPDATE outbox SET claimed_until = NULL WHERE published_at IS NULL AND claimed_until IS NOT NULL";
+
+#[derive(Debug, QueryableByName)]
+struct Won {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    won: bool,
+}
+
+/// The session that holds (or waits for) the relays' advisory lock.
+struct Seat {
+    conn: AsyncPgConnection,
+    leading: bool,
+}
+
+/// The outbox in Postgres. Keeps two connections outside the pool: one that
+/// LISTENs for inserts, so a relay wakes within milliseconds, and one whose
+/// session holds the relays' advisory lock while this relay leads (so a
+/// leader that dies, and its session with it, hands over at once).
 pub struct PgOutbox {
     pool: PgPool,
     url: String,
     listener: Mutex<Option<AsyncPgConnection>>,
+    leader: Mutex<Option<Seat>>,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -70,12 +93,13 @@ impl std::fmt::Debug for PgOutbox {
 }
 
 impl PgOutbox {
-    /// `url` is used for the LISTEN connection only.
+    /// `url` is used for the LISTEN and leadership connections only.
     pub fn new(pool: PgPool, url: impl Into<String>) -> Self {
         Self {
             pool,
             url: url.into(),
             listener: Mutex::new(None),
+            leader: Mutex::new(None),
         }
     }
 
@@ -90,6 +114,59 @@ impl PgOutbox {
 
 #[async_trait]
 impl Outbox for PgOutbox {
+    async fn lead(&self) -> Result<bool, OutboxError> {
+        let mut guard = self.leader.lock().await;
+        if let Some(seat) = guard.as_mut() {
+            // A live session keeps its advisory lock: a round trip on it
+            // is proof of leadership (or of still waiting for it).
+            if diesel::sql_query("SELECT 1")
+                .execute(&mut seat.conn)
+                .await
+                .is_err()
+            {
+                if seat.leading {
+                    tracing::warn!("the outbox relay lost its leadership connection");
+                }
+                *guard = None;
+            } else if seat.leading {
+                return Ok(true);
+            }
+        }
+        if guard.is_none() {
+            let conn = AsyncPgConnection::establish(&self.url).await.map_err(|e| {
+                OutboxError::Unavailable(
+                    anyhow::Error::new(e).context("connecting to lead the relays"),
+                )
+            })?;
+            *guard = Some(Seat {
+                conn,
+                leading: false,
+            });
+        }
+        let Some(seat) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let won: Won = diesel::sql_query(TRY_LEAD_SQL)
+            .get_result(&mut seat.conn)
+            .await
+            .map_err(PgError::from)?;
+        if won.won {
+            // The previous leader is gone: its leases are void, so its rows
+            // go out next, in order.
+            diesel::sql_query(VOID_LEASES_SQL)
+                .execute(&mut seat.conn)
+                .await
+                .map_err(PgError::from)?;
+            seat.leading = true;
+        }
+        Ok(won.won)
+    }
+
+    async fn resign(&self) {
+        // Closing the session releases its advisory lock.
+        *self.leader.lock().await = None;
+    }
+
     async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
         let mut conn = checkout(&self.pool).await?;
         let mut rows: Vec<ClaimedRow> = diesel::sql_query(CLAIM_SQL)
@@ -99,39 +176,20 @@ impl Outbox for PgOutbox {
             .await
             .map_err(PgError::from)?;
         rows.sort_by_key(|r| r.seq);
-        let mut records = Vec::with_capacity(rows.len());
-        let mut undecodable = Vec::new();
-        for row in rows {
-            match DomainEvent::from_parts(&row.event_type, row.payload) {
-                Ok(event) => records.push(OutboxRecord {
-                    seq: row.seq,
+        Ok(rows
+            .into_iter()
+            .map(|row| OutboxRecord {
+                seq: row.seq,
+                created_at: row.created_at,
+                event: RawEvent {
+                    id: row.event_id,
+                    occurred_at: row.created_at,
                     topic: row.topic,
-                    envelope: EventEnvelope {
-                        id: row.event_id,
-                        occurred_at: row.created_at,
-                        event,
-                    },
-                    created_at: row.created_at,
-                }),
-                Err(e) => {
-                    tracing::error!(seq = row.seq, event_id = %row.event_id, error = %e,
-                        "outbox row does not decode; setting it aside");
-                    undecodable.push((row.seq, e.to_string()));
-                }
-            }
-        }
-        for (seq, error) in undecodable {
-            diesel::update(outbox::table.filter(outbox::seq.eq(seq)))
-                .set((
-                    outbox::published_at.eq(diesel::dsl::now),
-                    outbox::claimed_until.eq(None::<DateTime<Utc>>),
-                    outbox::last_error.eq(error),
-                ))
-                .execute(&mut conn)
-                .await
-                .map_err(PgError::from)?;
-        }
-        Ok(records)
+                    event_type: row.event_type,
+                    payload: row.payload,
+                },
+            })
+            .collect())
     }
 
     async fn mark_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {

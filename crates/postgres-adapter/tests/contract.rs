@@ -176,3 +176,16 @@ mod welcome_ledger {
     use super::ledger;
     ports::welcome_ledger_contract!(ledger());
 }
+
+mod outbox_leadership {
+    use super::*;
+
+    ports::outbox_leadership_contract!(async {
+        let store = make(false).await;
+        let url = store._db.url().to_owned();
+        let pool = build_pool(&PgSettings::new(url.clone())).unwrap();
+        let first: Box<dyn Outbox> = Box::new(PgOutbox::new(pool.clone(), url.clone()));
+        let second: Box<dyn Outbox> = Box::new(PgOutbox::new(pool, url));
+        (store, first, second)
+    });
+}

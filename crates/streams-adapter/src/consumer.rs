@@ -12,7 +12,7 @@
 
 use crate::publisher::stream_key;
 use crate::reply::{self, Entry, command, v};
-use crate::wire::{self, EVENT_FIELD};
+use crate::wire::{self, EVENT_FIELD, Undecodable};
 use async_trait::async_trait;
 use domain::EventEnvelope;
 use fred::clients::Client;
@@ -44,6 +44,12 @@ pub struct ConsumerSettings {
     pub max_deliveries: u64,
     /// How long processed event ids are remembered.
     pub dedupe_ttl: Duration,
+    /// Past this many entries the stream is trimmed of every entry all its
+    /// groups have acknowledged, and never of one a group has not: a group
+    /// that lags (its consumers down for hours) keeps its entries, and the
+    /// stream grows past this until it catches up (`stream_length`,
+    /// `stream_group_lag`: alert well before memory runs short).
+    pub max_len: u64,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -60,6 +66,7 @@ impl ConsumerSettings {
             claim_idle: Duration::from_secs(30),
             max_deliveries: 5,
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_len: 100_000,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
         }
@@ -78,6 +85,38 @@ impl ConsumerSettings {
         format!("{}:{}:seen:{event_id}", self.stream(), self.group)
     }
 }
+
+/// KEYS: the stream. ARGV: max_len. When the stream is longer than
+/// max_len, trims (`XTRIM MINID ~`) below the oldest entry any group still
+/// needs: its oldest pending entry, or, with none pending, the last one it
+/// was given (everything before it is acknowledged). A stream without groups
+/// is left alone: a group created later would start from its beginning.
+/// Returns {length before, entries trimmed}.
+const TRIM_ACKNOWLEDGED: &str = r"
+local len = redis.call('XLEN', KEYS[1])
+if len <= tonumber(ARGV[1]) then return {len, 0} end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local floor = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local needed = f['last-delivered-id']
+  if tonumber(f['pending']) > 0 then
+    needed = redis.call('XPENDING', KEYS[1], f['name'])[2]
+  end
+  if floor == nil or less(needed, floor) then floor = needed end
+end
+if floor == nil then return {len, 0} end
+return {len, redis.call('XTRIM', KEYS[1], 'MINID', '~', floor)}
+";
 
 /// One consumer of a group. It owns a Redis connection of its own (blocking
 /// reads hold a connection).
@@ -282,12 +321,12 @@ impl RedisStreamConsumer {
         state: &mut RunState,
     ) -> Result<usize, fred::error::Error> {
         let s = &self.settings;
-        let decoded: Vec<(Entry, Result<EventEnvelope, String>)> = entries
+        let decoded: Vec<(Entry, Result<EventEnvelope, Undecodable>)> = entries
             .into_iter()
             .map(|e| {
                 let event = e
                     .field(EVENT_FIELD)
-                    .ok_or_else(|| "no event field".to_owned())
+                    .ok_or_else(|| Undecodable::Invalid("no event field".to_owned()))
                     .and_then(wire::decode);
                 (e, event)
             })
@@ -303,9 +342,25 @@ impl RedisStreamConsumer {
         for (entry, event) in &decoded {
             let n = deliveries.get(&entry.id).copied().unwrap_or(1);
             let event = match event {
-                Err(reason) => {
+                Err(Undecodable::Invalid(reason)) => {
                     self.dead_letter(entry, reason, n).await?;
                     to_ack.push(entry.id.clone());
+                    continue;
+                }
+                // A newer version wrote it: never acknowledged unseen. It
+                // stays pending, for the janitor of a consumer that knows it
+                // (a rolling deploy finishing) to claim, and is dead-lettered
+                // with the reason once the group's delivery limit is spent.
+                Err(Undecodable::Newer(reason)) => {
+                    if n > s.max_deliveries {
+                        let reason = format!("gave up after {} deliveries: {reason}", n - 1);
+                        self.dead_letter(entry, &reason, n).await?;
+                        to_ack.push(entry.id.clone());
+                    } else {
+                        tracing::warn!(group = %s.group, entry = %entry.id, delivery = n, reason = %reason,
+                            "entry left pending for a consumer that knows it");
+                        state.last_errors.insert(entry.id.clone(), reason.clone());
+                    }
                     continue;
                 }
                 Ok(event) => event,
@@ -404,7 +459,34 @@ impl RedisStreamConsumer {
             }
             cursor = claim.next;
         }
+        self.trim().await?;
         self.report_metrics().await;
+        Ok(())
+    }
+
+    /// Trims what every group has acknowledged once the stream is longer
+    /// than `max_len` (see there). One script, so the groups' positions and
+    /// the trim agree.
+    async fn trim(&self) -> Result<(), fred::error::Error> {
+        let s = &self.settings;
+        let args = vec![
+            v(TRIM_ACKNOWLEDGED),
+            Value::Integer(1),
+            v(s.stream()),
+            Value::Integer(i64::try_from(s.max_len).unwrap_or(i64::MAX)),
+        ];
+        let reply = command(&self.client, "EVAL", false, args).await?;
+        if let Value::Array(parts) = reply {
+            let n = |i: usize| parts.get(i).and_then(Value::as_u64).unwrap_or(0);
+            let (length, trimmed) = (n(0), n(1));
+            metrics::gauge!("stream_length", "stream" => s.stream())
+                .set(length.saturating_sub(trimmed) as f64);
+            if trimmed > 0 {
+                metrics::counter!("stream_entries_trimmed_total", "stream" => s.stream())
+                    .increment(trimmed);
+                tracing::debug!(stream = %s.stream(), trimmed, "trimmed acknowledged entries");
+            }
+        }
         Ok(())
     }
 

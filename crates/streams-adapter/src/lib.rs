@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod cache;
 mod client;
 mod consumer;
@@ -8,6 +9,7 @@ mod publisher;
 mod reply;
 mod wire;
 
+pub use admin::{DeadLetter, StreamAdmin};
 pub use cache::RedisCache;
 pub use client::connect;
 pub use consumer::{ConsumerSettings, RedisStreamConsumer};

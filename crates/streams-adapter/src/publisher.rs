@@ -3,9 +3,8 @@
 use crate::reply::{command, v};
 use crate::wire::{self, EVENT_FIELD, TYPE_FIELD};
 use async_trait::async_trait;
-use domain::EventEnvelope;
+use domain::RawEvent;
 use fred::clients::Client;
-use fred::prelude::Value;
 use ports::{EventPublisher, PublishEventError};
 
 /// The stream key for a topic: `<prefix>stream:<topic>`.
@@ -13,31 +12,28 @@ pub fn stream_key(prefix: &str, topic: &str) -> String {
     format!("{prefix}stream:{topic}")
 }
 
-/// Publishes with `XADD <stream> MAXLEN ~ <max_len> * type <t> event <json>`.
+/// Publishes with `XADD <stream> * type <t> event <json>`. Nothing is
+/// trimmed here: an entry goes only once every consumer group has
+/// acknowledged it (the consumers trim, see `ConsumerSettings::max_len`).
 #[derive(Clone)]
 pub struct RedisStreamPublisher {
     client: Client,
     prefix: String,
-    max_len: u64,
 }
 
 impl std::fmt::Debug for RedisStreamPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStreamPublisher")
             .field("prefix", &self.prefix)
-            .field("max_len", &self.max_len)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStreamPublisher {
-    /// `max_len` bounds each stream (approximately: trimming is `~`, cheap).
-    /// Keep it well above what consumers can lag behind by.
-    pub fn new(client: Client, prefix: impl Into<String>, max_len: u64) -> Self {
+    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
         Self {
             client,
             prefix: prefix.into(),
-            max_len,
         }
     }
 }
@@ -48,24 +44,26 @@ pub(crate) fn classify(e: fred::error::Error) -> anyhow::Error {
 
 #[async_trait]
 impl EventPublisher for RedisStreamPublisher {
-    async fn publish(&self, event: &EventEnvelope) -> Result<String, PublishEventError> {
-        let key = stream_key(&self.prefix, event.event.topic());
+    async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError> {
+        let key = stream_key(&self.prefix, &event.topic);
         let args = vec![
             v(key),
-            v("MAXLEN"),
-            v("~"),
-            Value::Integer(i64::try_from(self.max_len).unwrap_or(i64::MAX)),
             v("*"),
             v(TYPE_FIELD),
-            v(event.event.event_type()),
+            v(&*event.event_type),
             v(EVENT_FIELD),
             v(wire::encode(event)),
         ];
         let reply = command(&self.client, "XADD", false, args)
             .await
             .map_err(|e| PublishEventError::Unavailable(classify(e)))?;
-        metrics::counter!("events_published_total", "type" => event.event.event_type())
-            .increment(1);
+        // Known types only as label values: the set stays bounded.
+        let kind = if domain::DomainEvent::is_known_type(&event.event_type) {
+            event.event_type.clone()
+        } else {
+            "unknown".to_owned()
+        };
+        metrics::counter!("events_published_total", "type" => kind).increment(1);
         reply
             .as_string()
             .ok_or_else(|| PublishEventError::Unknown(anyhow::anyhow!("XADD returned no id")))

@@ -61,7 +61,7 @@ fn entry(v: Value) -> Option<Entry> {
     })
 }
 
-fn entries(v: Value) -> Vec<Entry> {
+pub(crate) fn entries(v: Value) -> Vec<Entry> {
     match v {
         Value::Array(items) => items.into_iter().filter_map(entry).collect(),
         _ => Vec::new(),

@@ -1,7 +1,7 @@
 //! The versioned JSON an event travels as on a stream (field `event`).
 
 use chrono::{DateTime, Utc};
-use domain::{DomainEvent, EventEnvelope};
+use domain::{EventEnvelope, RawEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,38 +24,60 @@ pub(crate) struct EventWire {
 
 pub(crate) const WIRE_VERSION: u16 = 1;
 
-pub(crate) fn encode(event: &EventEnvelope) -> String {
+pub(crate) fn encode(event: &RawEvent) -> String {
     let wire = EventWire {
         v: WIRE_VERSION,
         id: event.id,
-        event_type: event.event.event_type().to_owned(),
+        event_type: event.event_type.clone(),
         occurred_at: event.occurred_at,
-        data: event.event.payload(),
+        data: event.payload.clone(),
     };
     serde_json::to_string(&wire).unwrap_or_default()
 }
 
-/// Why an entry cannot become an event (it goes to the dead-letter stream).
-pub(crate) fn decode(json: &str) -> Result<EventEnvelope, String> {
-    let wire: EventWire = serde_json::from_str(json).map_err(|e| format!("not an event: {e}"))?;
+/// Why an entry did not become an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Undecodable {
+    /// Written by a newer version (a type or wire version this consumer
+    /// does not know): left for a consumer that knows it.
+    Newer(String),
+    /// Not an event at all, or a known type whose payload does not fit:
+    /// no version can handle it (dead-lettered at once).
+    Invalid(String),
+}
+
+pub(crate) fn decode(json: &str) -> Result<EventEnvelope, Undecodable> {
+    let wire: EventWire = serde_json::from_str(json)
+        .map_err(|e| Undecodable::Invalid(format!("not an event: {e}")))?;
     if wire.v > WIRE_VERSION {
-        return Err(format!(
+        return Err(Undecodable::Newer(format!(
             "wire version {} is newer than this consumer ({WIRE_VERSION})",
             wire.v
-        ));
+        )));
     }
-    let event = DomainEvent::from_parts(&wire.event_type, wire.data).map_err(|e| e.to_string())?;
-    Ok(EventEnvelope {
+    let raw = RawEvent {
         id: wire.id,
         occurred_at: wire.occurred_at,
-        event,
+        topic: String::new(),
+        event_type: wire.event_type,
+        payload: wire.data,
+    };
+    raw.decode().map_err(|e| {
+        if e.is_unknown_type() {
+            Undecodable::Newer(format!(
+                "event type {:?} is unknown to this consumer (written by a newer version?)",
+                e.event_type
+            ))
+        } else {
+            Undecodable::Invalid(e.to_string())
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{FirebaseUid, UserCreated, UserId};
+    use domain::{DomainEvent, FirebaseUid, UserCreated, UserId};
 
     #[test]
     fn events_round_trip_and_garbage_is_an_error() {
@@ -69,11 +91,21 @@ mod tests {
             }),
             Utc::now(),
         );
-        let json = encode(&e);
+        let json = encode(&RawEvent::from(&e));
         assert!(json.contains("\"v\":1"));
         assert_eq!(decode(&json).unwrap(), e);
-        assert!(decode("garbage").is_err());
-        assert!(decode(&json.replace("\"v\":1", "\"v\":9")).is_err());
-        assert!(decode(&json.replace("user.created", "user.exploded")).is_err());
+        assert!(matches!(decode("garbage"), Err(Undecodable::Invalid(_))));
+        assert!(matches!(
+            decode(&json.replace("\"v\":1", "\"v\":9")),
+            Err(Undecodable::Newer(_))
+        ));
+        assert!(matches!(
+            decode(&json.replace("user.created", "user.future")),
+            Err(Undecodable::Newer(_))
+        ));
+        assert!(matches!(
+            decode(&json.replace("\"uid\":\"u\"", "\"uid\":\"\"")),
+            Err(Undecodable::Invalid(_))
+        ));
     }
 }

@@ -7,14 +7,16 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::{DomainEvent, EventEnvelope, FirebaseUid, UserCreated, UserDeleted, UserId};
+use domain::{DomainEvent, EventEnvelope, FirebaseUid, RawEvent, UserCreated, UserDeleted, UserId};
 use fred::prelude::*;
 use ports::testing::contract::eventually;
 use ports::{EventConsumer, EventHandler, EventPublisher, HandleEventError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use streams_adapter::{ConsumerSettings, RedisStreamConsumer, RedisStreamPublisher, stream_key};
+use streams_adapter::{
+    ConsumerSettings, RedisStreamConsumer, RedisStreamPublisher, StreamAdmin, stream_key,
+};
 use test_support::TestRedis;
 use tokio_util::sync::CancellationToken;
 
@@ -117,10 +119,10 @@ fn start(consumer: RedisStreamConsumer, handler: Arc<dyn EventHandler>) -> Runni
 async fn published_events_are_consumed_in_order_once() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let events: Vec<_> = (0..50).map(created).collect();
     for e in &events[..25] {
-        publisher.publish(e).await.unwrap();
+        publish(&publisher, e).await;
     }
     let recorder = Arc::new(Recorder::default());
     let running = start(
@@ -128,7 +130,7 @@ async fn published_events_are_consumed_in_order_once() {
         recorder.clone(),
     );
     for e in &events[25..] {
-        publisher.publish(e).await.unwrap();
+        publish(&publisher, e).await;
     }
     eventually("all 50 events", Duration::from_secs(10), || async {
         (recorder.handled().len() >= 50).then_some(())
@@ -152,7 +154,7 @@ async fn published_events_are_consumed_in_order_once() {
 async fn events_of_other_types_are_acknowledged_unhandled() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let deleted = EventEnvelope::new(
         DomainEvent::UserDeleted(UserDeleted {
             user_id: UserId::new(),
@@ -160,8 +162,8 @@ async fn events_of_other_types_are_acknowledged_unhandled() {
         }),
         Utc::now(),
     );
-    publisher.publish(&deleted).await.unwrap();
-    publisher.publish(&created(1)).await.unwrap();
+    publish(&publisher, &deleted).await;
+    publish(&publisher, &created(1)).await;
     let recorder = Arc::new(Recorder::default());
     let running = start(
         RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
@@ -179,19 +181,231 @@ async fn events_of_other_types_are_acknowledged_unhandled() {
     assert_eq!(pending[0].as_u64(), Some(0), "nothing left pending");
 }
 
-#[tokio::test]
-async fn streams_are_trimmed_approximately() {
+/// Publishes as the relay does (the event as carried).
+async fn publish(publisher: &RedisStreamPublisher, event: &EventEnvelope) -> String {
+    publisher.publish(&RawEvent::from(event)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_consumers_are_down_loses_nothing_however_long_the_stream_gets() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 50);
-    for i in 0..1000 {
-        publisher.publish(&created(i)).await.unwrap();
-    }
-    let len: u64 = c.xlen(stream_key(redis.prefix(), "users")).await.unwrap();
-    assert!(
-        (50..=250).contains(&len),
-        "length {len} should be near the cap of 50"
+    let stream = stream_key(redis.prefix(), "users");
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
+    let capped = |group: &str, name: &str| ConsumerSettings {
+        max_len: 100,
+        ..settings(&redis, group, name)
+    };
+    // The welcome group's consumers are down (it was created when they
+    // last ran); another group keeps up and trims what it can.
+    let _: () = c
+        .xgroup_create(&stream, "welcome", "$", true)
+        .await
+        .unwrap();
+    let fast = Arc::new(Recorder::default());
+    let running_fast = start(
+        RedisStreamConsumer::new(&c, capped("fast", "f1")),
+        fast.clone(),
     );
+    let events: Vec<_> = (0..300).map(created).collect();
+    for e in &events {
+        publish(&publisher, e).await;
+    }
+    eventually(
+        "the fast group to handle all",
+        Duration::from_secs(20),
+        || async { (fast.handled().len() == 300).then_some(()) },
+    )
+    .await;
+    // Let the fast group's janitor (every claim_idle / 2) trim twice.
+    tokio::time::sleep(Duration::from_millis(300) * 2).await;
+    let len: u64 = c.xlen(&stream).await.unwrap();
+    assert_eq!(
+        len, 300,
+        "nothing the welcome group has not read is trimmed"
+    );
+
+    let slow = Arc::new(Recorder::default());
+    let running_slow = start(
+        RedisStreamConsumer::new(&c, capped("welcome", "w1")),
+        slow.clone(),
+    );
+    eventually(
+        "every sign-up, after the outage",
+        Duration::from_secs(20),
+        || async { (slow.handled().len() == 300).then_some(()) },
+    )
+    .await;
+    let ids: Vec<_> = slow.handled().iter().map(|e| e.id).collect();
+    assert_eq!(ids, events.iter().map(|e| e.id).collect::<Vec<_>>());
+    // Now both groups have everything: the stream shrinks back under its cap.
+    eventually(
+        "the stream to be trimmed",
+        Duration::from_secs(20),
+        || async {
+            let len: u64 = c.xlen(&stream).await.unwrap();
+            (len <= 100).then_some(())
+        },
+    )
+    .await;
+    running_fast.stop().await;
+    running_slow.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_of_a_type_this_consumer_does_not_know_is_left_pending_never_acked_silently() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let stream = stream_key(redis.prefix(), "users");
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
+    let future = RawEvent {
+        id: uuid::Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        topic: "users".into(),
+        event_type: "user.future".into(),
+        payload: serde_json::json!({"from": "a newer version"}),
+    };
+    publisher.publish(&future).await.unwrap();
+    let after = created(1);
+    publish(&publisher, &after).await;
+    let recorder = Arc::new(Recorder::default());
+    let long_idle = ConsumerSettings {
+        claim_idle: Duration::from_secs(600),
+        ..settings(&redis, "g", "old")
+    };
+    let running = start(RedisStreamConsumer::new(&c, long_idle), recorder.clone());
+    eventually(
+        "the known event after it",
+        Duration::from_secs(10),
+        || async { recorder.counts().contains_key(&after.id).then_some(()) },
+    )
+    .await;
+    running.stop().await;
+    let pending: Vec<Value> = c.xpending(&stream, "g", ()).await.unwrap();
+    assert_eq!(
+        pending[0].as_u64(),
+        Some(1),
+        "the unknown one is still pending"
+    );
+    // A newer consumer of the group (the rolling deploy finished) can claim it.
+    let claimed: Value = c
+        .custom(
+            fred::types::CustomCommand::new_static(
+                "XAUTOCLAIM",
+                fred::types::ClusterHash::FirstKey,
+                false,
+            ),
+            vec![stream.as_str(), "g", "newer", "0", "0-0"],
+        )
+        .await
+        .unwrap();
+    assert!(
+        format!("{claimed:?}").contains(&future.id.to_string()),
+        "{claimed:?}"
+    );
+    let dead: u64 = c.xlen(format!("{stream}:dead")).await.unwrap();
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_type_no_consumer_takes_is_dead_lettered_with_the_reason_and_can_be_replayed() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
+    let future = RawEvent {
+        id: uuid::Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        topic: "users".into(),
+        event_type: "user.future".into(),
+        payload: serde_json::json!({}),
+    };
+    publisher.publish(&future).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut s = settings(&redis, "g", "c1");
+    s.max_deliveries = 2;
+    let running = start(RedisStreamConsumer::new(&c, s), recorder.clone());
+    let admin = StreamAdmin::new(c.clone(), redis.prefix());
+    let dead = eventually("the dead letter", Duration::from_secs(15), || async {
+        let dead = admin.dead_letters("users", 10).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_type, "user.future");
+    assert_eq!(dead[0].group, "g");
+    assert!(
+        dead[0].reason.contains("unknown to this consumer"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].event.contains(&future.id.to_string()));
+
+    // Replayed (a newer version is out now): back on the stream, gone from
+    // the dead letters.
+    let new_id = admin.replay("users", &dead[0].id).await.unwrap().unwrap();
+    assert!(admin.dead_letters("users", 10).await.unwrap().is_empty());
+    let entries: Vec<(String, HashMap<String, String>)> = c
+        .xrange(stream_key(redis.prefix(), "users"), &new_id, &new_id, None)
+        .await
+        .unwrap();
+    assert_eq!(entries[0].1["type"], "user.future");
+    assert!(entries[0].1["event"].contains(&future.id.to_string()));
+    assert!(
+        !entries[0].1.contains_key("reason"),
+        "only the original fields"
+    );
+    assert_eq!(
+        admin.replay("users", &dead[0].id).await.unwrap(),
+        None,
+        "once"
+    );
+}
+
+#[tokio::test]
+async fn replaying_every_dead_letter_hands_each_to_the_group_once() {
+    let redis = TestRedis::new().await;
+    let c = client(&redis).await;
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
+    let poison: Vec<_> = (0..3).map(created).collect();
+    let recorder = Arc::new(Recorder::default());
+    recorder
+        .fail
+        .lock()
+        .unwrap()
+        .extend(poison.iter().map(|e| e.id));
+    for e in &poison {
+        publish(&publisher, e).await;
+    }
+    let mut s = settings(&redis, "g", "c1");
+    s.max_deliveries = 1;
+    let running = start(RedisStreamConsumer::new(&c, s), recorder.clone());
+    let admin = StreamAdmin::new(c.clone(), redis.prefix());
+    eventually("three dead letters", Duration::from_secs(15), || async {
+        (admin.dead_letters("users", 10).await.unwrap().len() == 3).then_some(())
+    })
+    .await;
+    running.stop().await;
+    // The cause is fixed; every dead letter goes back.
+    recorder.fail.lock().unwrap().clear();
+    assert_eq!(admin.replay_all("users").await.unwrap(), 3);
+    // (Its own delivery limit, not the first run's 1: a replayed entry can
+    // be handed to the first run's abandoned blocking read, and that counts.)
+    let running = start(
+        RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
+        recorder.clone(),
+    );
+    eventually("the replayed events", Duration::from_secs(10), || async {
+        (recorder.handled().len() == 3).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let counts = recorder.counts();
+    assert!(
+        poison.iter().all(|e| counts.get(&e.id) == Some(&1)),
+        "{counts:?}"
+    );
+    assert!(admin.dead_letters("users", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -199,9 +413,9 @@ async fn an_entry_a_dead_consumer_never_acked_is_claimed_and_processed_once() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
     let stream = stream_key(redis.prefix(), "users");
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let event = created(7);
-    publisher.publish(&event).await.unwrap();
+    publish(&publisher, &event).await;
     // A consumer reads the entry and dies without acknowledging it.
     let _: () = c.xgroup_create(&stream, "g", "0", true).await.unwrap();
     let _: Value = c
@@ -228,9 +442,9 @@ async fn the_janitor_leaves_an_entry_alone_until_it_has_been_idle_for_claim_idle
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
     let stream = stream_key(redis.prefix(), "users");
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let event = created(8);
-    publisher.publish(&event).await.unwrap();
+    publish(&publisher, &event).await;
     let _: () = c.xgroup_create(&stream, "g", "0", true).await.unwrap();
     let _: Value = c
         .xreadgroup::<Value, _, _, _, _>("g", "slow-consumer", Some(10), None, false, &stream, ">")
@@ -269,7 +483,7 @@ async fn the_janitor_leaves_an_entry_alone_until_it_has_been_idle_for_claim_idle
 async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let events: Vec<_> = (0..5).map(created).collect();
     // The first run fails every event: they stay pending under its name.
     let failing = Arc::new(Recorder::default());
@@ -288,7 +502,7 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
         failing.clone(),
     );
     for e in &events {
-        publisher.publish(e).await.unwrap();
+        publish(&publisher, e).await;
     }
     let stream = stream_key(redis.prefix(), "users");
     eventually("five pending entries", Duration::from_secs(10), || async {
@@ -319,13 +533,13 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
 async fn a_poison_entry_is_dead_lettered_after_its_deliveries_with_the_reason() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let poison = created(1);
     let fine = created(2);
     let recorder = Arc::new(Recorder::default());
     recorder.fail.lock().unwrap().push(poison.id);
-    publisher.publish(&poison).await.unwrap();
-    publisher.publish(&fine).await.unwrap();
+    publish(&publisher, &poison).await;
+    publish(&publisher, &fine).await;
     let mut s = settings(&redis, "g", "c1");
     s.max_deliveries = 3;
     let dead_stream = s.dead_letter_stream();
@@ -364,7 +578,7 @@ async fn a_poison_entry_is_dead_lettered_after_its_deliveries_with_the_reason() 
 async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothing() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let recorder = Arc::new(Recorder::default());
     let mut s = settings(&redis, "g", "killed");
     s.block = Duration::from_secs(2);
@@ -373,7 +587,7 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
     let running = start(consumer, recorder.clone());
     let events: Vec<_> = (0..40).map(created).collect();
     for e in &events[..20] {
-        publisher.publish(e).await.unwrap();
+        publish(&publisher, e).await;
     }
     eventually("the first half", Duration::from_secs(10), || async {
         (recorder.handled().len() >= 20).then_some(())
@@ -420,7 +634,7 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
             .unwrap();
     }
     for e in &events[20..] {
-        publisher.publish(e).await.unwrap();
+        publish(&publisher, e).await;
     }
     eventually(
         "every event after the kill",
@@ -440,17 +654,17 @@ async fn a_consumer_whose_connection_is_killed_mid_read_recovers_and_loses_nothi
 async fn a_repeated_event_is_handled_once() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let e = created(3);
-    publisher.publish(&e).await.unwrap();
-    publisher.publish(&e).await.unwrap();
+    publish(&publisher, &e).await;
+    publish(&publisher, &e).await;
     let recorder = Arc::new(Recorder::default());
     let running = start(
         RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
         recorder.clone(),
     );
     let marker = created(4);
-    publisher.publish(&marker).await.unwrap();
+    publish(&publisher, &marker).await;
     eventually("the marker event", Duration::from_secs(10), || async {
         recorder.counts().contains_key(&marker.id).then_some(())
     })
@@ -463,14 +677,14 @@ async fn a_repeated_event_is_handled_once() {
 async fn shutdown_finishes_the_batch_in_hand_and_leaves_nothing_pending() {
     let redis = TestRedis::new().await;
     let c = client(&redis).await;
-    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix(), 10_000);
+    let publisher = RedisStreamPublisher::new(c.clone(), redis.prefix());
     let recorder = Arc::new(Recorder::default());
     let running = start(
         RedisStreamConsumer::new(&c, settings(&redis, "g", "c1")),
         recorder.clone(),
     );
     for i in 0..30 {
-        publisher.publish(&created(i)).await.unwrap();
+        publish(&publisher, &created(i)).await;
     }
     eventually("some events", Duration::from_secs(10), || async {
         (!recorder.handled().is_empty()).then_some(())

@@ -1,11 +1,16 @@
 //! The outbox relay: moves events from the transactional outbox to the event
 //! bus, in order, at least once.
 //!
-//! Rows are claimed with a lease (several relays can run; a dead relay's rows
-//! come back when its lease ends), published one by one in insertion order,
-//! and marked published. If publishing fails, the rest of the claim is
-//! released at once and the relay backs off: nothing is lost while the bus is
-//! down, and everything flows once it is back. Old published rows are pruned.
+//! Every worker runs a relay, but only the one that leads the outbox
+//! (`Outbox::lead`) publishes; the others stand by and take over within a
+//! poll of the leader's death. So rows reach the bus in the order they were
+//! written: a user's `user.created` is never behind its `user.profile_updated`.
+//! The leader claims rows with a lease, publishes them one by one in
+//! insertion order, and marks them published. If publishing fails, the rest
+//! of the claim is released at once and the relay backs off: nothing is lost
+//! while the bus is down, and everything flows once it is back. Rows are
+//! published as written, decoded or not, so a type only a newer version
+//! knows reaches a consumer that knows it. Old published rows are pruned.
 
 use chrono::Utc;
 use ports::{EventPublisher, Outbox, OutboxError, PublishEventError};
@@ -26,6 +31,9 @@ pub struct RelaySettings {
     pub prune_every: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How often a standby relay asks to lead: the longest a leader's death
+    /// delays publishing.
+    pub takeover_poll: Duration,
 }
 
 impl Default for RelaySettings {
@@ -38,6 +46,7 @@ impl Default for RelaySettings {
             prune_every: Duration::from_secs(600),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            takeover_poll: Duration::from_millis(500),
         }
     }
 }
@@ -95,7 +104,7 @@ impl OutboxRelay {
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in &rows {
-            match self.publisher.publish(&row.envelope).await {
+            match self.publisher.publish(&row.event).await {
                 Ok(_) => {
                     published.push(row.seq);
                     let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
@@ -138,6 +147,7 @@ impl OutboxRelay {
         let mut backoff = s.backoff_min;
         let mut last_prune: Option<std::time::Instant> = None;
         let mut failing = false;
+        let mut leading = false;
         tracing::info!("outbox relay started");
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= s.prune_every) {
@@ -151,6 +161,25 @@ impl OutboxRelay {
                 }
                 if let Ok(n) = self.outbox.backlog().await {
                     metrics::gauge!("outbox_backlog").set(n as f64);
+                }
+            }
+            match self.outbox.lead().await {
+                Ok(true) => {
+                    if !leading {
+                        leading = true;
+                        tracing::info!("this relay leads: it publishes the outbox");
+                    }
+                }
+                Ok(false) | Err(_) => {
+                    if leading {
+                        leading = false;
+                        tracing::warn!("this relay no longer leads; standing by");
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(s.takeover_poll) => {}
+                    }
+                    continue;
                 }
             }
             let wait = match self.pass().await {
@@ -193,6 +222,9 @@ impl OutboxRelay {
                     () = self.outbox.wait_for_rows(wait) => {}
                 }
             }
+        }
+        if leading {
+            self.outbox.resign().await;
         }
         tracing::info!("outbox relay stopped");
     }
@@ -255,5 +287,107 @@ mod tests {
             "released rows are claimable at once"
         );
         assert_eq!(bus.published().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_row_of_a_type_this_version_does_not_know_is_published_as_written() {
+        let store = Arc::new(InMemoryStore::new());
+        users(&store, 1).await;
+        let future = store.append_raw("user.future", serde_json::json!({"hello": "from v9"}));
+        users_from(&store, 1, "later").await;
+        let bus = Arc::new(RecordingPublisher::new());
+        let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
+        assert_eq!(relay.pass().await.unwrap().published, 3);
+        let published = bus.published();
+        let types: Vec<&str> = published.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["user.created", "user.future", "user.created"]);
+        assert_eq!(published[1], future, "type, payload and id as written");
+        assert_eq!(store.backlog().await.unwrap(), 0);
+    }
+
+    async fn users_from(store: &InMemoryStore, n: usize, prefix: &str) {
+        for i in 0..n {
+            let uid = FirebaseUid::parse(&format!("{prefix}{i}")).unwrap();
+            store
+                .upsert_profile(&uid, &ProfilePatch::default(), &ProfileDefaults::default())
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_relays_and_a_slow_bus_keep_each_users_events_in_order_through_a_takeover() {
+        use domain::DisplayName;
+        const USERS: usize = 12;
+        const CHANGES: usize = 4;
+        let store = Arc::new(InMemoryStore::new());
+        // Each user is created, then changed a few times, interleaved.
+        for round in 0..=CHANGES {
+            for i in 0..USERS {
+                let uid = FirebaseUid::parse(&format!("u{i}")).unwrap();
+                let patch = ProfilePatch {
+                    display_name: Some(DisplayName::parse(&format!("v{round}")).unwrap()),
+                    ..ProfilePatch::default()
+                };
+                store
+                    .upsert_profile(&uid, &patch, &ProfileDefaults::default())
+                    .await
+                    .unwrap();
+            }
+        }
+        let written: Vec<uuid::Uuid> = store.events().iter().map(|e| e.id).collect();
+        let bus = Arc::new(RecordingPublisher::new());
+        bus.set_delay(Duration::from_millis(2));
+        let settings = RelaySettings {
+            batch: 7,
+            takeover_poll: Duration::from_millis(20),
+            ..RelaySettings::default()
+        };
+        let start = |handle: InMemoryStore| {
+            let relay = OutboxRelay::new(Arc::new(handle), bus.clone(), settings.clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                relay
+                    .run(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+            (stop, task)
+        };
+        // The first relay leads; a second stands by.
+        let (_stop_a, a) = start(store.handle());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while bus.published().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "nothing published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (stop_b, b) = start(store.handle());
+        // Kill the leader once a third is out: its task dies mid-batch.
+        while bus.published().len() < written.len() / 3 {
+            assert!(std::time::Instant::now() < deadline, "too slow");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        a.abort();
+        let _ = a.await;
+        while store.backlog().await.unwrap() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby never took over"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_b.send(());
+        b.await.unwrap();
+        // First appearances (repeats are allowed: at least once) follow the
+        // order of writing, which keeps every user's events in order.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<uuid::Uuid> = bus
+            .published()
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        assert_eq!(firsts, written);
     }
 }

@@ -69,14 +69,14 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
 
     let redis = test_support::TestRedis::new().await;
     let client = streams_adapter::connect(redis.url(), Duration::from_secs(5)).await?;
-    let publisher = RedisStreamPublisher::new(client.clone(), redis.prefix(), (events * 2) as u64);
-    let event = EventEnvelope::new(
+    let publisher = RedisStreamPublisher::new(client.clone(), redis.prefix());
+    let event = domain::RawEvent::from(&EventEnvelope::new(
         DomainEvent::UserDeleted(UserDeleted {
             user_id: UserId::new(),
             uid: FirebaseUid::parse("bench")?,
         }),
         chrono::Utc::now(),
-    );
+    ));
     let started = Instant::now();
     let tasks: Vec<_> = (0..64)
         .map(|p| {

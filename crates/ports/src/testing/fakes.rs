@@ -8,7 +8,7 @@ use crate::mail::{Mailer, SendMailError};
 use crate::realtime::{Audience, Notification, Notifier, NotifyError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{EventEnvelope, FirebaseUid, Mail, VerifiedIdentity};
+use domain::{FirebaseUid, Mail, RawEvent, VerifiedIdentity};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
@@ -196,8 +196,10 @@ impl Notifier for RecordingNotifier {
 /// Records published events; can be switched "down".
 #[derive(Debug, Default)]
 pub struct RecordingPublisher {
-    published: Mutex<Vec<EventEnvelope>>,
+    published: Mutex<Vec<RawEvent>>,
     down: Mutex<bool>,
+    /// How long each publish takes (a slow bus).
+    delay: Mutex<std::time::Duration>,
 }
 
 impl RecordingPublisher {
@@ -205,8 +207,14 @@ impl RecordingPublisher {
         Self::default()
     }
 
-    pub fn published(&self) -> Vec<EventEnvelope> {
+    /// Everything published, in order, as carried.
+    pub fn published(&self) -> Vec<RawEvent> {
         lock(&self.published).clone()
+    }
+
+    /// Makes every publish take `delay` (before it is recorded).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *lock(&self.delay) = delay;
     }
 
     pub fn set_down(&self, down: bool) {
@@ -216,7 +224,11 @@ impl RecordingPublisher {
 
 #[async_trait]
 impl EventPublisher for RecordingPublisher {
-    async fn publish(&self, event: &EventEnvelope) -> Result<String, PublishEventError> {
+    async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError> {
+        let delay = *lock(&self.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if *lock(&self.down) {
             return Err(PublishEventError::Unavailable(anyhow::anyhow!(
                 "bus is down"

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     DomainEvent, Email, EmailVerified, EventEnvelope, FirebaseUid, KeysetPage, Platform,
-    ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, User, UserCreated, UserId,
+    ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, RawEvent, User, UserCreated, UserId,
 };
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -29,6 +29,10 @@ struct OutboxRow {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The handle that leads the relays, if any.
+    leader: Option<u64>,
+    /// Handles made so far (the first is 0).
+    handles: u64,
     users: BTreeMap<String, User>,
     /// The address each user's token last vouched for (by uid).
     verified: BTreeMap<String, Email>,
@@ -39,14 +43,17 @@ struct State {
 
 impl State {
     fn append(&mut self, event: DomainEvent) {
-        self.next_seq += 1;
         let now = Utc::now();
+        self.append_raw(RawEvent::from(&EventEnvelope::new(event, now)));
+    }
+
+    fn append_raw(&mut self, event: RawEvent) {
+        self.next_seq += 1;
         self.outbox.push(OutboxRow {
             record: OutboxRecord {
                 seq: self.next_seq,
-                topic: event.topic().to_owned(),
-                envelope: EventEnvelope::new(event, now),
-                created_at: now,
+                created_at: event.occurred_at,
+                event,
             },
             published_at: None,
             leased_until: None,
@@ -101,15 +108,55 @@ impl State {
 }
 
 /// Users, push tokens and the outbox, in memory. Implements
-/// [`UserRepository`], [`PushTokenRepository`] and [`Outbox`].
+/// [`UserRepository`], [`PushTokenRepository`] and [`Outbox`]. Each value
+/// is one *handle* (one process's connection, for relay leadership);
+/// [`handle`](Self::handle) makes another on the same data, and dropping the
+/// leading handle hands leadership over, as a process's death does.
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
+    handle: u64,
+}
+
+impl Drop for InMemoryStore {
+    fn drop(&mut self) {
+        let mut s = self.lock();
+        if s.leader == Some(self.handle) {
+            s.leader = None;
+        }
+    }
 }
 
 impl InMemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Another handle on the same users, tokens and outbox (a second relay).
+    pub fn handle(&self) -> Self {
+        let handle = {
+            let mut s = self.lock();
+            s.handles += 1;
+            s.handles
+        };
+        Self {
+            state: self.state.clone(),
+            handle,
+        }
+    }
+
+    /// Appends an outbox row as a newer version might write it, with a type
+    /// this version need not know.
+    pub fn append_raw(&self, event_type: &str, payload: serde_json::Value) -> RawEvent {
+        let event = RawEvent {
+            id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            topic: domain::events::USERS_TOPIC.to_owned(),
+            event_type: event_type.to_owned(),
+            payload,
+        };
+        self.lock().append_raw(event.clone());
+        event
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,12 +166,13 @@ impl InMemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Every event appended so far, published or not, in order.
+    /// Every event appended so far, published or not, in order (rows of
+    /// types this version does not know are left out).
     pub fn events(&self) -> Vec<EventEnvelope> {
         self.lock()
             .outbox
             .iter()
-            .map(|r| r.record.envelope.clone())
+            .filter_map(|r| r.record.event.decode().ok())
             .collect()
     }
 }
@@ -304,6 +352,29 @@ impl PushTokenRepository for InMemoryStore {
 
 #[async_trait]
 impl Outbox for InMemoryStore {
+    async fn lead(&self) -> Result<bool, OutboxError> {
+        let mut s = self.lock();
+        match s.leader {
+            Some(h) if h == self.handle => Ok(true),
+            Some(_) => Ok(false),
+            None => {
+                s.leader = Some(self.handle);
+                // The previous leader is gone: its leases are void.
+                for row in s.outbox.iter_mut().filter(|r| r.published_at.is_none()) {
+                    row.leased_until = None;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn resign(&self) {
+        let mut s = self.lock();
+        if s.leader == Some(self.handle) {
+            s.leader = None;
+        }
+    }
+
     async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
         let mut s = self.lock();
         let now = Instant::now();

@@ -30,7 +30,7 @@ pub async fn claims_are_exclusive_until_released(store: &dyn UserStore) {
         "a second claim gets only the unclaimed rows"
     );
     assert!(first.iter().all(|a| second.iter().all(|b| a.seq != b.seq)));
-    assert!(first.iter().all(|r| r.topic == "users"));
+    assert!(first.iter().all(|r| r.event.topic == "users"));
     assert!(
         ob.claim(10, Duration::from_secs(60))
             .await
@@ -43,7 +43,7 @@ pub async fn claims_are_exclusive_until_released(store: &dyn UserStore) {
     let again = ob.claim(10, Duration::from_secs(60)).await.unwrap();
     let again_seqs: Vec<i64> = again.iter().map(|r| r.seq).collect();
     assert_eq!(again_seqs, first_seqs, "released rows come back, in order");
-    assert_eq!(again[0].envelope, first[0].envelope);
+    assert_eq!(again[0].event, first[0].event);
 }
 
 pub async fn published_rows_leave_the_backlog_and_can_be_pruned(store: &dyn UserStore) {
@@ -93,6 +93,42 @@ pub async fn an_expired_lease_makes_rows_claimable_again(store: &dyn UserStore) 
     );
 }
 
+/// Two handles on one outbox (two relay processes): only one leads; when
+/// it dies (its handle is dropped) the other takes over at once, and the
+/// rows the dead leader had claimed are published first.
+pub async fn one_relay_leads_and_a_dead_leaders_rows_come_first(
+    store: &dyn UserStore,
+    first: Box<dyn crate::Outbox>,
+    second: Box<dyn crate::Outbox>,
+) {
+    create_users(store, 3, "ob-lead").await;
+    assert!(first.lead().await.unwrap(), "the first to ask leads");
+    assert!(first.lead().await.unwrap(), "and keeps leading");
+    assert!(!second.lead().await.unwrap(), "one leader at a time");
+    let held = first.claim(2, Duration::from_secs(600)).await.unwrap();
+    assert_eq!(held.len(), 2);
+    drop(first);
+    let took_over = std::time::Instant::now();
+    eventually("the standby to lead", Duration::from_secs(5), || async {
+        second.lead().await.unwrap().then_some(())
+    })
+    .await;
+    assert!(
+        took_over.elapsed() < Duration::from_secs(2),
+        "taken over in {:?}, not after a lease",
+        took_over.elapsed()
+    );
+    let rows = second.claim(10, Duration::from_secs(60)).await.unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), 3, "the dead leader's leases are void");
+    assert_eq!(
+        &seqs[..2],
+        &held.iter().map(|r| r.seq).collect::<Vec<_>>()[..]
+    );
+    second.resign().await;
+    assert!(second.lead().await.unwrap(), "resigned, then led again");
+}
+
 /// Expands to one `#[tokio::test]` per case of the outbox contract; see
 /// [`user_store_contract!`](crate::user_store_contract).
 #[macro_export]
@@ -111,5 +147,24 @@ macro_rules! outbox_contract {
         outbox_case!(claims_are_exclusive_until_released);
         outbox_case!(published_rows_leave_the_backlog_and_can_be_pruned);
         outbox_case!(an_expired_lease_makes_rows_claimable_again);
+    };
+}
+
+/// The leadership case of the outbox contract. `$make` is an async
+/// expression giving `(store, first_handle, second_handle)`: a
+/// [`UserStore`] and two more outbox handles on its data, as boxes.
+#[macro_export]
+macro_rules! outbox_leadership_contract {
+    ($make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn one_relay_leads_and_a_dead_leaders_rows_come_first() {
+            let (store, first, second) = $make.await;
+            $crate::testing::contract::outbox::one_relay_leads_and_a_dead_leaders_rows_come_first(
+                store.as_ref(),
+                first,
+                second,
+            )
+            .await;
+        }
     };
 }

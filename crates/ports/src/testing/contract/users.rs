@@ -62,7 +62,14 @@ async fn drain_events(store: &dyn UserStore) -> Vec<DomainEvent> {
     assert_eq!(seqs, sorted, "claim must return rows oldest first");
     seqs.dedup();
     assert_eq!(seqs.len(), rows.len(), "claim returned a row twice");
-    rows.into_iter().map(|r| r.envelope.event).collect()
+    rows.into_iter()
+        .map(|r| {
+            r.event
+                .decode()
+                .expect("repositories write events this version knows")
+                .event
+        })
+        .collect()
 }
 
 pub async fn unknown_uid_has_no_user(store: &dyn UserStore) {

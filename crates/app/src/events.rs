@@ -1,0 +1,61 @@
+//! `app events ...`: the event streams' dead letters, and replaying them.
+
+use crate::settings::Settings;
+use std::fmt::Write as _;
+use std::time::Duration;
+use streams_adapter::StreamAdmin;
+
+/// What `app events` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsAction {
+    /// The newest dead letters of a stream.
+    Dead { stream: String, limit: usize },
+    /// Put one dead letter (or all of them) back on its stream.
+    Replay {
+        id: Option<String>,
+        all: bool,
+        stream: String,
+    },
+}
+
+/// Runs `action` and returns what to print.
+pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<String> {
+    let client = streams_adapter::connect(&settings.redis_url, Duration::from_secs(2)).await?;
+    let admin = StreamAdmin::new(client, settings.redis_key_prefix.clone());
+    let mut out = String::new();
+    match action {
+        EventsAction::Dead { stream, limit } => {
+            let dead = admin.dead_letters(&stream, limit).await?;
+            if dead.is_empty() {
+                writeln!(out, "no dead letters on {stream}")?;
+            }
+            for d in dead {
+                writeln!(
+                    out,
+                    "{}  {}  group={}  deliveries={}  original={}\n    reason: {}",
+                    d.id, d.event_type, d.group, d.deliveries, d.original_id, d.reason
+                )?;
+            }
+        }
+        EventsAction::Replay {
+            id: Some(id),
+            stream,
+            ..
+        } => match admin.replay(&stream, &id).await? {
+            Some(new_id) => writeln!(out, "replayed {id} as {new_id} on {stream}")?,
+            None => anyhow::bail!("no dead letter {id} on {stream}"),
+        },
+        EventsAction::Replay {
+            id: None,
+            all: true,
+            stream,
+        } => {
+            let n = admin.replay_all(&stream).await?;
+            writeln!(out, "replayed {n} dead letter(s) on {stream}")?;
+        }
+        EventsAction::Replay { id: None, .. } => {
+            anyhow::bail!("name a dead letter id, or pass --all")
+        }
+    }
+    Ok(out)
+}

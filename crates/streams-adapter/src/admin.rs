@@ -1,0 +1,152 @@
+//! `StreamAdmin`: the dead letters of a stream, and replaying them (what
+//! `app events dead` and `app events replay` do).
+//!
+//! A dead letter carries the original entry's fields (`type`, `event`) plus
+//! why it died (`reason`), which group gave up on it (`group`), after how
+//! many deliveries, and its original id. Replaying appends the original
+//! fields to the stream again (so every group sees it; groups that handled
+//! it before skip it by its event id) and deletes the dead letter, in one
+//! script, so an entry is never both replayed and still dead, nor lost.
+
+use crate::publisher::stream_key;
+use crate::reply::{self, Entry, command, v};
+use fred::clients::Client;
+use fred::prelude::Value;
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (what `replay` takes).
+    pub id: String,
+    /// The entry's id in the stream it died on.
+    pub original_id: String,
+    pub group: String,
+    pub reason: String,
+    pub deliveries: u64,
+    pub event_type: String,
+    /// The event's JSON as it was carried.
+    pub event: String,
+}
+
+impl DeadLetter {
+    fn from_entry(e: &Entry) -> Self {
+        let f = |name: &str| e.field(name).unwrap_or_default().to_owned();
+        Self {
+            id: e.id.clone(),
+            original_id: f("original_id"),
+            group: f("group"),
+            reason: f("reason"),
+            deliveries: f("deliveries").parse().unwrap_or(0),
+            event_type: f(crate::wire::TYPE_FIELD),
+            event: f(crate::wire::EVENT_FIELD),
+        }
+    }
+}
+
+/// KEYS: dead-letter stream, stream. ARGV: dead letter id. Moves the entry's
+/// original fields back to the stream and deletes the dead letter. Returns
+/// the new entry's id, or false when there is no such dead letter.
+const REPLAY: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local fields = found[1][2]
+local out = {}
+for i = 1, #fields, 2 do
+  local k = fields[i]
+  if k ~= 'original_id' and k ~= 'group' and k ~= 'consumer' and k ~= 'reason' and k ~= 'deliveries' then
+    table.insert(out, k)
+    table.insert(out, fields[i + 1])
+  end
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+";
+
+/// Dead letters of the event streams under one key prefix.
+#[derive(Clone)]
+pub struct StreamAdmin {
+    client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for StreamAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamAdmin")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most dead letters one replay-all moves.
+const REPLAY_ALL_MAX: usize = 100_000;
+
+impl StreamAdmin {
+    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn keys(&self, topic: &str) -> (String, String) {
+        let stream = stream_key(&self.prefix, topic);
+        (format!("{stream}:dead"), stream)
+    }
+
+    /// The newest `limit` dead letters of `topic`'s stream, newest first.
+    pub async fn dead_letters(&self, topic: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let (dead, _) = self.keys(topic);
+        let args = vec![
+            v(dead),
+            v("+"),
+            v("-"),
+            v("COUNT"),
+            Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        let reply = command(&self.client, "XREVRANGE", false, args)
+            .await
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        Ok(reply::entries(reply)
+            .iter()
+            .map(DeadLetter::from_entry)
+            .collect())
+    }
+
+    /// Puts one dead letter back on its stream. Returns the new entry's id,
+    /// or `None` when there is no dead letter with that id.
+    pub async fn replay(&self, topic: &str, id: &str) -> anyhow::Result<Option<String>> {
+        let (dead, stream) = self.keys(topic);
+        let args = vec![v(REPLAY), Value::Integer(2), v(dead), v(stream), v(id)];
+        let reply = command(&self.client, "EVAL", false, args)
+            .await
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        Ok(match reply {
+            Value::Null | Value::Boolean(false) => None,
+            other => other.as_string(),
+        })
+    }
+
+    /// Puts every dead letter of `topic` back, oldest first. Returns how many.
+    pub async fn replay_all(&self, topic: &str) -> anyhow::Result<usize> {
+        let mut replayed = 0;
+        while replayed < REPLAY_ALL_MAX {
+            let (dead, _) = self.keys(topic);
+            let args = vec![v(dead), v("-"), v("+"), v("COUNT"), Value::Integer(100)];
+            let batch = reply::entries(
+                command(&self.client, "XRANGE", false, args)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
+            );
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if self.replay(topic, &e.id).await?.is_some() {
+                    replayed += 1;
+                }
+            }
+        }
+        Ok(replayed)
+    }
+}
