@@ -171,6 +171,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init_logging(settings.log_format);
+    telemetry::install_panic_hook();
     LOG_JSON.store(
         settings.log_format == app::LogFormat::Json,
         std::sync::atomic::Ordering::Relaxed,

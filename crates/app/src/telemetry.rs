@@ -25,6 +25,29 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Reports panics through the logger (JSON when logs are JSON), with the
+/// panic's own message and location only: nothing of the request, its
+/// URI (which can hold `?access_token=`) or its headers.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(target: "panic", %message, %location, %thread, "a task panicked");
+    }));
+}
+
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder (installed on first use).

@@ -369,3 +369,77 @@ fn a_dot_env_file_in_the_working_directory_is_read() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_string_tokens_never_reach_a_log_line() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut child = app_command(&db, "redis://127.0.0.1:6379", port)
+        .env("LOG_FORMAT", "json")
+        // Everything the app and its libraries log at debug, not just info.
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    let valid = auth_adapter::mint_dev_token(
+        test_support::TEST_DEV_TOKEN_SECRET,
+        app::settings::LOCAL_PROJECT_ID,
+        &auth_adapter::DevTokenRequest {
+            uid: "logged".into(),
+            email: None,
+            email_verified: true,
+            name: None,
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    let forged = "forged-token-4b1d.never-log-me.x";
+    // A socket opened with a good token, one refused, and the same tokens
+    // on paths nothing serves.
+    let req = format!("ws://127.0.0.1:{port}/ws?access_token={valid}")
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    drop(ws.close(None).await);
+    let refused = tokio_tungstenite::connect_async(
+        format!("ws://127.0.0.1:{port}/ws?access_token={forged}")
+            .into_client_request()
+            .unwrap(),
+    )
+    .await;
+    assert!(refused.is_err(), "a forged token gets no socket");
+    let client = reqwest::Client::new();
+    for token in [valid.as_str(), forged] {
+        for path in ["/no-such-path", "/ws/extra", "/api/v1/nope"] {
+            let res = client
+                .get(format!(
+                    "http://127.0.0.1:{port}{path}?access_token={token}"
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_client_error(), "{path}");
+        }
+    }
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.lines().count() > 10,
+        "the app logged its requests: {stderr}"
+    );
+    // The token's signature alone would be enough to replay it.
+    let signature = valid.rsplit('.').next().unwrap();
+    for secret in [valid.as_str(), signature, forged] {
+        assert!(
+            !stderr.contains(secret),
+            "a token reached the logs: {}",
+            stderr
+                .lines()
+                .find(|l| l.contains(secret))
+                .unwrap_or_default()
+        );
+    }
+}

@@ -117,6 +117,54 @@ async fn a_notification_reaches_the_socket_on_the_other_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_account_closes_its_sockets_on_every_instance() {
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a, Role::Serve, &[]).await;
+    let token = a.token_with("dana", Some("dana@example.com"), None);
+    assert_eq!(patch_me(&a, &token, json!({})).await, 201);
+    let mut on_a = connect(&a, &token).await;
+    let mut on_b = connect(&b, &token).await;
+    ready(&mut on_a).await;
+    ready(&mut on_b).await;
+    // First make sure B hears A through the fan-out (its subscription is
+    // live): a profile change from A reaches B's socket.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let body = json!({"display_name": format!("Dana {n}")});
+        assert_eq!(patch_me(&a, &token, body).await, 200);
+        if let Ok(Some(Ok(Message::Text(_)))) =
+            tokio::time::timeout(Duration::from_millis(500), on_b.next()).await
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never heard A");
+    }
+    let res = a
+        .client
+        .delete(a.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    for (name, ws) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("instance {name}: no close in time"))
+            {
+                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+                Some(Ok(_)) => continue,
+                other => panic!("instance {name}: no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, 4003, "instance {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_app_closes_sockets_with_1001() {
     let app = spawn_app().await;
     let token = app.token("carol");

@@ -112,6 +112,7 @@ pub(crate) fn check(
             name: claims.name,
             picture: claims.picture,
             sign_in_provider: claims.firebase.and_then(|f| f.sign_in_provider),
+            expires_at: chrono::DateTime::from_timestamp(exp, 0),
         },
         exp,
     ))
@@ -149,6 +150,7 @@ mod tests {
     fn good_claims_give_the_identity() {
         let (id, exp) = check(good(), &expect(), NOW).unwrap();
         assert_eq!(id.uid.as_str(), "uid-1");
+        assert_eq!(id.expires_at.unwrap().timestamp(), NOW + 3600);
         assert!(id.email_verified);
         assert_eq!(id.sign_in_provider.as_deref(), Some("password"));
         assert_eq!(exp, NOW + 3600);

@@ -1,6 +1,7 @@
 //! The identity a verified ID token proves.
 
 use crate::user::{DisplayName, Email, FirebaseUid, PhotoUrl, ProfileDefaults};
+use chrono::{DateTime, Utc};
 
 /// What a verified Firebase ID token says about its holder. Optional claims are
 /// kept raw: a claim that does not parse as a profile value (say a 300-character
@@ -14,6 +15,9 @@ pub struct VerifiedIdentity {
     pub picture: Option<String>,
     /// `firebase.sign_in_provider`, e.g. `password`, `google.com`, `custom`.
     pub sign_in_provider: Option<String>,
+    /// When the token stops proving this (its `exp`): a WebSocket opened
+    /// with it closes then, unless the client sends a fresh token first.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl VerifiedIdentity {
@@ -26,6 +30,7 @@ impl VerifiedIdentity {
             name: None,
             picture: None,
             sign_in_provider: None,
+            expires_at: None,
         }
     }
 

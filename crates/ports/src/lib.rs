@@ -32,7 +32,8 @@ pub use mail::{
 pub use outbox::{Outbox, OutboxError, OutboxRecord};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{
-    Audience, Fanout, FanoutError, FanoutMessage, FanoutSink, Notification, Notifier, NotifyError,
+    Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, Notification, Notifier,
+    NotifyError,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

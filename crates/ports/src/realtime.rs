@@ -35,6 +35,35 @@ impl Notification {
     }
 }
 
+/// Why the server closes a client's sockets: a WebSocket close code
+/// (4000-4999 are the application's) and a short reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnect {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Disconnect {
+    /// The socket's token expired and no fresh one came (`refresh`).
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The account was deleted.
+    pub const ACCOUNT_DELETED: u16 = 4003;
+
+    pub fn account_deleted() -> Self {
+        Self {
+            code: Self::ACCOUNT_DELETED,
+            reason: "account deleted".into(),
+        }
+    }
+
+    pub fn token_expired() -> Self {
+        Self {
+            code: Self::TOKEN_EXPIRED,
+            reason: "token expired".into(),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum NotifyError {
     /// Other instances could not be reached; local sockets were still served.
@@ -58,15 +87,28 @@ pub trait Notifier: Send + Sync + 'static {
         audience: &Audience,
         notification: &Notification,
     ) -> Result<(), NotifyError>;
+
+    /// Closes every socket of `audience`, on every instance, with `reason`.
+    ///
+    /// MUST close local sockets even when returning `Unavailable` for the
+    /// fan-out to other instances.
+    async fn disconnect(&self, audience: &Audience, reason: &Disconnect)
+    -> Result<(), NotifyError>;
 }
 
-/// A notification crossing instances.
+/// A notification crossing instances, or an order to close sockets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FanoutMessage {
     /// The instance that published it (which has already delivered it locally).
     pub origin: String,
     pub audience: Audience,
+    /// What the sockets get. For a disconnect it is a `disconnect` notice
+    /// (so an instance of an older version, which reads only this, still
+    /// tells the client).
     pub notification: Notification,
+    /// Set: close the audience's sockets with this reason after the notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect: Option<Disconnect>,
 }
 
 #[derive(Debug, Error)]

@@ -189,3 +189,47 @@ mod outbox_leadership {
         (store, first, second)
     });
 }
+
+#[tokio::test]
+async fn a_row_a_newer_version_wrote_is_claimed_as_written_in_its_place() {
+    let store = make(false).await;
+    let first = domain::FirebaseUid::parse("before").unwrap();
+    store
+        .users
+        .upsert_profile(
+            &first,
+            &domain::ProfilePatch::default(),
+            &domain::ProfileDefaults::default(),
+        )
+        .await
+        .unwrap();
+    store
+        ._db
+        .execute(
+            "INSERT INTO outbox (event_id, topic, event_type, payload) \
+             VALUES (gen_random_uuid(), 'users', 'user.future', '{\"from\": \"v9\"}')",
+        )
+        .await;
+    let second = domain::FirebaseUid::parse("after").unwrap();
+    store
+        .users
+        .upsert_profile(
+            &second,
+            &domain::ProfilePatch::default(),
+            &domain::ProfileDefaults::default(),
+        )
+        .await
+        .unwrap();
+    let rows = store
+        .outbox
+        .claim(10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
+    assert_eq!(types, ["user.created", "user.future", "user.created"]);
+    assert_eq!(rows[1].event.payload, serde_json::json!({"from": "v9"}));
+    assert!(
+        rows[1].event.decode().is_err(),
+        "this version cannot decode it"
+    );
+}

@@ -68,6 +68,7 @@ fn message(origin: &str, kind: &str) -> FanoutMessage {
         origin: origin.into(),
         audience: Audience::Topic("news".into()),
         notification: Notification::new(kind, serde_json::json!({"n": 1})),
+        disconnect: None,
     }
 }
 

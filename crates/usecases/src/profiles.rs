@@ -2,7 +2,7 @@
 
 use domain::{ProfilePatch, User, VerifiedIdentity};
 use ports::{
-    Audience, DeleteUserError, FindUserError, Notification, Notifier, UpsertOutcome,
+    Audience, DeleteUserError, Disconnect, FindUserError, Notification, Notifier, UpsertOutcome,
     UpsertProfileError, UpsertedProfile, UserRepository,
 };
 use std::sync::Arc;
@@ -116,10 +116,22 @@ impl ProfileService {
         Ok(upserted)
     }
 
-    /// Deletes the caller's account and push tokens.
+    /// Deletes the caller's account and push tokens, and closes the user's
+    /// sockets on every instance (4003 `account deleted`).
     pub async fn delete(&self, caller: &VerifiedIdentity) -> Result<(), DeleteAccountError> {
         let user = self.users.delete_by_uid(&caller.uid).await?;
         tracing::info!(user_id = %user.id, "account deleted");
+        if let Some(notifier) = &self.notifier {
+            let audience = Audience::User(caller.uid.clone());
+            // Best effort, like every realtime message: the deletion is
+            // committed either way; local sockets are closed regardless.
+            if let Err(e) = notifier
+                .disconnect(&audience, &Disconnect::account_deleted())
+                .await
+            {
+                tracing::warn!(user_id = %user.id, error = %e, "deleted account's sockets not closed on every instance");
+            }
+        }
         Ok(())
     }
 }
@@ -186,6 +198,25 @@ mod tests {
             svc.delete(&caller("nobody")).await,
             Err(DeleteAccountError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn deleting_the_account_closes_its_sockets_everywhere() {
+        use ports::testing::RecordingNotifier;
+        let notifier = Arc::new(RecordingNotifier::new());
+        let svc =
+            ProfileService::new(Arc::new(InMemoryStore::new())).with_notifier(notifier.clone());
+        svc.upsert(&caller("gone"), &ProfilePatch::default())
+            .await
+            .unwrap();
+        svc.delete(&caller("gone")).await.unwrap();
+        assert_eq!(
+            notifier.disconnected(),
+            [(
+                Audience::User(FirebaseUid::parse("gone").unwrap()),
+                Disconnect::account_deleted()
+            )]
+        );
     }
 
     #[tokio::test]

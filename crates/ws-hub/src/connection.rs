@@ -2,18 +2,19 @@
 
 use crate::envelope::{self, EnvelopeError};
 use crate::handlers::HandlerContext;
-use crate::hub::{ConnId, Hub};
+use crate::hub::{ConnId, Hub, Kick};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
 use bytestring::ByteString;
+use chrono::{DateTime, Utc};
 use domain::FirebaseUid;
 use futures_util::FutureExt as _;
 use ports::{TokenVerifier, VerifyTokenError};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -162,15 +163,41 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
     };
     tracing::info!(conn = id, uid = %identity.uid, "websocket connected");
     actix_web::rt::spawn(run(
-        state.hub.clone(),
-        id,
-        identity.uid,
+        Connected {
+            hub: state.hub.clone(),
+            verifier: state.verifier.clone(),
+            id,
+            uid: identity.uid,
+            expires_at: identity.expires_at,
+        },
         session,
         stream,
         rx,
         kick,
     ));
     response
+}
+
+/// Who a new connection is, and what it needs beyond its socket.
+struct Connected {
+    hub: Hub,
+    verifier: Arc<dyn TokenVerifier>,
+    id: ConnId,
+    uid: FirebaseUid,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Unix milliseconds, `i64::MAX` for "never".
+fn expiry_ms(at: Option<DateTime<Utc>>) -> i64 {
+    at.map_or(i64::MAX, |t| t.timestamp_millis())
+}
+
+/// How long until `ms` (unix milliseconds) from now; `None` for never.
+fn until(ms: i64) -> Option<Duration> {
+    (ms != i64::MAX).then(|| {
+        let left = ms.saturating_sub(Utc::now().timestamp_millis());
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    })
 }
 
 /// The close a protocol error earns; `None` when the connection itself
@@ -205,6 +232,12 @@ struct Shared {
     close: OnceLock<CloseReason>,
     /// Stops both halves (a child of the hub's token for the connection).
     stop: CancellationToken,
+    /// When the socket's token expires (unix ms; `i64::MAX`: never). A
+    /// `refresh` with a fresh token moves it; the writer closes the socket
+    /// with 4001 when it passes.
+    expires_at_ms: AtomicI64,
+    /// Woken when `expires_at_ms` moves.
+    refreshed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -226,6 +259,7 @@ impl Shared {
 
 struct Connection {
     hub: Hub,
+    verifier: Arc<dyn TokenVerifier>,
     id: ConnId,
     uid: FirebaseUid,
     permits: Arc<Semaphore>,
@@ -254,11 +288,63 @@ impl Connection {
             .await;
     }
 
+    /// `refresh`: a fresh token for the same user moves the socket's expiry.
+    async fn refresh(&mut self, id: Option<String>, data: serde_json::Value) {
+        metrics::counter!("ws_messages_in_total", "type" => crate::REFRESH_TYPE).increment(1);
+        let refused = |code: &'static str, message: &str| EnvelopeError {
+            code,
+            message: message.to_owned(),
+            id: id.clone(),
+        };
+        let Some(token) = data.get("token").and_then(serde_json::Value::as_str) else {
+            return self
+                .send_error(&refused("invalid_data", "send {\"token\": \"<ID token>\"}"))
+                .await;
+        };
+        let identity = match self.verifier.verify(token).await {
+            Ok(identity) => identity,
+            Err(VerifyTokenError::Invalid(reason)) => {
+                tracing::info!(conn = self.id, reason = %reason, "websocket token refresh refused");
+                return self
+                    .send_error(&refused("invalid_token", "the token is not valid"))
+                    .await;
+            }
+            Err(VerifyTokenError::Unavailable(_) | VerifyTokenError::Unknown(_)) => {
+                return self
+                    .send_error(&refused(
+                        "unavailable",
+                        "cannot check tokens now; try again shortly",
+                    ))
+                    .await;
+            }
+        };
+        if identity.uid != self.uid {
+            return self
+                .send_error(&refused("token_mismatch", "the token is another user's"))
+                .await;
+        }
+        let ms = expiry_ms(identity.expires_at);
+        self.shared.expires_at_ms.store(ms, Ordering::Relaxed);
+        self.shared.refreshed.notify_one();
+        let expires_at = identity.expires_at.map(|t| t.to_rfc3339());
+        let text = envelope::render(
+            "refreshed",
+            id.as_deref(),
+            &serde_json::json!({"expires_at": expires_at}),
+        );
+        self.hub
+            .reply_to(self.id, "refreshed", ByteString::from(text))
+            .await;
+    }
+
     async fn on_text(&mut self, text: &str) {
         let env = match envelope::parse(text) {
             Ok(env) => env,
             Err(e) => return self.send_error(&e).await,
         };
+        if env.kind == crate::REFRESH_TYPE {
+            return self.refresh(env.id, env.data).await;
+        }
         let Some(handler) = self.hub.handler(&env.kind) else {
             metrics::counter!("ws_messages_in_total", "type" => "unknown").increment(1);
             return self
@@ -417,12 +503,21 @@ async fn read_loop(
     }
 }
 
+/// Sleeps until `at` (unix ms), forever for `i64::MAX`.
+async fn sleep_until_ms(at: i64) {
+    match until(at) {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The writer: drains the outbound queue, pings, and enforces the idle
-/// timeout and a write deadline. It never waits on the reader, so a busy
-/// reader cannot stall heartbeats and a stalled client cannot stall reads.
+/// timeout, a write deadline and the token's expiry. It never waits on the
+/// reader, so a busy reader cannot stall heartbeats and a stalled client
+/// cannot stall reads.
 async fn write_loop(
     session: &mut Session,
-    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    rx: &mut tokio::sync::mpsc::Receiver<ByteString>,
     shared: &Shared,
     ping_interval: Duration,
     idle_timeout: Duration,
@@ -430,10 +525,29 @@ async fn write_loop(
     let mut ping = tokio::time::interval(ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    // The expiry this loop last told the client about.
+    let mut noticed = None;
     loop {
+        let expires_at = shared.expires_at_ms.load(Ordering::Relaxed);
+        let notice_at = expires_at
+            .saturating_sub(i64::try_from(crate::EXPIRY_NOTICE.as_millis()).unwrap_or(i64::MAX));
+        let notice_due = noticed != Some(expires_at) && expires_at != i64::MAX;
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
+            () = sleep_until_ms(expires_at) => {
+                let reason = ports::Disconnect::token_expired();
+                return shared.close_with((CloseCode::Other(reason.code), reason.reason).into());
+            }
+            () = shared.refreshed.notified() => continue,
+            () = sleep_until_ms(notice_at), if notice_due => {
+                noticed = Some(expires_at);
+                let at = DateTime::<Utc>::from_timestamp_millis(expires_at).map(|t| t.to_rfc3339());
+                let text = envelope::render(crate::TOKEN_EXPIRING_TYPE, None, &serde_json::json!({"expires_at": at}));
+                if !matches!(tokio::time::timeout(idle_timeout, session.text(text)).await, Ok(Ok(()))) {
+                    return shared.stop.cancel();
+                }
+            }
             _ = ping.tick() => {
                 let waiting = shared.reader_waiting.load(Ordering::Relaxed);
                 if !waiting && shared.silent_for() > idle_timeout {
@@ -465,15 +579,33 @@ async fn write_loop(
     }
 }
 
+/// After a disconnect order: what was queued before it (its notice
+/// included) goes out, briefly, ahead of the close frame.
+async fn flush(session: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<ByteString>) {
+    let send_queued = async {
+        while let Ok(text) = rx.try_recv() {
+            if session.text(text).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), send_queued).await;
+}
+
 async fn run(
-    hub: Hub,
-    id: ConnId,
-    uid: FirebaseUid,
+    connected: Connected,
     mut session: Session,
     stream: AggregatedMessageStream,
-    rx: tokio::sync::mpsc::Receiver<ByteString>,
-    kick: CancellationToken,
+    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    kick: Kick,
 ) {
+    let Connected {
+        hub,
+        verifier,
+        id,
+        uid,
+        expires_at,
+    } = connected;
     // Copy what the loops need rather than hold a clone of the settings.
     let (per_connection, ping_interval, idle_timeout) = {
         let s = hub.settings();
@@ -488,10 +620,13 @@ async fn run(
         last_seen_ms: AtomicU64::new(0),
         reader_waiting: AtomicBool::new(false),
         close: OnceLock::new(),
-        stop: kick.child_token(),
+        stop: kick.token.child_token(),
+        expires_at_ms: AtomicI64::new(expiry_ms(expires_at)),
+        refreshed: tokio::sync::Notify::new(),
     });
     let conn = Connection {
         hub: hub.clone(),
+        verifier,
         id,
         uid,
         permits: Arc::new(Semaphore::new(per_connection)),
@@ -499,18 +634,21 @@ async fn run(
         bad_frames: 0,
     };
     let reader = actix_web::rt::spawn(read_loop(conn, session.clone(), stream));
-    write_loop(&mut session, rx, &shared, ping_interval, idle_timeout).await;
+    write_loop(&mut session, &mut rx, &shared, ping_interval, idle_timeout).await;
     shared.stop.cancel();
     hub.unregister(id);
     let _ = reader.await;
+    let ordered = kick.reason.get().cloned();
+    if ordered.is_some() {
+        flush(&mut session, &mut rx).await;
+    }
     let close = shared.close.get().cloned().or_else(|| {
-        // Stopped by the hub: shutdown, or a push to a full queue.
-        kick.is_cancelled().then(|| {
-            if hub.is_shutting_down() {
-                (CloseCode::Away, "server shutting down").into()
-            } else {
-                (CloseCode::Policy, "too slow: outbound queue full").into()
-            }
+        // Stopped by the hub: a disconnect order, shutdown, or a push to a
+        // full queue.
+        kick.token.is_cancelled().then(|| match ordered {
+            Some(reason) => (CloseCode::Other(reason.code), reason.reason).into(),
+            None if hub.is_shutting_down() => (CloseCode::Away, "server shutting down").into(),
+            None => (CloseCode::Policy, "too slow: outbound queue full").into(),
         })
     });
     let code = close.as_ref().map(|c| u16::from(c.code));

@@ -5,7 +5,7 @@ use crate::envelope;
 use crate::handlers::MessageHandler;
 use bytestring::ByteString;
 use domain::FirebaseUid;
-use ports::{Audience, Fanout, FanoutMessage, FanoutSink, Notification};
+use ports::{Audience, Disconnect, Fanout, FanoutMessage, FanoutSink, Notification};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -61,8 +61,24 @@ struct Conn {
     uid: FirebaseUid,
     tx: mpsc::Sender<ByteString>,
     topics: HashSet<String>,
-    /// Cancelled when the hub drops the connection (slow client, shutdown).
-    kick: CancellationToken,
+    /// Cancelled when the hub drops the connection (slow client, shutdown,
+    /// a disconnect order).
+    kick: Kick,
+}
+
+/// How the hub stops one connection: the token, and the close it should
+/// get (set first, when the hub has a reason to give).
+#[derive(Clone)]
+pub(crate) struct Kick {
+    pub(crate) token: CancellationToken,
+    pub(crate) reason: Arc<OnceLock<Disconnect>>,
+}
+
+impl Kick {
+    fn with(&self, reason: &Disconnect) {
+        let _ = self.reason.set(reason.clone());
+        self.token.cancel();
+    }
 }
 
 #[derive(Default)]
@@ -176,7 +192,7 @@ impl Hub {
     pub(crate) fn register(
         &self,
         uid: FirebaseUid,
-    ) -> Option<(ConnId, mpsc::Receiver<ByteString>, CancellationToken)> {
+    ) -> Option<(ConnId, mpsc::Receiver<ByteString>, Kick)> {
         let mut reg = write(&self.inner.registry);
         let held = reg.by_user.get(&uid).map_or(0, HashSet::len);
         let max = self.inner.settings.max_connections_per_user;
@@ -185,7 +201,10 @@ impl Hub {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.settings.outbound_queue.max(1));
-        let kick = self.inner.shutdown.child_token();
+        let kick = Kick {
+            token: self.inner.shutdown.child_token(),
+            reason: Arc::new(OnceLock::new()),
+        };
         reg.by_user.entry(uid.clone()).or_default().insert(id);
         reg.conns.insert(
             id,
@@ -257,7 +276,7 @@ impl Hub {
         let (tx, kick) = {
             let reg = read(&self.inner.registry);
             match reg.conns.get(&id) {
-                Some(c) => (c.tx.clone(), c.kick.clone()),
+                Some(c) => (c.tx.clone(), c.kick.token.clone()),
                 None => return SendOutcome::Gone,
             }
         };
@@ -285,7 +304,7 @@ impl Hub {
         let (tx, kick) = {
             let reg = read(&self.inner.registry);
             match reg.conns.get(&id) {
-                Some(c) => (c.tx.clone(), c.kick.clone()),
+                Some(c) => (c.tx.clone(), c.kick.token.clone()),
                 None => return SendOutcome::Gone,
             }
         };
@@ -336,6 +355,30 @@ impl Hub {
         self.deliver_text(audience, &notification.kind, text)
     }
 
+    /// Closes the sockets on this instance that `audience` covers, with
+    /// `reason` (after a `disconnect` notice, queued behind what they have
+    /// not been sent yet). Returns how many.
+    pub fn disconnect_local(&self, audience: &Audience, reason: &Disconnect) -> usize {
+        let notice = crate::notifier::disconnect_notice(reason);
+        self.deliver_local(audience, &notice);
+        let kicks: Vec<Kick> = {
+            let reg = read(&self.inner.registry);
+            self.targets(audience)
+                .iter()
+                .filter_map(|id| reg.conns.get(id).map(|c| c.kick.clone()))
+                .collect()
+        };
+        for kick in &kicks {
+            kick.with(reason);
+        }
+        if !kicks.is_empty() {
+            metrics::counter!("ws_disconnects_total", "code" => reason.code.to_string())
+                .increment(kicks.len() as u64);
+            tracing::info!(sockets = kicks.len(), code = reason.code, reason = %reason.reason, "closing sockets");
+        }
+        kicks.len()
+    }
+
     fn deliver_text(&self, audience: &Audience, kind: &str, text: ByteString) -> usize {
         let mut delivered = 0;
         for id in self.targets(audience) {
@@ -356,6 +399,13 @@ impl FanoutSink for Hub {
         if message.origin == self.inner.settings.instance_id {
             return; // delivered locally when it was published
         }
-        self.deliver_local(&message.audience, &message.notification);
+        match &message.disconnect {
+            Some(reason) => {
+                self.disconnect_local(&message.audience, reason);
+            }
+            None => {
+                self.deliver_local(&message.audience, &message.notification);
+            }
+        }
     }
 }

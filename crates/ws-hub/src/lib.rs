@@ -10,3 +10,15 @@ pub use connection::{BEARER_PROTOCOL, configure};
 pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply, may_join};
 pub use hub::{ConnId, Hub, HubSettings};
 pub use notifier::HubNotifier;
+
+/// The notice a socket gets just before the server closes it on purpose:
+/// `{"type": "disconnect", "data": {"code", "reason"}}`.
+pub const DISCONNECT_TYPE: &str = "disconnect";
+/// Sent once when less than [`EXPIRY_NOTICE`] of the socket's token is
+/// left: `{"type": "token.expiring", "data": {"expires_at"}}`.
+pub const TOKEN_EXPIRING_TYPE: &str = "token.expiring";
+/// How long before its token expires a socket is told so.
+pub const EXPIRY_NOTICE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The envelope that hands a socket a fresh token: `{"type": "refresh",
+/// "data": {"token": "<ID token>"}}`, answered with `refreshed`.
+pub const REFRESH_TYPE: &str = "refresh";

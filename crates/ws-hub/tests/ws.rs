@@ -27,6 +27,7 @@ type Ws =
 struct Server {
     port: u16,
     hub: Hub,
+    verifier: Arc<FakeTokenVerifier>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -68,7 +69,12 @@ async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub)) -> Server 
     .run();
     let handle = server.handle();
     tokio::spawn(server);
-    Server { port, hub, handle }
+    Server {
+        port,
+        hub,
+        verifier,
+        handle,
+    }
 }
 
 async fn server() -> Server {
@@ -724,4 +730,117 @@ async fn shutdown_closes_every_socket_with_1001_and_refuses_new_ones() {
     assert!(
         matches!(tokio_tungstenite::connect_async(req).await, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503)
     );
+}
+
+/// Makes `token` valid for `uid` until `expires_in` from now.
+fn expiring(s: &Server, token: &str, uid: &str, expires_in: Duration) {
+    let mut id = domain::VerifiedIdentity::new(domain::FirebaseUid::parse(uid).unwrap());
+    id.expires_at = Some(chrono::Utc::now() + expires_in);
+    s.verifier.allow(token, id);
+}
+
+async fn connect_with(s: &Server, token: &str) -> Ws {
+    let req = format!("ws://127.0.0.1:{}/ws?access_token={token}", s.port)
+        .into_client_request()
+        .unwrap();
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_is_warned_then_closed_with_4001_when_its_token_expires() {
+    let s = server().await;
+    let lifetime = Duration::from_millis(1500);
+    expiring(&s, "short", "alice", lifetime);
+    let opened = std::time::Instant::now();
+    let mut ws = connect_with(&s, "short").await;
+    // Less than EXPIRY_NOTICE is left from the start: told at once.
+    let notice = recv(&mut ws).await;
+    assert_eq!(notice["type"], ws_hub::TOKEN_EXPIRING_TYPE);
+    assert!(notice["data"]["expires_at"].is_string(), "{notice}");
+    assert_eq!(close_code(&mut ws).await, 4001);
+    let lived = opened.elapsed();
+    assert!(
+        lived >= lifetime - Duration::from_millis(100) && lived < lifetime + Duration::from_secs(2),
+        "closed after {lived:?} for a token of {lifetime:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_token_for_the_same_user_keeps_the_socket_open() {
+    let s = server().await;
+    let lifetime = Duration::from_millis(1500);
+    expiring(&s, "first", "alice", lifetime);
+    expiring(&s, "fresh", "alice", Duration::from_secs(3600));
+    expiring(&s, "bobs", "bob", Duration::from_secs(3600));
+    let opened = std::time::Instant::now();
+    let mut ws = connect_with(&s, "first").await;
+    assert_eq!(recv(&mut ws).await["type"], ws_hub::TOKEN_EXPIRING_TYPE);
+
+    send(
+        &mut ws,
+        json!({"type": "refresh", "id": "r1", "data": {"token": "bobs"}}),
+    )
+    .await;
+    let refused = recv(&mut ws).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some("r1"))
+    );
+    assert_eq!(refused["data"]["code"], "token_mismatch");
+    send(
+        &mut ws,
+        json!({"type": "refresh", "id": "r2", "data": {"token": "forged"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["data"]["code"], "invalid_token");
+    send(&mut ws, json!({"type": "refresh", "id": "r3", "data": {}})).await;
+    assert_eq!(recv(&mut ws).await["data"]["code"], "invalid_data");
+
+    send(
+        &mut ws,
+        json!({"type": "refresh", "id": "r4", "data": {"token": "fresh"}}),
+    )
+    .await;
+    let refreshed = recv(&mut ws).await;
+    assert_eq!(refreshed["type"], "refreshed");
+    assert_eq!(refreshed["id"], "r4");
+    assert!(refreshed["data"]["expires_at"].is_string());
+    // Past the first token's expiry (and a second's slack): still open.
+    tokio::time::sleep((lifetime + Duration::from_secs(1)).saturating_sub(opened.elapsed())).await;
+    send(
+        &mut ws,
+        json!({"type": "echo", "id": "e", "data": {"still": "here"}}),
+    )
+    .await;
+    let echo = recv(&mut ws).await;
+    assert_eq!(echo["data"]["still"], "here", "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_closes_every_socket_of_the_user_with_its_code_after_a_notice() {
+    let s = server().await;
+    let mut a1 = connect(&s, "alice").await;
+    let mut a2 = connect(&s, "alice").await;
+    let mut b = connect(&s, "bob").await;
+    let uid = domain::FirebaseUid::parse("alice").unwrap();
+    HubNotifier::new(s.hub.clone())
+        .disconnect(&Audience::User(uid), &ports::Disconnect::account_deleted())
+        .await
+        .unwrap();
+    for ws in [&mut a1, &mut a2] {
+        let notice = recv(ws).await;
+        assert_eq!(notice["type"], ws_hub::DISCONNECT_TYPE);
+        assert_eq!(notice["data"]["code"], 4003);
+        assert_eq!(close_code(ws).await, 4003);
+    }
+    send(&mut b, json!({"type": "echo", "data": 1})).await;
+    assert_eq!(
+        recv(&mut b).await["data"],
+        1,
+        "other users keep their sockets"
+    );
+    eventually("the hub to forget them", Duration::from_secs(5), || async {
+        (s.hub.connection_count() == 1).then_some(())
+    })
+    .await;
 }

@@ -140,6 +140,7 @@ fn notification(pad: usize) -> FanoutMessage {
             "bench",
             serde_json::json!({"t": now_us(), "p": "x".repeat(pad)}),
         ),
+        disconnect: None,
     }
 }
 

@@ -122,6 +122,7 @@ pub(crate) async fn websocket_abuse(quick: bool) -> anyhow::Result<Outcome> {
                     "feed",
                     serde_json::json!({"i": i, "pad": pad}),
                 ),
+                disconnect: None,
             };
             use ports::Fanout as _;
             let _ = fanout.publish(&m).await;

@@ -5,7 +5,7 @@ use crate::clock::Clock;
 use crate::events::{EventPublisher, PublishEventError};
 use crate::jobs::{EnqueueJobError, JobId, JobQueue, NewJob};
 use crate::mail::{Mailer, SendMailError};
-use crate::realtime::{Audience, Notification, Notifier, NotifyError};
+use crate::realtime::{Audience, Disconnect, Notification, Notifier, NotifyError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{FirebaseUid, Mail, RawEvent, VerifiedIdentity};
@@ -169,6 +169,7 @@ impl Mailer for RecordingMailer {
 #[derive(Debug, Default)]
 pub struct RecordingNotifier {
     sent: Mutex<Vec<(Audience, Notification)>>,
+    disconnected: Mutex<Vec<(Audience, Disconnect)>>,
 }
 
 impl RecordingNotifier {
@@ -178,6 +179,10 @@ impl RecordingNotifier {
 
     pub fn sent(&self) -> Vec<(Audience, Notification)> {
         lock(&self.sent).clone()
+    }
+
+    pub fn disconnected(&self) -> Vec<(Audience, Disconnect)> {
+        lock(&self.disconnected).clone()
     }
 }
 
@@ -189,6 +194,15 @@ impl Notifier for RecordingNotifier {
         notification: &Notification,
     ) -> Result<(), NotifyError> {
         lock(&self.sent).push((audience.clone(), notification.clone()));
+        Ok(())
+    }
+
+    async fn disconnect(
+        &self,
+        audience: &Audience,
+        reason: &Disconnect,
+    ) -> Result<(), NotifyError> {
+        lock(&self.disconnected).push((audience.clone(), reason.clone()));
         Ok(())
     }
 }
