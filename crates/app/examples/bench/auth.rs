@@ -108,6 +108,8 @@ impl Keys {
             "exp": now + 3600,
             "auth_time": now,
             "email": email,
+            // The provider vouches for the address (a welcome mail needs it).
+            "email_verified": email.is_some(),
             "name": name,
             "firebase": {"sign_in_provider": "password"},
         }))

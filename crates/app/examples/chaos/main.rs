@@ -13,6 +13,7 @@
 mod auth;
 mod bad_input;
 mod bad_websocket;
+mod fault_outage;
 mod fault_redis;
 mod fault_sigterm;
 mod fault_websocket;
@@ -53,10 +54,10 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=8).collect());
+        .unwrap_or_else(|| (1..=10).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=8).contains(n)),
-        "--only takes scenario numbers from 1 to 8, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=10).contains(n)),
+        "--only takes scenario numbers from 1 to 10, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +122,18 @@ fn main() -> anyhow::Result<()> {
             "bad WebSocket input",
             (90, 60),
             Box::pin(bad_websocket::websocket(quick)),
+        ),
+        (
+            9,
+            "welcome consumers down while sign-ups pass the stream cap",
+            (240, 120),
+            Box::pin(fault_outage::long_consumer_outage(quick)),
+        ),
+        (
+            10,
+            "worker SIGKILLed while sending welcome mails",
+            (180, 120),
+            Box::pin(fault_outage::killed_while_sending(quick)),
         ),
     ];
     for (n, name, (full_secs, quick_secs), run) in scenarios {
