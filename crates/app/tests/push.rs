@@ -17,13 +17,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use test_support::{FakeFcm, FcmReply, TestApp, spawn_app_with};
+use test_support::{FakeFcm, FcmReply, MetricsWindow, TestApp, spawn_app_with};
 use usecases::PushNotifications;
 
 struct Setup {
     fake: FakeFcm,
     app: TestApp,
     key_file: PathBuf,
+    /// Every test here sends pushes: each counts alone.
+    metrics: MetricsWindow,
 }
 
 impl Drop for Setup {
@@ -48,10 +50,12 @@ async fn setup() -> Setup {
         ],
     )
     .await;
+    let metrics = app.metrics_window().await;
     Setup {
         fake,
         app,
         key_file,
+        metrics,
     }
 }
 
@@ -98,20 +102,9 @@ async fn test_push(app: &TestApp, bearer: &str) -> Value {
     res.json().await.unwrap()
 }
 
-async fn metric(app: &TestApp, line_start: &str) -> Option<f64> {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// How much a counter grew during this test.
+async fn metric(s: &Setup, line_start: &str) -> Option<f64> {
+    s.metrics.since(&s.app, line_start).await
 }
 
 /// What a use case does to notify a user: `PushNotifications::notify_user`.
@@ -197,18 +190,18 @@ async fn a_queued_push_reaches_every_device_prunes_dead_ones_and_honours_retry_a
     assert_eq!(s.fake.oauth_requests().len(), 1);
     assert!(s.fake.oauth_requests()[0].signature_valid);
     assert_eq!(
-        metric(&s.app, "push_sent_total{outcome=\"sent\"}").await,
+        metric(&s, "push_sent_total{outcome=\"sent\"}").await,
         Some(2.0)
     );
     assert_eq!(
-        metric(&s.app, "push_sent_total{outcome=\"pruned\"}").await,
+        metric(&s, "push_sent_total{outcome=\"pruned\"}").await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&s.app, "push_sent_total{outcome=\"unavailable\"}").await,
+        metric(&s, "push_sent_total{outcome=\"unavailable\"}").await,
         Some(1.0)
     );
-    assert_eq!(metric(&s.app, "push_tokens_pruned_total").await, Some(1.0));
+    assert_eq!(metric(&s, "push_tokens_pruned_total").await, Some(1.0));
 }
 
 #[tokio::test]

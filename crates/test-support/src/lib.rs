@@ -23,8 +23,8 @@ pub use redis::TestRedis;
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
 pub use spawn::{
-    TEST_DEV_TOKEN_SECRET, TestApp, spawn_app, spawn_app_on, spawn_app_with, spawn_sibling,
-    test_settings,
+    MetricsWindow, TEST_DEV_TOKEN_SECRET, TestApp, sample, spawn_app, spawn_app_on, spawn_app_with,
+    spawn_sibling, test_settings,
 };
 pub use telemetry::init_tracing;
 

@@ -141,6 +141,31 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// `/metrics` as text (from `METRICS_ADDR`'s listener when it has one).
+    pub async fn metrics(&self) -> String {
+        let url = match self.metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}/metrics"),
+            None => self.url("/metrics"),
+        };
+        self.client
+            .get(url)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
+    /// Starts a [`MetricsWindow`] on this app's metrics.
+    pub async fn metrics_window(&self) -> MetricsWindow {
+        let guard = METRICS_LOCK.lock().await;
+        MetricsWindow {
+            _exclusive: guard,
+            before: self.metrics().await,
+        }
+    }
+
     /// Stops the app gracefully and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -155,5 +180,36 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.mail_dir);
+    }
+}
+
+/// One Prometheus recorder serves a whole process, and under `cargo test`
+/// the tests of one binary share a process (nextest gives each its own).
+static METRICS_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Exact counts for one test: while it is held no other test of this
+/// process that takes one runs, and [`since`](Self::since) reads how much a
+/// sample grew from when it was taken. Take it before the work to count,
+/// in every test of a binary that changes the counts another asserts.
+#[derive(Debug)]
+pub struct MetricsWindow {
+    _exclusive: tokio::sync::MutexGuard<'static, ()>,
+    before: String,
+}
+
+/// The value of the first sample whose line starts with `line_start`.
+pub fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+impl MetricsWindow {
+    /// How much the sample at `line_start` grew since the window opened
+    /// (`None` when the app does not report it at all).
+    pub async fn since(&self, app: &TestApp, line_start: &str) -> Option<f64> {
+        let now = sample(&app.metrics().await, line_start)?;
+        Some(now - sample(&self.before, line_start).unwrap_or(0.0))
     }
 }
