@@ -20,8 +20,8 @@ pub enum EventsAction {
 
 /// Runs `action` and returns what to print.
 pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<String> {
-    let client = streams_adapter::connect(&settings.redis_url, Duration::from_secs(2)).await?;
-    let admin = StreamAdmin::new(client, settings.redis_key_prefix.clone());
+    let client = streams_adapter::connect(&settings.redis.url, Duration::from_secs(2)).await?;
+    let admin = StreamAdmin::new(client, settings.redis.key_prefix.clone());
     let mut out = String::new();
     match action {
         EventsAction::Dead { stream, limit } => {

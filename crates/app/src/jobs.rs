@@ -1,7 +1,7 @@
 //! `app jobs ...`: look at and repair the job queue.
 
 use crate::settings::Settings;
-use queue_adapter::{QueueSettings, RedisJobQueue, RedisSettings};
+use queue_adapter::RedisJobQueue;
 use std::fmt::Write as _;
 
 /// What `app jobs` was asked to do.
@@ -22,11 +22,8 @@ pub enum JobsAction {
 }
 
 fn queue(settings: &Settings) -> anyhow::Result<RedisJobQueue> {
-    let pool = queue_adapter::build_pool(&RedisSettings::new(settings.redis_url.clone()))?;
-    Ok(RedisJobQueue::new(
-        pool,
-        QueueSettings::new(&settings.redis_key_prefix),
-    ))
+    let pool = queue_adapter::build_pool(&settings.redis.pool_settings())?;
+    Ok(RedisJobQueue::new(pool, settings.redis.queue_settings()))
 }
 
 /// Runs `action` and returns what to print.

@@ -9,4 +9,5 @@ pub mod telemetry;
 mod wiring;
 
 pub use settings::{AppEnv, LogFormat, Settings, SettingsError};
-pub use startup::{Application, Infrastructure, Role};
+pub use startup::{Application, Role};
+pub use wiring::Infrastructure;

@@ -1,6 +1,6 @@
 //! `app`: the Trellis binary. See `app --help`.
 
-use app::{Application, Role, Settings, telemetry};
+use app::{Application, LogFormat, Role, Settings, telemetry};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -137,16 +137,13 @@ fn load_settings() -> Result<Settings, ExitCode> {
 
 /// Reports a fatal error once: as a JSON log line when logs are JSON (so log
 /// pipelines see it), else as plain text on stderr.
-fn fail(e: &anyhow::Error) -> ExitCode {
-    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::error!(error = %format!("{e:#}"), "fatal");
-    } else {
-        eprintln!("error: {e:#}");
+fn fail(e: &anyhow::Error, logs: LogFormat) -> ExitCode {
+    match logs {
+        LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "fatal"),
+        LogFormat::Pretty => eprintln!("error: {e:#}"),
     }
     ExitCode::FAILURE
 }
-
-static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -162,7 +159,7 @@ async fn main() -> ExitCode {
                 print(&format!("{json}\n"));
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.into()),
+            Err(e) => fail(&e.into(), LogFormat::Pretty),
         };
     }
 
@@ -172,10 +169,7 @@ async fn main() -> ExitCode {
     };
     telemetry::init_logging(settings.log_format);
     telemetry::install_panic_hook();
-    LOG_JSON.store(
-        settings.log_format == app::LogFormat::Json,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let logs = settings.log_format;
 
     match command {
         Command::Openapi => ExitCode::SUCCESS,
@@ -186,7 +180,7 @@ async fn main() -> ExitCode {
             name,
             ttl_secs,
         } => {
-            let Some(secret) = settings.dev_token_secret.as_deref() else {
+            let Some(secret) = settings.auth.dev_token_secret.as_deref() else {
                 eprintln!("error: dev tokens exist only in local mode (APP_ENV=local)");
                 return ExitCode::from(2);
             };
@@ -197,12 +191,12 @@ async fn main() -> ExitCode {
                 name,
                 ttl: Duration::from_secs(ttl_secs),
             };
-            match auth_adapter::mint_dev_token(secret, &settings.firebase_project_id, &req) {
+            match auth_adapter::mint_dev_token(secret, &settings.auth.firebase_project_id, &req) {
                 Ok(token) => {
                     print(&format!("{token}\n"));
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(&e),
+                Err(e) => fail(&e, logs),
             }
         }
         Command::Jobs { action } => match app::jobs::run(&settings, action.into()).await {
@@ -210,14 +204,14 @@ async fn main() -> ExitCode {
                 print(&text);
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(&e, logs),
         },
         Command::Events { action } => match app::events::run(&settings, action.into()).await {
             Ok(text) => {
                 print(&text);
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e),
+            Err(e) => fail(&e, logs),
         },
         Command::Migrate => {
             let mut s = settings;
@@ -227,7 +221,7 @@ async fn main() -> ExitCode {
                     tracing::info!("migrations are up to date");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(&e),
+                Err(e) => fail(&e, logs),
             }
         }
         Command::Serve | Command::Worker | Command::All => {
@@ -239,12 +233,12 @@ async fn main() -> ExitCode {
             tracing::info!(?role, settings = ?settings, "starting");
             let app = match Application::build(settings, role).await {
                 Ok(app) => app,
-                Err(e) => return fail(&e),
+                Err(e) => return fail(&e, logs),
             };
             app.stop_on_signal();
             match app.run_until_stopped().await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
+                Err(e) => fail(&e, logs),
             }
         }
     }

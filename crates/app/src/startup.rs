@@ -1,17 +1,13 @@
-//! The composition root: builds every adapter from settings, wires them to
-//! the ports, and runs the HTTP server and background work until shutdown.
+//! The composition root: builds the process from settings
+//! (`Application::build`), runs it until it is stopped
+//! (`run_until_stopped`), and prepares the database.
 
 use crate::settings::{AppEnv, Settings};
-use crate::wiring;
+use crate::wiring::{self, Infrastructure};
 use anyhow::Context as _;
-use auth_adapter::{AuthSettings, FirebaseTokenVerifier, KeySettings};
-use ports::TokenVerifier;
-use postgres_adapter::{PgPool, PgSettings};
-use queue_adapter::{RedisPool, RedisSettings};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use streams_adapter::RedisClient;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,23 +33,6 @@ impl Role {
     }
 }
 
-/// Connections shared by every part of the process.
-#[derive(Clone)]
-pub struct Infrastructure {
-    pub pg: PgPool,
-    pub redis: RedisPool,
-    pub fred: RedisClient,
-    /// FCM, or the log sender without credentials; one per process, so its
-    /// access token is shared by the API and the workers.
-    pub push: Arc<dyn ports::PushSender>,
-}
-
-impl std::fmt::Debug for Infrastructure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Infrastructure").finish_non_exhaustive()
-    }
-}
-
 /// A built application, ready to run.
 pub struct Application {
     settings: Settings,
@@ -64,6 +43,7 @@ pub struct Application {
     /// `/metrics`' own port when `METRICS_ADDR` is set.
     metrics_port: Option<u16>,
     tasks: JoinSet<()>,
+    /// Cancelled to stop: every long-running part of the process listens.
     shutdown: CancellationToken,
     /// Set during the drain after a signal: `/readyz` answers 503.
     draining: Arc<AtomicBool>,
@@ -80,17 +60,18 @@ impl std::fmt::Debug for Application {
 
 /// Makes sure the database exists (local mode) and is migrated (if configured).
 pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
+    let url = &settings.database.url;
     if settings.env == AppEnv::Local
-        && postgres_adapter::create_database_if_missing(&settings.database_url)
+        && postgres_adapter::create_database_if_missing(url)
             .await
-            .context(postgres_hint(&settings.database_url))?
+            .context(postgres_hint(url))?
     {
         tracing::info!("created the database named in DATABASE_URL");
     }
     if settings.migrate_on_start {
-        let applied = postgres_adapter::run_migrations(&settings.database_url)
+        let applied = postgres_adapter::run_migrations(url)
             .await
-            .context(postgres_hint(&settings.database_url))?;
+            .context(postgres_hint(url))?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied migrations");
         }
@@ -113,51 +94,13 @@ pub fn postgres_hint(url: &str) -> String {
     format!("cannot use Postgres at {at} (is it running? `just services` starts it locally)")
 }
 
-pub(crate) fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
-    let mut auth = AuthSettings::new(settings.firebase_project_id.clone());
-    auth.keys = KeySettings::new(settings.firebase_keys_url.clone());
-    // Settings refuse both in production already; this holds even for
-    // settings built by hand.
-    let local = settings.env == AppEnv::Local;
-    auth.emulator = local && settings.firebase_auth_emulator_host.is_some();
-    auth.dev_secret = settings.dev_token_secret.clone().filter(|_| local);
-    if auth.emulator {
-        tracing::warn!(
-            host = settings
-                .firebase_auth_emulator_host
-                .as_deref()
-                .unwrap_or_default(),
-            "FIREBASE_AUTH_EMULATOR_HOST is set: UNSIGNED emulator tokens are accepted. Never do this in production."
-        );
-    }
-    if auth.dev_secret.is_some() {
-        tracing::warn!(
-            "local mode (APP_ENV=local): dev tokens from `app dev-token` are accepted; set APP_ENV=production on any server others can reach"
-        );
-    }
-    Ok(Arc::new(FirebaseTokenVerifier::new(auth)?))
-}
-
 impl Application {
     /// Connects everything `role` needs. Fails (with a message naming what
     /// is missing) if Postgres cannot be prepared; Redis may come up later.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         prepare_database(&settings).await?;
-        let pg = postgres_adapter::build_pool(&PgSettings {
-            max_connections: settings.database_max_connections,
-            ..PgSettings::new(settings.database_url.clone())
-        })?;
-        let redis = queue_adapter::build_pool(&RedisSettings::new(settings.redis_url.clone()))?;
-        let fred = streams_adapter::connect(&settings.redis_url, Duration::from_secs(2)).await?;
-        let push = wiring::push_sender(&settings)?;
-        let infra = Infrastructure {
-            pg,
-            redis,
-            fred,
-            push,
-        };
+        let infra = Infrastructure::connect(&settings).await?;
         let shutdown = CancellationToken::new();
-
         let draining = Arc::new(AtomicBool::new(false));
         let (server, port) =
             wiring::http_server(&settings, &infra, role, shutdown.clone(), draining.clone())
@@ -249,10 +192,7 @@ impl Application {
             );
             self.tasks.abort_all();
         }
-        use fred::interfaces::ClientLike as _;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.infra.fred.quit()).await;
-        self.infra.redis.close();
-        self.infra.pg.close();
+        self.infra.close().await;
         tracing::info!(role = ?self.role, "stopped");
         Ok(())
     }

@@ -212,10 +212,10 @@ fn the_config_map_loads_as_production_settings_with_metrics_off_the_service() {
     let settings = app::Settings::from_lookup(&|k| vars.get(k).cloned())
         .unwrap_or_else(|e| panic!("configmap.yaml as settings: {e}"));
     assert!(
-        !settings.trusted_proxies.is_empty(),
+        !settings.rate_limit.trusted_proxies.is_empty(),
         "the ingress is a listed proxy"
     );
-    let metrics = settings.metrics_addr.expect("METRICS_ADDR is set");
+    let metrics = settings.http.metrics_addr.expect("METRICS_ADDR is set");
     let service = &documents("deploy/k8s/api-service.yaml")[0];
     for p in service["spec"]["ports"].as_sequence().unwrap() {
         assert_ne!(p["targetPort"].as_str(), Some("metrics"));

@@ -110,9 +110,9 @@ async fn metric(s: &Setup, line_start: &str) -> Option<f64> {
 /// What a use case does to notify a user: `PushNotifications::notify_user`.
 fn notifications(app: &TestApp) -> PushNotifications {
     let pool =
-        postgres_adapter::build_pool(&PgSettings::new(app.settings.database_url.clone())).unwrap();
+        postgres_adapter::build_pool(&PgSettings::new(app.settings.database.url.clone())).unwrap();
     let redis = queue_adapter::build_pool(&queue_adapter::RedisSettings::new(
-        app.settings.redis_url.clone(),
+        app.settings.redis.url.clone(),
     ))
     .unwrap();
     PushNotifications::new(
@@ -121,7 +121,7 @@ fn notifications(app: &TestApp) -> PushNotifications {
         Arc::new(push_adapter::LogPushSender::new()),
         Arc::new(RedisJobQueue::new(
             redis,
-            QueueSettings::new(&app.settings.redis_key_prefix),
+            QueueSettings::new(&app.settings.redis.key_prefix),
         )),
     )
 }

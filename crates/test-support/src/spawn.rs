@@ -92,7 +92,7 @@ async fn spawn_shared(
     crate::init_tracing();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let settings = test_settings(&db, &redis, overrides);
-    let mail_dir = settings.mail_outbox_dir.clone();
+    let mail_dir = settings.mail.outbox_dir.clone();
     let app = Application::build(settings.clone(), role)
         .await
         .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
@@ -123,6 +123,7 @@ impl TestApp {
     pub fn token_with(&self, uid: &str, email: Option<&str>, name: Option<&str>) -> String {
         let secret = self
             .settings
+            .auth
             .dev_token_secret
             .as_deref()
             .expect("test apps run in local mode");
@@ -133,7 +134,7 @@ impl TestApp {
             name: name.map(str::to_owned),
             ttl: std::time::Duration::from_secs(3600),
         };
-        auth_adapter::mint_dev_token(secret, &self.settings.firebase_project_id, &req)
+        auth_adapter::mint_dev_token(secret, &self.settings.auth.firebase_project_id, &req)
             .expect("minting a dev token")
     }
 

@@ -133,6 +133,13 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Hub {
     /// A hub with the built-in handlers (`echo`, `subscribe`, `unsubscribe`).
     pub fn new(settings: HubSettings) -> Self {
+        Self::with_shutdown(settings, &CancellationToken::new())
+    }
+
+    /// A hub that shuts down (closing its sockets with 1001 and refusing new
+    /// ones) when `shutdown` is cancelled, as every long-running part of
+    /// the process does.
+    pub fn with_shutdown(settings: HubSettings, shutdown: &CancellationToken) -> Self {
         let permits = settings.handler_concurrency.max(1);
         let hub = Self {
             inner: Arc::new(HubInner {
@@ -140,7 +147,7 @@ impl Hub {
                 registry: RwLock::default(),
                 handlers: RwLock::default(),
                 handler_permits: Arc::new(Semaphore::new(permits)),
-                shutdown: CancellationToken::new(),
+                shutdown: shutdown.child_token(),
                 next_id: AtomicU64::new(1),
                 fanout: OnceLock::new(),
             }),

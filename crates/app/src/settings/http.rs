@@ -1,0 +1,147 @@
+//! The HTTP listeners: where they listen, what bodies and origins they
+//! take, and the secret that signs pagination cursors.
+
+use super::AppEnv;
+use super::reader::Reader;
+use std::net::SocketAddr;
+
+pub(crate) const VARIABLES: &[&str] = &[
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "CORS_ALLOWED_ORIGINS",
+    "HTTP_JSON_LIMIT_BYTES",
+    "CURSOR_SECRET",
+    "METRICS_ADDR",
+];
+
+const LOCAL_CURSOR_SECRET: &str = "trellis-local-cursor-secret";
+
+#[derive(Clone)]
+pub struct HttpSection {
+    pub host: String,
+    pub port: u16,
+    pub cors_allowed_origins: Vec<String>,
+    pub json_limit_bytes: usize,
+    /// Signs pagination cursors; also keys the welcome ledger's digests of
+    /// addresses.
+    pub cursor_secret: String,
+    /// Where `/metrics` is served instead of the public listener
+    /// (`METRICS_ADDR`); `None`: on the public listener.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The cursor secret is never printed.
+impl std::fmt::Debug for HttpSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("json_limit_bytes", &self.json_limit_bytes)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSection {
+    pub(crate) fn read(r: &mut Reader<'_>, env: AppEnv) -> Self {
+        let host = r.string("HTTP_HOST", "0.0.0.0");
+        let port = r.parsed("HTTP_PORT", 8080_u16, "a port number 0-65535");
+        let cors_allowed_origins = r
+            .raw("CORS_ALLOWED_ORIGINS")
+            .map(|v| match parse_origins(&v) {
+                Ok(origins) => origins,
+                Err(e) => {
+                    r.problem("CORS_ALLOWED_ORIGINS", e);
+                    Vec::new()
+                }
+            })
+            .unwrap_or_default();
+        let json_limit_bytes = r.ranged(
+            "HTTP_JSON_LIMIT_BYTES",
+            64 * 1024_usize,
+            1024,
+            64 * 1024 * 1024,
+            "bytes",
+        );
+        let cursor_secret = match r.raw("CURSOR_SECRET") {
+            Some(s) if s.len() >= 16 => s,
+            Some(_) => {
+                r.problem("CURSOR_SECRET", "must be at least 16 characters");
+                String::new()
+            }
+            None if env == AppEnv::Local => LOCAL_CURSOR_SECRET.to_owned(),
+            None => {
+                r.problem(
+                    "CURSOR_SECRET",
+                    "is required when APP_ENV=production (signs pagination cursors)",
+                );
+                String::new()
+            }
+        };
+        let metrics_addr = r.raw("METRICS_ADDR").and_then(|v| {
+            v.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    r.problem(
+                        "METRICS_ADDR",
+                        format!("must be an address and port like 0.0.0.0:9090 (got {v:?})"),
+                    );
+                })
+                .ok()
+        });
+        Self {
+            host,
+            port,
+            cors_allowed_origins,
+            json_limit_bytes,
+            cursor_secret,
+            metrics_addr,
+        }
+    }
+
+    /// What `http-api` takes.
+    pub fn http_settings(&self) -> http_api::HttpSettings {
+        http_api::HttpSettings {
+            json_limit: self.json_limit_bytes,
+            cors_origins: self.cors_allowed_origins.clone(),
+        }
+    }
+
+    /// The codec of pagination cursors.
+    pub fn cursor_codec(&self) -> domain::CursorCodec {
+        domain::CursorCodec::new(self.cursor_secret.as_bytes().to_vec())
+    }
+}
+
+/// `*`, or a comma-separated list of origins (`https://app.example.com`,
+/// `http://localhost:3000`): a scheme, a host and maybe a port, nothing more.
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if items.contains(&"*") {
+        return if items.len() == 1 {
+            Ok(vec!["*".into()])
+        } else {
+            Err("must be * alone or a list of origins, not both".into())
+        };
+    }
+    items
+        .into_iter()
+        .map(|o| {
+            let origin = url::Url::parse(o)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .map(|u| u.origin().ascii_serialization());
+            match origin {
+                Some(origin) if origin == o.trim_end_matches('/') => Ok(origin),
+                _ => Err(format!(
+                    "{o:?} is not an origin like https://app.example.com (scheme, host, optional port)"
+                )),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,60 @@
+//! Mail: the SMTP server (or a folder of `.eml` files) and the sender.
+
+use super::reader::Reader;
+use std::path::PathBuf;
+
+pub(crate) const VARIABLES: &[&str] = &["SMTP_URL", "MAIL_FROM", "MAIL_OUTBOX_DIR"];
+
+#[derive(Clone)]
+pub struct MailSection {
+    /// May hold a password: never printed.
+    pub smtp_url: Option<String>,
+    pub from: String,
+    /// Where mail is written without `SMTP_URL`.
+    pub outbox_dir: PathBuf,
+}
+
+/// The SMTP URL (it may hold a password) is never printed.
+impl std::fmt::Debug for MailSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSection")
+            .field("smtp", &self.smtp_url.is_some())
+            .field("from", &self.from)
+            .field("outbox_dir", &self.outbox_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailSection {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Self {
+        let smtp_url = r.raw("SMTP_URL");
+        if let Some(u) = &smtp_url
+            && !url::Url::parse(u)
+                .is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.has_host())
+        {
+            r.problem("SMTP_URL", "must be an smtp:// or smtps:// URL");
+        }
+        let from = r.string("MAIL_FROM", "Trellis <no-reply@trellis.local>");
+        if !from.contains('@') {
+            r.problem(
+                "MAIL_FROM",
+                format!("must be an address like \"Name <no-reply@example.com>\" (got {from:?})"),
+            );
+        }
+        let outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
+        Self {
+            smtp_url,
+            from,
+            outbox_dir,
+        }
+    }
+
+    /// What the mailer takes.
+    pub fn mail_settings(&self) -> mail_adapter::MailSettings {
+        mail_adapter::MailSettings {
+            smtp_url: self.smtp_url.clone(),
+            outbox_dir: self.outbox_dir.clone(),
+            ..mail_adapter::MailSettings::new(self.from.clone())
+        }
+    }
+}

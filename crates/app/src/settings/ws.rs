@@ -1,0 +1,74 @@
+//! The WebSocket hub.
+
+use super::reader::Reader;
+use std::time::Duration;
+
+pub(crate) const VARIABLES: &[&str] = &[
+    "WS_MAX_MESSAGE_BYTES",
+    "WS_OUTBOUND_QUEUE",
+    "WS_PING_INTERVAL_SECS",
+    "WS_IDLE_TIMEOUT_SECS",
+    "WS_HANDLER_CONCURRENCY",
+    "WS_MAX_CONNECTIONS_PER_USER",
+];
+
+#[derive(Debug, Clone)]
+pub struct WsSection {
+    pub max_message_bytes: usize,
+    pub outbound_queue: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub handler_concurrency: usize,
+    /// Sockets one user may hold on one instance; 0: no limit.
+    pub max_connections_per_user: usize,
+}
+
+impl WsSection {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Self {
+        let max_message_bytes = r.ranged(
+            "WS_MAX_MESSAGE_BYTES",
+            64 * 1024_usize,
+            1024,
+            16 * 1024 * 1024,
+            "bytes",
+        );
+        let outbound_queue = r.ranged("WS_OUTBOUND_QUEUE", 256_usize, 1, 65_536, "messages");
+        let ping_interval = r.seconds("WS_PING_INTERVAL_SECS", 15, 1, 3600);
+        let idle_timeout = r.seconds("WS_IDLE_TIMEOUT_SECS", 45, 2, 86_400);
+        if idle_timeout <= ping_interval {
+            r.problem(
+                "WS_IDLE_TIMEOUT_SECS",
+                "must be longer than WS_PING_INTERVAL_SECS (or every socket times out)",
+            );
+        }
+        let handler_concurrency = r.ranged("WS_HANDLER_CONCURRENCY", 64_usize, 1, 65_536, "calls");
+        let max_connections_per_user = r.ranged(
+            "WS_MAX_CONNECTIONS_PER_USER",
+            16_usize,
+            0,
+            1_000_000,
+            "sockets (0: no limit)",
+        );
+        Self {
+            max_message_bytes,
+            outbound_queue,
+            ping_interval,
+            idle_timeout,
+            handler_concurrency,
+            max_connections_per_user,
+        }
+    }
+
+    /// The hub of instance `instance_id`.
+    pub fn hub_settings(&self, instance_id: &str) -> ws_hub::HubSettings {
+        ws_hub::HubSettings {
+            max_message_bytes: self.max_message_bytes,
+            outbound_queue: self.outbound_queue,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            handler_concurrency: self.handler_concurrency,
+            max_connections_per_user: self.max_connections_per_user,
+            ..ws_hub::HubSettings::new(instance_id.to_owned())
+        }
+    }
+}
