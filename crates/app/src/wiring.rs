@@ -142,7 +142,9 @@ async fn hub(
     let hub = Hub::with_shutdown(settings.ws.hub_settings(&settings.instance_id), shutdown);
     let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis.key_prefix)?);
     hub.set_fanout(fanout.clone());
-    fanout.subscribe(Arc::new(hub.clone())).await?;
+    fanout
+        .subscribe(Arc::new(hub.clone()), shutdown.clone())
+        .await?;
     Ok(hub)
 }
 
@@ -295,7 +297,7 @@ pub(crate) fn start_workers(
         RelaySettings::default(),
     );
     let stop = shutdown.clone();
-    tasks.spawn(async move { relay.run(stop.cancelled_owned()).await });
+    tasks.spawn(async move { relay.run(stop).await });
 
     let consumer = RedisStreamConsumer::new(
         &infra.fred,
@@ -309,10 +311,7 @@ pub(crate) fn start_workers(
     let trigger = Arc::new(WelcomeMailTrigger::new(Arc::new(infra.queue.clone())));
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = consumer
-            .run(trigger, Box::pin(stop.cancelled_owned()))
-            .await
-        {
+        if let Err(e) = consumer.run(trigger, stop).await {
             tracing::error!(error = %e, "the welcome-mail consumer stopped");
         }
     });

@@ -91,9 +91,7 @@ async fn start_bus(
             relay_settings(),
         );
         let s = stop.clone();
-        tasks.push(tokio::spawn(
-            async move { relay.run(s.cancelled_owned()).await },
-        ));
+        tasks.push(tokio::spawn(async move { relay.run(s).await }));
     }
     let consumer = RedisStreamConsumer::new(
         &client,
@@ -106,10 +104,7 @@ async fn start_bus(
     );
     let s = stop.clone();
     tasks.push(tokio::spawn(async move {
-        consumer
-            .run(recorder, Box::pin(s.cancelled_owned()))
-            .await
-            .unwrap();
+        consumer.run(recorder, s).await.unwrap();
     }));
     Bus { stop, tasks }
 }
@@ -276,10 +271,7 @@ async fn two_relays_a_slow_bus_and_a_killed_leader_keep_every_users_events_in_or
         );
         let stop = CancellationToken::new();
         let s = stop.clone();
-        (
-            stop,
-            tokio::spawn(async move { relay.run(s.cancelled_owned()).await }),
-        )
+        (stop, tokio::spawn(async move { relay.run(s).await }))
     };
     // The first relay leads; the second stands by; the leader dies (its
     // task, and the session holding the lock, with it) a third of the way.

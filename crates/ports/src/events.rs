@@ -2,11 +2,9 @@
 
 use async_trait::async_trait;
 use domain::{EventEnvelope, RawEvent};
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use thiserror::Error;
-
-/// A future that resolves when a long-running loop should stop.
-pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Error)]
 pub enum PublishEventError {
@@ -70,7 +68,7 @@ pub enum ConsumeEventsError {
 /// Runs one consumer of one consumer group until shutdown.
 #[async_trait]
 pub trait EventConsumer: Send + Sync + 'static {
-    /// Delivers events to `handler` until `shutdown` resolves, then finishes
+    /// Delivers events to `handler` until `stop` is cancelled, then finishes
     /// and acknowledges in-flight entries and returns `Ok(())`.
     ///
     /// MUST acknowledge an entry only after `handler` returned `Ok`, or after
@@ -79,7 +77,7 @@ pub trait EventConsumer: Send + Sync + 'static {
     async fn run(
         &self,
         handler: Arc<dyn EventHandler>,
-        shutdown: Shutdown,
+        stop: CancellationToken,
     ) -> Result<(), ConsumeEventsError>;
 
     /// How long an entry may stay unacknowledged with a dead consumer before

@@ -20,7 +20,7 @@ pub use cache::{Cache, CacheError};
 pub use clock::{Clock, SystemClock};
 pub use events::{
     ConsumeEventsError, EventConsumer, EventHandler, EventPublisher, HandleEventError,
-    PublishEventError, Shutdown,
+    PublishEventError,
 };
 pub use health::{HealthProbe, ProbeError};
 pub use jobs::{

@@ -131,7 +131,11 @@ pub trait Fanout: Send + Sync + 'static {
     /// Sends `message` to every subscribed instance, including this one.
     async fn publish(&self, message: &FanoutMessage) -> Result<(), FanoutError>;
 
-    /// Starts delivering every published message to `sink` until the process
-    /// stops; resubscribes by itself after a reconnect.
-    async fn subscribe(&self, sink: Arc<dyn FanoutSink>) -> Result<(), FanoutError>;
+    /// Starts delivering every published message to `sink` until `stop` is
+    /// cancelled; resubscribes by itself after a reconnect.
+    async fn subscribe(
+        &self,
+        sink: Arc<dyn FanoutSink>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), FanoutError>;
 }

@@ -19,7 +19,7 @@ use fred::clients::Client;
 use fred::interfaces::ClientLike as _;
 use fred::prelude::Value;
 use futures_util::FutureExt as _;
-use ports::{ConsumeEventsError, EventConsumer, EventHandler, HandleEventError, Shutdown};
+use ports::{ConsumeEventsError, EventConsumer, EventHandler, HandleEventError};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -593,14 +593,8 @@ impl EventConsumer for RedisStreamConsumer {
     async fn run(
         &self,
         handler: Arc<dyn EventHandler>,
-        shutdown: Shutdown,
+        stop: CancellationToken,
     ) -> Result<(), ConsumeEventsError> {
-        let stop = CancellationToken::new();
-        let trigger = stop.clone();
-        let watcher = tokio::spawn(async move {
-            shutdown.await;
-            trigger.cancel();
-        });
         self.client.connect();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.wait_for_connect()).await;
         let s = &self.settings;
@@ -636,7 +630,6 @@ impl EventConsumer for RedisStreamConsumer {
                 }
             }
         }
-        watcher.abort();
         let quit_within = if state.abandoned_read {
             Duration::from_millis(50)
         } else {

@@ -13,6 +13,7 @@ use fred::prelude::{Builder, ReconnectPolicy};
 use ports::{Fanout, FanoutError, FanoutMessage, FanoutSink};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Messages buffered between Redis and the local hub.
 const FANOUT_BUFFER: usize = 8192;
@@ -75,7 +76,11 @@ impl Fanout for RedisFanout {
         Ok(())
     }
 
-    async fn subscribe(&self, sink: Arc<dyn FanoutSink>) -> Result<(), FanoutError> {
+    async fn subscribe(
+        &self,
+        sink: Arc<dyn FanoutSink>,
+        stop: CancellationToken,
+    ) -> Result<(), FanoutError> {
         let subscriber = self.subscriber.clone();
         let channel = self.channel.clone();
         let mut messages = subscriber.message_rx();
@@ -85,6 +90,7 @@ impl Fanout for RedisFanout {
         // instance that starts during a Redis outage still joins later.
         let sub = subscriber.clone();
         let ch = channel.clone();
+        let stopped = stop.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
@@ -95,7 +101,10 @@ impl Fanout for RedisFanout {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot subscribe to realtime fan-out yet; retrying");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = stopped.cancelled() => return,
+                        }
                         wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
@@ -103,7 +112,11 @@ impl Fanout for RedisFanout {
         });
         tokio::spawn(async move {
             loop {
-                match messages.recv().await {
+                let received = tokio::select! {
+                    r = messages.recv() => r,
+                    () = stop.cancelled() => return,
+                };
+                match received {
                     Ok(m) if *m.channel == *channel => {
                         let Some(text) = m.value.as_string() else {
                             continue;

@@ -83,8 +83,9 @@ async fn every_instance_receives_what_any_publishes_even_after_a_reconnect() {
         RedisFanout::new(&base, redis.prefix()).unwrap(),
     );
     let (inbox_a, inbox_b) = (Arc::new(Inbox::default()), Arc::new(Inbox::default()));
-    a.subscribe(inbox_a.clone()).await.unwrap();
-    b.subscribe(inbox_b.clone()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    a.subscribe(inbox_a.clone(), stop.clone()).await.unwrap();
+    b.subscribe(inbox_b.clone(), stop.clone()).await.unwrap();
     eventually("both subscriptions", Duration::from_secs(10), || async {
         a.publish(&message("a", "ping")).await.unwrap();
         (!inbox_a.kinds().is_empty() && !inbox_b.kinds().is_empty()).then_some(())

@@ -107,10 +107,7 @@ fn start(consumer: RedisStreamConsumer, handler: Arc<dyn EventHandler>) -> Runni
     let stop = CancellationToken::new();
     let signal = stop.clone();
     let task = tokio::spawn(async move {
-        consumer
-            .run(handler, Box::pin(async move { signal.cancelled().await }))
-            .await
-            .unwrap();
+        consumer.run(handler, signal).await.unwrap();
     });
     Running { stop, task }
 }

@@ -14,9 +14,9 @@
 
 use chrono::Utc;
 use ports::{EventPublisher, Outbox, OutboxError, PublishEventError};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -138,10 +138,11 @@ impl OutboxRelay {
         })
     }
 
-    /// Runs passes until `shutdown` resolves: back to back while there is a
+    /// Runs passes until `stop` is cancelled: back to back while there is a
     /// backlog, waiting for a notification (or `idle_wait`) when empty,
     /// backing off on errors. Prunes old published rows now and then.
-    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(&self, stop: CancellationToken) {
+        let shutdown = stop.cancelled();
         tokio::pin!(shutdown);
         let s = &self.settings;
         let mut backoff = s.backoff_min;
@@ -345,13 +346,10 @@ mod tests {
         };
         let start = |handle: InMemoryStore| {
             let relay = OutboxRelay::new(Arc::new(handle), bus.clone(), settings.clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                relay
-                    .run(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
+            let stop = CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { relay.run(stop).await }
             });
             (stop, task)
         };
@@ -377,7 +375,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let _ = stop_b.send(());
+        stop_b.cancel();
         b.await.unwrap();
         // First appearances (repeats are allowed: at least once) follow the
         // order of writing, which keeps every user's events in order.

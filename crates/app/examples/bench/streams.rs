@@ -107,7 +107,7 @@ pub(crate) async fn run(events: usize, out: &mut Vec<Scenario>) -> anyhow::Resul
     let stop = CancellationToken::new();
     let (h, s) = (counter.clone(), stop.clone());
     let started = Instant::now();
-    let task = tokio::spawn(async move { consumer.run(h, Box::pin(s.cancelled_owned())).await });
+    let task = tokio::spawn(async move { consumer.run(h, s).await });
     let deadline = Instant::now() + Duration::from_secs(300);
     while counter.0.load(Ordering::Relaxed) < events {
         anyhow::ensure!(

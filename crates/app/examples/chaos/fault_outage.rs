@@ -111,7 +111,7 @@ pub(crate) async fn long_consumer_outage(quick: bool) -> anyhow::Result<Outcome>
     );
     let relay_task = tokio::spawn({
         let stop = stop.clone();
-        async move { relay.run(stop.cancelled_owned()).await }
+        async move { relay.run(stop).await }
     });
     let other = streams_adapter::RedisStreamConsumer::new(
         &fred,
@@ -123,11 +123,7 @@ pub(crate) async fn long_consumer_outage(quick: bool) -> anyhow::Result<Outcome>
     );
     let other_task = tokio::spawn({
         let stop = stop.clone();
-        async move {
-            other
-                .run(Arc::new(KeepsUp), Box::pin(stop.cancelled_owned()))
-                .await
-        }
+        async move { other.run(Arc::new(KeepsUp), stop).await }
     });
     let mut expected = Vec::with_capacity(users);
     let pairs: Vec<(String, Option<String>)> = (0..users)
