@@ -10,9 +10,10 @@ use crate::startup::Role;
 use crate::telemetry;
 use anyhow::Context as _;
 use auth_adapter::FirebaseTokenVerifier;
+use domain::events::USERS_TOPIC;
 use http_api::{ApiState, OpsState, RateLimiter, Readiness};
 use mail_adapter::LettreMailer;
-use ports::{EventConsumer as _, Fanout as _, HealthProbe, NewJob, TokenVerifier};
+use ports::{EventConsumer as _, Fanout as _, HealthProbe, TokenVerifier};
 use postgres_adapter::{
     PgHealthProbe, PgOutbox, PgPool, PgPushTokenRepository, PgSettings, PgUserRepository,
     PgWelcomeLedger,
@@ -28,10 +29,9 @@ use streams_adapter::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use usecases::{
-    FORGET_RECIPIENTS_JOB, FanOutPush, ForgetWelcomeRecipients, MAIL_QUEUE, OutboxRelay,
-    PUSH_DEVICE_JOB, PUSH_SEND_JOB, ProfileService, PushNotifications, PushTokenService,
-    RelaySettings, SendPushToDevice, SendWelcomeMail, WELCOME_GROUP, WELCOME_JOB,
-    WelcomeMailTrigger,
+    FanOutPush, ForgetRecipientsJob, ForgetWelcomeRecipients, OutboxRelay, ProfileService,
+    PushNotifications, PushTokenService, RelaySettings, SendPushToDevice, SendWelcomeMail,
+    WELCOME_GROUP, WelcomeMailTrigger,
 };
 use ws_hub::{Hub, HubNotifier};
 
@@ -279,42 +279,68 @@ async fn api_server(
     .run())
 }
 
+/// The consumer groups of one process: adding one is one call.
+struct ConsumerGroups<'a> {
+    settings: &'a Settings,
+    infra: &'a Infrastructure,
+    shutdown: &'a CancellationToken,
+    tasks: &'a mut JoinSet<()>,
+}
+
+impl ConsumerGroups<'_> {
+    /// Runs one consumer of consumer group `group` on `topic`'s stream,
+    /// handing its events to `handler`, until shutdown.
+    fn add(&mut self, topic: &str, group: &str, handler: Arc<dyn ports::EventHandler>) {
+        let settings = self.settings.worker.consumer_settings(
+            &self.settings.redis.key_prefix,
+            topic,
+            group,
+            &format!("{}-{group}", self.settings.instance_id),
+        );
+        let consumer = RedisStreamConsumer::new(&self.infra.fred, settings);
+        let (stop, group) = (self.shutdown.clone(), group.to_owned());
+        self.tasks.spawn(async move {
+            if let Err(e) = consumer.run(handler, stop).await {
+                tracing::error!(error = %e, group = %group, "a consumer group stopped");
+            }
+        });
+    }
+}
+
 /// The background work of the `worker` role: the outbox relay, the
-/// welcome-mail consumer group and the job worker.
+/// consumer groups and the job worker.
 pub(crate) fn start_workers(
     settings: &Settings,
     infra: &Infrastructure,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let prefix = settings.redis.key_prefix.as_str();
     let relay = OutboxRelay::new(
         Arc::new(PgOutbox::new(
             infra.pg.clone(),
             settings.database.url.clone(),
         )),
-        Arc::new(RedisStreamPublisher::new(infra.fred.clone(), prefix)),
+        Arc::new(RedisStreamPublisher::new(
+            infra.fred.clone(),
+            settings.redis.key_prefix.as_str(),
+        )),
         RelaySettings::default(),
     );
     let stop = shutdown.clone();
     tasks.spawn(async move { relay.run(stop).await });
 
-    let consumer = RedisStreamConsumer::new(
-        &infra.fred,
-        settings.worker.consumer_settings(
-            prefix,
-            domain::events::USERS_TOPIC,
-            WELCOME_GROUP,
-            &format!("{}-welcome", settings.instance_id),
-        ),
+    let queue: Arc<dyn ports::JobQueue> = Arc::new(infra.queue.clone());
+    let mut groups = ConsumerGroups {
+        settings,
+        infra,
+        shutdown,
+        tasks,
+    };
+    groups.add(
+        USERS_TOPIC,
+        WELCOME_GROUP,
+        Arc::new(WelcomeMailTrigger::new(queue.clone())),
     );
-    let trigger = Arc::new(WelcomeMailTrigger::new(Arc::new(infra.queue.clone())));
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = consumer.run(trigger, stop).await {
-            tracing::error!(error = %e, "the welcome-mail consumer stopped");
-        }
-    });
 
     let mailer = LettreMailer::new(&settings.mail.mail_settings())?;
     if settings.env == AppEnv::Production && mailer.is_insecure_or_local() {
@@ -326,38 +352,23 @@ pub(crate) fn start_workers(
         infra.pg.clone(),
         settings.http.cursor_secret.as_bytes(),
     ));
+    let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
     let mut worker = JobWorker::new(
         infra.queue.clone(),
         settings
             .worker
             .worker_settings(&settings.instance_id, settings.shutdown_timeout),
     );
-    worker.handle(
-        WELCOME_JOB,
-        Arc::new(SendWelcomeMail::new(Arc::new(mailer), ledger.clone())),
-    );
-    worker.handle(
-        FORGET_RECIPIENTS_JOB,
-        Arc::new(ForgetWelcomeRecipients::new(ledger)),
-    );
-    worker.periodic(
-        FORGET_RECIPIENTS_JOB,
-        // Daily at 04:17 UTC.
-        "0 17 4 * * *",
-        NewJob::new(FORGET_RECIPIENTS_JOB, 1, &serde_json::json!({}))?.on_queue(MAIL_QUEUE),
-    )?;
-    let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
-    worker.handle(
-        PUSH_SEND_JOB,
-        Arc::new(FanOutPush::new(
-            tokens.clone(),
-            Arc::new(infra.queue.clone()),
-        )),
-    );
-    worker.handle(
-        PUSH_DEVICE_JOB,
-        Arc::new(SendPushToDevice::new(infra.push.clone(), tokens)),
-    );
+    worker
+        .register(Arc::new(SendWelcomeMail::new(
+            Arc::new(mailer),
+            ledger.clone(),
+        )))
+        .register(Arc::new(ForgetWelcomeRecipients::new(ledger)))
+        .register(Arc::new(FanOutPush::new(tokens.clone(), queue)))
+        .register(Arc::new(SendPushToDevice::new(infra.push.clone(), tokens)));
+    // Daily at 04:17 UTC.
+    worker.every("0 17 4 * * *", &ForgetRecipientsJob::default())?;
     tasks.spawn(worker.run(shutdown.clone()));
     tracing::info!(instance = %settings.instance_id, "worker role started");
     Ok(())

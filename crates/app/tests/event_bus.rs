@@ -24,7 +24,7 @@ struct Recorder(Mutex<Vec<(EventEnvelope, Instant)>>);
 
 #[async_trait]
 impl EventHandler for Recorder {
-    fn handles(&self, _: &str) -> bool {
+    fn handles(&self, _: &domain::DomainEvent) -> bool {
         true
     }
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {

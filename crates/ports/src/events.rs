@@ -1,7 +1,7 @@
 //! The event bus: publishing domain events and consuming them in groups.
 
 use async_trait::async_trait;
-use domain::{EventEnvelope, RawEvent};
+use domain::{DomainEvent, EventEnvelope, RawEvent};
 use std::{sync::Arc, time::Duration};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -49,8 +49,9 @@ pub enum HandleEventError {
 /// after the group's delivery limit.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
-    /// The event types this handler wants; others are acknowledged unseen.
-    fn handles(&self, event_type: &str) -> bool;
+    /// Whether this handler wants `event` (match on its variant); others
+    /// are acknowledged unseen.
+    fn handles(&self, event: &DomainEvent) -> bool;
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError>;
 }

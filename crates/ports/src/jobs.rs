@@ -68,6 +68,11 @@ pub struct NewJob {
 
 impl NewJob {
     pub const DEFAULT_QUEUE: &'static str = "default";
+
+    /// The job `payload` declares itself to be (kind, version, queue).
+    pub fn of<J: Job>(payload: &J) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(J::KIND, J::VERSION, payload)?.on_queue(J::QUEUE))
+    }
     pub const DEFAULT_MAX_RETRIES: u32 = 10;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -207,8 +212,71 @@ impl JobFailure {
 
 /// Runs jobs of one kind. Delivery is at-least-once (a worker may die after
 /// the work but before the acknowledgement), so handlers MUST be idempotent
-/// where a repeat would be visible.
+/// where a repeat would be visible. Most handlers implement [`HandleJob`]
+/// instead, which decodes a typed payload for them.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     async fn handle(&self, job: &JobContext) -> Result<(), JobFailure>;
+}
+
+/// A job's payload that declares what it is: the handler it runs under,
+/// the queue it runs on, and the version of its schema. Enqueue one with
+/// [`NewJob::of`]; run it with a [`HandleJob`].
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The handler's name, e.g. `email:welcome`. Stable: queued jobs carry it.
+    const KIND: &'static str;
+    /// The queue it runs on (a worker runs only the queues it is given).
+    const QUEUE: &'static str = NewJob::DEFAULT_QUEUE;
+    /// The payload's schema version; raise it when the shape changes.
+    const VERSION: u16;
+
+    /// The payload of a job enqueued under `version`. The default accepts
+    /// this version and older ones that still decode, and refuses newer
+    /// ones for good (a newer worker wrote them). `Ok(None)`: an old job
+    /// this version no longer runs; it completes without running.
+    fn decode(version: u16, payload: &serde_json::Value) -> Result<Option<Self>, JobFailure> {
+        if version > Self::VERSION {
+            return Err(JobFailure::permanent(format!(
+                "payload version {version} of {} is newer than this worker ({})",
+                Self::KIND,
+                Self::VERSION
+            )));
+        }
+        serde_json::from_value(payload.clone())
+            .map(Some)
+            .map_err(|e| {
+                JobFailure::permanent(format!(
+                    "payload of {} v{version} does not decode: {e}",
+                    Self::KIND
+                ))
+            })
+    }
+}
+
+/// Runs the jobs of one [`Job`] type: the worker decodes the payload and
+/// calls `run`. Register it with the worker by its type (the kind comes
+/// from `Self::Job::KIND`, never a string paired by hand).
+#[async_trait]
+pub trait HandleJob: Send + Sync + 'static {
+    type Job: Job;
+
+    async fn run(&self, job: Self::Job, ctx: &JobContext) -> Result<(), JobFailure>;
+}
+
+/// A [`HandleJob`] as the untyped [`JobHandler`] a worker runs.
+#[derive(Debug)]
+pub struct Typed<H>(pub std::sync::Arc<H>);
+
+#[async_trait]
+impl<H: HandleJob> JobHandler for Typed<H> {
+    async fn handle(&self, ctx: &JobContext) -> Result<(), JobFailure> {
+        match H::Job::decode(ctx.version, &ctx.payload)? {
+            Some(job) => self.0.run(job, ctx).await,
+            None => {
+                tracing::warn!(job_id = %ctx.id, kind = %ctx.kind, version = ctx.version,
+                    "a job of a version this worker no longer runs; completing it unrun");
+                Ok(())
+            }
+        }
+    }
 }

@@ -24,7 +24,8 @@ pub use events::{
 };
 pub use health::{HealthProbe, ProbeError};
 pub use jobs::{
-    EnqueueJobError, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob, UniqueKey,
+    EnqueueJobError, HandleJob, Job, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob,
+    Typed, UniqueKey,
 };
 pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,

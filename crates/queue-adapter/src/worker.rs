@@ -9,7 +9,7 @@ use crate::leases::{Held, HeldLease};
 use crate::periodic::Periodic;
 use crate::queue::{FailOutcome, LeaseOutcome, LeasedJob, QueueError, RedisJobQueue, now_ms};
 use futures_util::FutureExt as _;
-use ports::{JobContext, JobFailure, JobHandler, JobId, NewJob};
+use ports::{HandleJob, Job, JobContext, JobFailure, JobHandler, JobId, NewJob, Typed};
 use rand::Rng as _;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -189,10 +189,32 @@ impl JobWorker {
         }
     }
 
-    /// Runs jobs of `kind` with `handler`.
+    /// Runs jobs of `kind` with `handler` (an untyped handler; prefer
+    /// [`register`](Self::register)).
     pub fn handle(&mut self, kind: &str, handler: Arc<dyn JobHandler>) -> &mut Self {
         self.handlers.insert(kind.to_owned(), handler);
         self
+    }
+
+    /// Runs the jobs of `H::Job` (its `KIND`) with `handler`. Warns when
+    /// the job's queue is not one this worker takes jobs from: such jobs
+    /// would wait for another worker.
+    pub fn register<H: HandleJob>(&mut self, handler: Arc<H>) -> &mut Self {
+        let queue = <H::Job as Job>::QUEUE;
+        if !self.settings.queues.iter().any(|(q, _)| q == queue) {
+            tracing::warn!(
+                kind = <H::Job as Job>::KIND,
+                queue,
+                "this worker takes no jobs from the queue this job runs on"
+            );
+        }
+        self.handle(<H::Job as Job>::KIND, Arc::new(Typed(handler)))
+    }
+
+    /// Enqueues the job `J` with `payload` on every tick of `schedule`
+    /// (see [`periodic`](Self::periodic)), named by its kind.
+    pub fn every<J: Job>(&mut self, schedule: &str, payload: &J) -> anyhow::Result<&mut Self> {
+        self.periodic(J::KIND, schedule, NewJob::of(payload)?)
     }
 
     /// Enqueues `job` on every tick of `schedule` (a cron expression with

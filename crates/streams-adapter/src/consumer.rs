@@ -372,7 +372,7 @@ impl RedisStreamConsumer {
                 to_ack.push(entry.id.clone());
                 continue;
             }
-            if !handler.handles(event.event.event_type()) {
+            if !handler.handles(&event.event) {
                 to_ack.push(entry.id.clone());
                 continue;
             }

@@ -62,8 +62,8 @@ impl Recorder {
 
 #[async_trait]
 impl EventHandler for Recorder {
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == "user.created"
+    fn handles(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::UserCreated(_))
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {

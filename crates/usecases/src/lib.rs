@@ -8,13 +8,12 @@ pub mod welcome;
 
 pub use profiles::{DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService};
 pub use push::{
-    DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_DEVICE_JOB, PUSH_QUEUE,
-    PUSH_SEND_JOB, PushDeviceJob, PushNotifications, PushSendJob, SendPushToDevice,
-    SendTestPushError, TestPushReport,
+    DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_QUEUE, PushDeviceJob,
+    PushNotifications, PushSendJob, SendPushToDevice, SendTestPushError, TestPushReport,
 };
 pub use push_tokens::{ListPushTokensError, PushTokenService};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{
-    FORGET_RECIPIENTS_JOB, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,
-    WELCOME_JOB, WelcomeMailJob, WelcomeMailTrigger,
+    ForgetRecipientsJob, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,
+    WelcomeMailJob, WelcomeMailTrigger,
 };

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use domain::{FirebaseUid, Platform, PushToken, VerifiedIdentity};
 use ports::{
-    EnqueueJobError, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob, PushMessage,
+    EnqueueJobError, HandleJob, Job, JobContext, JobFailure, JobId, JobQueue, NewJob, PushMessage,
     PushSender, PushTokenRepository, SendPushError,
 };
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,6 @@ use thiserror::Error;
 
 /// The queue push jobs run on.
 pub const PUSH_QUEUE: &str = "push";
-/// To every device of one user: fans out to [`PUSH_DEVICE_JOB`]s.
-pub const PUSH_SEND_JOB: &str = "push:send";
-/// One message to one device.
-pub const PUSH_DEVICE_JOB: &str = "push:send-device";
 /// A user with more devices than this gets the message on the first ones.
 pub const MAX_DEVICES_PER_USER: usize = 500;
 /// Devices the test endpoint sends to at most (the most recently seen
@@ -30,18 +26,20 @@ const TEST_PUSH_CONCURRENCY: usize = 10;
 /// Retries of one device's message (transient FCM errors, with backoff).
 const DEVICE_JOB_RETRIES: u32 = 8;
 
-/// Payload of `push:send`, version 1.
+/// `push:send`: to every device of one user (fans out to [`PushDeviceJob`]s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSendJob {
     pub uid: FirebaseUid,
     pub message: PushMessage,
 }
 
-impl PushSendJob {
-    pub const VERSION: u16 = 1;
+impl Job for PushSendJob {
+    const KIND: &'static str = "push:send";
+    const QUEUE: &'static str = PUSH_QUEUE;
+    const VERSION: u16 = 1;
 }
 
-/// Payload of `push:send-device`, version 1.
+/// `push:send-device`: one message to one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushDeviceJob {
     pub uid: FirebaseUid,
@@ -49,8 +47,10 @@ pub struct PushDeviceJob {
     pub message: PushMessage,
 }
 
-impl PushDeviceJob {
-    pub const VERSION: u16 = 1;
+impl Job for PushDeviceJob {
+    const KIND: &'static str = "push:send-device";
+    const QUEUE: &'static str = PUSH_QUEUE;
+    const VERSION: u16 = 1;
 }
 
 /// What became of a message to one device.
@@ -237,9 +237,8 @@ impl PushNotifications {
             uid: uid.clone(),
             message,
         };
-        let job = NewJob::new(PUSH_SEND_JOB, PushSendJob::VERSION, &payload)
+        let job = NewJob::of(&payload)
             .map_err(|e| NotifyUserError::Unknown(e.into()))?
-            .on_queue(PUSH_QUEUE)
             .timeout(Duration::from_secs(60));
         match self.jobs.enqueue(job).await {
             Ok(id) => Ok(id),
@@ -348,15 +347,10 @@ impl FanOutPush {
 }
 
 #[async_trait]
-impl JobHandler for FanOutPush {
-    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
-        if job.version > PushSendJob::VERSION {
-            return Err(JobFailure::permanent(format!(
-                "payload version {} is newer than this worker",
-                job.version
-            )));
-        }
-        let payload: PushSendJob = job.payload()?;
+impl HandleJob for FanOutPush {
+    type Job = PushSendJob;
+
+    async fn run(&self, payload: PushSendJob, job: &JobContext) -> Result<(), JobFailure> {
         let mut after = None;
         let mut devices = 0;
         loop {
@@ -376,9 +370,8 @@ impl JobHandler for FanOutPush {
                     token: record.token.clone(),
                     message: payload.message.clone(),
                 };
-                let new = NewJob::new(PUSH_DEVICE_JOB, PushDeviceJob::VERSION, &device)
+                let new = NewJob::of(&device)
                     .map_err(|e| JobFailure::permanent(format!("cannot encode the job: {e}")))?
-                    .on_queue(PUSH_QUEUE)
                     .max_retries(DEVICE_JOB_RETRIES)
                     .timeout(Duration::from_secs(60))
                     .unique(
@@ -425,15 +418,10 @@ impl SendPushToDevice {
 }
 
 #[async_trait]
-impl JobHandler for SendPushToDevice {
-    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
-        if job.version > PushDeviceJob::VERSION {
-            return Err(JobFailure::permanent(format!(
-                "payload version {} is newer than this worker",
-                job.version
-            )));
-        }
-        let payload: PushDeviceJob = job.payload()?;
+impl HandleJob for SendPushToDevice {
+    type Job = PushDeviceJob;
+
+    async fn run(&self, payload: PushDeviceJob, _job: &JobContext) -> Result<(), JobFailure> {
         let d = deliver(
             self.sender.as_ref(),
             self.tokens.as_ref(),
@@ -468,6 +456,7 @@ impl JobHandler for SendPushToDevice {
 mod tests {
     use super::*;
     use domain::ProfileDefaults;
+    use ports::JobHandler as _;
     use ports::testing::{InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender};
 
     fn uid(s: &str) -> FirebaseUid {
@@ -527,7 +516,7 @@ mod tests {
         assert_eq!(queued.len(), 1);
         assert_eq!(
             (queued[0].1.kind.as_str(), queued[0].1.queue.as_str()),
-            (PUSH_SEND_JOB, PUSH_QUEUE)
+            (PushSendJob::KIND, PUSH_QUEUE)
         );
         let big = PushMessage {
             body: Some("x".repeat(5000)),
@@ -546,22 +535,28 @@ mod tests {
         let jobs = Arc::new(RecordingJobQueue::new());
         let fan = FanOutPush::new(store, jobs.clone());
         let job = ctx(
-            PUSH_SEND_JOB,
+            PushSendJob::KIND,
             serde_json::to_value(PushSendJob {
                 uid: uid("ada"),
                 message: hello(),
             })
             .unwrap(),
         );
-        fan.handle(&job).await.unwrap();
+        ports::Typed(Arc::new(fan.clone()))
+            .handle(&job)
+            .await
+            .unwrap();
         // A rerun of the same job adds nothing while those are queued.
-        fan.handle(&job).await.unwrap();
+        ports::Typed(Arc::new(fan.clone()))
+            .handle(&job)
+            .await
+            .unwrap();
         let queued = jobs.jobs();
         assert_eq!(queued.len(), 3);
         let mut targets: Vec<String> = queued
             .iter()
             .map(|(_, j)| {
-                assert_eq!(j.kind, PUSH_DEVICE_JOB);
+                assert_eq!(j.kind, PushDeviceJob::KIND);
                 j.payload["token"].as_str().unwrap().to_owned()
             })
             .collect();
@@ -589,7 +584,7 @@ mod tests {
         let h = SendPushToDevice::new(sender.clone(), store.clone());
         let run = |t: &str| {
             ctx(
-                PUSH_DEVICE_JOB,
+                PushDeviceJob::KIND,
                 serde_json::to_value(PushDeviceJob {
                     uid: uid("ada"),
                     token: token(t),
@@ -598,10 +593,19 @@ mod tests {
                 .unwrap(),
             )
         };
-        h.handle(&run("live")).await.unwrap();
-        h.handle(&run("dead")).await.unwrap();
+        ports::Typed(Arc::new(h.clone()))
+            .handle(&run("live"))
+            .await
+            .unwrap();
+        ports::Typed(Arc::new(h.clone()))
+            .handle(&run("dead"))
+            .await
+            .unwrap();
         assert_eq!(
-            h.handle(&run("busy")).await.unwrap_err(),
+            ports::Typed(Arc::new(h.clone()))
+                .handle(&run("busy"))
+                .await
+                .unwrap_err(),
             JobFailure::Retry {
                 error: format!(
                     "push provider unavailable (device {})",
@@ -611,11 +615,14 @@ mod tests {
             }
         );
         assert!(matches!(
-            h.handle(&run("quota")).await.unwrap_err(),
+            ports::Typed(Arc::new(h.clone())).handle(&run("quota")).await.unwrap_err(),
             JobFailure::Permanent { error } if error.contains("QUOTA_EXCEEDED")
         ));
         // The retry succeeds; the dead token is gone, the others stay.
-        h.handle(&run("busy")).await.unwrap();
+        ports::Typed(Arc::new(h.clone()))
+            .handle(&run("busy"))
+            .await
+            .unwrap();
         let left: Vec<String> = store
             .list_for_user(&uid("ada"), None, 100)
             .await

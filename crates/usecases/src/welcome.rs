@@ -14,8 +14,8 @@ use domain::{
     DisplayName, DomainEvent, Email, EventEnvelope, FirebaseUid, Mail, UserId, WelcomeMail,
 };
 use ports::{
-    ClaimWelcomeOutcome, EnqueueJobError, EventHandler, HandleEventError, JobContext, JobFailure,
-    JobHandler, JobQueue, Mailer, NewJob, SendHolder, SendMailError, WelcomeLedger,
+    ClaimWelcomeOutcome, EnqueueJobError, EventHandler, HandleEventError, HandleJob, Job,
+    JobContext, JobFailure, JobQueue, Mailer, NewJob, SendHolder, SendMailError, WelcomeLedger,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -23,8 +23,6 @@ use std::time::Duration;
 
 /// The consumer group that turns verified addresses into welcome mail jobs.
 pub const WELCOME_GROUP: &str = "welcome-mail";
-/// The job type that sends one welcome mail.
-pub const WELCOME_JOB: &str = "email:welcome";
 /// The queue mail jobs run on.
 pub const MAIL_QUEUE: &str = "mail";
 /// How long the unique key of a welcome job holds at most.
@@ -36,8 +34,7 @@ pub const WELCOME_RECIPIENT_WINDOW: Duration = Duration::from_secs(30 * 24 * 360
 /// earlier attempt's claim over at once (that lease was recovered).
 pub const WELCOME_SENDING_TTL: Duration = Duration::from_secs(180);
 
-/// Payload of `email:welcome`, version 2 (version 1, from before addresses
-/// had to be verified, carried the profile's address: it is not sent).
+/// `email:welcome`, version 2: one welcome mail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WelcomeMailJob {
     pub user_id: UserId,
@@ -47,9 +44,29 @@ pub struct WelcomeMailJob {
     pub display_name: Option<DisplayName>,
 }
 
-impl WelcomeMailJob {
-    pub const VERSION: u16 = 2;
+impl Job for WelcomeMailJob {
+    const KIND: &'static str = "email:welcome";
+    const QUEUE: &'static str = MAIL_QUEUE;
+    const VERSION: u16 = 2;
 
+    /// Version 1, from before addresses had to be verified, carried the
+    /// profile's address: it is completed without a mail.
+    fn decode(version: u16, payload: &serde_json::Value) -> Result<Option<Self>, JobFailure> {
+        if version < Self::VERSION {
+            return Ok(None);
+        }
+        if version > Self::VERSION {
+            return Err(JobFailure::permanent(format!(
+                "payload version {version} is newer than this worker"
+            )));
+        }
+        serde_json::from_value(payload.clone())
+            .map(Some)
+            .map_err(|e| JobFailure::permanent(format!("payload does not decode: {e}")))
+    }
+}
+
+impl WelcomeMailJob {
     /// The unique key: one live welcome job per uid.
     pub fn unique_key(uid: &FirebaseUid) -> String {
         format!("welcome:{uid}")
@@ -77,8 +94,11 @@ impl WelcomeMailTrigger {
 
 #[async_trait]
 impl EventHandler for WelcomeMailTrigger {
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "user.created" | "user.email_verified")
+    fn handles(&self, event: &DomainEvent) -> bool {
+        matches!(
+            event,
+            DomainEvent::UserCreated(_) | DomainEvent::EmailVerified(_)
+        )
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {
@@ -103,9 +123,8 @@ impl EventHandler for WelcomeMailTrigger {
             },
             DomainEvent::ProfileUpdated(_) | DomainEvent::UserDeleted(_) => return Ok(()),
         };
-        let job = NewJob::new(WELCOME_JOB, WelcomeMailJob::VERSION, &payload)
+        let job = NewJob::of(&payload)
             .map_err(|e| HandleEventError::Reject(format!("cannot encode the job: {e}")))?
-            .on_queue(MAIL_QUEUE)
             .unique(WelcomeMailJob::unique_key(&payload.uid), WELCOME_UNIQUE_TTL);
         match self.jobs.enqueue(job).await {
             Ok(id) => {
@@ -166,19 +185,10 @@ impl SendWelcomeMail {
 }
 
 #[async_trait]
-impl JobHandler for SendWelcomeMail {
-    async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
-        if job.version > WelcomeMailJob::VERSION {
-            return Err(JobFailure::permanent(format!(
-                "payload version {} is newer than this worker",
-                job.version
-            )));
-        }
-        if job.version < WelcomeMailJob::VERSION {
-            tracing::warn!(job_id = %job.id, version = job.version, "welcome job from before addresses had to be verified; not sent");
-            return Ok(());
-        }
-        let payload: WelcomeMailJob = job.payload()?;
+impl HandleJob for SendWelcomeMail {
+    type Job = WelcomeMailJob;
+
+    async fn run(&self, payload: WelcomeMailJob, job: &JobContext) -> Result<(), JobFailure> {
         let holder = SendHolder {
             job: job.id,
             lease: job.lease,
@@ -256,8 +266,16 @@ impl std::fmt::Debug for ForgetWelcomeRecipients {
     }
 }
 
-/// The periodic job that forgets old recipients.
-pub const FORGET_RECIPIENTS_JOB: &str = "email:forget-welcome-recipients";
+/// `email:forget-welcome-recipients`: the periodic job that forgets old
+/// recipients (no payload).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetRecipientsJob {}
+
+impl Job for ForgetRecipientsJob {
+    const KIND: &'static str = "email:forget-welcome-recipients";
+    const QUEUE: &'static str = MAIL_QUEUE;
+    const VERSION: u16 = 1;
+}
 
 impl ForgetWelcomeRecipients {
     pub fn new(ledger: Arc<dyn WelcomeLedger>) -> Self {
@@ -266,8 +284,10 @@ impl ForgetWelcomeRecipients {
 }
 
 #[async_trait]
-impl JobHandler for ForgetWelcomeRecipients {
-    async fn handle(&self, _job: &JobContext) -> Result<(), JobFailure> {
+impl HandleJob for ForgetWelcomeRecipients {
+    type Job = ForgetRecipientsJob;
+
+    async fn run(&self, _: ForgetRecipientsJob, _job: &JobContext) -> Result<(), JobFailure> {
         let n = self
             .ledger
             .forget_recipients(WELCOME_RECIPIENT_WINDOW)
@@ -285,8 +305,8 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use domain::{EmailVerified, UserCreated};
-    use ports::JobId;
     use ports::testing::{InMemoryWelcomeLedger, MailOutcome, RecordingJobQueue, RecordingMailer};
+    use ports::{JobHandler as _, JobId, Typed};
 
     fn uid(s: &str) -> FirebaseUid {
         FirebaseUid::parse(s).unwrap()
@@ -325,7 +345,7 @@ mod tests {
         let job = &queued[0].1;
         assert_eq!(
             (job.kind.as_str(), job.queue.as_str(), job.version),
-            (WELCOME_JOB, MAIL_QUEUE, 2)
+            (WelcomeMailJob::KIND, MAIL_QUEUE, 2)
         );
         let payload: WelcomeMailJob = serde_json::from_value(job.payload.clone()).unwrap();
         assert_eq!(
@@ -354,7 +374,7 @@ mod tests {
             }),
             Utc::now(),
         );
-        assert!(trigger.handles("user.email_verified"));
+        assert!(trigger.handles(&verified.event));
         trigger.handle(&verified).await.unwrap();
         let queued = jobs.jobs();
         assert_eq!(queued.len(), 1);
@@ -365,7 +385,7 @@ mod tests {
     fn job_for(payload: &WelcomeMailJob, id: JobId, lease: u64) -> JobContext {
         JobContext {
             id,
-            kind: WELCOME_JOB.into(),
+            kind: WelcomeMailJob::KIND.into(),
             version: WelcomeMailJob::VERSION,
             payload: serde_json::to_value(payload).unwrap(),
             queue: MAIL_QUEUE.into(),
@@ -384,10 +404,11 @@ mod tests {
         }
     }
 
-    fn handler() -> (SendWelcomeMail, Arc<RecordingMailer>) {
+    /// The handler as the worker runs it (payload decoded by `Typed`).
+    fn handler() -> (Typed<SendWelcomeMail>, Arc<RecordingMailer>) {
         let mailer = Arc::new(RecordingMailer::new());
         let handler = SendWelcomeMail::new(mailer.clone(), Arc::new(InMemoryWelcomeLedger::new()));
-        (handler, mailer)
+        (Typed(Arc::new(handler)), mailer)
     }
 
     #[tokio::test]
@@ -430,7 +451,10 @@ mod tests {
     async fn another_job_waits_while_a_send_is_in_flight_but_a_recovered_lease_goes_at_once() {
         let mailer = Arc::new(RecordingMailer::new());
         let ledger = Arc::new(InMemoryWelcomeLedger::new());
-        let handler = SendWelcomeMail::new(mailer.clone(), ledger.clone());
+        let handler = Typed(Arc::new(SendWelcomeMail::new(
+            mailer.clone(),
+            ledger.clone(),
+        )));
         let p = payload("ada", "ada@example.com");
         // A worker claimed the send under lease 1 of this job, then died.
         let job = JobId::new();
@@ -511,6 +535,10 @@ mod tests {
             trigger.handle(&created(None, Some("a@b.com"))).await,
             Err(HandleEventError::Retry(_))
         ));
-        assert!(!trigger.handles("user.deleted"));
+        let deleted = DomainEvent::UserDeleted(domain::UserDeleted {
+            user_id: UserId::new(),
+            uid: uid("u"),
+        });
+        assert!(!trigger.handles(&deleted));
     }
 }

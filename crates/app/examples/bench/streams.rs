@@ -16,7 +16,7 @@ struct Count(AtomicUsize);
 
 #[async_trait]
 impl EventHandler for Count {
-    fn handles(&self, _: &str) -> bool {
+    fn handles(&self, _: &domain::DomainEvent) -> bool {
         true
     }
     async fn handle(&self, _: &EventEnvelope) -> Result<(), HandleEventError> {

@@ -22,7 +22,7 @@ struct KeepsUp;
 
 #[async_trait::async_trait]
 impl EventHandler for KeepsUp {
-    fn handles(&self, _: &str) -> bool {
+    fn handles(&self, _: &domain::DomainEvent) -> bool {
         true
     }
     async fn handle(&self, _: &domain::EventEnvelope) -> Result<(), HandleEventError> {
