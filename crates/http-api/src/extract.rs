@@ -102,15 +102,70 @@ impl FromRequest for Authenticated {
 impl Apiv2Schema for Authenticated {}
 impl OperationModifier for Authenticated {}
 
-/// A JSON body, deserialized and then validated with garde.
+/// A request body whose validation is its parsing: garde runs each field's
+/// domain parser once (`parse_into`, `required_into`), keeping what parsed
+/// in the validation's context, and `parsed` hands the domain values over.
+/// So the rules a field obeys are its domain type's, stated once.
+pub trait ParseBody: garde::Validate {
+    /// What the handler gets.
+    type Parsed;
+
+    /// A fresh context for one validation.
+    fn context() -> Self::Context;
+
+    /// The values validation parsed; `None` only if a rule that requires a
+    /// value let the body through without one (a bug, answered 500).
+    fn parsed(self, context: Self::Context) -> Option<Self::Parsed>;
+}
+
+/// The slots validation fills, for [`ParseBody::Context`].
+pub type Slots<T> = std::cell::RefCell<T>;
+
+/// A garde rule for an optional field: parses it with `parse` (a domain
+/// parser, whose error is the field's message) and stores the value with
+/// `store`.
+pub fn parse_into<T, V, E: std::fmt::Display>(
+    parse: impl Fn(&str) -> Result<V, E>,
+    store: impl Fn(&mut T, V),
+) -> impl FnOnce(&Option<String>, &Slots<T>) -> garde::Result {
+    move |value, slots| match value {
+        None => Ok(()),
+        Some(v) => match parse(v) {
+            Ok(parsed) => {
+                store(&mut slots.borrow_mut(), parsed);
+                Ok(())
+            }
+            Err(e) => Err(garde::Error::new(e.to_string())),
+        },
+    }
+}
+
+/// Like [`parse_into`], for a field that must be present.
+pub fn required_into<T, V, E: std::fmt::Display>(
+    parse: impl Fn(&str) -> Result<V, E>,
+    store: impl Fn(&mut T, V),
+) -> impl FnOnce(&Option<String>, &Slots<T>) -> garde::Result {
+    move |value, slots| match value {
+        None => Err(garde::Error::new("is required")),
+        some => parse_into(parse, store)(some, slots),
+    }
+}
+
+/// A JSON body, deserialized, then validated and parsed with garde (see
+/// [`ParseBody`]); holds the parsed value.
 ///
 /// - not `application/json` (or `+json`): 415
 /// - larger than the configured limit: 413 (checked before reading, and while reading)
 /// - not JSON, or not the expected shape (including unknown fields): 400
 ///   `invalid_request_body`, with the position but never the parser's text
 /// - fields that fail validation: 422 `validation_failed` with JSON pointers
-#[derive(Debug)]
-pub struct ValidJson<T>(pub T);
+pub struct ValidJson<T: ParseBody>(pub T::Parsed);
+
+impl<T: ParseBody> std::fmt::Debug for ValidJson<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidJson").finish_non_exhaustive()
+    }
+}
 
 fn is_json(req: &HttpRequest) -> bool {
     match req.mime_type() {
@@ -145,7 +200,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 
 impl<T> FromRequest for ValidJson<T>
 where
-    T: DeserializeOwned + garde::Validate<Context = ()> + 'static,
+    T: DeserializeOwned + ParseBody + 'static,
 {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -185,15 +240,20 @@ where
             }
             let value: T = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::MalformedBody(describe_json_error(&e)))?;
+            let context = T::context();
             value
-                .validate()
+                .validate_with(&context)
                 .map_err(|report| ApiError::Validation(field_errors(&report)))?;
-            Ok(ValidJson(value))
+            value.parsed(context).map(ValidJson).ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "validation passed without a required value"
+                ))
+            })
         })
     }
 }
 
-impl<T: Apiv2Schema> Apiv2Schema for ValidJson<T> {
+impl<T: Apiv2Schema + ParseBody> Apiv2Schema for ValidJson<T> {
     fn name() -> Option<String> {
         T::name()
     }
@@ -207,7 +267,7 @@ impl<T: Apiv2Schema> Apiv2Schema for ValidJson<T> {
     }
 }
 
-impl<T: Apiv2Schema> OperationModifier for ValidJson<T> {
+impl<T: Apiv2Schema + ParseBody> OperationModifier for ValidJson<T> {
     fn update_parameter(op: &mut DefaultOperationRaw) {
         <web::Json<T> as OperationModifier>::update_parameter(op);
     }

@@ -9,7 +9,9 @@ mod readiness;
 mod routes;
 mod state;
 
-pub use extract::{Authenticated, ValidJson, bearer_token};
+pub use extract::{
+    Authenticated, ParseBody, Slots, ValidJson, bearer_token, parse_into, required_into,
+};
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use openapi::openapi_spec;
 pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};

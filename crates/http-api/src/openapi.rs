@@ -165,19 +165,10 @@ fn complete(mut spec: Value) -> Value {
                 responses["422"] =
                     problem_response("Invalid fields (`validation_failed`); see `errors`.");
             }
-            match (path.as_str(), method.as_str()) {
-                ("/api/v1/me", "get" | "delete") => {
-                    responses["404"] = problem_response("No profile yet (`profile_not_found`).");
-                }
-                ("/api/v1/push-tokens/{token}", "delete") => {
-                    responses["404"] = problem_response("Not your token (`push_token_not_found`).");
-                }
-                ("/api/v1/push-tokens", "get") => {
-                    responses["400"] = problem_response(
-                        "Invalid cursor or query (`invalid_cursor`, `bad_request`).",
-                    );
-                }
-                _ => {}
+            let operation = op["operationId"].as_str().unwrap_or_default().to_owned();
+            let responses = &mut op["responses"];
+            for p in routes::problems().filter(|p| p.operation == operation) {
+                responses[p.status.to_string()] = problem_response(p.description);
             }
         }
     }

@@ -6,12 +6,16 @@ pub mod push_tokens;
 pub mod relay;
 pub mod welcome;
 
-pub use profiles::{DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService};
+pub use profiles::{
+    DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService, UpdateProfileError,
+};
 pub use push::{
     DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_QUEUE, PushDeviceJob,
     PushNotifications, PushSendJob, SendPushToDevice, SendTestPushError, TestPushReport,
 };
-pub use push_tokens::{ListPushTokensError, PushTokenService};
+pub use push_tokens::{
+    ListPushTokensError, PushTokenService, RegisterDeviceError, UnregisterDeviceError,
+};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{
     ForgetRecipientsJob, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,

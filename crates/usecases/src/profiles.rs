@@ -29,6 +29,23 @@ impl From<FindUserError> for GetProfileError {
 }
 
 #[derive(Debug, Error)]
+pub enum UpdateProfileError {
+    #[error("profile store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<UpsertProfileError> for UpdateProfileError {
+    fn from(e: UpsertProfileError) -> Self {
+        match e {
+            UpsertProfileError::Unavailable(e) => UpdateProfileError::Unavailable(e),
+            UpsertProfileError::Unknown(e) => UpdateProfileError::Unknown(e),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
 pub enum DeleteAccountError {
     #[error("no profile for this user")]
     NotFound,
@@ -94,7 +111,7 @@ impl ProfileService {
         &self,
         caller: &VerifiedIdentity,
         patch: &ProfilePatch,
-    ) -> Result<UpsertedProfile, UpsertProfileError> {
+    ) -> Result<UpsertedProfile, UpdateProfileError> {
         let upserted = self
             .users
             .upsert_profile(&caller.uid, patch, &caller.profile_defaults())

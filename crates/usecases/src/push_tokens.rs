@@ -34,6 +34,44 @@ impl From<ports::ListPushTokensError> for ListPushTokensError {
     }
 }
 
+#[derive(Debug, Error)]
+pub enum RegisterDeviceError {
+    #[error("push token store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<RegisterPushTokenError> for RegisterDeviceError {
+    fn from(e: RegisterPushTokenError) -> Self {
+        match e {
+            RegisterPushTokenError::Unavailable(e) => RegisterDeviceError::Unavailable(e),
+            RegisterPushTokenError::Unknown(e) => RegisterDeviceError::Unknown(e),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum UnregisterDeviceError {
+    /// The token is not registered to the caller (it may be someone else's).
+    #[error("push token not registered for this user")]
+    NotFound,
+    #[error("push token store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<UnregisterPushTokenError> for UnregisterDeviceError {
+    fn from(e: UnregisterPushTokenError) -> Self {
+        match e {
+            UnregisterPushTokenError::NotFound => UnregisterDeviceError::NotFound,
+            UnregisterPushTokenError::Unavailable(e) => UnregisterDeviceError::Unavailable(e),
+            UnregisterPushTokenError::Unknown(e) => UnregisterDeviceError::Unknown(e),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct PushTokenService {
     tokens: Arc<dyn PushTokenRepository>,
@@ -58,7 +96,7 @@ impl PushTokenService {
         caller: &VerifiedIdentity,
         token: &PushToken,
         platform: Platform,
-    ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
+    ) -> Result<RegisteredPushToken, RegisterDeviceError> {
         let registered = self
             .tokens
             .register(&caller.uid, token, platform, &caller.profile_defaults())
@@ -77,8 +115,8 @@ impl PushTokenService {
         &self,
         caller: &VerifiedIdentity,
         token: &PushToken,
-    ) -> Result<(), UnregisterPushTokenError> {
-        self.tokens.unregister(&caller.uid, token).await
+    ) -> Result<(), UnregisterDeviceError> {
+        Ok(self.tokens.unregister(&caller.uid, token).await?)
     }
 
     /// A page of the caller's tokens. `cursor` is the `next_cursor` of the

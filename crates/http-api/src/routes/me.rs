@@ -1,15 +1,15 @@
 //! `/api/v1/me`: the caller's own profile.
 
-use super::{Upserted, internal, unavailable};
-use crate::extract::{Authenticated, ValidJson};
-use crate::problem::{ApiError, FieldError};
+use super::{RouteProblem, Upserted};
+use crate::extract::{Authenticated, ParseBody, Slots, ValidJson, parse_into};
+use crate::problem::ApiError;
 use crate::state::ApiState;
 use chrono::{DateTime, Utc};
 use domain::{DisplayName, Email, PhotoUrl, ProfilePatch, User};
 use paperclip::actix::{Apiv2Schema, NoContent, api_v2_operation, web};
-use ports::{UpsertOutcome, UpsertProfileError};
+use ports::UpsertOutcome;
 use serde::{Deserialize, Serialize};
-use usecases::{DeleteAccountError, GetProfileError};
+use usecases::{DeleteAccountError, GetProfileError, UpdateProfileError};
 use uuid::Uuid;
 
 /// A profile as clients see it.
@@ -45,62 +45,79 @@ impl From<User> for ProfileResponse {
 /// token's claims (`email`, `name`, `picture`).
 #[derive(Debug, Default, Deserialize, garde::Validate, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
+#[garde(context(Slots<ProfilePatch>))]
 pub struct UpdateProfileRequest {
     /// An e-mail address, at most 254 characters.
-    #[garde(custom(parses(Email::parse)))]
+    #[garde(custom(parse_into(Email::parse, |p: &mut ProfilePatch, v| p.email = Some(v))))]
     pub email: Option<String>,
     /// 1 to 100 characters after trimming; no control characters.
-    #[garde(custom(parses(DisplayName::parse)))]
+    #[garde(custom(parse_into(DisplayName::parse, |p: &mut ProfilePatch, v| p.display_name = Some(v))))]
     pub display_name: Option<String>,
     /// An absolute http(s) URL, at most 2048 characters.
-    #[garde(custom(parses(PhotoUrl::parse)))]
+    #[garde(custom(parse_into(PhotoUrl::parse, |p: &mut ProfilePatch, v| p.photo_url = Some(v))))]
     pub photo_url: Option<String>,
 }
 
-/// A garde rule that accepts what a domain parser accepts, with its message.
-pub(crate) fn parses<T, E: std::fmt::Display>(
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
-    move |value, _| match value {
-        Some(v) => parse(v)
-            .map(drop)
-            .map_err(|e| garde::Error::new(e.to_string())),
-        None => Ok(()),
+impl ParseBody for UpdateProfileRequest {
+    type Parsed = ProfilePatch;
+
+    fn context() -> Slots<ProfilePatch> {
+        Slots::default()
+    }
+
+    fn parsed(self, context: Slots<ProfilePatch>) -> Option<ProfilePatch> {
+        Some(context.into_inner())
     }
 }
 
-/// Parses an optional field that validation already accepted; a failure here
-/// would be a validator/parser mismatch, reported as a 422 all the same.
-pub(crate) fn parse_field<T, E: std::fmt::Display>(
-    field: &str,
-    value: Option<&str>,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<Option<T>, ApiError> {
-    value
-        .map(|v| {
-            parse(v).map_err(|e| {
-                ApiError::Validation(vec![FieldError {
-                    pointer: format!("/{field}"),
-                    detail: e.to_string(),
-                }])
-            })
-        })
-        .transpose()
-}
-
-impl UpdateProfileRequest {
-    fn into_patch(self) -> Result<ProfilePatch, ApiError> {
-        Ok(ProfilePatch {
-            email: parse_field("email", self.email.as_deref(), Email::parse)?,
-            display_name: parse_field(
-                "display_name",
-                self.display_name.as_deref(),
-                DisplayName::parse,
-            )?,
-            photo_url: parse_field("photo_url", self.photo_url.as_deref(), PhotoUrl::parse)?,
-        })
+impl From<GetProfileError> for ApiError {
+    fn from(e: GetProfileError) -> Self {
+        match e {
+            GetProfileError::NotFound => ApiError::NotFound {
+                code: "profile_not_found",
+                detail: "You have no profile yet; PATCH /api/v1/me creates it.",
+            },
+            GetProfileError::Unavailable(e) => ApiError::Unavailable(e),
+            GetProfileError::Unknown(e) => ApiError::Internal(e),
+        }
     }
 }
+
+impl From<UpdateProfileError> for ApiError {
+    fn from(e: UpdateProfileError) -> Self {
+        match e {
+            UpdateProfileError::Unavailable(e) => ApiError::Unavailable(e),
+            UpdateProfileError::Unknown(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<DeleteAccountError> for ApiError {
+    fn from(e: DeleteAccountError) -> Self {
+        match e {
+            DeleteAccountError::NotFound => ApiError::NotFound {
+                code: "profile_not_found",
+                detail: "You have no profile to delete.",
+            },
+            DeleteAccountError::Unavailable(e) => ApiError::Unavailable(e),
+            DeleteAccountError::Unknown(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// The problems these routes answer beyond the ones every route shares.
+pub(crate) const PROBLEMS: &[RouteProblem] = &[
+    RouteProblem {
+        operation: "getMe",
+        status: 404,
+        description: "No profile yet (`profile_not_found`).",
+    },
+    RouteProblem {
+        operation: "deleteMe",
+        status: 404,
+        description: "No profile yet (`profile_not_found`).",
+    },
+];
 
 /// Get my profile
 ///
@@ -111,15 +128,8 @@ pub(crate) async fn get_me(
     state: web::Data<ApiState>,
     caller: Authenticated,
 ) -> Result<web::Json<ProfileResponse>, ApiError> {
-    match state.profiles.get(&caller.0).await {
-        Ok(user) => Ok(web::Json(user.into())),
-        Err(GetProfileError::NotFound) => Err(ApiError::NotFound {
-            code: "profile_not_found",
-            detail: "You have no profile yet; PATCH /api/v1/me creates it.",
-        }),
-        Err(GetProfileError::Unavailable(e)) => Err(unavailable(e)),
-        Err(GetProfileError::Unknown(e)) => Err(internal(e)),
-    }
+    let user = state.profiles.get(&caller.0).await?;
+    Ok(web::Json(user.into()))
 }
 
 /// Create or update my profile
@@ -132,33 +142,22 @@ pub(crate) async fn patch_me(
     caller: Authenticated,
     body: ValidJson<UpdateProfileRequest>,
 ) -> Result<Upserted<ProfileResponse>, ApiError> {
-    let patch = body.0.into_patch()?;
-    match state.profiles.upsert(&caller.0, &patch).await {
-        Ok(up) => Ok(Upserted {
-            created: up.outcome == UpsertOutcome::Created,
-            body: up.user.into(),
-        }),
-        Err(UpsertProfileError::Unavailable(e)) => Err(unavailable(e)),
-        Err(UpsertProfileError::Unknown(e)) => Err(internal(e)),
-    }
+    let up = state.profiles.upsert(&caller.0, &body.0).await?;
+    Ok(Upserted {
+        created: up.outcome == UpsertOutcome::Created,
+        body: up.user.into(),
+    })
 }
 
 /// Delete my account
 ///
-/// Deletes the profile and every push token (204). 404 when there is no
-/// profile.
+/// Deletes the profile and every push token (204), and closes the
+/// account's WebSockets. 404 when there is no profile.
 #[api_v2_operation(tags(Profile), operation_id = "deleteMe")]
 pub(crate) async fn delete_me(
     state: web::Data<ApiState>,
     caller: Authenticated,
 ) -> Result<NoContent, ApiError> {
-    match state.profiles.delete(&caller.0).await {
-        Ok(()) => Ok(NoContent),
-        Err(DeleteAccountError::NotFound) => Err(ApiError::NotFound {
-            code: "profile_not_found",
-            detail: "You have no profile to delete.",
-        }),
-        Err(DeleteAccountError::Unavailable(e)) => Err(unavailable(e)),
-        Err(DeleteAccountError::Unknown(e)) => Err(internal(e)),
-    }
+    state.profiles.delete(&caller.0).await?;
+    Ok(NoContent)
 }

@@ -6,7 +6,6 @@ pub(crate) mod me;
 pub(crate) mod push_tokens;
 pub(crate) mod test_push;
 
-use crate::problem::ApiError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use paperclip::actix::{OperationModifier, web};
@@ -94,11 +93,20 @@ impl<T: Apiv2Schema> OperationModifier for Upserted<T> {
     }
 }
 
-/// Maps the port/use-case error vocabulary onto HTTP.
-pub(crate) fn unavailable(e: anyhow::Error) -> ApiError {
-    ApiError::Unavailable(e)
+/// A problem one operation answers beyond those every route shares (the
+/// extractors' 400/401/413/415/422/429 and the 500/503 of any failure).
+/// Each route module lists its own, beside the `From` impls that produce
+/// them; the OpenAPI document is completed from these lists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteProblem {
+    /// The operation's `operation_id`.
+    pub operation: &'static str,
+    pub status: u16,
+    /// What it means, naming its `code`.
+    pub description: &'static str,
 }
 
-pub(crate) fn internal(e: anyhow::Error) -> ApiError {
-    ApiError::Internal(e)
+/// Every route module's [`RouteProblem`]s.
+pub(crate) fn problems() -> impl Iterator<Item = &'static RouteProblem> {
+    [me::PROBLEMS, push_tokens::PROBLEMS].into_iter().flatten()
 }

@@ -1,38 +1,98 @@
 //! `/api/v1/push-tokens`: the caller's FCM registration tokens.
 
-use super::me::{parse_field, parses};
-use super::{internal, unavailable};
-use crate::extract::{Authenticated, ValidJson};
-use crate::problem::{ApiError, FieldError};
+use super::RouteProblem;
+use crate::extract::{Authenticated, ParseBody, Slots, ValidJson, required_into};
+use crate::problem::ApiError;
 use crate::state::ApiState;
 use chrono::{DateTime, Utc};
 use domain::{Platform, PushToken, PushTokenRecord};
 use paperclip::actix::{Apiv2Schema, NoContent, api_v2_operation, web};
-use ports::{RegisterPushTokenError, UnregisterPushTokenError};
 use serde::{Deserialize, Serialize};
-use usecases::ListPushTokensError;
+use usecases::{ListPushTokensError, RegisterDeviceError, UnregisterDeviceError};
 
 /// A device registration.
 #[derive(Debug, Deserialize, garde::Validate, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
+#[garde(context(Slots<DeviceSlots>))]
 pub struct RegisterPushTokenRequest {
     /// The FCM registration token (1 to 4096 printable ASCII characters).
-    #[garde(custom(required_and(PushToken::parse)))]
+    #[garde(custom(required_into(PushToken::parse, |d: &mut DeviceSlots, v| d.token = Some(v))))]
     pub token: Option<String>,
     /// `ios`, `android` or `web`.
-    #[garde(custom(required_and(|p: &str| p.parse::<Platform>())))]
+    #[garde(custom(required_into(|p: &str| p.parse::<Platform>(), |d: &mut DeviceSlots, v| d.platform = Some(v))))]
     pub platform: Option<String>,
 }
 
-/// Like [`parses`], but the field must be present.
-fn required_and<T, E: std::fmt::Display>(
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
-    move |value, ctx| match value {
-        None => Err(garde::Error::new("is required")),
-        some => parses(parse)(some, ctx),
+/// What validating a registration parsed.
+#[derive(Debug, Default)]
+pub struct DeviceSlots {
+    token: Option<PushToken>,
+    platform: Option<Platform>,
+}
+
+impl ParseBody for RegisterPushTokenRequest {
+    type Parsed = (PushToken, Platform);
+
+    fn context() -> Slots<DeviceSlots> {
+        Slots::default()
+    }
+
+    fn parsed(self, context: Slots<DeviceSlots>) -> Option<(PushToken, Platform)> {
+        let slots = context.into_inner();
+        Some((slots.token?, slots.platform?))
     }
 }
+
+impl From<RegisterDeviceError> for ApiError {
+    fn from(e: RegisterDeviceError) -> Self {
+        match e {
+            RegisterDeviceError::Unavailable(e) => ApiError::Unavailable(e),
+            RegisterDeviceError::Unknown(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+const TOKEN_NOT_FOUND: ApiError = ApiError::NotFound {
+    code: "push_token_not_found",
+    detail: "This token is not registered to you.",
+};
+
+impl From<UnregisterDeviceError> for ApiError {
+    fn from(e: UnregisterDeviceError) -> Self {
+        match e {
+            UnregisterDeviceError::NotFound => TOKEN_NOT_FOUND,
+            UnregisterDeviceError::Unavailable(e) => ApiError::Unavailable(e),
+            UnregisterDeviceError::Unknown(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<ListPushTokensError> for ApiError {
+    fn from(e: ListPushTokensError) -> Self {
+        match e {
+            ListPushTokensError::InvalidCursor => ApiError::BadRequest {
+                code: "invalid_cursor",
+                detail: "The cursor is not one this service issued for this list.".into(),
+            },
+            ListPushTokensError::Unavailable(e) => ApiError::Unavailable(e),
+            ListPushTokensError::Unknown(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// The problems these routes answer beyond the ones every route shares.
+pub(crate) const PROBLEMS: &[RouteProblem] = &[
+    RouteProblem {
+        operation: "unregisterPushToken",
+        status: 404,
+        description: "Not your token (`push_token_not_found`).",
+    },
+    RouteProblem {
+        operation: "listPushTokens",
+        status: 400,
+        description: "Invalid cursor or query (`invalid_cursor`, `bad_request`).",
+    },
+];
 
 /// A registered device token.
 #[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
@@ -71,13 +131,6 @@ pub(crate) struct ListQuery {
     pub limit: Option<i64>,
 }
 
-fn missing(field: &str) -> ApiError {
-    ApiError::Validation(vec![FieldError {
-        pointer: format!("/{field}"),
-        detail: "is required".into(),
-    }])
-}
-
 /// Register a device token
 ///
 /// Idempotent: registering the same token again refreshes it; a token last
@@ -89,20 +142,12 @@ pub(crate) async fn register(
     caller: Authenticated,
     body: ValidJson<RegisterPushTokenRequest>,
 ) -> Result<web::Json<PushTokenResponse>, ApiError> {
-    let body = body.0;
-    let token = parse_field("token", body.token.as_deref(), PushToken::parse)?
-        .ok_or_else(|| missing("token"))?;
-    let platform = parse_field("platform", body.platform.as_deref(), str::parse::<Platform>)?
-        .ok_or_else(|| missing("platform"))?;
-    match state
+    let (token, platform) = body.0;
+    let registered = state
         .push_tokens
         .register(&caller.0, &token, platform)
-        .await
-    {
-        Ok(registered) => Ok(web::Json(registered.record.into())),
-        Err(RegisterPushTokenError::Unavailable(e)) => Err(unavailable(e)),
-        Err(RegisterPushTokenError::Unknown(e)) => Err(internal(e)),
-    }
+        .await?;
+    Ok(web::Json(registered.record.into()))
 }
 
 /// Unregister a device token
@@ -114,19 +159,10 @@ pub(crate) async fn unregister(
     caller: Authenticated,
     token: web::Path<String>,
 ) -> Result<NoContent, ApiError> {
-    let not_found = ApiError::NotFound {
-        code: "push_token_not_found",
-        detail: "This token is not registered to you.",
-    };
-    let Ok(token) = PushToken::parse(&token.into_inner()) else {
-        return Err(not_found);
-    };
-    match state.push_tokens.unregister(&caller.0, &token).await {
-        Ok(()) => Ok(NoContent),
-        Err(UnregisterPushTokenError::NotFound) => Err(not_found),
-        Err(UnregisterPushTokenError::Unavailable(e)) => Err(unavailable(e)),
-        Err(UnregisterPushTokenError::Unknown(e)) => Err(internal(e)),
-    }
+    // A token that does not parse is registered to nobody.
+    let token = PushToken::parse(&token.into_inner()).map_err(|_| TOKEN_NOT_FOUND)?;
+    state.push_tokens.unregister(&caller.0, &token).await?;
+    Ok(NoContent)
 }
 
 /// List my device tokens
@@ -139,20 +175,12 @@ pub(crate) async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<PushTokenPage>, ApiError> {
     let query = query.into_inner();
-    match state
+    let page = state
         .push_tokens
         .list(&caller.0, query.cursor.as_deref(), query.limit)
-        .await
-    {
-        Ok(page) => Ok(web::Json(PushTokenPage {
-            items: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_cursor,
-        })),
-        Err(ListPushTokensError::InvalidCursor) => Err(ApiError::BadRequest {
-            code: "invalid_cursor",
-            detail: "The cursor is not one this service issued for this list.".into(),
-        }),
-        Err(ListPushTokensError::Unavailable(e)) => Err(unavailable(e)),
-        Err(ListPushTokensError::Unknown(e)) => Err(internal(e)),
-    }
+        .await?;
+    Ok(web::Json(PushTokenPage {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }

@@ -1,6 +1,5 @@
 //! `POST /api/v1/me/test-push`: a test notification to the caller's devices.
 
-use super::{internal, unavailable};
 use crate::extract::Authenticated;
 use crate::problem::ApiError;
 use crate::state::ApiState;
@@ -66,23 +65,27 @@ pub(crate) async fn send_test_push(
     state: web::Data<ApiState>,
     caller: Authenticated,
 ) -> Result<web::Json<TestPushResponse>, ApiError> {
-    match state.push.send_test(&caller.0).await {
-        Ok(report) => {
-            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-            let sent = report
-                .deliveries
-                .iter()
-                .filter(|d| d.outcome == DeliveryOutcome::Sent)
-                .count();
-            Ok(web::Json(TestPushResponse {
-                live: state.push.is_live(),
-                devices: count(report.deliveries.len()),
-                sent: count(sent),
-                skipped: count(report.skipped),
-                results: report.deliveries.into_iter().map(Into::into).collect(),
-            }))
+    let report = state.push.send_test(&caller.0).await?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let sent = report
+        .deliveries
+        .iter()
+        .filter(|d| d.outcome == DeliveryOutcome::Sent)
+        .count();
+    Ok(web::Json(TestPushResponse {
+        live: state.push.is_live(),
+        devices: count(report.deliveries.len()),
+        sent: count(sent),
+        skipped: count(report.skipped),
+        results: report.deliveries.into_iter().map(Into::into).collect(),
+    }))
+}
+
+impl From<SendTestPushError> for ApiError {
+    fn from(e: SendTestPushError) -> Self {
+        match e {
+            SendTestPushError::Unavailable(e) => ApiError::Unavailable(e),
+            SendTestPushError::Unknown(e) => ApiError::Internal(e),
         }
-        Err(SendTestPushError::Unavailable(e)) => Err(unavailable(e)),
-        Err(SendTestPushError::Unknown(e)) => Err(internal(e)),
     }
 }
