@@ -157,13 +157,19 @@ fn violations(ws: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
                 broken.push(format!("{name} depends on drivers {drivers:?}"));
             }
         }
-        if name != "app" && name != "test-support" && inner.contains("app") {
+        // Only the tools around the app may depend on it: test-support
+        // (spawn_app) and the bench/chaos harness.
+        if !matches!(name.as_str(), "app" | "test-support" | "harness") && inner.contains("app") {
             broken.push(format!("{name} depends on app"));
         }
-        if name != "test-support" && inner.contains("test-support") {
+        if !matches!(name.as_str(), "test-support" | "harness") && inner.contains("test-support") {
             broken.push(format!(
                 "{name} depends on test-support outside [dev-dependencies]"
             ));
+        }
+        // The harness is a tool, never part of what ships.
+        if inner.contains("harness") {
+            broken.push(format!("{name} depends on harness"));
         }
     }
     broken
@@ -238,6 +244,7 @@ fn every_crate_keeps_the_dependency_rules() {
         "ws-hub",
         "http-api",
         "test-support",
+        "harness",
         "app",
     ] {
         assert!(ws.contains_key(required), "crate {required} is missing");
@@ -265,6 +272,7 @@ fn the_rule_check_catches_each_kind_of_violation() {
         .insert("usecases".into());
     ws.get_mut("usecases").unwrap().insert("fred".into());
     ws.get_mut("ws-hub").unwrap().insert("test-support".into());
+    ws.get_mut("app").unwrap().insert("harness".into());
     let broken = violations(&ws);
-    assert_eq!(broken.len(), 7, "{broken:?}");
+    assert_eq!(broken.len(), 8, "{broken:?}");
 }

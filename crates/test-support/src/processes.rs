@@ -64,35 +64,83 @@ impl RedisProcess {
         }
     }
 
-    /// Starts the server again on the same port and waits until it answers.
+    /// Stops the server as an operator would (`redis-cli shutdown`,
+    /// systemd): SIGTERM, then waits for it to flush its AOF and exit.
+    /// Returns how long that took; kills it after 10 s.
+    pub fn stop_gracefully(&mut self) -> Duration {
+        let Some(mut child) = self.child.take() else {
+            return Duration::ZERO;
+        };
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return t.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        t.elapsed()
+    }
+
+    /// Starts the server again on the same port (and, when persistent, the
+    /// same directory: it reloads its AOF) and waits until it answers PING,
+    /// not merely accepts connections while it is still loading.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.dir {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir)
+                    .args(["--logfile", "redis.log"]);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !pong(self.port) {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not start on port {}",
+                "redis-server did not answer PING on port {}",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Whether the Redis on `port` answers PING (a loading one answers an error).
+fn pong(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0_u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisProcess {

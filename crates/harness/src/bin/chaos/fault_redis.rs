@@ -5,12 +5,12 @@
 use crate::Outcome;
 use crate::auth::Keys;
 use crate::faults::{account, env, problem_with_retry_after, wait_mails};
-use crate::private_redis::PersistentRedis;
 use crate::tools;
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use test_support::{SmtpSink, TestDb};
+use test_support::{RedisProcess, SmtpSink, TestDb};
 
 /// One sign-up every 25 ms (40 users/s) all through the run.
 const SIGN_UP_EVERY: Duration = Duration::from_millis(25);
@@ -20,6 +20,28 @@ const SIGN_UP_BOUND: Duration = Duration::from_secs(2);
 const READINESS_MAX_AGE: Duration = Duration::from_secs(1);
 /// `/readyz` gives each dependency 1.5 s; an answer later than this hung.
 const READYZ_BOUND: Duration = Duration::from_secs(2);
+
+/// Runs one command on the Redis at `url`, with a time limit.
+async fn query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> anyhow::Result<T> {
+    let client = redis::Client::open(url)?;
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("connecting to the private Redis timed out")??;
+    Ok(
+        tokio::time::timeout(Duration::from_secs(2), cmd.query_async(&mut c))
+            .await
+            .context("the Redis command timed out")??,
+    )
+}
+
+/// `CONFIG GET name` on the Redis at `url`.
+async fn config(url: &str, name: &str) -> anyhow::Result<String> {
+    let v: Vec<String> = query(url, redis::cmd("CONFIG").arg("GET").arg(name)).await?;
+    v.get(1).cloned().context("no such setting")
+}
 
 struct SignUp {
     email: String,
@@ -31,10 +53,11 @@ struct SignUp {
 pub(crate) async fn redis_restart(quick: bool) -> anyhow::Result<Outcome> {
     let keys = Arc::new(Keys::start().await?);
     let db = TestDb::new().await;
-    let mut private = PersistentRedis::start().await?;
+    let mut private = RedisProcess::start_persistent();
+    let url = private.url();
     let persistence = (
-        private.config("appendonly").await?,
-        private.config("appendfsync").await?,
+        config(&url, "appendonly").await?,
+        config(&url, "appendfsync").await?,
     );
     anyhow::ensure!(
         persistence == ("yes".into(), "always".into()),
@@ -93,11 +116,9 @@ pub(crate) async fn redis_restart(quick: bool) -> anyhow::Result<Outcome> {
     // A key written just before the stop must be there after the start: the
     // AOF, fsynced on every write, is what a restart recovers from.
     let sentinel = format!("chaos-aof-sentinel:{}", test_support::unique_suffix());
-    private
-        .query::<()>(redis::cmd("SET").arg(&sentinel).arg("kept"))
-        .await?;
+    query::<()>(&url, redis::cmd("SET").arg(&sentinel).arg("kept")).await?;
     let down_at = Instant::now();
-    let stopped_in = private.stop().await?;
+    let stopped_in = private.stop_gracefully();
 
     // While it is down: /readyz says so, as a problem, every time, once the
     // result it serves (checked at most once a second) is newer than the stop.
@@ -135,10 +156,10 @@ pub(crate) async fn redis_restart(quick: bool) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     o.errors += bad_probes;
-    private.start_again().await?;
+    private.resume();
     let restarted_at = Instant::now();
-    let sentinel_kept: Option<String> = private.query(redis::cmd("GET").arg(&sentinel)).await?;
-    let keys_reloaded: u64 = private.query(&redis::cmd("DBSIZE")).await?;
+    let sentinel_kept: Option<String> = query(&url, redis::cmd("GET").arg(&sentinel)).await?;
+    let keys_reloaded: u64 = query(&url, &redis::cmd("DBSIZE")).await?;
     if sentinel_kept.as_deref() != Some("kept") {
         o.errors += 1;
         o.notes

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub(crate) const PROJECT: &str = "trellis-bench";
+pub const PROJECT: &str = "trellis-bench";
 
-pub(crate) struct Keys {
+pub struct Keys {
     /// `https://127.0.0.1:<port>/keys`: the key document.
-    pub(crate) url: String,
+    pub url: String,
     key: EncodingKey,
     /// The PEM of the CA that issued the key server's certificate.
     ca_file: PathBuf,
@@ -26,8 +26,16 @@ pub(crate) struct Keys {
     stop: Arc<AtomicBool>,
 }
 
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Keys {
-    pub(crate) async fn start() -> anyhow::Result<Self> {
+    pub async fn start() -> anyhow::Result<Self> {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
         let cert = rcgen::CertificateParams::new(vec!["bench".into()])?.self_signed(&kp)?;
         let body = serde_json::json!({"bench-key": cert.pem()}).to_string();
@@ -88,12 +96,12 @@ impl Keys {
     }
 
     /// `SSL_CERT_FILE` for the app: the only root it then trusts.
-    pub(crate) fn ca_file(&self) -> String {
+    pub fn ca_file(&self) -> String {
         self.ca_file.display().to_string()
     }
 
     /// A Firebase-shaped ID token for `uid`, valid for an hour.
-    pub(crate) fn token(
+    pub fn token(
         &self,
         uid: &str,
         email: Option<&str>,
@@ -117,7 +125,7 @@ impl Keys {
 
     /// A token with exactly these claims, signed with the served key (for
     /// tokens that are well signed but wrong: expired, another audience, ...).
-    pub(crate) fn sign(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+    pub fn sign(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some("bench-key".into());
         Ok(jsonwebtoken::encode(&h, claims, &self.key)?)
@@ -125,7 +133,7 @@ impl Keys {
 
     /// One token per `(uid, email)`, signed on every core: RS256 signing
     /// costs about a millisecond each.
-    pub(crate) fn tokens(&self, users: &[(String, Option<String>)]) -> anyhow::Result<Vec<String>> {
+    pub fn tokens(&self, users: &[(String, Option<String>)]) -> anyhow::Result<Vec<String>> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let chunk = users.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {

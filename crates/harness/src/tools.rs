@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 /// How long a load tool or `psql` may run before it is killed: the longest
 /// measurement is 10 s of load, so two minutes means it hung.
-pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs a command, returning stdout; fails with its stderr, or if it runs
 /// longer than [`TOOL_TIMEOUT`] (it is killed then).
-pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     run_for(cmd, TOOL_TIMEOUT)
 }
 
 /// [`run`] with its own time limit.
-pub(crate) fn run_for(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
+pub fn run_for(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -60,7 +60,7 @@ pub(crate) fn run_for(cmd: &mut Command, limit: Duration) -> anyhow::Result<Stri
 }
 
 /// `wrk` requests/s (and p99 latency in ms) for `url`.
-pub(crate) fn wrk(
+pub fn wrk(
     url: &str,
     connections: u32,
     secs: u32,
@@ -123,7 +123,7 @@ fn parse_wrk_duration(s: &str) -> f64 {
 }
 
 /// `pgbench` transactions/s.
-pub(crate) fn pgbench(db_url: &str, args: &[&str]) -> anyhow::Result<f64> {
+pub fn pgbench(db_url: &str, args: &[&str]) -> anyhow::Result<f64> {
     let out = run(Command::new("pgbench").args(args).arg(db_url))?;
     out.lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -133,7 +133,7 @@ pub(crate) fn pgbench(db_url: &str, args: &[&str]) -> anyhow::Result<f64> {
 }
 
 /// `redis-benchmark --csv` requests/s of the first test.
-pub(crate) fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
+pub fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
     let (host, port) = redis_host_port();
     let out = run(Command::new("redis-benchmark")
         .args(["-h", &host, "-p", &port, "--csv"])
@@ -156,7 +156,7 @@ pub(crate) fn redis_benchmark(args: &[&str]) -> anyhow::Result<f64> {
 
 /// The host and port of the Redis the app and the tests use
 /// (`TEST_REDIS_URL`, as in test-support), for the command-line baselines.
-pub(crate) fn redis_host_port() -> (String, String) {
+pub fn redis_host_port() -> (String, String) {
     let url = std::env::var("TEST_REDIS_URL").unwrap_or_default();
     let rest = url.strip_prefix("redis://").unwrap_or_default();
     let authority = rest.split('/').next().unwrap_or_default();
@@ -169,7 +169,7 @@ pub(crate) fn redis_host_port() -> (String, String) {
 }
 
 /// `redis-cli` against that Redis.
-pub(crate) fn redis_cli(args: &[&str]) -> anyhow::Result<String> {
+pub fn redis_cli(args: &[&str]) -> anyhow::Result<String> {
     let (host, port) = redis_host_port();
     run(Command::new("redis-cli")
         .args(["-h", &host, "-p", &port])
@@ -177,7 +177,7 @@ pub(crate) fn redis_cli(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Resident set size of a process, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -187,7 +187,7 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -197,7 +197,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// An HTTP client that cannot hang the harness: every request has a
 /// connect timeout and an overall `timeout`.
-pub(crate) fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
@@ -206,12 +206,13 @@ pub(crate) fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
 
 /// `perf record -g` of a process while this lives, when `BENCH_PERF_DIR`
 /// names a directory (the profile of a slow scenario; see the README).
-pub(crate) struct Perf {
+#[derive(Debug)]
+pub struct Perf {
     child: Child,
 }
 
 impl Perf {
-    pub(crate) fn attach(pid: u32, name: &str) -> Option<Self> {
+    pub fn attach(pid: u32, name: &str) -> Option<Self> {
         let dir = std::env::var_os("BENCH_PERF_DIR")?;
         let out = Path::new(&dir).join(format!("{name}.data"));
         let child = Command::new("perf")
@@ -236,9 +237,10 @@ impl Drop for Perf {
 }
 
 /// A child process, killed on drop.
-pub(crate) struct Proc {
-    pub(crate) child: Child,
-    pub(crate) port: u16,
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
 }
 
 impl Drop for Proc {
@@ -269,14 +271,14 @@ fn stop(child: &mut Child, signal: &str, grace: Duration) {
 }
 
 /// The release `app` binary next to this example.
-pub(crate) fn app_binary() -> anyhow::Result<PathBuf> {
+pub fn app_binary() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("APP_BIN") {
         return Ok(PathBuf::from(p));
     }
+    // The harness binaries sit beside `app` in target/<profile>/.
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
-        .and_then(Path::parent)
         .map(|d| d.join("app"))
         .context("no parent dir")?;
     anyhow::ensure!(
@@ -289,10 +291,7 @@ pub(crate) fn app_binary() -> anyhow::Result<PathBuf> {
 
 /// Starts `app <role>` with `env` and waits for `/readyz`. Returns it and how
 /// long it took to become ready.
-pub(crate) async fn start_app(
-    role: &str,
-    env: &[(&str, String)],
-) -> anyhow::Result<(Proc, Duration)> {
+pub async fn start_app(role: &str, env: &[(&str, String)]) -> anyhow::Result<(Proc, Duration)> {
     let port = test_support::free_port();
     let started = Instant::now();
     let mut cmd = Command::new(app_binary()?);
@@ -333,7 +332,7 @@ pub(crate) async fn start_app(
 }
 
 /// Spawns this benchmark binary itself in a helper mode (the baselines).
-pub(crate) async fn start_self(mode: &str) -> anyhow::Result<Proc> {
+pub async fn start_self(mode: &str) -> anyhow::Result<Proc> {
     let port = test_support::free_port();
     let child = Command::new(std::env::current_exe()?)
         .args([mode, &port.to_string()])

@@ -2,8 +2,8 @@
 //! baseline measured in the same run, written to `bench/results/<date>.json`
 //! and `.md`.
 //!
-//! Build in release first (`just bench` does): `cargo build --release -p app
-//! --bin app --example bench`, then run `target/release/examples/bench`.
+//! Build in release first (`just bench` does): `cargo build --release
+//! --workspace --bins`, then run `target/release/bench`.
 //! `--only 1,3` runs some scenarios; `--quick` shortens every run (CI smoke).
 
 #![expect(
@@ -12,15 +12,15 @@
     reason = "a command-line benchmark reports on stdout"
 )]
 
-mod auth;
 mod baselines;
 mod http;
 mod pipeline;
 mod queue;
 mod report;
 mod streams;
-mod tools;
 mod ws;
+
+pub(crate) use harness::{auth, tools};
 
 use report::Scenario;
 use std::collections::BTreeSet;

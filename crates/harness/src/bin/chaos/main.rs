@@ -9,8 +9,6 @@
     reason = "a command-line harness reports on stdout"
 )]
 
-#[path = "../bench/auth.rs"]
-mod auth;
 mod bad_input;
 mod bad_websocket;
 mod fault_outage;
@@ -18,11 +16,9 @@ mod fault_redis;
 mod fault_sigterm;
 mod fault_websocket;
 mod faults;
-mod private_redis;
 mod probe;
-#[path = "../bench/tools.rs"]
-#[expect(dead_code, reason = "shared with the benchmark, which uses the rest")]
-mod tools;
+
+pub(crate) use harness::{auth, tools};
 
 use std::time::Instant;
 
