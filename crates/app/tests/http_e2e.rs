@@ -1,26 +1,8 @@
 //! The whole application against real Postgres and Redis, over real HTTP.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failed unwrap is a failed test"
-)]
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use test_support::{TestApp, spawn_app};
-
-async fn patch_me(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
-    let res = app
-        .client
-        .patch(app.url("/api/v1/me"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
+use test_support::spawn_app;
 
 #[tokio::test]
 async fn readyz_reports_both_dependencies_and_metrics_count_requests() {
@@ -51,7 +33,7 @@ async fn readyz_reports_both_dependencies_and_metrics_count_requests() {
 async fn the_profile_lifecycle_works_on_postgres() {
     let app = spawn_app().await;
     let token = app.token_with("e2e-user", Some("e2e@example.com"), Some("E2E"));
-    let (s, created) = patch_me(&app, &token, json!({})).await;
+    let (s, created) = app.patch_me(&token, &json!({})).await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(created["display_name"], "E2E", "claims seed a new profile");
 
@@ -67,7 +49,9 @@ async fn the_profile_lifecycle_works_on_postgres() {
         .unwrap();
     assert_eq!(got["id"], created["id"]);
 
-    let (s, updated) = patch_me(&app, &token, json!({"display_name": "Renamed"})).await;
+    let (s, updated) = app
+        .patch_me(&token, &json!({"display_name": "Renamed"}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(updated["display_name"], "Renamed");
 
@@ -166,7 +150,9 @@ async fn registering_a_push_token_first_creates_the_user_once() {
         me["email"], "p@example.com",
         "seeded from the token's claims"
     );
-    let (s, _) = patch_me(&app, &token, json!({"display_name": "Later"})).await;
+    let (s, _) = app
+        .patch_me(&token, &json!({"display_name": "Later"}))
+        .await;
     assert_eq!(s, StatusCode::OK, "the profile already existed");
     assert_eq!(
         app.db

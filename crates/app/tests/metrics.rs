@@ -1,28 +1,12 @@
 //! What operators chart is really recorded: a new user's way through the
 //! whole pipeline shows up on `/metrics` of the process that did the work.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failed unwrap is a failed test"
-)]
-
 use app::Role;
 use ports::testing::contract::eventually;
 use serde_json::json;
 use std::time::Duration;
-use test_support::{TestApp, spawn_app_with};
+use test_support::spawn_app_with;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-
-async fn scrape(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 /// The sum of every sample whose line starts with `prefix` (a metric name
 /// and, optionally, the start of its labels); `None` if there is none.
@@ -55,7 +39,7 @@ async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
         "the mail and its job, on metrics",
         Duration::from_secs(30),
         || async {
-            let text = scrape(&app).await;
+            let text = app.metrics().await;
             (sum(&text, "mail_sent_total{outcome=\"sent\"}") == Some(1.0)
                 && sum(&text, "jobs_processed_total{").is_some())
             .then_some(text)
@@ -84,7 +68,7 @@ async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
     }
     // The gauges operators alert on, settled once the work is done.
     let text = eventually("the gauges", Duration::from_secs(30), || async {
-        let text = scrape(&app).await;
+        let text = app.metrics().await;
         let settled = sum(&text, "stream_group_lag{").is_some_and(|v| v == 0.0)
             && sum(&text, "stream_group_pending{").is_some_and(|v| v == 0.0)
             && sum(&text, "stream_dead_letter_length{").is_some_and(|v| v == 0.0)
@@ -112,12 +96,12 @@ async fn the_pipeline_and_the_hub_are_visible_on_metrics() {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     eventually("one socket", Duration::from_secs(10), || async {
-        (sum(&scrape(&app).await, "ws_connections") == Some(1.0)).then_some(())
+        (sum(&app.metrics().await, "ws_connections") == Some(1.0)).then_some(())
     })
     .await;
     drop(ws);
     eventually("no socket", Duration::from_secs(10), || async {
-        (sum(&scrape(&app).await, "ws_connections") == Some(0.0)).then_some(())
+        (sum(&app.metrics().await, "ws_connections") == Some(0.0)).then_some(())
     })
     .await;
 }

@@ -52,27 +52,17 @@ async fn ready(ws: &mut Ws) {
     assert_eq!(recv(ws).await["id"], "ready");
 }
 
-async fn patch_me(app: &TestApp, token: &str, body: Value) -> u16 {
-    app.client
-        .patch(app.url("/api/v1/me"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_change_reaches_the_users_open_socket() {
     let app = spawn_app().await;
     let token = app.token_with("alice", Some("alice@example.com"), Some("Alice"));
-    assert_eq!(patch_me(&app, &token, json!({})).await, 201);
+    assert_eq!(app.patch_me(&token, &json!({})).await.0, 201);
     let mut socket = connect(&app, &token).await;
     ready(&mut socket).await;
     assert_eq!(
-        patch_me(&app, &token, json!({"display_name": "Alice B."})).await,
+        app.patch_me(&token, &json!({"display_name": "Alice B."}))
+            .await
+            .0,
         200
     );
     let msg = recv(&mut socket).await;
@@ -87,7 +77,7 @@ async fn a_notification_reaches_the_socket_on_the_other_instance() {
     let b = spawn_sibling(&a, Role::Serve, &[]).await;
     assert_ne!(a.port, b.port);
     let token = a.token_with("bob", Some("bob@example.com"), Some("Bob"));
-    assert_eq!(patch_me(&a, &token, json!({})).await, 201);
+    assert_eq!(a.patch_me(&token, &json!({})).await.0, 201);
     let mut on_b = connect(&b, &token).await;
     ready(&mut on_b).await;
     // The change goes through instance A; the socket is held by instance B.
@@ -96,7 +86,9 @@ async fn a_notification_reaches_the_socket_on_the_other_instance() {
     let msg = loop {
         n += 1;
         assert_eq!(
-            patch_me(&a, &token, json!({"display_name": format!("Bob {n}")})).await,
+            a.patch_me(&token, &json!({"display_name": format!("Bob {n}")}))
+                .await
+                .0,
             200
         );
         match tokio::time::timeout(Duration::from_millis(500), on_b.next()).await {
@@ -121,7 +113,7 @@ async fn deleting_the_account_closes_its_sockets_on_every_instance() {
     let a = spawn_app().await;
     let b = spawn_sibling(&a, Role::Serve, &[]).await;
     let token = a.token_with("dana", Some("dana@example.com"), None);
-    assert_eq!(patch_me(&a, &token, json!({})).await, 201);
+    assert_eq!(a.patch_me(&token, &json!({})).await.0, 201);
     let mut on_a = connect(&a, &token).await;
     let mut on_b = connect(&b, &token).await;
     ready(&mut on_a).await;
@@ -133,7 +125,7 @@ async fn deleting_the_account_closes_its_sockets_on_every_instance() {
     loop {
         n += 1;
         let body = json!({"display_name": format!("Dana {n}")});
-        assert_eq!(patch_me(&a, &token, body).await, 200);
+        assert_eq!(a.patch_me(&token, &body).await.0, 200);
         if let Ok(Some(Ok(Message::Text(_)))) =
             tokio::time::timeout(Duration::from_millis(500), on_b.next()).await
         {

@@ -142,6 +142,52 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    async fn json_of(res: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+        let status = res.status();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `PATCH /api/v1/me` with `body`: the status and the JSON answer
+    /// (`Null` when it is not JSON).
+    pub async fn patch_me(
+        &self,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let res = self
+            .client
+            .patch(self.url("/api/v1/me"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH /api/v1/me");
+        Self::json_of(res).await
+    }
+
+    /// `GET /api/v1/me`: the status and the JSON answer.
+    pub async fn get_me(&self, token: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let res = self
+            .client
+            .get(self.url("/api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /api/v1/me");
+        Self::json_of(res).await
+    }
+
+    /// `DELETE /api/v1/me`: the status.
+    pub async fn delete_me(&self, token: &str) -> reqwest::StatusCode {
+        self.client
+            .delete(self.url("/api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE /api/v1/me")
+            .status()
+    }
+
     /// `/metrics` as text (from `METRICS_ADDR`'s listener when it has one).
     pub async fn metrics(&self) -> String {
         let url = match self.metrics_port {

@@ -1,0 +1,15 @@
+//! The HTTP API end to end in-process, against the `ports::testing` fakes,
+//! one module per behaviour.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+mod docs;
+mod edge;
+mod health;
+mod helpers;
+mod me;
+mod push_tokens;
+mod rate_limits;

@@ -1,0 +1,187 @@
+//! `/api/v1/me`: the profile, and the bodies and tokens it refuses.
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn patch_me_creates_then_updates_and_delete_removes() {
+    let h = harness();
+    let app = app(&h).await;
+    let (s, _, body) = call(
+        &app,
+        authed(TestRequest::patch().uri("/api/v1/me"), ALICE)
+            .set_json(json!({"display_name": "  Alice  "})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["display_name"], "Alice");
+    assert_eq!(
+        body["email"], "alice@example.com",
+        "email comes from the token's claims"
+    );
+    assert_eq!(body["uid"], "alice");
+
+    let (s, _, got) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["id"], body["id"]);
+
+    let (s, _, again) = call(
+        &app,
+        authed(TestRequest::patch().uri("/api/v1/me"), ALICE)
+            .set_json(json!({"photo_url": "https://example.com/a.png"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["photo_url"], "https://example.com/a.png");
+    assert_eq!(again["display_name"], "Alice");
+
+    let (s, _, _) = call(&app, authed(TestRequest::delete().uri("/api/v1/me"), ALICE)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, h2, body) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
+    assert_problem(s, &h2, &body, StatusCode::NOT_FOUND, "profile_not_found");
+    let (s, h2, body) = call(&app, authed(TestRequest::delete().uri("/api/v1/me"), ALICE)).await;
+    assert_problem(s, &h2, &body, StatusCode::NOT_FOUND, "profile_not_found");
+
+    let types: Vec<_> = h
+        .store
+        .events()
+        .iter()
+        .map(|e| e.event.event_type())
+        .collect();
+    assert_eq!(
+        types,
+        ["user.created", "user.profile_updated", "user.deleted"]
+    );
+}
+
+#[actix_web::test]
+async fn requests_without_a_valid_bearer_token_get_401_with_a_challenge() {
+    let h = harness();
+    let app = app(&h).await;
+    for req in [
+        TestRequest::get().uri("/api/v1/me"),
+        TestRequest::get()
+            .uri("/api/v1/me")
+            .insert_header((header::AUTHORIZATION, "Bearer ")),
+        TestRequest::get()
+            .uri("/api/v1/me")
+            .insert_header((header::AUTHORIZATION, "Basic YWxpY2U6cHc=")),
+        authed(TestRequest::get().uri("/api/v1/me"), "not-a-known-token"),
+        authed(TestRequest::get().uri("/api/v1/push-tokens"), "nope"),
+    ] {
+        let (s, headers, body) = call(&app, req).await;
+        assert_problem(s, &headers, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer error=\"invalid_token\""
+        );
+    }
+}
+
+#[actix_web::test]
+async fn bad_bodies_get_the_right_4xx_and_lose_nothing() {
+    let h = harness();
+    let app = app(&h).await;
+    let patch = || authed(TestRequest::patch().uri("/api/v1/me"), ALICE);
+
+    let (s, hd, b) = call(
+        &app,
+        patch()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload("{\"display_name\": "),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+    assert!(
+        !b["detail"].as_str().unwrap().contains("display_name"),
+        "no parser text echoes input"
+    );
+
+    let (s, hd, b) = call(
+        &app,
+        patch()
+            .insert_header((header::CONTENT_TYPE, "text/plain"))
+            .set_payload("{}"),
+    )
+    .await;
+    assert_problem(
+        s,
+        &hd,
+        &b,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let (s, hd, b) = call(&app, patch().set_payload("{}")).await;
+    assert_problem(
+        s,
+        &hd,
+        &b,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    let huge = json!({"display_name": "x".repeat(5000)});
+    let (s, hd, b) = call(&app, patch().set_json(huge)).await;
+    assert_problem(
+        s,
+        &hd,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    let (s, hd, b) = call(&app, patch().set_json(json!({"displayName": "typo"}))).await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+    let (s, hd, b) = call(&app, patch().set_json(json!({"display_name": 42}))).await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+    let (s, hd, b) = call(
+        &app,
+        patch().insert_header((header::CONTENT_TYPE, "application/json")),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let (s, hd, b) = call(
+        &app,
+        patch()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(deep),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+    let (s, hd, b) = call(
+        &app,
+        patch()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(&b"{\"display_name\": \"\xff\xfe\"}"[..]),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::BAD_REQUEST, "invalid_request_body");
+
+    let (s, hd, b) = call(
+        &app,
+        patch().set_json(json!({"display_name": "   ", "email": "nope", "photo_url": "ftp://x/y"})),
+    )
+    .await;
+    assert_problem(
+        s,
+        &hd,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let mut pointers: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    pointers.sort_unstable();
+    assert_eq!(pointers, ["/display_name", "/email", "/photo_url"]);
+
+    assert!(
+        h.store.events().is_empty(),
+        "no bad request created anything"
+    );
+    let (s, _, _) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
