@@ -1,0 +1,121 @@
+//! Storing jobs (`ports::JobQueue`) and periodic ticks.
+
+use super::*;
+
+/// How long a periodic tick's claim is kept.
+const TICK_CLAIM_TTL_SECS: i64 = 86_400;
+
+impl RedisJobQueue {
+    /// Enqueues tick `tick` (a Unix time in seconds) of periodic job `name`:
+    /// claiming the tick and storing the job are one atomic step, so a tick
+    /// is enqueued once however many processes (or retries after a failed
+    /// call) try, and a failed attempt can simply be tried again.
+    pub async fn enqueue_tick(
+        &self,
+        name: &str,
+        tick: i64,
+        job: NewJob,
+    ) -> Result<TickOutcome, EnqueueJobError> {
+        let claim = format!("{}cron:{name}:{tick}", self.inner.settings.prefix);
+        Ok(match self.store(job, Some(claim)).await? {
+            Some(id) => TickOutcome::Enqueued(id),
+            None => TickOutcome::AlreadyEnqueued,
+        })
+    }
+
+    /// Validates and stores `job`, claiming `claim` in the same step if
+    /// given. `None` when `claim` was already taken.
+    async fn store(
+        &self,
+        job: NewJob,
+        claim: Option<String>,
+    ) -> Result<Option<JobId>, EnqueueJobError> {
+        if job.kind.is_empty() || job.kind.len() > 128 {
+            return Err(EnqueueJobError::Invalid(
+                "a job kind is 1 to 128 characters".into(),
+            ));
+        }
+        if !valid_queue_name(&job.queue) {
+            return Err(EnqueueJobError::Invalid(format!(
+                "invalid queue name {:?}",
+                job.queue
+            )));
+        }
+        let id = JobId::new();
+        let (unique_key, unique_ttl) = match &job.unique {
+            Some(u) if !u.key.is_empty() => (u.key.clone(), ms(u.ttl).max(1)),
+            Some(_) => return Err(EnqueueJobError::Invalid("empty unique key".into())),
+            None => (String::new(), 0),
+        };
+        let payload = serde_json::to_string(&job.payload)
+            .map_err(|e| EnqueueJobError::Invalid(e.to_string()))?;
+        let fields: Vec<(&str, String)> = vec![
+            ("kind", job.kind.clone()),
+            ("version", job.version.to_string()),
+            ("payload", payload),
+            ("queue", job.queue.clone()),
+            ("max_retries", job.max_retries.to_string()),
+            ("timeout_ms", ms(job.timeout).to_string()),
+            ("unique_key", unique_key.clone()),
+            ("unique_ttl_ms", unique_ttl.to_string()),
+            ("attempt", "0".into()),
+            ("lease", "0".into()),
+        ];
+        let claim_ttl = if claim.is_some() {
+            TICK_CLAIM_TTL_SECS
+        } else {
+            0
+        };
+        let keys = [
+            format!("{}{id}", self.job_prefix()),
+            self.key(&job.queue, "pending"),
+            self.key(&job.queue, "scheduled"),
+            format!("{}{}", self.unique_prefix(), unique_key),
+            self.queues_key(),
+            self.key(&job.queue, "wake"),
+            // A key name is required either way; unused without a claim.
+            claim.unwrap_or_else(|| format!("{}cron:-", self.inner.settings.prefix)),
+        ];
+        let run_at = job.run_at.map_or(0, |t| t.timestamp_millis());
+        let queue = job.queue.clone();
+        let added: i64 = self
+            .with_conn(|mut c| async move {
+                let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+                inv.key(&keys[..])
+                    .arg(id.to_string())
+                    .arg(&queue)
+                    .arg(run_at)
+                    .arg(unique_ttl)
+                    .arg(claim_ttl);
+                for (k, v) in &fields {
+                    inv.arg(*k).arg(v);
+                }
+                inv.invoke_async(&mut c).await
+            })
+            .await
+            .map_err(|e| match e {
+                QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
+                QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
+            })?;
+        match added {
+            0 => Err(EnqueueJobError::Duplicate { key: unique_key }),
+            2 => Ok(None),
+            _ => {
+                metrics::counter!("jobs_enqueued_total", "queue" => job.queue.clone(), "kind" => job.kind.clone()).increment(1);
+                Ok(Some(id))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisJobQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueJobError> {
+        match self.store(job, None).await? {
+            Some(id) => Ok(id),
+            None => Err(EnqueueJobError::Unknown(anyhow::anyhow!(
+                "enqueue without a tick claim reported a claimed tick"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `RedisJobQueue`: enqueueing (`ports::JobQueue`), the state changes the
+//! worker runtime makes, and the operations of `app jobs`.
+//!
+//! # Layout
+//!
+//! - this file: the queue's keys, connection and scripts;
+//! - `types.rs`: leases, outcomes and counts;
+//! - `enqueue.rs`: storing jobs (and periodic ticks);
+//! - `running.rs`: what workers do (fetch, heartbeat, complete, fail,
+//!   recover, forward);
+//! - `admin.rs`: what `app jobs` does (stats, dead jobs, revive, delete).
+
+mod admin;
+mod enqueue;
+mod running;
+mod types;
+
+pub use types::*;
+
+use crate::redis::SharedConnection;
+use crate::scripts;
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{self, AsyncCommands as _, RedisError, Script};
+use ports::{EnqueueJobError, JobId, JobQueue, NewJob};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the queue lives and how much history it keeps.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Prefix of every key (`<redis prefix>q:`).
+    pub prefix: String,
+    /// Dead jobs kept at most (oldest dropped first).
+    pub dead_max_size: u64,
+    /// Dead jobs older than this are dropped.
+    pub dead_max_age: Duration,
+}
+
+impl QueueSettings {
+    pub fn new(redis_prefix: &str) -> Self {
+        Self {
+            prefix: format!("{redis_prefix}q:"),
+            dead_max_size: 10_000,
+            dead_max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// An infrastructure failure talking to the queue's Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("queue error: {0:#}")]
+    Unknown(anyhow::Error),
+}
+
+impl From<RedisError> for QueueError {
+    fn from(e: RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            QueueError::Unavailable(e.into())
+        } else {
+            QueueError::Unknown(e.into())
+        }
+    }
+}
+
+impl From<deadpool_redis::PoolError> for QueueError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        QueueError::Unavailable(anyhow::Error::new(e).context("no Redis connection"))
+    }
+}
+
+struct Scripts {
+    enqueue: Script,
+    fetch: Script,
+    forward: Script,
+    heartbeat: Script,
+    complete: Script,
+    fail: Script,
+    recover: Script,
+    requeue: Script,
+    revive: Script,
+    delete: Script,
+}
+
+struct Inner {
+    conn: SharedConnection,
+    settings: QueueSettings,
+    scripts: Scripts,
+}
+
+/// The job queue on Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisJobQueue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisJobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisJobQueue")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_id(id: &str) -> Result<JobId, QueueError> {
+    id.parse()
+        .map_err(|e| QueueError::Unknown(anyhow::anyhow!("job id {id:?}: {e}")))
+}
+
+/// `id, token, id, token, ...` for the scripts that check leases.
+fn lease_args(leases: &[Lease]) -> Vec<String> {
+    leases
+        .iter()
+        .flat_map(|l| [l.id.to_string(), l.token.to_string()])
+        .collect()
+}
+
+/// Queue names: 1 to 64 of `[a-z0-9_-]`.
+pub fn valid_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl RedisJobQueue {
+    pub fn new(pool: Pool, settings: QueueSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn: SharedConnection::new(pool),
+                settings,
+                scripts: Scripts {
+                    enqueue: Script::new(&scripts::enqueue()),
+                    fetch: Script::new(&scripts::fetch()),
+                    forward: Script::new(&scripts::forward()),
+                    heartbeat: Script::new(&scripts::heartbeat()),
+                    complete: Script::new(&scripts::complete()),
+                    fail: Script::new(&scripts::fail()),
+                    recover: Script::new(&scripts::recover()),
+                    requeue: Script::new(&scripts::requeue()),
+                    revive: Script::new(&scripts::revive()),
+                    delete: Script::new(&scripts::delete()),
+                },
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.inner.settings
+    }
+
+    fn job_prefix(&self) -> String {
+        format!("{}job:", self.inner.settings.prefix)
+    }
+
+    fn unique_prefix(&self) -> String {
+        format!("{}unique:", self.inner.settings.prefix)
+    }
+
+    pub(crate) fn key(&self, queue: &str, what: &str) -> String {
+        format!("{}{queue}:{what}", self.inner.settings.prefix)
+    }
+
+    fn queues_key(&self) -> String {
+        format!("{}queues", self.inner.settings.prefix)
+    }
+
+    /// Runs `f` on the shared connection; a connection-level failure drops it.
+    async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let conn = self.inner.conn.get().await?;
+        match f(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let e = QueueError::from(e);
+                if matches!(e, QueueError::Unavailable(_)) {
+                    self.inner.conn.reset().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! What workers do: fetch, heartbeat, complete, fail, recover, forward.
+
+use super::*;
+
+impl RedisJobQueue {
+    /// Leases the oldest ready job of `queue` for `lease`.
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        lease: Duration,
+    ) -> Result<Option<LeasedJob>, QueueError> {
+        Ok(self.fetch_many(queue, lease, 1).await?.pop())
+    }
+
+    /// Leases up to `max` of the oldest ready jobs of `queue`, in one round
+    /// trip. Each lease gets a fresh fencing number ([`LeasedJob::token`]).
+    pub async fn fetch_many(
+        &self,
+        queue: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<LeasedJob>, QueueError> {
+        let (pending, active, prefix) = (
+            self.key(queue, "pending"),
+            self.key(queue, "active"),
+            self.job_prefix(),
+        );
+        let reply: Vec<(String, HashMap<String, String>)> = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .fetch
+                    .key(pending)
+                    .key(active)
+                    .arg(ms(lease))
+                    .arg(prefix)
+                    .arg(max.max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        reply
+            .into_iter()
+            .map(|(id, fields)| {
+                let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+                let num = |k: &str| get(k).parse::<i64>().unwrap_or(0);
+                Ok(LeasedJob {
+                    id: parse_id(&id)?,
+                    token: get("lease").parse().map_err(|e| {
+                        QueueError::Unknown(anyhow::anyhow!("lease of job {id}: {e}"))
+                    })?,
+                    queue: queue.to_owned(),
+                    kind: get("kind").to_owned(),
+                    version: u16::try_from(num("version")).unwrap_or(0),
+                    payload: serde_json::from_str(get("payload"))
+                        .unwrap_or(serde_json::Value::Null),
+                    attempt: u32::try_from(num("attempt")).unwrap_or(1),
+                    max_retries: u32::try_from(num("max_retries")).unwrap_or(0),
+                    timeout: Duration::from_millis(u64::try_from(num("timeout_ms")).unwrap_or(0)),
+                    ready_at_ms: num("ready_at"),
+                })
+            })
+            .collect()
+    }
+
+    /// Moves due scheduled and retry jobs of `queue` to pending.
+    pub async fn forward(&self, queue: &str) -> Result<u64, QueueError> {
+        let keys = [
+            self.key(queue, "scheduled"),
+            self.key(queue, "retry"),
+            self.key(queue, "pending"),
+            self.key(queue, "wake"),
+        ];
+        let prefix = self.job_prefix();
+        self.with_conn(|mut c| async move {
+            self.inner
+                .scripts
+                .forward
+                .key(&keys[..])
+                .arg(1000)
+                .arg(prefix)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Extends `leases` (those still held) to now + `lease`. Returns the
+    /// leases that are lost: their jobs were recovered, fetched again by
+    /// another worker, or deleted, and their handlers should stop.
+    pub async fn heartbeat(
+        &self,
+        queue: &str,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> Result<Vec<Lease>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (active, prefix) = (self.key(queue, "active"), self.job_prefix());
+        let args = lease_args(leases);
+        let lost: Vec<String> = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .heartbeat
+                    .key(active)
+                    .arg(ms(lease))
+                    .arg(prefix)
+                    .arg(&args[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(leases
+            .iter()
+            .filter(|l| lost.iter().any(|id| *id == l.id.to_string()))
+            .copied()
+            .collect())
+    }
+
+    /// The job succeeded: it is deleted and its unique key released, if
+    /// `lease` is still held.
+    pub async fn complete(&self, queue: &str, lease: Lease) -> Result<LeaseOutcome, QueueError> {
+        Ok(self
+            .complete_many(queue, std::slice::from_ref(&lease))
+            .await?
+            .pop()
+            .unwrap_or(LeaseOutcome::LeaseLost))
+    }
+
+    /// Completes several jobs of `queue` in one round trip. Returns one
+    /// outcome per lease, in order.
+    pub async fn complete_many(
+        &self,
+        queue: &str,
+        leases: &[Lease],
+    ) -> Result<Vec<LeaseOutcome>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = [self.key(queue, "active"), self.key(queue, "processed")];
+        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let args = lease_args(leases);
+        let done: Vec<i64> = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .complete
+                    .key(&keys[..])
+                    .arg(prefix)
+                    .arg(uprefix)
+                    .arg(&args[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(done
+            .into_iter()
+            .map(|n| {
+                if n == 1 {
+                    LeaseOutcome::Applied
+                } else {
+                    LeaseOutcome::LeaseLost
+                }
+            })
+            .collect())
+    }
+
+    /// The attempt failed: retry `retry_after` from now (measured by Redis'
+    /// clock), or (with `None`) the job dies. Nothing changes if `lease` is
+    /// no longer held.
+    pub async fn fail(
+        &self,
+        queue: &str,
+        lease: Lease,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<FailOutcome, QueueError> {
+        let keys = [
+            self.key(queue, "active"),
+            self.key(queue, "retry"),
+            self.key(queue, "dead"),
+            self.key(queue, "failed"),
+        ];
+        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let s = &self.inner.settings;
+        let error: String = error.chars().take(4000).collect();
+        let n: i64 = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .fail
+                    .key(&keys[..])
+                    .arg(lease.id.to_string())
+                    .arg(prefix)
+                    .arg(uprefix)
+                    .arg(lease.token)
+                    .arg(error)
+                    .arg(retry_after.map_or(-1, ms))
+                    .arg(s.dead_max_size)
+                    .arg(ms(s.dead_max_age))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match n {
+            1 => FailOutcome::Retry,
+            2 => FailOutcome::Dead,
+            _ => FailOutcome::LeaseLost,
+        })
+    }
+
+    /// Sends jobs whose lease ran out back to retry after the backoff
+    /// `retry_base * 2^(attempt-1)` (capped at `retry_cap`, equal jitter),
+    /// or to the dead set when out of retries; then caps the dead set by
+    /// size and age. Returns (retried, dead).
+    pub async fn recover(
+        &self,
+        queue: &str,
+        retry_base: Duration,
+        retry_cap: Duration,
+    ) -> Result<(u64, u64), QueueError> {
+        let keys = [
+            self.key(queue, "active"),
+            self.key(queue, "retry"),
+            self.key(queue, "dead"),
+            self.key(queue, "failed"),
+        ];
+        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let s = &self.inner.settings;
+        let seed: u32 = rand::random();
+        self.with_conn(|mut c| async move {
+            self.inner
+                .scripts
+                .recover
+                .key(&keys[..])
+                .arg(prefix)
+                .arg(uprefix)
+                .arg(1000)
+                .arg(s.dead_max_size)
+                .arg(ms(s.dead_max_age))
+                .arg(ms(retry_base))
+                .arg(ms(retry_cap))
+                .arg(seed)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Puts an unfinished job back at the front of its queue (shutdown), if
+    /// `lease` is still held; the attempt does not count.
+    pub async fn requeue(&self, queue: &str, lease: Lease) -> Result<LeaseOutcome, QueueError> {
+        let keys = [
+            self.key(queue, "active"),
+            self.key(queue, "pending"),
+            self.key(queue, "wake"),
+        ];
+        let prefix = self.job_prefix();
+        let n: i64 = self
+            .with_conn(|mut c| async move {
+                self.inner
+                    .scripts
+                    .requeue
+                    .key(&keys[..])
+                    .arg(lease.id.to_string())
+                    .arg(prefix)
+                    .arg(lease.token)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(if n == 1 {
+            LeaseOutcome::Applied
+        } else {
+            LeaseOutcome::LeaseLost
+        })
+    }
+
+    /// Waits up to `timeout` for a wake-up token on any of `queues` (an
+    /// enqueue or a forward pushes one). Uses a pooled connection of its own.
+    pub async fn wait_for_work(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let keys: Vec<String> = queues.iter().map(|q| self.key(q, "wake")).collect();
+        let mut conn = self.inner.conn.pool().get().await?;
+        let _: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&keys[..])
+            .arg(timeout.as_secs_f64())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
