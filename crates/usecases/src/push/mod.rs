@@ -1,6 +1,19 @@
 //! Push notifications to a user's devices: queued (`push:send`, fanned out
 //! to one `push:send-device` job per token), or sent at once for the test
 //! endpoint. Dead tokens are deleted as FCM reports them.
+//!
+//! # Layout
+//!
+//! - this file: [`PushNotifications`], what use cases and routes call;
+//! - `jobs.rs`: the two jobs and their handlers (fan-out, one device);
+//! - `delivery.rs`: one message to one device, and what became of it.
+
+mod delivery;
+mod jobs;
+
+use delivery::deliver;
+pub use delivery::{DeliveryOutcome, DeviceDelivery};
+pub use jobs::{FanOutPush, PushDeviceJob, PushSendJob, SendPushToDevice};
 
 use async_trait::async_trait;
 use domain::{FirebaseUid, Platform, PushToken, VerifiedIdentity};
@@ -25,143 +38,6 @@ pub const TEST_PUSH_MAX_DEVICES: usize = 20;
 const TEST_PUSH_CONCURRENCY: usize = 10;
 /// Retries of one device's message (transient FCM errors, with backoff).
 const DEVICE_JOB_RETRIES: u32 = 8;
-
-/// `push:send`: to every device of one user (fans out to [`PushDeviceJob`]s).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushSendJob {
-    pub uid: FirebaseUid,
-    pub message: PushMessage,
-}
-
-impl Job for PushSendJob {
-    const KIND: &'static str = "push:send";
-    const QUEUE: &'static str = PUSH_QUEUE;
-    const VERSION: u16 = 1;
-}
-
-/// `push:send-device`: one message to one device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushDeviceJob {
-    pub uid: FirebaseUid,
-    pub token: PushToken,
-    pub message: PushMessage,
-}
-
-impl Job for PushDeviceJob {
-    const KIND: &'static str = "push:send-device";
-    const QUEUE: &'static str = PUSH_QUEUE;
-    const VERSION: u16 = 1;
-}
-
-/// What became of a message to one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryOutcome {
-    /// FCM accepted it.
-    Sent,
-    /// FCM said the token is dead (unregistered or invalid); it was deleted.
-    Pruned,
-    /// FCM is temporarily unavailable: a queued message is retried.
-    Unavailable,
-    /// FCM refused it for good (quota, sender mismatch, APNs/Web push auth).
-    Rejected,
-    /// Over the payload limit.
-    TooLarge,
-    /// Something else went wrong (logged).
-    Failed,
-}
-
-impl DeliveryOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryOutcome::Sent => "sent",
-            DeliveryOutcome::Pruned => "pruned",
-            DeliveryOutcome::Unavailable => "unavailable",
-            DeliveryOutcome::Rejected => "rejected",
-            DeliveryOutcome::TooLarge => "too_large",
-            DeliveryOutcome::Failed => "failed",
-        }
-    }
-}
-
-/// The result for one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceDelivery {
-    pub token: PushToken,
-    pub platform: Option<Platform>,
-    pub outcome: DeliveryOutcome,
-    /// FCM's error code when it gave one (`UNREGISTERED`, `QUOTA_EXCEEDED`, ...).
-    pub code: Option<String>,
-    /// For `Unavailable`: when FCM asked to be retried.
-    pub retry_after: Option<Duration>,
-}
-
-/// Sends one message to one device, deletes the token if FCM says it is
-/// dead, and counts the outcome. Never fails: the outcome says what happened.
-async fn deliver(
-    sender: &dyn PushSender,
-    tokens: &dyn PushTokenRepository,
-    token: &PushToken,
-    platform: Option<Platform>,
-    message: &PushMessage,
-) -> DeviceDelivery {
-    let mut d = DeviceDelivery {
-        token: token.clone(),
-        platform,
-        outcome: DeliveryOutcome::Sent,
-        code: None,
-        retry_after: None,
-    };
-    match sender.send(token, message).await {
-        Ok(()) => {}
-        Err(e @ (SendPushError::Unregistered | SendPushError::InvalidToken)) => {
-            d.code = Some(
-                if matches!(e, SendPushError::Unregistered) {
-                    "UNREGISTERED"
-                } else {
-                    "INVALID_TOKEN"
-                }
-                .into(),
-            );
-            match tokens.delete_token(token).await {
-                Ok(_) => {
-                    d.outcome = DeliveryOutcome::Pruned;
-                    metrics::counter!("push_tokens_pruned_total").increment(1);
-                    tracing::info!(token = %token.fingerprint(), reason = %e, "dead push token deleted");
-                }
-                Err(err) => {
-                    // Not deleted yet: a queued send is retried (and FCM
-                    // answers the same), so the token goes next time.
-                    d.outcome = DeliveryOutcome::Failed;
-                    tracing::warn!(token = %token.fingerprint(), error = %err, "cannot delete a dead push token");
-                }
-            }
-        }
-        Err(SendPushError::Unavailable {
-            reason,
-            retry_after,
-        }) => {
-            d.outcome = DeliveryOutcome::Unavailable;
-            d.retry_after = retry_after;
-            tracing::warn!(token = %token.fingerprint(), %reason, ?retry_after, "push provider unavailable");
-        }
-        Err(SendPushError::Rejected { code }) => {
-            d.outcome = DeliveryOutcome::Rejected;
-            tracing::warn!(token = %token.fingerprint(), %code, "push refused; not retried");
-            d.code = Some(code);
-        }
-        Err(e @ SendPushError::PayloadTooLarge { .. }) => {
-            d.outcome = DeliveryOutcome::TooLarge;
-            tracing::warn!(token = %token.fingerprint(), error = %e, "push payload too large");
-        }
-        Err(SendPushError::Unknown(e)) => {
-            d.outcome = DeliveryOutcome::Failed;
-            tracing::error!(token = %token.fingerprint(), error = %format!("{e:#}"), "push send failed");
-        }
-    }
-    metrics::counter!("push_sent_total", "outcome" => d.outcome.as_str()).increment(1);
-    d
-}
 
 /// What a test push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,134 +197,6 @@ pub fn test_message() -> PushMessage {
         sound: Some("default".into()),
         badge: None,
         collapse_key: Some("test_push".into()),
-    }
-}
-
-/// Runs `push:send`: one `push:send-device` job per token of the user. A
-/// rerun (the worker died mid-way) enqueues again what is still queued only
-/// once (unique per parent job and token); a device whose job already ran
-/// may get the message twice — push delivery is at-least-once.
-#[derive(Clone)]
-pub struct FanOutPush {
-    tokens: Arc<dyn PushTokenRepository>,
-    jobs: Arc<dyn JobQueue>,
-}
-
-impl std::fmt::Debug for FanOutPush {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanOutPush").finish_non_exhaustive()
-    }
-}
-
-impl FanOutPush {
-    pub fn new(tokens: Arc<dyn PushTokenRepository>, jobs: Arc<dyn JobQueue>) -> Self {
-        Self { tokens, jobs }
-    }
-}
-
-#[async_trait]
-impl HandleJob for FanOutPush {
-    type Job = PushSendJob;
-
-    async fn run(&self, payload: PushSendJob, job: &JobContext) -> Result<(), JobFailure> {
-        let mut after = None;
-        let mut devices = 0;
-        loop {
-            let page = self
-                .tokens
-                .list_for_user(&payload.uid, after, 100)
-                .await
-                .map_err(|e| JobFailure::retry(format!("cannot list push tokens: {e}")))?;
-            for record in page.items {
-                if devices == MAX_DEVICES_PER_USER {
-                    tracing::warn!(uid = %payload.uid, "more than {MAX_DEVICES_PER_USER} devices; the rest are skipped");
-                    break;
-                }
-                devices += 1;
-                let device = PushDeviceJob {
-                    uid: payload.uid.clone(),
-                    token: record.token.clone(),
-                    message: payload.message.clone(),
-                };
-                let new = NewJob::of(&device)
-                    .map_err(|e| JobFailure::permanent(format!("cannot encode the job: {e}")))?
-                    .max_retries(DEVICE_JOB_RETRIES)
-                    .timeout(Duration::from_secs(60))
-                    .unique(
-                        format!("push:{}:{}", job.id, record.token.fingerprint()),
-                        Duration::from_secs(3600),
-                    );
-                match self.jobs.enqueue(new).await {
-                    Ok(_) | Err(EnqueueJobError::Duplicate { .. }) => {}
-                    Err(e) => {
-                        return Err(JobFailure::retry(format!(
-                            "cannot enqueue a device job: {e}"
-                        )));
-                    }
-                }
-            }
-            match page.next {
-                Some(next) if devices < MAX_DEVICES_PER_USER => after = Some(next),
-                _ => break,
-            }
-        }
-        tracing::info!(uid = %payload.uid, devices, job_id = %job.id, "push fanned out");
-        Ok(())
-    }
-}
-
-/// Runs `push:send-device`: sends, deletes dead tokens, and tells the queue
-/// to retry what FCM asks to retry (not before its `Retry-After`).
-#[derive(Clone)]
-pub struct SendPushToDevice {
-    sender: Arc<dyn PushSender>,
-    tokens: Arc<dyn PushTokenRepository>,
-}
-
-impl std::fmt::Debug for SendPushToDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendPushToDevice").finish_non_exhaustive()
-    }
-}
-
-impl SendPushToDevice {
-    pub fn new(sender: Arc<dyn PushSender>, tokens: Arc<dyn PushTokenRepository>) -> Self {
-        Self { sender, tokens }
-    }
-}
-
-#[async_trait]
-impl HandleJob for SendPushToDevice {
-    type Job = PushDeviceJob;
-
-    async fn run(&self, payload: PushDeviceJob, _job: &JobContext) -> Result<(), JobFailure> {
-        let d = deliver(
-            self.sender.as_ref(),
-            self.tokens.as_ref(),
-            &payload.token,
-            None,
-            &payload.message,
-        )
-        .await;
-        let token = payload.token.fingerprint();
-        match d.outcome {
-            DeliveryOutcome::Sent | DeliveryOutcome::Pruned => Ok(()),
-            DeliveryOutcome::Unavailable => Err(JobFailure::Retry {
-                error: format!("push provider unavailable (device {token})"),
-                after: d.retry_after,
-            }),
-            DeliveryOutcome::Rejected => Err(JobFailure::permanent(format!(
-                "push refused: {} (device {token})",
-                d.code.as_deref().unwrap_or("rejected")
-            ))),
-            DeliveryOutcome::TooLarge => Err(JobFailure::permanent(format!(
-                "push payload over {} bytes",
-                PushMessage::MAX_PAYLOAD_BYTES
-            ))),
-            DeliveryOutcome::Failed => Err(JobFailure::retry(format!(
-                "push send failed (device {token})"
-            ))),
-        }
     }
 }
 
