@@ -1,7 +1,7 @@
 //! The middleware every request passes: request id, span, access log,
 //! metrics, and the guarantee that every error body is problem+json.
 
-use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::problem::{ApiError, PROBLEM_JSON, Problem, ProblemResponse as _};
 use crate::rate_limit::CountedPerIp;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -72,7 +72,7 @@ fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     if is_problem {
         return res;
     }
-    let mut replacement = Problem::new(status, code_for(status), detail_for(status)).to_response();
+    let mut replacement = Problem::of(status, code_for(status), detail_for(status)).to_response();
     // Keep headers that matter to the client (Allow on a 405, for example).
     for (name, value) in res.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -7,50 +7,30 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 use std::fmt;
 
-/// The media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use ports::problem::{FieldError, PROBLEM_JSON, Problem};
 
-/// One invalid field of a 422 response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// A JSON pointer (RFC 6901) to the field, e.g. `/display_name`.
-    pub pointer: String,
-    pub detail: String,
+/// The problem shape (shared with the WebSocket upgrade, in `ports`) as
+/// actix-web answers.
+pub(crate) trait ProblemResponse {
+    /// A problem with `status` and its reason phrase.
+    fn of(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self;
+    /// The response: `status`, `application/problem+json`, this body.
+    fn to_response(&self) -> HttpResponse;
 }
 
-/// A problem details body.
-#[derive(Debug, Clone, Serialize)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// Stable, snake_case; clients switch on this, never on `detail`.
-    pub code: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checks: Option<serde_json::Value>,
-}
-
-impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            kind: format!("urn:trellis:problem:{code}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: detail.into(),
+impl ProblemResponse for Problem {
+    fn of(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error"),
             code,
-            errors: Vec::new(),
-            checks: None,
-        }
+            detail,
+        )
     }
 
-    pub fn to_response(&self) -> HttpResponse {
+    fn to_response(&self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         HttpResponse::build(status)
             .content_type(PROBLEM_JSON)
@@ -107,34 +87,34 @@ pub(crate) const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 impl ApiError {
     pub fn problem(&self) -> Problem {
         match self {
-            ApiError::MalformedBody(detail) => Problem::new(
+            ApiError::MalformedBody(detail) => Problem::of(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_body",
                 detail.clone(),
             ),
             ApiError::BadRequest { code, detail } => {
-                Problem::new(StatusCode::BAD_REQUEST, code, detail.clone())
+                Problem::of(StatusCode::BAD_REQUEST, code, detail.clone())
             }
-            ApiError::Unauthorized(_) => Problem::new(
+            ApiError::Unauthorized(_) => Problem::of(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "A valid Firebase ID token is required: send `Authorization: Bearer <token>`.",
             ),
             ApiError::NotFound { code, detail } => {
-                Problem::new(StatusCode::NOT_FOUND, code, *detail)
+                Problem::of(StatusCode::NOT_FOUND, code, *detail)
             }
-            ApiError::PayloadTooLarge { limit } => Problem::new(
+            ApiError::PayloadTooLarge { limit } => Problem::of(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("The request body is larger than {limit} bytes."),
             ),
-            ApiError::UnsupportedMediaType => Problem::new(
+            ApiError::UnsupportedMediaType => Problem::of(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Send the body as `Content-Type: application/json`.",
             ),
             ApiError::Validation(errors) => {
-                let mut p = Problem::new(
+                let mut p = Problem::of(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation_failed",
                     "Some fields are invalid; see `errors`.",
@@ -142,17 +122,17 @@ impl ApiError {
                 p.errors = errors.clone();
                 p
             }
-            ApiError::RateLimited { .. } => Problem::new(
+            ApiError::RateLimited { .. } => Problem::of(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "Too many requests; retry after the time in `Retry-After`.",
             ),
-            ApiError::Unavailable(_) => Problem::new(
+            ApiError::Unavailable(_) => Problem::of(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "A service this request needs is temporarily unavailable; retry shortly.",
             ),
-            ApiError::Internal(_) => Problem::new(
+            ApiError::Internal(_) => Problem::of(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Something went wrong on our side. It has been logged.",

@@ -8,6 +8,7 @@ pub mod health;
 pub mod jobs;
 pub mod mail;
 pub mod outbox;
+pub mod problem;
 pub mod push;
 pub mod realtime;
 pub mod users;
@@ -31,6 +32,7 @@ pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,
 };
 pub use outbox::{Outbox, OutboxError, OutboxRecord};
+pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{
     Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, Notification, Notifier,

@@ -5,11 +5,12 @@ pub mod envelope;
 mod handlers;
 mod hub;
 mod notifier;
+mod upgrade;
 
-pub use connection::{BEARER_PROTOCOL, configure};
 pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply, may_join};
 pub use hub::{ConnId, Hub, HubSettings};
 pub use notifier::HubNotifier;
+pub use upgrade::{BEARER_PROTOCOL, configure};
 
 /// The notice a socket gets just before the server closes it on purpose:
 /// `{"type": "disconnect", "data": {"code", "reason"}}`.

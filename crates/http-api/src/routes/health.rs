@@ -1,6 +1,6 @@
 //! Liveness and readiness.
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemResponse as _};
 use crate::state::OpsState;
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -40,7 +40,7 @@ pub(crate) async fn healthz() -> web::Json<HealthResponse> {
 #[api_v2_operation(tags(Operations), operation_id = "readyz")]
 pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
     if state.is_draining() {
-        let mut res = Problem::new(
+        let mut res = Problem::of(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "Shutting down: this instance takes no new traffic.",
@@ -65,7 +65,7 @@ pub(crate) async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
             checks,
         });
     }
-    let mut problem = Problem::new(
+    let mut problem = Problem::of(
         StatusCode::SERVICE_UNAVAILABLE,
         "not_ready",
         format!("Not ready: {} unreachable.", down.join(", ")),
