@@ -1,17 +1,17 @@
 //! A local stand-in for Google's OAuth2 token endpoint and the FCM HTTP v1
-//! API: a real HTTP/1.1 server on loopback that checks the service-account
+//! API: a real HTTP/1.1 server (hyper) on loopback that checks the service-account
 //! assertion's signature with the key it handed out, issues access tokens,
 //! answers sends as scripted, and records every request.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+mod server;
+use server::Server;
 
 /// The Firebase project the fake serves.
 pub const FAKE_FCM_PROJECT: &str = "trellis-push-test";
@@ -222,7 +222,14 @@ impl FakeFcm {
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let server = server.clone();
-                tokio::spawn(async move { server.connection(sock).await });
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(server.handle(req).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service),
+                );
             }
         });
         Self {
@@ -353,261 +360,5 @@ impl FakeFcm {
 impl Drop for FakeFcm {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-#[derive(Clone)]
-struct Server {
-    state: Arc<Mutex<State>>,
-    public_pem: String,
-    token_url: String,
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-struct Response {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-impl Response {
-    fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type", "application/json; charset=UTF-8".into())],
-            body: body.to_string(),
-        }
-    }
-}
-
-const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-
-/// Reads one request (keep-alive: `buf` carries what follows it).
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_REQUEST_BYTES {
-            return None;
-        }
-        let mut chunk = [0u8; 8192];
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, path) = (first.next()?.to_owned(), first.next()?.to_owned());
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if len > MAX_REQUEST_BYTES {
-        return None;
-    }
-    let start = head_end + 4;
-    while buf.len() < start + len {
-        let mut chunk = [0u8; 8192];
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = buf[start..start + len].to_vec();
-    buf.drain(..start + len);
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
-impl Server {
-    async fn connection(&self, mut sock: TcpStream) {
-        let mut buf = Vec::new();
-        while let Some(req) = read_request(&mut sock, &mut buf).await {
-            let close = req
-                .headers
-                .get("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            let res = self.answer(req).await;
-            let mut out = format!("HTTP/1.1 {} X\r\n", res.status);
-            for (k, v) in &res.headers {
-                out.push_str(&format!("{k}: {v}\r\n"));
-            }
-            out.push_str(&format!("content-length: {}\r\n\r\n", res.body.len()));
-            out.push_str(&res.body);
-            if sock.write_all(out.as_bytes()).await.is_err() || close {
-                return;
-            }
-        }
-    }
-
-    async fn answer(&self, req: Request) -> Response {
-        match (req.method.as_str(), req.path.as_str()) {
-            ("POST", "/token") => self.token(&req).await,
-            ("POST", path)
-                if path.starts_with("/v1/projects/") && path.ends_with("/messages:send") =>
-            {
-                self.send(&req)
-            }
-            _ => Response::json(
-                404,
-                &serde_json::json!({"error": {"code": 404, "status": "NOT_FOUND"}}),
-            ),
-        }
-    }
-
-    async fn token(&self, req: &Request) -> Response {
-        let delay = lock(&self.state).oauth_delay;
-        tokio::time::sleep(delay).await;
-        let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body)
-            .into_owned()
-            .collect();
-        let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-        let assertion = form.get("assertion").cloned().unwrap_or_default();
-        let part = |i: usize| -> serde_json::Value {
-            assertion
-                .split('.')
-                .nth(i)
-                .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(serde_json::Value::Null)
-        };
-        let signature_valid = self.verify(&assertion);
-        let mut s = lock(&self.state);
-        let mut record = OAuthRequest {
-            grant_type: grant_type.clone(),
-            header: part(0),
-            claims: part(1),
-            signature_valid,
-            issued: None,
-            at: Instant::now(),
-        };
-        let res = if let Some((status, body)) = s.oauth_failure.clone() {
-            Response::json(status, &body)
-        } else if grant_type != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-            Response::json(
-                400,
-                &serde_json::json!({"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}),
-            )
-        } else if !signature_valid {
-            Response::json(
-                400,
-                &serde_json::json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
-            )
-        } else {
-            let token = format!("ya29.fake-{}", crate::unique_suffix());
-            let lifetime = s.token_lifetime;
-            s.issued.insert(
-                token.clone(),
-                Instant::now() + Duration::from_secs(lifetime),
-            );
-            record.issued = Some(token.clone());
-            Response::json(
-                200,
-                &serde_json::json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}),
-            )
-        };
-        s.oauth.push(record);
-        res
-    }
-
-    /// RS256 with the handed-out key, audience the token endpoint, issued
-    /// by the service account, not expired, scoped to FCM.
-    fn verify(&self, assertion: &str) -> bool {
-        let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(self.public_pem.as_bytes()) else {
-            return false;
-        };
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-        v.set_audience(&[&self.token_url]);
-        v.set_issuer(&[FAKE_FCM_CLIENT_EMAIL]);
-        v.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-        jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &v).is_ok_and(|d| {
-            d.claims["scope"] == "https://www.googleapis.com/auth/firebase.messaging"
-        })
-    }
-
-    fn send(&self, req: &Request) -> Response {
-        let body: serde_json::Value =
-            serde_json::from_slice(&req.body).unwrap_or(serde_json::Value::Null);
-        let token = body["message"]["token"].as_str().map(str::to_owned);
-        let authorization = req.headers.get("authorization").cloned();
-        let mut s = lock(&self.state);
-        let bearer_ok = authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .and_then(|t| s.issued.get(t))
-            .is_some_and(|expires| Instant::now() < *expires);
-        let expected_path = format!("/v1/projects/{FAKE_FCM_PROJECT}/messages:send");
-        let reply = if !bearer_ok {
-            FcmReply::error(
-                401,
-                "UNAUTHENTICATED",
-                None,
-                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
-            )
-        } else if req.path != expected_path {
-            FcmReply::error(
-                403,
-                "PERMISSION_DENIED",
-                None,
-                "Permission denied for this project.",
-            )
-        } else if let Some(retry_after) = s.outage.clone() {
-            FcmReply::unavailable().with_retry_after(&retry_after)
-        } else if token.is_none() {
-            FcmReply::error(
-                400,
-                "INVALID_ARGUMENT",
-                Some("INVALID_ARGUMENT"),
-                "Recipient of the message is not set.",
-            )
-        } else if let Some(r) = token
-            .as_ref()
-            .and_then(|t| s.scripts.get_mut(t))
-            .and_then(VecDeque::pop_front)
-        {
-            r
-        } else if token.as_ref().is_some_and(|t| s.unregistered.contains(t)) {
-            FcmReply::unregistered()
-        } else {
-            FcmReply::ok()
-        };
-        s.sends.push(FcmRequest {
-            path: req.path.clone(),
-            authorization,
-            content_type: req.headers.get("content-type").cloned(),
-            body,
-            token,
-            status: reply.status,
-            at: Instant::now(),
-        });
-        let n = s.sends.len();
-        drop(s);
-        let body = reply.body.unwrap_or_else(
-            || serde_json::json!({"name": format!("projects/{FAKE_FCM_PROJECT}/messages/{n}")}),
-        );
-        let mut res = Response::json(reply.status, &body);
-        if let Some(v) = reply.retry_after {
-            res.headers.push(("retry-after", v));
-        }
-        res
     }
 }
