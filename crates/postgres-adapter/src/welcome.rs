@@ -100,6 +100,25 @@ impl PgWelcomeLedger {
     fn recipient_hash(&self, to: &Email) -> Vec<u8> {
         recipient_hash(&self.key, to)
     }
+
+    /// Runs `sql` (`MARK_SENT` or `RELEASE`) on this uid's claim, if
+    /// `holder` still holds it.
+    async fn as_holder(
+        &self,
+        sql: &'static str,
+        uid: &FirebaseUid,
+        holder: SendHolder,
+    ) -> Result<(), WelcomeLedgerError> {
+        let mut conn = checkout(&self.pool).await?;
+        diesel::sql_query(sql)
+            .bind::<Bytea, _>(uid_hash(uid))
+            .bind::<SqlUuid, _>(holder.job.0)
+            .bind::<BigInt, _>(lease_i64(holder.lease))
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
 }
 
 /// The keyed digest of a lower-cased address.
@@ -219,15 +238,7 @@ impl WelcomeLedger for PgWelcomeLedger {
         uid: &FirebaseUid,
         holder: SendHolder,
     ) -> Result<(), WelcomeLedgerError> {
-        let mut conn = checkout(&self.pool).await?;
-        diesel::sql_query(MARK_SENT)
-            .bind::<Bytea, _>(uid_hash(uid))
-            .bind::<SqlUuid, _>(holder.job.0)
-            .bind::<BigInt, _>(lease_i64(holder.lease))
-            .execute(&mut conn)
-            .await
-            .map_err(PgError::from)?;
-        Ok(())
+        self.as_holder(MARK_SENT, uid, holder).await
     }
 
     async fn release(
@@ -235,15 +246,7 @@ impl WelcomeLedger for PgWelcomeLedger {
         uid: &FirebaseUid,
         holder: SendHolder,
     ) -> Result<(), WelcomeLedgerError> {
-        let mut conn = checkout(&self.pool).await?;
-        diesel::sql_query(RELEASE)
-            .bind::<Bytea, _>(uid_hash(uid))
-            .bind::<SqlUuid, _>(holder.job.0)
-            .bind::<BigInt, _>(lease_i64(holder.lease))
-            .execute(&mut conn)
-            .await
-            .map_err(PgError::from)?;
-        Ok(())
+        self.as_holder(RELEASE, uid, holder).await
     }
 
     async fn forget_recipients(&self, window: Duration) -> Result<u64, WelcomeLedgerError> {

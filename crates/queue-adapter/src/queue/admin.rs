@@ -100,17 +100,15 @@ impl RedisJobQueue {
         ];
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let n: i64 = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .revive
                     .key(&keys[..])
                     .arg(id)
                     .arg(prefix)
-                    .arg(uprefix)
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(uprefix),
+            )
             .await?;
         Ok(n == 1)
     }
@@ -152,17 +150,15 @@ impl RedisJobQueue {
             .collect();
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let n: i64 = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .delete
                     .key(&keys[..])
                     .arg(id)
                     .arg(prefix)
-                    .arg(uprefix)
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(uprefix),
+            )
             .await?;
         Ok(n == 1)
     }

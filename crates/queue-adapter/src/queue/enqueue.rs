@@ -77,26 +77,20 @@ impl RedisJobQueue {
             claim.unwrap_or_else(|| format!("{}cron:-", self.inner.settings.prefix)),
         ];
         let run_at = job.run_at.map_or(0, |t| t.timestamp_millis());
-        let queue = job.queue.clone();
-        let added: i64 = self
-            .with_conn(|mut c| async move {
-                let mut inv = self.inner.scripts.enqueue.prepare_invoke();
-                inv.key(&keys[..])
-                    .arg(id.to_string())
-                    .arg(&queue)
-                    .arg(run_at)
-                    .arg(unique_ttl)
-                    .arg(claim_ttl);
-                for (k, v) in &fields {
-                    inv.arg(*k).arg(v);
-                }
-                inv.invoke_async(&mut c).await
-            })
-            .await
-            .map_err(|e| match e {
-                QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
-                QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
-            })?;
+        let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+        inv.key(&keys[..])
+            .arg(id.to_string())
+            .arg(&job.queue)
+            .arg(run_at)
+            .arg(unique_ttl)
+            .arg(claim_ttl);
+        for (k, v) in &fields {
+            inv.arg(*k).arg(v);
+        }
+        let added: i64 = self.run_script(&inv).await.map_err(|e| match e {
+            QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
+            QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
+        })?;
         match added {
             0 => Err(EnqueueJobError::Duplicate { key: unique_key }),
             2 => Ok(None),

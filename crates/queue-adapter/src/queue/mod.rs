@@ -183,6 +183,15 @@ impl RedisJobQueue {
     }
 
     /// Runs `f` on the shared connection; a connection-level failure drops it.
+    /// Runs one of the queue's scripts (`self.inner.scripts.x.key(..).arg(..)`).
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, QueueError> {
+        self.with_conn(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,

@@ -26,7 +26,7 @@ impl RedisJobQueue {
             self.job_prefix(),
         );
         let reply: Vec<(String, HashMap<String, String>)> = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .fetch
@@ -34,10 +34,8 @@ impl RedisJobQueue {
                     .key(active)
                     .arg(ms(lease))
                     .arg(prefix)
-                    .arg(max.max(1))
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(max.max(1)),
+            )
             .await?;
         reply
             .into_iter()
@@ -72,16 +70,14 @@ impl RedisJobQueue {
             self.key(queue, "wake"),
         ];
         let prefix = self.job_prefix();
-        self.with_conn(|mut c| async move {
+        self.run_script(
             self.inner
                 .scripts
                 .forward
                 .key(&keys[..])
                 .arg(1000)
-                .arg(prefix)
-                .invoke_async(&mut c)
-                .await
-        })
+                .arg(prefix),
+        )
         .await
     }
 
@@ -100,17 +96,15 @@ impl RedisJobQueue {
         let (active, prefix) = (self.key(queue, "active"), self.job_prefix());
         let args = lease_args(leases);
         let lost: Vec<String> = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .heartbeat
                     .key(active)
                     .arg(ms(lease))
                     .arg(prefix)
-                    .arg(&args[..])
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(&args[..]),
+            )
             .await?;
         Ok(leases
             .iter()
@@ -143,17 +137,15 @@ impl RedisJobQueue {
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let args = lease_args(leases);
         let done: Vec<i64> = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .complete
                     .key(&keys[..])
                     .arg(prefix)
                     .arg(uprefix)
-                    .arg(&args[..])
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(&args[..]),
+            )
             .await?;
         Ok(done
             .into_iter()
@@ -187,7 +179,7 @@ impl RedisJobQueue {
         let s = &self.inner.settings;
         let error: String = error.chars().take(4000).collect();
         let n: i64 = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .fail
@@ -199,10 +191,8 @@ impl RedisJobQueue {
                     .arg(error)
                     .arg(retry_after.map_or(-1, ms))
                     .arg(s.dead_max_size)
-                    .arg(ms(s.dead_max_age))
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(ms(s.dead_max_age)),
+            )
             .await?;
         Ok(match n {
             1 => FailOutcome::Retry,
@@ -230,7 +220,7 @@ impl RedisJobQueue {
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let s = &self.inner.settings;
         let seed: u32 = rand::random();
-        self.with_conn(|mut c| async move {
+        self.run_script(
             self.inner
                 .scripts
                 .recover
@@ -242,10 +232,8 @@ impl RedisJobQueue {
                 .arg(ms(s.dead_max_age))
                 .arg(ms(retry_base))
                 .arg(ms(retry_cap))
-                .arg(seed)
-                .invoke_async(&mut c)
-                .await
-        })
+                .arg(seed),
+        )
         .await
     }
 
@@ -259,17 +247,15 @@ impl RedisJobQueue {
         ];
         let prefix = self.job_prefix();
         let n: i64 = self
-            .with_conn(|mut c| async move {
+            .run_script(
                 self.inner
                     .scripts
                     .requeue
                     .key(&keys[..])
                     .arg(lease.id.to_string())
                     .arg(prefix)
-                    .arg(lease.token)
-                    .invoke_async(&mut c)
-                    .await
-            })
+                    .arg(lease.token),
+            )
             .await?;
         Ok(if n == 1 {
             LeaseOutcome::Applied
