@@ -112,6 +112,28 @@ impl PgOutbox {
     }
 }
 
+/// Ends the claim on the still unpublished rows of `seqs`, marking them
+/// published (by the database's clock) or leaving them for the next claim.
+const END_CLAIM_SQL: &str = "UPDATE outbox
+    SET claimed_until = NULL, published_at = CASE WHEN $2 THEN now() END
+    WHERE seq = ANY($1) AND published_at IS NULL";
+
+impl PgOutbox {
+    async fn end_claim(&self, seqs: &[i64], published: bool) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut conn = checkout(&self.pool).await?;
+        diesel::sql_query(END_CLAIM_SQL)
+            .bind::<diesel::sql_types::Array<BigInt>, _>(seqs)
+            .bind::<diesel::sql_types::Bool, _>(published)
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Outbox for PgOutbox {
     async fn lead(&self) -> Result<bool, OutboxError> {
@@ -193,40 +215,11 @@ impl Outbox for PgOutbox {
     }
 
     async fn mark_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let mut conn = checkout(&self.pool).await?;
-        diesel::update(
-            outbox::table
-                .filter(outbox::seq.eq_any(seqs))
-                .filter(outbox::published_at.is_null()),
-        )
-        .set((
-            outbox::published_at.eq(diesel::dsl::now),
-            outbox::claimed_until.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(&mut conn)
-        .await
-        .map_err(PgError::from)?;
-        Ok(())
+        self.end_claim(seqs, true).await
     }
 
     async fn release(&self, seqs: &[i64]) -> Result<(), OutboxError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let mut conn = checkout(&self.pool).await?;
-        diesel::update(
-            outbox::table
-                .filter(outbox::seq.eq_any(seqs))
-                .filter(outbox::published_at.is_null()),
-        )
-        .set(outbox::claimed_until.eq(None::<DateTime<Utc>>))
-        .execute(&mut conn)
-        .await
-        .map_err(PgError::from)?;
-        Ok(())
+        self.end_claim(seqs, false).await
     }
 
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, OutboxError> {

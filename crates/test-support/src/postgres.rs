@@ -115,12 +115,6 @@ fn is_leftover(name: &str, prefix: &str) -> bool {
         .is_some_and(|born| born < cutoff)
 }
 
-#[derive(diesel::QueryableByName)]
-struct SchemaName {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    nspname: String,
-}
-
 /// Once per test process: create the test database if needed, and drop the
 /// schemas that crashed runs left behind.
 async fn prepare(base: String) {
@@ -141,17 +135,37 @@ async fn prepare(base: String) {
     }
     sweep_scratch_databases(&base).await;
     let mut conn = connect(&base).await;
-    let schemas: Vec<SchemaName> = diesel::sql_query(format!(
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'"
-    ))
-    .load(&mut conn)
-    .await
-    .unwrap_or_default();
-    for s in schemas {
-        if is_leftover(&s.nspname, SCHEMA_PREFIX) {
-            let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {} CASCADE", s.nspname))
-                .execute(&mut conn)
-                .await;
+    drop_leftovers(
+        &mut conn,
+        "SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE $1",
+        SCHEMA_PREFIX,
+        |name| format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"),
+    )
+    .await;
+}
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// Drops what `list` (named `name`, filtered by `LIKE $1`) finds under
+/// `prefix` that a crashed run left behind.
+async fn drop_leftovers(
+    conn: &mut AsyncPgConnection,
+    list: &str,
+    prefix: &str,
+    drop: impl Fn(&str) -> String,
+) {
+    let names: Vec<Name> = diesel::sql_query(list)
+        .bind::<diesel::sql_types::Text, _>(format!("{prefix}%"))
+        .load(conn)
+        .await
+        .unwrap_or_default();
+    for n in names {
+        if is_leftover(&n.name, prefix) {
+            let _ = diesel::sql_query(drop(&n.name)).execute(conn).await;
         }
     }
 }
@@ -274,12 +288,6 @@ impl Drop for ScratchDatabase {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct DatabaseName {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    datname: String,
-}
-
 /// Drops scratch databases that crashed runs left behind (over an hour old).
 async fn sweep_scratch_databases(base: &str) {
     let Ok(mut admin) = url::Url::parse(base) else {
@@ -289,20 +297,11 @@ async fn sweep_scratch_databases(base: &str) {
     let Ok(mut conn) = AsyncPgConnection::establish(admin.as_str()).await else {
         return;
     };
-    let names: Vec<DatabaseName> = diesel::sql_query(format!(
-        "SELECT datname FROM pg_database WHERE datname LIKE '{SCRATCH_PREFIX}%'"
-    ))
-    .load(&mut conn)
-    .await
-    .unwrap_or_default();
-    for d in names {
-        if is_leftover(&d.datname, SCRATCH_PREFIX) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                d.datname
-            ))
-            .execute(&mut conn)
-            .await;
-        }
-    }
+    drop_leftovers(
+        &mut conn,
+        "SELECT datname AS name FROM pg_database WHERE datname LIKE $1",
+        SCRATCH_PREFIX,
+        |name| format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .await;
 }

@@ -58,10 +58,7 @@ impl RedisProcess {
 
     /// Kills the server (connections drop at once).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Stops the server as an operator would (`redis-cli shutdown`,
@@ -81,8 +78,7 @@ impl RedisProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        kill(&mut Some(child));
         t.elapsed()
     }
 
@@ -117,15 +113,26 @@ impl RedisProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pong(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        wait_until("redis-server to answer PING", || pong(port));
+    }
+}
+
+/// Kills the process, if there is one, and reaps it.
+pub(crate) fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Blocks until `ready` holds; panics after 10 s (a local server process
+/// that does not listen by then is not going to).
+pub(crate) fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

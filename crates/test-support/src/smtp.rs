@@ -79,10 +79,7 @@ impl SmtpSink {
 
     /// Stops the server (mail sent now fails to connect).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::processes::kill(&mut self.child);
     }
 
     /// Starts it (again) on the same port with the same behaviour.
@@ -124,11 +121,10 @@ impl SmtpSink {
             );
         }
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the SMTP sink is not listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        crate::processes::wait_until("the SMTP sink to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Every message accepted so far, oldest first.

@@ -90,27 +90,8 @@ impl RedisJobQueue {
     /// operator asked for it) but without the key, and it never releases
     /// the newer job's key.
     pub async fn revive(&self, id: &str) -> Result<bool, QueueError> {
-        let Some(queue) = self.queue_of(id).await? else {
-            return Ok(false);
-        };
-        let keys = [
-            self.key(&queue, "dead"),
-            self.key(&queue, "pending"),
-            self.key(&queue, "wake"),
-        ];
-        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
-        let n: i64 = self
-            .run_script(
-                self.inner
-                    .scripts
-                    .revive
-                    .key(&keys[..])
-                    .arg(id)
-                    .arg(prefix)
-                    .arg(uprefix),
-            )
-            .await?;
-        Ok(n == 1)
+        self.on_job(&self.inner.scripts.revive, id, &["dead", "pending", "wake"])
+            .await
     }
 
     /// Revives every dead job of `queue` (or of every queue). Returns how many.
@@ -141,23 +122,28 @@ impl RedisJobQueue {
 
     /// Deletes a job wherever it is. Returns false if there was none.
     pub async fn delete(&self, id: &str) -> Result<bool, QueueError> {
+        let wheres = ["pending", "scheduled", "retry", "active", "dead"];
+        self.on_job(&self.inner.scripts.delete, id, &wheres).await
+    }
+
+    /// Runs `script` on job `id` with the keys `wheres` of its queue; false
+    /// if there is no such job or the script did not apply.
+    async fn on_job(
+        &self,
+        script: &redis::Script,
+        id: &str,
+        wheres: &[&str],
+    ) -> Result<bool, QueueError> {
         let Some(queue) = self.queue_of(id).await? else {
             return Ok(false);
         };
-        let keys: Vec<String> = ["pending", "scheduled", "retry", "active", "dead"]
-            .iter()
-            .map(|w| self.key(&queue, w))
-            .collect();
-        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let n: i64 = self
             .run_script(
-                self.inner
-                    .scripts
-                    .delete
-                    .key(&keys[..])
+                script
+                    .key(self.keys(&queue, wheres))
                     .arg(id)
-                    .arg(prefix)
-                    .arg(uprefix),
+                    .arg(self.job_prefix())
+                    .arg(self.unique_prefix()),
             )
             .await?;
         Ok(n == 1)

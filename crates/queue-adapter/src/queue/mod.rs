@@ -178,6 +178,11 @@ impl RedisJobQueue {
         format!("{}{queue}:{what}", self.inner.settings.prefix)
     }
 
+    /// The keys `wheres` of `queue`, in order (a script's KEYS).
+    pub(crate) fn keys(&self, queue: &str, wheres: &[&str]) -> Vec<String> {
+        wheres.iter().map(|w| self.key(queue, w)).collect()
+    }
+
     fn queues_key(&self) -> String {
         format!("{}queues", self.inner.settings.prefix)
     }

@@ -169,12 +169,7 @@ impl RedisJobQueue {
         error: &str,
         retry_after: Option<Duration>,
     ) -> Result<FailOutcome, QueueError> {
-        let keys = [
-            self.key(queue, "active"),
-            self.key(queue, "retry"),
-            self.key(queue, "dead"),
-            self.key(queue, "failed"),
-        ];
+        let keys = self.keys(queue, &["active", "retry", "dead", "failed"]);
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let s = &self.inner.settings;
         let error: String = error.chars().take(4000).collect();
@@ -211,12 +206,7 @@ impl RedisJobQueue {
         retry_base: Duration,
         retry_cap: Duration,
     ) -> Result<(u64, u64), QueueError> {
-        let keys = [
-            self.key(queue, "active"),
-            self.key(queue, "retry"),
-            self.key(queue, "dead"),
-            self.key(queue, "failed"),
-        ];
+        let keys = self.keys(queue, &["active", "retry", "dead", "failed"]);
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let s = &self.inner.settings;
         let seed: u32 = rand::random();

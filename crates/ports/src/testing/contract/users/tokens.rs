@@ -3,8 +3,19 @@
 
 use super::{UserStore, drain_events, email, token, uid};
 use crate::users::*;
-use domain::{DomainEvent, Platform, ProfileDefaults, ProfilePatch};
+use domain::{DomainEvent, FirebaseUid, Platform, ProfileDefaults, ProfilePatch};
 use std::time::Duration;
+
+/// How many tokens `uid` has (at most one page of 10).
+async fn token_count(store: &dyn UserStore, uid: &FirebaseUid) -> usize {
+    store
+        .tokens()
+        .list_for_user(uid, None, 10)
+        .await
+        .unwrap()
+        .items
+        .len()
+}
 
 pub async fn registering_a_token_creates_the_user_once(store: &dyn UserStore) {
     let u = uid("u-token-first");
@@ -78,25 +89,8 @@ pub async fn a_token_moves_to_the_user_who_registers_it(store: &dyn UserStore) {
         .unwrap();
     let bob_user = store.users().find_by_uid(&bob).await.unwrap().unwrap();
     assert_eq!(moved.record.user_id, bob_user.id);
-    assert!(
-        store
-            .tokens()
-            .list_for_user(&alice, None, 10)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .tokens()
-            .list_for_user(&bob, None, 10)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(token_count(store, &alice).await, 0);
+    assert_eq!(token_count(store, &bob).await, 1);
 }
 
 pub async fn unregister_removes_only_the_callers_token(store: &dyn UserStore) {
@@ -135,25 +129,8 @@ pub async fn unregister_removes_only_the_callers_token(store: &dyn UserStore) {
         .unregister(&alice, &token("tok-alice"))
         .await
         .unwrap();
-    assert!(
-        store
-            .tokens()
-            .list_for_user(&alice, None, 10)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .tokens()
-            .list_for_user(&bob, None, 10)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(token_count(store, &alice).await, 0);
+    assert_eq!(token_count(store, &bob).await, 1);
 }
 
 pub async fn listing_tokens_pages_through_all_of_them_in_order(store: &dyn UserStore) {
