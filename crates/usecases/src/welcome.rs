@@ -121,7 +121,7 @@ impl EventHandler for WelcomeMailTrigger {
                 email: verified.email.clone(),
                 display_name: verified.display_name.clone(),
             },
-            DomainEvent::ProfileUpdated(_) | DomainEvent::UserDeleted(_) => return Ok(()),
+            _ => return Ok(()),
         };
         let job = NewJob::of(&payload)
             .map_err(|e| HandleEventError::Reject(format!("cannot encode the job: {e}")))?
