@@ -1,5 +1,7 @@
 //! An in-memory user store: users, push tokens and the outbox in one lock,
 //! so that "a change and its event commit together" holds here as in Postgres.
+//! (One file over 400 lines on purpose: the three ports share that lock and
+//! its invariants, and split apart they would each need to reach into it.)
 
 use crate::outbox::{Outbox, OutboxError, OutboxRecord};
 use crate::users::*;

@@ -1,5 +1,6 @@
 //! Scenario 7: bad input on every HTTP route (scenario 8, the WebSocket
-//! frames, is in `bad_websocket`).
+//! frames, is in `bad_websocket`). Over 400 lines on purpose: it is one
+//! table of cases per route, read top to bottom.
 
 use crate::Outcome;
 use crate::auth::{Keys, PROJECT};
