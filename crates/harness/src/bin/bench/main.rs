@@ -31,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("--serve-hello") => return baselines::serve_hello(args[2].parse()?),
         Some("--serve-ws") => return baselines::serve_ws(args[2].parse()?),
+        Some("--queue-worker") => return queue::helper("worker", &args[2..]),
+        Some("--queue-producer") => return queue::helper("producer", &args[2..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
