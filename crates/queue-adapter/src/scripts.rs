@@ -1,9 +1,13 @@
 //! Every state change of a job, as one atomic Lua script.
 //!
 //! Keys (with `P` = the queue prefix, `Q` = a queue name):
-//! - `P job:<id>`       hash: the job and its state (`state`, `attempt`,
-//!   `lease` = the fencing number of the current lease, `unique_key`,
-//!   `unique_ttl_ms`, ...)
+//! - `P job:<id>`       hash: `state`, `ready_at`, `attempt` and `lease` (the
+//!   fencing number of the current lease; both absent until the first
+//!   fetch), `max_retries` (absent: 0), `unique_key` and `unique_ttl_ms`
+//!   (absent: no unique key), `last_error` and `failed_at` once it failed,
+//!   and `body`: kind, version, queue, timeout and payload as one compact
+//!   JSON value the scripts never read (see `queue/stored.rs`; a job stored
+//!   before `body` existed has those as fields of their own instead)
 //! - `P Q:pending`      list of ids ready to run (LPUSH in, RPOP out: FIFO)
 //! - `P Q:scheduled`    zset id -> run at (ms)
 //! - `P Q:retry`        zset id -> retry at (ms)
@@ -105,10 +109,11 @@ end
 
 /// KEYS: job, pending, scheduled, unique, queues, wake, tick claim.
 /// ARGV: id, queue, run_at ms (0: now), unique_ttl_ms (0: none),
-/// tick claim ttl s (0: no claim), field, value, ...
+/// tick claim ttl s (0: no claim), body, max_retries, unique key.
 /// The unique key is held for its TTL counted from when the job is due
 /// (`max(ttl, run_at - now + ttl)`). A periodic tick is claimed in the same
-/// step, so it is enqueued once or not at all.
+/// step, so it is enqueued once or not at all. Only the fields a job needs
+/// are written (no zero counters, no empty unique key).
 /// Returns 1, 0 when the unique key is taken, or 2 when the tick was
 /// already enqueued.
 pub(crate) fn enqueue() -> String {
@@ -124,14 +129,18 @@ if ttl > 0 then
   if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', px) then return 0 end
 end
 if claim_ttl > 0 then redis.call('SET', KEYS[7], ARGV[1], 'EX', claim_ttl) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('HSET', KEYS[1], 'enqueued_at', now)
+local f = {{'body', ARGV[6]}}
+if ARGV[7] ~= '0' then f[#f + 1] = 'max_retries'; f[#f + 1] = ARGV[7] end
+if ttl > 0 then
+  f[#f + 1] = 'unique_key'; f[#f + 1] = ARGV[8]
+  f[#f + 1] = 'unique_ttl_ms'; f[#f + 1] = ARGV[4]
+end
 redis.call('SADD', KEYS[5], ARGV[2])
 if run_at > now then
-  redis.call('HSET', KEYS[1], 'state', 'scheduled')
+  redis.call('HSET', KEYS[1], 'state', 'scheduled', unpack(f))
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now)
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now, unpack(f))
   redis.call('LPUSH', KEYS[2], ARGV[1])
   wake(KEYS[6])
 end
@@ -143,14 +152,15 @@ return 1"
 /// Pops up to `max` of the oldest ready jobs, leases them under a fresh
 /// fencing number (`lease`), counts the attempt. Ids that are not pending
 /// (a stale entry) are skipped, never leased twice.
-/// Returns `{{id, {field, value, ...}}, ...}` (possibly empty).
+/// Returns `{{id, attempt, lease, body, max_retries, ready_at, old}, ...}`
+/// (possibly empty), where `old` is `{}`, or for a job stored before `body`
+/// existed (`body` is then empty) its whole hash.
 pub(crate) fn fetch() -> String {
     format!(
         "{NOW_MS}
 local out = {{}}
 local max = tonumber(ARGV[3])
-local now = now_ms()
-local deadline = now + tonumber(ARGV[1])
+local deadline = now_ms() + tonumber(ARGV[1])
 for i = 1, max * 4 do
   if #out >= max then break end
   local id = redis.call('RPOP', KEYS[1])
@@ -158,10 +168,13 @@ for i = 1, max * 4 do
   local key = ARGV[2] .. id
   if redis.call('HGET', key, 'state') == 'pending' then
     redis.call('ZADD', KEYS[2], deadline, id)
-    redis.call('HINCRBY', key, 'attempt', 1)
-    redis.call('HINCRBY', key, 'lease', 1)
-    redis.call('HSET', key, 'state', 'active', 'started_at', now)
-    out[#out + 1] = {{id, redis.call('HGETALL', key)}}
+    local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+    local lease = redis.call('HINCRBY', key, 'lease', 1)
+    redis.call('HSET', key, 'state', 'active')
+    local f = redis.call('HMGET', key, 'body', 'max_retries', 'ready_at')
+    local old = {{}}
+    if not f[1] then old = redis.call('HGETALL', key) end
+    out[#out + 1] = {{id, attempt, lease, f[1] or '', tonumber(f[2] or '0'), tonumber(f[3] or '0'), old}}
   end
 end
 return out"

@@ -61,14 +61,15 @@ impl RedisJobQueue {
                     .with_conn(|mut c| async move { c.hgetall(key).await })
                     .await?;
                 let get = |k: &str| h.get(k).cloned().unwrap_or_default();
+                let body = Body::from_fields(&h);
                 out.push(DeadJob {
                     id,
                     queue: q.clone(),
-                    kind: get("kind"),
+                    kind: body.as_ref().map(|b| b.kind.clone()).unwrap_or_default(),
                     attempts: get("attempt").parse().unwrap_or(0),
                     last_error: get("last_error"),
                     died_at_ms: died as i64,
-                    payload: get("payload"),
+                    payload: body.map(|b| b.payload.to_string()).unwrap_or_default(),
                 });
             }
         }
@@ -79,8 +80,10 @@ impl RedisJobQueue {
 
     async fn queue_of(&self, id: &str) -> Result<Option<String>, QueueError> {
         let key = format!("{}{id}", self.job_prefix());
-        self.with_conn(|mut c| async move { c.hget(key, "queue").await })
-            .await
+        let fields: HashMap<String, String> = self
+            .with_conn(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        Ok(Body::from_fields(&fields).map(|b| b.queue))
     }
 
     /// Runs a dead job again with fresh retries. Returns false if `id` is not dead.

@@ -27,7 +27,7 @@ impl RedisJobQueue {
     /// given. `None` when `claim` was already taken.
     async fn store(
         &self,
-        job: NewJob,
+        mut job: NewJob,
         claim: Option<String>,
     ) -> Result<Option<JobId>, EnqueueJobError> {
         if job.kind.is_empty() || job.kind.len() > 128 {
@@ -47,20 +47,14 @@ impl RedisJobQueue {
             Some(_) => return Err(EnqueueJobError::Invalid("empty unique key".into())),
             None => (String::new(), 0),
         };
-        let payload = serde_json::to_string(&job.payload)
-            .map_err(|e| EnqueueJobError::Invalid(e.to_string()))?;
-        let fields: Vec<(&str, String)> = vec![
-            ("kind", job.kind.clone()),
-            ("version", job.version.to_string()),
-            ("payload", payload),
-            ("queue", job.queue.clone()),
-            ("max_retries", job.max_retries.to_string()),
-            ("timeout_ms", ms(job.timeout).to_string()),
-            ("unique_key", unique_key.clone()),
-            ("unique_ttl_ms", unique_ttl.to_string()),
-            ("attempt", "0".into()),
-            ("lease", "0".into()),
-        ];
+        let body = Body {
+            kind: job.kind.clone(),
+            version: job.version,
+            queue: job.queue.clone(),
+            timeout_ms: u64::try_from(ms(job.timeout)).unwrap_or(0),
+            payload: std::mem::take(&mut job.payload),
+        }
+        .encode();
         let claim_ttl = if claim.is_some() {
             TICK_CLAIM_TTL_SECS
         } else {
@@ -83,10 +77,10 @@ impl RedisJobQueue {
             .arg(&job.queue)
             .arg(run_at)
             .arg(unique_ttl)
-            .arg(claim_ttl);
-        for (k, v) in &fields {
-            inv.arg(*k).arg(v);
-        }
+            .arg(claim_ttl)
+            .arg(body)
+            .arg(job.max_retries)
+            .arg(&unique_key);
         let added: i64 = self.run_script(&inv).await.map_err(|e| match e {
             QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
             QueueError::Unknown(e) => EnqueueJobError::Unknown(e),

@@ -13,8 +13,10 @@
 mod admin;
 mod enqueue;
 mod running;
+mod stored;
 mod types;
 
+use stored::Body;
 pub use types::*;
 
 use crate::redis::SharedConnection;

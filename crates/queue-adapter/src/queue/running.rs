@@ -25,7 +25,8 @@ impl RedisJobQueue {
             self.key(queue, "active"),
             self.job_prefix(),
         );
-        let reply: Vec<(String, HashMap<String, String>)> = self
+        type Row = (String, u32, u64, String, u32, i64, HashMap<String, String>);
+        let reply: Vec<Row> = self
             .run_script(
                 self.inner
                     .scripts
@@ -39,25 +40,37 @@ impl RedisJobQueue {
             .await?;
         reply
             .into_iter()
-            .map(|(id, fields)| {
-                let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-                let num = |k: &str| get(k).parse::<i64>().unwrap_or(0);
-                Ok(LeasedJob {
-                    id: parse_id(&id)?,
-                    token: get("lease").parse().map_err(|e| {
-                        QueueError::Unknown(anyhow::anyhow!("lease of job {id}: {e}"))
-                    })?,
-                    queue: queue.to_owned(),
-                    kind: get("kind").to_owned(),
-                    version: u16::try_from(num("version")).unwrap_or(0),
-                    payload: serde_json::from_str(get("payload"))
-                        .unwrap_or(serde_json::Value::Null),
-                    attempt: u32::try_from(num("attempt")).unwrap_or(1),
-                    max_retries: u32::try_from(num("max_retries")).unwrap_or(0),
-                    timeout: Duration::from_millis(u64::try_from(num("timeout_ms")).unwrap_or(0)),
-                    ready_at_ms: num("ready_at"),
-                })
-            })
+            .map(
+                |(id, attempt, token, body, max_retries, ready_at_ms, old)| {
+                    let body = if body.is_empty() {
+                        Body::from_fields(&old)
+                    } else {
+                        Body::decode(&body)
+                    };
+                    // A body that does not decode still runs (and fails in the
+                    // worker as an unknown kind), so it reaches the dead set
+                    // instead of circling.
+                    let body = body.unwrap_or_else(|| Body {
+                        kind: String::new(),
+                        version: 0,
+                        queue: queue.to_owned(),
+                        timeout_ms: 0,
+                        payload: serde_json::Value::Null,
+                    });
+                    Ok(LeasedJob {
+                        id: parse_id(&id)?,
+                        token,
+                        queue: queue.to_owned(),
+                        kind: body.kind,
+                        version: body.version,
+                        payload: body.payload,
+                        attempt,
+                        max_retries,
+                        timeout: Duration::from_millis(body.timeout_ms),
+                        ready_at_ms,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -13,3 +13,4 @@ mod retries;
 mod running;
 mod scheduling;
 mod unique;
+mod upgrade;

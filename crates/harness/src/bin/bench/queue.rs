@@ -88,7 +88,7 @@ pub(crate) async fn run(jobs: usize, out: &mut Vec<Scenario>) -> anyhow::Result<
     );
     s.figure("enqueue-to-start p50 ms (at 10% of peak)", light.p50_ms);
 
-    let pending = (jobs / 10).max(1_000);
+    let pending = jobs;
     let ours = memory_per_pending_job(Peer::Trellis, pending).await?;
     match memory_per_pending_job(Peer::BullMq, pending).await {
         Ok(theirs) => s.bound(
@@ -223,28 +223,37 @@ async fn run_pair(peer: Peer, jobs: usize, rate: Option<f64>) -> anyhow::Result<
     })
 }
 
-/// Redis `used_memory` grown per job by enqueueing `jobs` jobs that no
-/// worker takes.
+/// Redis memory per job (`MEMORY USAGE` of every key the queue wrote,
+/// summed) after enqueueing `jobs` jobs that no worker takes. Counting the
+/// keys themselves leaves out what `used_memory` also moves with: client
+/// buffers, the script cache, allocator slack.
 async fn memory_per_pending_job(peer: Peer, jobs: usize) -> anyhow::Result<f64> {
     let redis = test_support::TestRedis::new().await;
-    // Measured with no producer connected, before and after: its
-    // connections' buffers are not the jobs'.
-    let before = used_memory()?;
     let mut producer = Helper::spawn(peer, "producer", redis.prefix(), jobs, None)?;
     producer.ready().await?;
     producer.go().await?;
     producer.json(RUN_LIMIT).await?;
     let _ = producer.child.wait().await;
-    let after = used_memory()?;
-    Ok((after - before) / jobs as f64)
-}
-
-fn used_memory() -> anyhow::Result<f64> {
-    let info = tools::redis_cli(&["info", "memory"])?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no used_memory in INFO memory")
+    let mut c = redis.connection().await;
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> =
+            redis::AsyncCommands::scan_match(&mut c, format!("{}*", redis.prefix())).await?;
+        let mut keys = Vec::new();
+        while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+            keys.push(k?);
+        }
+        keys
+    };
+    let mut total = 0_u64;
+    for chunk in keys.chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
+        }
+        let sizes: Vec<Option<u64>> = pipe.query_async(&mut c).await?;
+        total += sizes.into_iter().flatten().sum::<u64>();
+    }
+    Ok(total as f64 / jobs as f64)
 }
 
 /// `bench --queue-worker|--queue-producer --redis URL --prefix P --jobs N
