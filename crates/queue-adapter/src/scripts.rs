@@ -141,23 +141,24 @@ if run_at > now then
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
 else
   redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now, unpack(f))
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  wake(KEYS[6])
+  if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 then wake(KEYS[6]) end
 end
 return 1"
     )
 }
 
-/// KEYS: pending, active. ARGV: lease_ms, job prefix, max jobs.
+/// KEYS: pending, active, wake. ARGV: lease_ms, job prefix, max jobs.
 /// Pops up to `max` of the oldest ready jobs, leases them under a fresh
 /// fencing number (`lease`), counts the attempt. Ids that are not pending
-/// (a stale entry) are skipped, never leased twice.
+/// (a stale entry) are skipped, never leased twice. A full batch that
+/// leaves jobs behind wakes another idle worker (an enqueue wakes one only
+/// when the queue was empty).
 /// Returns `{{id, attempt, lease, body, max_retries, ready_at, old}, ...}`
 /// (possibly empty), where `old` is `{}`, or for a job stored before `body`
 /// existed (`body` is then empty) its whole hash.
 pub(crate) fn fetch() -> String {
     format!(
-        "{NOW_MS}
+        "{NOW_MS}{WAKE}
 local out = {{}}
 local max = tonumber(ARGV[3])
 local deadline = now_ms() + tonumber(ARGV[1])
@@ -166,17 +167,18 @@ for i = 1, max * 4 do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
   local key = ARGV[2] .. id
-  if redis.call('HGET', key, 'state') == 'pending' then
+  local f = redis.call('HMGET', key, 'state', 'attempt', 'lease', 'body', 'max_retries', 'ready_at')
+  if f[1] == 'pending' then
+    local attempt = tonumber(f[2] or '0') + 1
+    local lease = tonumber(f[3] or '0') + 1
+    redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease', lease)
     redis.call('ZADD', KEYS[2], deadline, id)
-    local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-    local lease = redis.call('HINCRBY', key, 'lease', 1)
-    redis.call('HSET', key, 'state', 'active')
-    local f = redis.call('HMGET', key, 'body', 'max_retries', 'ready_at')
     local old = {{}}
-    if not f[1] then old = redis.call('HGETALL', key) end
-    out[#out + 1] = {{id, attempt, lease, f[1] or '', tonumber(f[2] or '0'), tonumber(f[3] or '0'), old}}
+    if not f[4] then old = redis.call('HGETALL', key) end
+    out[#out + 1] = {{id, attempt, lease, f[4] or '', tonumber(f[5] or '0'), tonumber(f[6] or '0'), old}}
   end
 end
+if #out >= max and redis.call('LLEN', KEYS[1]) > 0 then wake(KEYS[3]) end
 return out"
     )
 }
@@ -233,15 +235,18 @@ return lost"
 /// its unique key released. Returns one number per job: 1 completed, 0 its
 /// lease was lost (the job is left alone).
 pub(crate) fn complete() -> String {
-    format!(
-        "{HOLDS_LEASE}{RELEASE_UNIQUE}
-local out, n = {{}}, 0
+    r"
+local out, n = {}, 0
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[1] .. id
-  if holds_lease(key, token) then
+  local f = redis.call('HMGET', key, 'state', 'lease', 'unique_key')
+  if f[1] == 'active' and f[2] == token then
     redis.call('ZREM', KEYS[1], id)
-    release_unique(key, id, ARGV[2])
+    if f[3] and f[3] ~= '' then
+      local ukey = ARGV[2] .. f[3]
+      if redis.call('GET', ukey) == id then redis.call('DEL', ukey) end
+    end
     redis.call('DEL', key)
     n = n + 1
     out[#out + 1] = 1
@@ -251,7 +256,7 @@ for i = 3, #ARGV, 2 do
 end
 if n > 0 then redis.call('INCRBY', KEYS[2], n) end
 return out"
-    )
+        .to_owned()
 }
 
 /// KEYS: active, retry, dead, failed.

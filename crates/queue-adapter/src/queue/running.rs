@@ -20,19 +20,15 @@ impl RedisJobQueue {
         lease: Duration,
         max: usize,
     ) -> Result<Vec<LeasedJob>, QueueError> {
-        let (pending, active, prefix) = (
-            self.key(queue, "pending"),
-            self.key(queue, "active"),
-            self.job_prefix(),
-        );
+        let keys = self.keys(queue, &["pending", "active", "wake"]);
+        let prefix = self.job_prefix();
         type Row = (String, u32, u64, String, u32, i64, HashMap<String, String>);
         let reply: Vec<Row> = self
             .run_script(
                 self.inner
                     .scripts
                     .fetch
-                    .key(pending)
-                    .key(active)
+                    .key(&keys[..])
                     .arg(ms(lease))
                     .arg(prefix)
                     .arg(max.max(1)),

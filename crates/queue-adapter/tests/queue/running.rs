@@ -176,3 +176,40 @@ async fn concurrent_enqueues_share_batches_and_each_keeps_its_own_outcome() {
     assert_eq!(fetched.len(), 101);
     assert!(fetched.iter().all(|j| ids.contains(&j.id)));
 }
+
+/// Idle workers are woken once per burst, not once per job: an enqueue
+/// into an empty queue wakes one, and a full fetch that leaves jobs behind
+/// wakes the next.
+#[tokio::test]
+async fn wake_ups_come_once_per_burst_and_pass_on_while_work_remains() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let wake = format!("{}q:default:wake", redis.prefix());
+    let mut c = redis.connection().await;
+    for n in 0..10 {
+        q.enqueue(job(n)).await.unwrap();
+    }
+    let tokens: i64 = c.llen(&wake).await.unwrap();
+    assert_eq!(
+        tokens, 1,
+        "ten enqueues into an empty queue wake one worker"
+    );
+    let _: () = c.del(&wake).await.unwrap();
+
+    let got = q
+        .fetch_many("default", Duration::from_secs(30), 4)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    let tokens: i64 = c.llen(&wake).await.unwrap();
+    assert_eq!(tokens, 1, "a full batch with six left wakes another worker");
+    let _: () = c.del(&wake).await.unwrap();
+
+    let rest = q
+        .fetch_many("default", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 6);
+    let tokens: i64 = c.llen(&wake).await.unwrap();
+    assert_eq!(tokens, 0, "a batch that empties the queue wakes nobody");
+}
