@@ -99,6 +99,17 @@ local function cap_dead(dead, jprefix, now, max_size, max_age)
 end
 ";
 
+/// `redis.call(cmd, key, ...)` with the elements of `list` as arguments, a
+/// thousand at a time (Lua's `unpack` has a limit), `step` per group (2
+/// for score/member pairs).
+const CALL_CHUNKED: &str = r"
+local function call_chunked(cmd, key, list, step)
+  for i = 1, #list, 1000 * step do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 1000 * step - 1, #list)))
+  end
+end
+";
+
 /// Wake idle workers of a queue.
 const WAKE: &str = r"
 local function wake(list)
@@ -135,13 +146,17 @@ if ttl > 0 then
   f[#f + 1] = 'unique_key'; f[#f + 1] = ARGV[8]
   f[#f + 1] = 'unique_ttl_ms'; f[#f + 1] = ARGV[4]
 end
-redis.call('SADD', KEYS[5], ARGV[2])
 if run_at > now then
+  redis.call('SADD', KEYS[5], ARGV[2])
   redis.call('HSET', KEYS[1], 'state', 'scheduled', unpack(f))
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
 else
   redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now, unpack(f))
-  if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 then wake(KEYS[6]) end
+  -- A queue's first job always finds its list empty: it is named then.
+  if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 then
+    redis.call('SADD', KEYS[5], ARGV[2])
+    wake(KEYS[6])
+  end
 end
 return 1"
     )
@@ -158,26 +173,30 @@ return 1"
 /// existed (`body` is then empty) its whole hash.
 pub(crate) fn fetch() -> String {
     format!(
-        "{NOW_MS}{WAKE}
-local out = {{}}
+        "{NOW_MS}{WAKE}{CALL_CHUNKED}
+local out, leased = {{}}, {{}}
 local max = tonumber(ARGV[3])
 local deadline = now_ms() + tonumber(ARGV[1])
-for i = 1, max * 4 do
+for round = 1, 4 do
   if #out >= max then break end
-  local id = redis.call('RPOP', KEYS[1])
-  if not id then break end
-  local key = ARGV[2] .. id
-  local f = redis.call('HMGET', key, 'state', 'attempt', 'lease', 'body', 'max_retries', 'ready_at')
-  if f[1] == 'pending' then
-    local attempt = tonumber(f[2] or '0') + 1
-    local lease = tonumber(f[3] or '0') + 1
-    redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease', lease)
-    redis.call('ZADD', KEYS[2], deadline, id)
-    local old = {{}}
-    if not f[4] then old = redis.call('HGETALL', key) end
-    out[#out + 1] = {{id, attempt, lease, f[4] or '', tonumber(f[5] or '0'), tonumber(f[6] or '0'), old}}
+  local ids = redis.call('RPOP', KEYS[1], max - #out)
+  if not ids then break end
+  for _, id in ipairs(ids) do
+    local key = ARGV[2] .. id
+    local f = redis.call('HMGET', key, 'state', 'attempt', 'lease', 'body', 'max_retries', 'ready_at')
+    if f[1] == 'pending' then
+      local attempt = tonumber(f[2] or '0') + 1
+      local lease = tonumber(f[3] or '0') + 1
+      redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease', lease)
+      leased[#leased + 1] = deadline
+      leased[#leased + 1] = id
+      local old = {{}}
+      if not f[4] then old = redis.call('HGETALL', key) end
+      out[#out + 1] = {{id, attempt, lease, f[4] or '', tonumber(f[5] or '0'), tonumber(f[6] or '0'), old}}
+    end
   end
 end
+call_chunked('ZADD', KEYS[2], leased, 2)
 if #out >= max and redis.call('LLEN', KEYS[1]) > 0 then wake(KEYS[3]) end
 return out"
     )
@@ -235,28 +254,30 @@ return lost"
 /// its unique key released. Returns one number per job: 1 completed, 0 its
 /// lease was lost (the job is left alone).
 pub(crate) fn complete() -> String {
-    r"
-local out, n = {}, 0
+    format!(
+        "{CALL_CHUNKED}
+local out, ids, keys = {{}}, {{}}, {{}}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[1] .. id
   local f = redis.call('HMGET', key, 'state', 'lease', 'unique_key')
   if f[1] == 'active' and f[2] == token then
-    redis.call('ZREM', KEYS[1], id)
     if f[3] and f[3] ~= '' then
       local ukey = ARGV[2] .. f[3]
       if redis.call('GET', ukey) == id then redis.call('DEL', ukey) end
     end
-    redis.call('DEL', key)
-    n = n + 1
+    ids[#ids + 1] = id
+    keys[#keys + 1] = key
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-if n > 0 then redis.call('INCRBY', KEYS[2], n) end
+call_chunked('ZREM', KEYS[1], ids, 1)
+for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
+if #ids > 0 then redis.call('INCRBY', KEYS[2], #ids) end
 return out"
-        .to_owned()
+    )
 }
 
 /// KEYS: active, retry, dead, failed.

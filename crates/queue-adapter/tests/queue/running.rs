@@ -213,3 +213,24 @@ async fn wake_ups_come_once_per_burst_and_pass_on_while_work_remains() {
     let tokens: i64 = c.llen(&wake).await.unwrap();
     assert_eq!(tokens, 0, "a batch that empties the queue wakes nobody");
 }
+
+/// Batches larger than one Lua `unpack` takes are split inside the scripts.
+#[tokio::test]
+async fn batches_of_thousands_are_fetched_and_completed_whole() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    for n in 0..1_500 {
+        q.enqueue(job(n)).await.unwrap();
+    }
+    let jobs = q
+        .fetch_many("default", Duration::from_secs(60), 1_500)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1_500);
+    assert_eq!(q.stats("default").await.unwrap().active, 1_500);
+    let leases: Vec<_> = jobs.iter().map(|j| j.lease()).collect();
+    let outcomes = q.complete_many("default", &leases).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == LeaseOutcome::Applied));
+    let s = q.stats("default").await.unwrap();
+    assert_eq!((s.active, s.pending, s.processed), (0, 0, 1_500));
+}
