@@ -25,7 +25,11 @@ pub(crate) struct Body {
         skip_serializing_if = "is_first_version"
     )]
     pub(crate) version: u16,
-    #[serde(rename = "q")]
+    #[serde(
+        rename = "q",
+        default = "default_queue",
+        skip_serializing_if = "is_default_queue"
+    )]
     pub(crate) queue: String,
     /// The handler's time limit, in ms (0: the worker's default).
     #[serde(
@@ -36,6 +40,14 @@ pub(crate) struct Body {
     pub(crate) timeout_ms: u64,
     #[serde(rename = "p")]
     pub(crate) payload: serde_json::Value,
+}
+
+fn default_queue() -> String {
+    ports::NewJob::DEFAULT_QUEUE.to_owned()
+}
+
+fn is_default_queue(q: &str) -> bool {
+    q == ports::NewJob::DEFAULT_QUEUE
 }
 
 fn first_version() -> u16 {

@@ -129,8 +129,8 @@ async fn a_new_job_stores_only_what_it_needs() {
     let body: serde_json::Value = serde_json::from_str(&h["body"]).unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"k": "t", "q": "default", "p": {"n": 1}}),
-        "defaults (version 1, the default timeout) are left out"
+        serde_json::json!({"k": "t", "p": {"n": 1}}),
+        "defaults (version 1, the default queue and timeout) are left out"
     );
     let mut c = redis.connection().await;
     let encoding: String = redis::cmd("OBJECT")
@@ -144,18 +144,36 @@ async fn a_new_job_stores_only_what_it_needs() {
         .enqueue(
             NewJob::new("t", 3, &serde_json::json!({}))
                 .unwrap()
+                .on_queue("mail")
                 .timeout(Duration::from_secs(5)),
         )
         .await
         .unwrap();
     let leased = q
-        .fetch_many("default", Duration::from_secs(30), 10)
+        .fetch_many("mail", Duration::from_secs(30), 10)
         .await
         .unwrap();
-    let leased = leased.iter().find(|j| j.id == versioned).unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, versioned);
     assert_eq!(
-        (leased.version, leased.timeout),
-        (3, Duration::from_secs(5))
+        (
+            leased[0].version,
+            leased[0].timeout,
+            leased[0].queue.as_str()
+        ),
+        (3, Duration::from_secs(5), "mail")
+    );
+    q.fail("mail", leased[0].lease(), "dead", None)
+        .await
+        .unwrap();
+    let dead = q.dead(None, 10).await.unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].queue.as_str(), dead[0].kind.as_str()),
+        (1, "mail", "t")
+    );
+    assert!(
+        q.revive(&versioned.to_string()).await.unwrap(),
+        "its queue is found from its body"
     );
     let unique = q
         .enqueue(job(2).max_retries(3).unique("u-1", Duration::from_secs(60)))
