@@ -1,7 +1,7 @@
 //! `app jobs ...`: look at and repair the job queue.
 
 use crate::settings::Settings;
-use queue_adapter::RedisJobQueue;
+use queue_adapter::{JobState, RateLimit, RedisJobQueue};
 use std::fmt::Write as _;
 
 /// What `app jobs` was asked to do.
@@ -19,6 +19,25 @@ pub enum JobsAction {
     },
     /// Delete a job wherever it is.
     Delete { id: String },
+    /// Stop starting the queue's jobs (persisted; running ones finish).
+    Pause { queue: String },
+    /// Start the queue's jobs again.
+    Resume { queue: String },
+    /// Set or clear the queue's concurrency cap and rate limit.
+    Limit {
+        queue: String,
+        /// Jobs running at once across all workers; 0 removes the cap.
+        concurrency: Option<u32>,
+        /// `jobs/period` (`100/s`, `6000/m`) or `off`.
+        rate: Option<String>,
+    },
+    /// A page of the queue's jobs in one state.
+    List {
+        queue: String,
+        state: JobState,
+        cursor: Option<String>,
+        limit: usize,
+    },
 }
 
 fn queue(settings: &Settings) -> anyhow::Result<RedisJobQueue> {
@@ -43,9 +62,20 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
             }
             for name in queues {
                 let s = q.stats(&name).await?;
+                let c = q.controls(&name).await?;
+                let mut controls = Vec::new();
+                if c.paused_since_ms.is_some() {
+                    controls.push("PAUSED".to_owned());
+                }
+                if let Some(n) = c.concurrency {
+                    controls.push(format!("concurrency {n}"));
+                }
+                if let Some(r) = c.rate {
+                    controls.push(format!("rate {r}"));
+                }
                 writeln!(
                     out,
-                    "{:<16} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10} {:>8}",
+                    "{:<16} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10} {:>8}  {}",
                     s.queue,
                     s.pending,
                     s.scheduled,
@@ -53,7 +83,8 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                     s.retry,
                     s.dead,
                     s.processed,
-                    s.failed
+                    s.failed,
+                    controls.join(", ")
                 )?;
             }
         }
@@ -91,6 +122,86 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
             writeln!(out, "{n} dead job(s) will run again")?;
         }
         JobsAction::Retry { .. } => anyhow::bail!("give a job id or --all"),
+        JobsAction::Pause { queue } => {
+            if q.pause(&queue).await? {
+                writeln!(
+                    out,
+                    "queue {queue} paused: no worker starts its jobs until `app jobs resume {queue}`"
+                )?;
+            } else {
+                writeln!(out, "queue {queue} was already paused")?;
+            }
+        }
+        JobsAction::Resume { queue } => {
+            if q.resume(&queue).await? {
+                writeln!(out, "queue {queue} resumed")?;
+            } else {
+                writeln!(out, "queue {queue} was not paused")?;
+            }
+        }
+        JobsAction::Limit {
+            queue,
+            concurrency,
+            rate,
+        } => {
+            if concurrency.is_none() && rate.is_none() {
+                anyhow::bail!(
+                    "give --concurrency N (0: no cap) and/or --rate jobs/period (off: no limit)"
+                );
+            }
+            let rate = match rate.as_deref() {
+                None => None,
+                Some("off") => Some(None),
+                Some(r) => Some(Some(r.parse::<RateLimit>().map_err(anyhow::Error::msg)?)),
+            };
+            if let Some(n) = concurrency {
+                q.set_concurrency(&queue, Some(n).filter(|n| *n > 0))
+                    .await?;
+            }
+            if let Some(r) = rate {
+                q.set_rate(&queue, r).await?;
+            }
+            let c = q.controls(&queue).await?;
+            writeln!(
+                out,
+                "queue {queue}: concurrency {}, rate {}",
+                c.concurrency
+                    .map_or("unlimited".to_owned(), |n| n.to_string()),
+                c.rate.map_or("unlimited".to_owned(), |r| r.to_string())
+            )?;
+        }
+        JobsAction::List {
+            queue,
+            state,
+            cursor,
+            limit,
+        } => {
+            let page = q.list(&queue, state, cursor.as_deref(), limit).await?;
+            if page.jobs.is_empty() {
+                writeln!(out, "no {} jobs in {queue}", state.as_str())?;
+            }
+            for j in &page.jobs {
+                let at = chrono::DateTime::from_timestamp_millis(j.at_ms)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{}  {}  attempts={}/{}  at={}  payload={}",
+                    j.id,
+                    j.kind,
+                    j.attempts,
+                    j.max_retries + 1,
+                    at,
+                    j.payload
+                )?;
+                if let Some(e) = &j.last_error {
+                    writeln!(out, "    error: {e}")?;
+                }
+            }
+            if let Some(next) = page.next {
+                writeln!(out, "next page: --cursor {next}")?;
+            }
+        }
         JobsAction::Delete { id } => {
             if q.delete(&id).await? {
                 writeln!(out, "job {id} deleted")?;

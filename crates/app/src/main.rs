@@ -108,6 +108,34 @@ enum JobsCommand {
     },
     /// Delete a job wherever it is.
     Delete { id: String },
+    /// Pause a queue: no worker starts its jobs until it is resumed
+    /// (persisted; jobs running now finish).
+    Pause { queue: String },
+    /// Resume a paused queue.
+    Resume { queue: String },
+    /// Cap a queue's jobs running at once across all workers, and/or limit
+    /// how many start per period (jobs over it wait; none fails).
+    Limit {
+        queue: String,
+        /// Jobs running at once across all workers (0: no cap).
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Jobs started per period: `100/s`, `6000/m`, `10/1500ms`, or `off`.
+        #[arg(long)]
+        rate: Option<String>,
+    },
+    /// A page of a queue's jobs in one state (pending oldest first,
+    /// scheduled/retry/active soonest first, dead newest first).
+    List {
+        queue: String,
+        #[arg(long, default_value = "pending")]
+        state: queue_adapter::JobState,
+        /// The `next page` cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 impl From<JobsCommand> for app::jobs::JobsAction {
@@ -117,6 +145,28 @@ impl From<JobsCommand> for app::jobs::JobsAction {
             JobsCommand::Dead { queue, limit } => Self::Dead { queue, limit },
             JobsCommand::Retry { id, all, queue } => Self::Retry { id, all, queue },
             JobsCommand::Delete { id } => Self::Delete { id },
+            JobsCommand::Pause { queue } => Self::Pause { queue },
+            JobsCommand::Resume { queue } => Self::Resume { queue },
+            JobsCommand::Limit {
+                queue,
+                concurrency,
+                rate,
+            } => Self::Limit {
+                queue,
+                concurrency,
+                rate,
+            },
+            JobsCommand::List {
+                queue,
+                state,
+                cursor,
+                limit,
+            } => Self::List {
+                queue,
+                state,
+                cursor,
+                limit,
+            },
         }
     }
 }

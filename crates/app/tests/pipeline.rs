@@ -74,13 +74,18 @@ impl Env<'_> {
     }
 
     async fn jobs(&self, args: &[&str]) -> String {
-        let out = self
-            .command("jobs", 0)
+        let out = self.jobs_run(args);
+        assert!(out.status.success(), "app jobs {args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn jobs_run(&self, args: &[&str]) -> std::process::Output {
+        self.command("jobs", 0)
             .args(args)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .unwrap()
     }
 }
 
@@ -577,4 +582,67 @@ async fn app_events_lists_and_replays_dead_letters() {
     assert!(!ok && err.contains("no dead letter"), "{err}");
     let (ok, out, _) = run(&["replay", "--all"]);
     assert!(ok && out.contains("replayed 0"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_mail_queue_holds_welcome_mails_until_it_is_resumed() {
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    assert!(env.jobs(&["pause", "mail"]).await.contains("paused"));
+    let limits = env
+        .jobs(&["limit", "mail", "--concurrency", "2", "--rate", "100/s"])
+        .await;
+    assert!(
+        limits.contains("concurrency 2, rate 100/1000ms"),
+        "{limits}"
+    );
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    let ada = token("ada", Some("ada@example.com"), Some("Ada"));
+    assert_eq!(patch_me(&serve, &ada, json!({})).await, 201);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out = env.jobs(&["list", "mail"]).await;
+        if out.contains("email:welcome") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no pending welcome job: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(listed.contains("ada@example.com"), "{listed}");
+    // The worker asks for work at least once per idle wait (1 s by default):
+    // two of them pass and the paused queue still holds the mail.
+    tokio::time::sleep(2 * queue_adapter::WorkerSettings::new("-", Vec::new()).idle_wait).await;
+    assert!(smtp.messages().is_empty(), "nothing is sent while paused");
+    let stats = env.jobs(&["stats"]).await;
+    let mail = stats.lines().find(|l| l.starts_with("mail")).unwrap();
+    assert!(
+        mail.contains("PAUSED")
+            && mail.contains("concurrency 2")
+            && mail.contains("rate 100/1000ms"),
+        "{stats}"
+    );
+
+    assert!(env.jobs(&["resume", "mail"]).await.contains("resumed"));
+    let got = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].rcpt_tos, ["ada@example.com"]);
+    assert!(!env.jobs(&["stats"]).await.contains("PAUSED"));
+
+    let bad = env.jobs_run(&["list", "mail", "--state", "sleeping"]);
+    assert!(!bad.status.success());
+    let bad = env.jobs_run(&["list", "mail", "--cursor", "z:1:x"]);
+    assert!(
+        !bad.status.success(),
+        "a sorted-set cursor for the pending list"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a cursor"));
 }

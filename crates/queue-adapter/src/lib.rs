@@ -9,8 +9,9 @@ mod worker;
 
 pub use deadpool_redis::Pool as RedisPool;
 pub use queue::{
-    DeadJob, FailOutcome, Lease, LeaseOutcome, LeasedJob, QueueError, QueueSettings, QueueStats,
-    RedisJobQueue, TickOutcome, valid_queue_name,
+    DeadJob, FailOutcome, FetchedBatch, HeldBack, JobPage, JobState, JobSummary, Lease,
+    LeaseOutcome, LeasedJob, MAX_PAGE, QueueControls, QueueError, QueueSettings, QueueStats,
+    RateLimit, RedisJobQueue, TickOutcome, valid_queue_name,
 };
 pub use redis::{RedisHealthProbe, RedisSettings, build_pool};
 pub use worker::{JobWorker, WorkerSettings, backoff};

@@ -84,6 +84,7 @@ impl RedisJobQueue {
         let added: i64 = self.run_script(&inv).await.map_err(|e| match e {
             QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
             QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
+            QueueError::Invalid(e) => EnqueueJobError::Invalid(e),
         })?;
         match added {
             0 => Err(EnqueueJobError::Duplicate { key: unique_key }),

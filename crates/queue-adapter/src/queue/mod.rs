@@ -8,14 +8,19 @@
 //! - `enqueue.rs`: storing jobs (and periodic ticks);
 //! - `running.rs`: what workers do (fetch, heartbeat, complete, fail,
 //!   recover, forward);
-//! - `admin.rs`: what `app jobs` does (stats, dead jobs, revive, delete).
+//! - `admin.rs`: what `app jobs` does (stats, dead jobs, revive, delete);
+//! - `controls.rs`: pause and resume, concurrency cap, rate limit;
+//! - `listing.rs`: the jobs of a queue in one state, a page at a time.
 
 mod admin;
+mod controls;
 mod enqueue;
+mod listing;
 mod running;
 mod stored;
 mod types;
 
+pub use listing::MAX_PAGE;
 use stored::Body;
 pub use types::*;
 
@@ -58,6 +63,9 @@ pub enum QueueError {
     Unavailable(anyhow::Error),
     #[error("queue error: {0:#}")]
     Unknown(anyhow::Error),
+    /// The request itself is wrong (a bad queue name, state or cursor).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<RedisError> for QueueError {
@@ -91,6 +99,7 @@ struct Scripts {
     requeue: Script,
     revive: Script,
     delete: Script,
+    resume: Script,
 }
 
 struct Inner {
@@ -159,6 +168,7 @@ impl RedisJobQueue {
                     requeue: Script::new(&scripts::requeue()),
                     revive: Script::new(&scripts::revive()),
                     delete: Script::new(&scripts::delete()),
+                    resume: Script::new(&scripts::resume()),
                 },
             }),
         }

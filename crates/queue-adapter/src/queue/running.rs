@@ -20,10 +20,21 @@ impl RedisJobQueue {
         lease: Duration,
         max: usize,
     ) -> Result<Vec<LeasedJob>, QueueError> {
-        let keys = self.keys(queue, &["pending", "active", "wake"]);
+        Ok(self.fetch_batch(queue, lease, max).await?.jobs)
+    }
+
+    /// Like [`fetch_many`](Self::fetch_many), and says what the queue's
+    /// controls held back (paused, at its concurrency cap, or rate limited).
+    pub async fn fetch_batch(
+        &self,
+        queue: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<FetchedBatch, QueueError> {
+        let keys = self.keys(queue, &["pending", "active", "wake", "control", "throttle"]);
         let prefix = self.job_prefix();
         type Row = (String, u32, u64, String, u32, i64, HashMap<String, String>);
-        let reply: Vec<Row> = self
+        let (rows, held): (Vec<Row>, i64) = self
             .run_script(
                 self.inner
                     .scripts
@@ -34,7 +45,7 @@ impl RedisJobQueue {
                     .arg(max.max(1)),
             )
             .await?;
-        reply
+        let jobs = rows
             .into_iter()
             .map(
                 |(id, attempt, token, body, max_retries, ready_at_ms, old)| {
@@ -67,7 +78,16 @@ impl RedisJobQueue {
                     })
                 },
             )
-            .collect()
+            .collect::<Result<_, QueueError>>()?;
+        let held_back = match held {
+            0 => None,
+            -1 => Some(HeldBack::Paused),
+            -2 => Some(HeldBack::AtCapacity),
+            ms => Some(HeldBack::RateLimited(Duration::from_millis(
+                u64::try_from(ms).unwrap_or(1),
+            ))),
+        };
+        Ok(FetchedBatch { jobs, held_back })
     }
 
     /// Moves due scheduled and retry jobs of `queue` to pending.
@@ -142,7 +162,10 @@ impl RedisJobQueue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = [self.key(queue, "active"), self.key(queue, "processed")];
+        let keys = self.keys(
+            queue,
+            &["active", "processed", "control", "pending", "wake"],
+        );
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let args = lease_args(leases);
         let done: Vec<i64> = self
@@ -178,7 +201,12 @@ impl RedisJobQueue {
         error: &str,
         retry_after: Option<Duration>,
     ) -> Result<FailOutcome, QueueError> {
-        let keys = self.keys(queue, &["active", "retry", "dead", "failed"]);
+        let keys = self.keys(
+            queue,
+            &[
+                "active", "retry", "dead", "failed", "control", "pending", "wake",
+            ],
+        );
         let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
         let s = &self.inner.settings;
         let error: String = error.chars().take(4000).collect();

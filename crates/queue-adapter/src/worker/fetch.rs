@@ -58,7 +58,9 @@ pub(super) async fn fetch_loop(
                 Err(_) => break,
             }
         }
-        match fetch(queue, settings, permits.len()).await {
+        // Idle until woken, or until a rate limit lets the next job start.
+        let mut idle_wait = settings.idle_wait;
+        match fetch(queue, settings, permits.len(), &mut idle_wait).await {
             Ok(Some(jobs)) => {
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
@@ -84,7 +86,7 @@ pub(super) async fn fetch_loop(
             Ok(None) => {
                 drop(permits);
                 tokio::select! {
-                    r = queue.wait_for_work(&queue_names, settings.idle_wait) => {
+                    r = queue.wait_for_work(&queue_names, idle_wait) => {
                         if r.is_err() {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -109,20 +111,27 @@ pub(super) async fn fetch_loop(
 }
 
 /// Up to `slots` jobs across the queues in weighted order; `Ok(None)` when
-/// there is none, an error only when nothing was fetched.
+/// there is none, an error only when nothing was fetched. A queue whose
+/// rate limit held jobs back shortens `idle_wait` to when the next may start.
 async fn fetch(
     queue: &RedisJobQueue,
     settings: &WorkerSettings,
     slots: usize,
+    idle_wait: &mut Duration,
 ) -> Result<Option<Vec<LeasedJob>>, QueueError> {
     let mut jobs = Vec::new();
     let mut fetch_error = None;
     for q in weighted_order(&settings.queues) {
         match queue
-            .fetch_many(q, settings.lease, slots - jobs.len())
+            .fetch_batch(q, settings.lease, slots - jobs.len())
             .await
         {
-            Ok(mut got) => jobs.append(&mut got),
+            Ok(mut got) => {
+                jobs.append(&mut got.jobs);
+                if let Some(HeldBack::RateLimited(after)) = got.held_back {
+                    *idle_wait = (*idle_wait).min(after);
+                }
+            }
             Err(e) => fetch_error = Some(e),
         }
         if jobs.len() == slots {

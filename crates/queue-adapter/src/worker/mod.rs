@@ -19,7 +19,9 @@ mod loops;
 
 use crate::leases::{Held, HeldLease};
 use crate::periodic::Periodic;
-use crate::queue::{FailOutcome, LeaseOutcome, LeasedJob, QueueError, RedisJobQueue, now_ms};
+use crate::queue::{
+    FailOutcome, HeldBack, LeaseOutcome, LeasedJob, QueueError, RedisJobQueue, now_ms,
+};
 use futures_util::FutureExt as _;
 use ports::{HandleJob, Job, JobContext, JobFailure, JobHandler, JobId, NewJob, Typed};
 use rand::Rng as _;

@@ -6,6 +6,7 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
+mod controls;
 mod dead;
 mod helpers;
 mod leases;

@@ -1,122 +1,7 @@
-//! Every state change of a job, as one atomic Lua script.
-//!
-//! Keys (with `P` = the queue prefix, `Q` = a queue name):
-//! - `P job:<id>`       hash: `state`, `ready_at`, `attempt` and `lease` (the
-//!   fencing number of the current lease; both absent until the first
-//!   fetch), `max_retries` (absent: 0), `unique_key` and `unique_ttl_ms`
-//!   (absent: no unique key), `last_error` and `failed_at` once it failed,
-//!   and `body`: kind, version, queue, timeout and payload as one compact
-//!   JSON value the scripts never read (see `queue/stored.rs`; a job stored
-//!   before `body` existed has those as fields of their own instead)
-//! - `P Q:pending`      list of ids ready to run (LPUSH in, RPOP out: FIFO)
-//! - `P Q:scheduled`    zset id -> run at (ms)
-//! - `P Q:retry`        zset id -> retry at (ms)
-//! - `P Q:active`       zset id -> lease deadline (ms); a heartbeat moves it on
-//! - `P Q:dead`         zset id -> died at (ms), capped by size and age
-//! - `P Q:wake`         list of tokens that wake idle workers (BLPOP)
-//! - `P Q:processed`, `P Q:failed`   counters
-//! - `P unique:<key>`   the id of the live job holding a unique key
-//! - `P cron:<name>:<tick>`   a periodic tick that has been enqueued
-//! - `P queues`         set of queue names
-//!
-//! **Lease fencing.** FETCH increments the job's `lease` field and hands the
-//! new number to the worker. COMPLETE, FAIL, REQUEUE and HEARTBEAT act only
-//! when the job is still `active` *and* its `lease` equals the caller's:
-//! once a lease has been recovered (and perhaps fetched again by another
-//! worker), its old holder can no longer change the job.
-//!
-//! **Clock.** Lease deadlines, schedules and timestamps use Redis' own clock
-//! (`TIME`), never the caller's, so workers with skewed clocks agree. Only
-//! an explicit `run_at` (an absolute time chosen by the enqueuer) comes from
-//! outside; it is compared with Redis' clock.
-//!
-//! Scripts touch job hashes named from a prefix argument, so they need a
-//! single Redis (or a primary with replicas), not Redis Cluster.
+//! The scripts of a job's life: enqueue, fetch, forward, heartbeat,
+//! complete, fail, recover, requeue.
 
-/// Redis' clock in milliseconds since the epoch.
-const NOW_MS: &str = r"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-";
-
-/// Whether `key` (a job hash) is active under lease `token`.
-const HOLDS_LEASE: &str = r"
-local function holds_lease(key, token)
-  local f = redis.call('HMGET', key, 'state', 'lease')
-  return f[1] == 'active' and f[2] == token
-end
-";
-
-/// Release a job's unique key if it still holds it.
-const RELEASE_UNIQUE: &str = r"
-local function release_unique(key, id, uprefix)
-  local unique = redis.call('HGET', key, 'unique_key')
-  if unique and unique ~= '' then
-    local ukey = uprefix .. unique
-    if redis.call('GET', ukey) == id then redis.call('DEL', ukey) end
-  end
-end
-";
-
-/// Keep a job's unique key for at least `delay` + its TTL: it next runs in
-/// `delay` ms. A key that has expired meanwhile is taken again if free; one
-/// held by another job is left alone.
-const HOLD_UNIQUE: &str = r"
-local function hold_unique(key, id, uprefix, delay)
-  local f = redis.call('HMGET', key, 'unique_key', 'unique_ttl_ms')
-  local unique, ttl = f[1], tonumber(f[2] or '0') or 0
-  if not unique or unique == '' or ttl <= 0 then return end
-  local ukey = uprefix .. unique
-  local want = math.max(delay, 0) + ttl
-  local holder = redis.call('GET', ukey)
-  if holder == id then
-    if redis.call('PTTL', ukey) < want then redis.call('PEXPIRE', ukey, want) end
-  elseif not holder then
-    redis.call('SET', ukey, id, 'NX', 'PX', want)
-  end
-end
-";
-
-/// Caps the dead set: drop entries older than max age, then the oldest past
-/// max size (at most 500 of each per call, so one call stays short).
-const CAP_DEAD: &str = r"
-local function cap_dead(dead, jprefix, now, max_size, max_age)
-  local old = redis.call('ZRANGEBYSCORE', dead, '-inf', now - max_age, 'LIMIT', 0, 500)
-  for _, id in ipairs(old) do
-    redis.call('ZREM', dead, id)
-    redis.call('DEL', jprefix .. id)
-  end
-  local excess = math.min(redis.call('ZCARD', dead) - max_size, 500)
-  if excess > 0 then
-    local ids = redis.call('ZRANGE', dead, 0, excess - 1)
-    for _, id in ipairs(ids) do
-      redis.call('ZREM', dead, id)
-      redis.call('DEL', jprefix .. id)
-    end
-  end
-end
-";
-
-/// `redis.call(cmd, key, ...)` with the elements of `list` as arguments, a
-/// thousand at a time (Lua's `unpack` has a limit), `step` per group (2
-/// for score/member pairs).
-const CALL_CHUNKED: &str = r"
-local function call_chunked(cmd, key, list, step)
-  for i = 1, #list, 1000 * step do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 1000 * step - 1, #list)))
-  end
-end
-";
-
-/// Wake idle workers of a queue.
-const WAKE: &str = r"
-local function wake(list)
-  redis.call('LPUSH', list, '1')
-  redis.call('LTRIM', list, 0, 63)
-end
-";
+use super::*;
 
 /// KEYS: job, pending, scheduled, unique, queues, wake, tick claim.
 /// ARGV: id, queue, run_at ms (0: now), unique_ttl_ms (0: none),
@@ -162,21 +47,45 @@ return 1"
     )
 }
 
-/// KEYS: pending, active, wake. ARGV: lease_ms, job prefix, max jobs.
+/// KEYS: pending, active, wake, control, throttle.
+/// ARGV: lease_ms, job prefix, max jobs.
 /// Pops up to `max` of the oldest ready jobs, leases them under a fresh
 /// fencing number (`lease`), counts the attempt. Ids that are not pending
 /// (a stale entry) are skipped, never leased twice. A full batch that
 /// leaves jobs behind wakes another idle worker (an enqueue wakes one only
 /// when the queue was empty).
-/// Returns `{{id, attempt, lease, body, max_retries, ready_at, old}, ...}`
-/// (possibly empty), where `old` is `{}`, or for a job stored before `body`
-/// existed (`body` is then empty) its whole hash.
+///
+/// The queue's controls (`control` hash) hold jobs back: `paused` leases
+/// none; `concurrency` caps the jobs active at once across every worker
+/// (the `active` set counts them); `rate` jobs per `period_ms` is a GCRA
+/// (burst `rate`) whose theoretical arrival time is kept in `throttle`.
+/// Returns `{{jobs, held}}`: `jobs` is `{{{{id, attempt, lease, body,
+/// max_retries, ready_at, old}}, ...}}` (possibly empty), where `old` is
+/// `{{}}`, or for a job stored before `body` existed (`body` is then empty)
+/// its whole hash; `held` is 0 when nothing held jobs back, -1 paused, -2
+/// at its concurrency cap, or the ms until the rate allows the next job.
 pub(crate) fn fetch() -> String {
     format!(
         "{NOW_MS}{WAKE}{CALL_CHUNKED}
 local out, leased = {{}}, {{}}
 local max = tonumber(ARGV[3])
-local deadline = now_ms() + tonumber(ARGV[1])
+local now = now_ms()
+local c = redis.call('HMGET', KEYS[4], 'paused', 'concurrency', 'rate', 'period_ms')
+if c[1] then return {{out, -1}} end
+if c[2] then
+  max = math.min(max, tonumber(c[2]) - redis.call('ZCARD', KEYS[2]))
+  if max <= 0 then return {{out, -2}} end
+end
+local tat, interval, period
+if c[3] then
+  period = tonumber(c[4])
+  interval = period / tonumber(c[3])
+  tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now)
+  local allowed = math.floor((now + period - tat) / interval)
+  if allowed <= 0 then return {{out, math.max(math.ceil(tat - period + interval - now), 1)}} end
+  max = math.min(max, allowed)
+end
+local deadline = now + tonumber(ARGV[1])
 for round = 1, 4 do
   if #out >= max then break end
   local ids = redis.call('RPOP', KEYS[1], max - #out)
@@ -197,8 +106,12 @@ for round = 1, 4 do
   end
 end
 call_chunked('ZADD', KEYS[2], leased, 2)
+if tat and #out > 0 then
+  tat = tat + #out * interval
+  redis.call('SET', KEYS[5], string.format('%.3f', tat), 'PX', math.ceil(tat - now + period))
+end
 if #out >= max and redis.call('LLEN', KEYS[1]) > 0 then wake(KEYS[3]) end
-return out"
+return {{out, 0}}"
     )
 }
 
@@ -249,13 +162,14 @@ return lost"
     )
 }
 
-/// KEYS: active, processed. ARGV: job prefix, unique prefix, id, token, ...
+/// KEYS: active, processed, control, pending, wake.
+/// ARGV: job prefix, unique prefix, id, token, ...
 /// The jobs succeeded: each one still leased under its token is deleted and
 /// its unique key released. Returns one number per job: 1 completed, 0 its
 /// lease was lost (the job is left alone).
 pub(crate) fn complete() -> String {
     format!(
-        "{CALL_CHUNKED}
+        "{CALL_CHUNKED}{WAKE}{WAKE_IF_CAPPED}
 local out, ids, keys = {{}}, {{}}, {{}}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
@@ -275,24 +189,28 @@ for i = 3, #ARGV, 2 do
 end
 call_chunked('ZREM', KEYS[1], ids, 1)
 for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
-if #ids > 0 then redis.call('INCRBY', KEYS[2], #ids) end
+if #ids > 0 then
+  redis.call('INCRBY', KEYS[2], #ids)
+  wake_if_capped(KEYS[3], KEYS[4], KEYS[5])
+end
 return out"
     )
 }
 
-/// KEYS: active, retry, dead, failed.
+/// KEYS: active, retry, dead, failed, control, pending, wake.
 /// ARGV: id, job prefix, unique prefix, token, error, retry delay ms
 /// (-1: dead), dead max size, dead max age ms.
 /// A retry keeps the unique key until the retry is due plus its TTL.
 /// Returns 1 (retry), 2 (dead) or 0 (lease lost: nothing changed).
 pub(crate) fn fail() -> String {
     format!(
-        "{NOW_MS}{HOLDS_LEASE}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}
+        "{NOW_MS}{HOLDS_LEASE}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}{WAKE}{WAKE_IF_CAPPED}
 local id = ARGV[1]
 local key = ARGV[2] .. id
 if not holds_lease(key, ARGV[4]) then return 0 end
 local now = now_ms()
 redis.call('ZREM', KEYS[1], id)
+wake_if_capped(KEYS[5], KEYS[6], KEYS[7])
 redis.call('HSET', key, 'last_error', ARGV[5], 'failed_at', now)
 redis.call('INCR', KEYS[4])
 local delay = tonumber(ARGV[6])
@@ -371,41 +289,6 @@ redis.call('HINCRBY', key, 'attempt', -1)
 redis.call('HSET', key, 'state', 'pending')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 wake(KEYS[3])
-return 1"
-    )
-}
-
-/// KEYS: dead, pending, wake. ARGV: id, job prefix, unique prefix.
-/// Runs a dead job again, with a fresh set of retries. Its unique key (given
-/// up when it died) is taken again if free; if a newer job holds it, the
-/// revived job runs anyway without it and never releases the newer job's key.
-/// Returns 1, or 0 when the job is not dead.
-pub(crate) fn revive() -> String {
-    format!(
-        "{NOW_MS}{WAKE}{HOLD_UNIQUE}
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local key = ARGV[2] .. ARGV[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-redis.call('HSET', key, 'attempt', 0, 'state', 'pending', 'ready_at', now_ms())
-hold_unique(key, ARGV[1], ARGV[3], 0)
-redis.call('LPUSH', KEYS[2], ARGV[1])
-wake(KEYS[3])
-return 1"
-    )
-}
-
-/// KEYS: pending, scheduled, retry, active, dead. ARGV: id, job prefix, unique prefix.
-/// Deletes a job wherever it is (a worker running it loses its lease).
-/// Returns 1 if it existed.
-pub(crate) fn delete() -> String {
-    format!(
-        "{RELEASE_UNIQUE}
-local key = ARGV[2] .. ARGV[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-release_unique(key, ARGV[1], ARGV[3])
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
-redis.call('DEL', key)
 return 1"
     )
 }

@@ -1,0 +1,50 @@
+//! The scripts of `app jobs`: revive, resume, delete.
+
+use super::*;
+
+/// KEYS: dead, pending, wake. ARGV: id, job prefix, unique prefix.
+/// Runs a dead job again, with a fresh set of retries. Its unique key (given
+/// up when it died) is taken again if free; if a newer job holds it, the
+/// revived job runs anyway without it and never releases the newer job's key.
+/// Returns 1, or 0 when the job is not dead.
+pub(crate) fn revive() -> String {
+    format!(
+        "{NOW_MS}{WAKE}{HOLD_UNIQUE}
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local key = ARGV[2] .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'attempt', 0, 'state', 'pending', 'ready_at', now_ms())
+hold_unique(key, ARGV[1], ARGV[3], 0)
+redis.call('LPUSH', KEYS[2], ARGV[1])
+wake(KEYS[3])
+return 1"
+    )
+}
+
+/// KEYS: control, pending, wake.
+/// Resumes a paused queue and wakes its idle workers if jobs wait.
+/// Returns 1, or 0 when it was not paused.
+pub(crate) fn resume() -> String {
+    format!(
+        "{WAKE}
+if redis.call('HDEL', KEYS[1], 'paused') == 0 then return 0 end
+if redis.call('LLEN', KEYS[2]) > 0 then wake(KEYS[3]) end
+return 1"
+    )
+}
+
+/// KEYS: pending, scheduled, retry, active, dead. ARGV: id, job prefix, unique prefix.
+/// Deletes a job wherever it is (a worker running it loses its lease).
+/// Returns 1 if it existed.
+pub(crate) fn delete() -> String {
+    format!(
+        "{RELEASE_UNIQUE}
+local key = ARGV[2] .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+release_unique(key, ARGV[1], ARGV[3])
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('DEL', key)
+return 1"
+    )
+}
