@@ -21,9 +21,10 @@ impl RedisJobQueue {
             .zcard(self.key(queue, "retry"))
             .zcard(self.key(queue, "dead"))
             .get(self.key(queue, "processed"))
-            .get(self.key(queue, "failed"));
-        type Row = (u64, u64, u64, u64, u64, Option<u64>, Option<u64>);
-        let (pending, scheduled, active, retry, dead, processed, failed): Row = self
+            .get(self.key(queue, "failed"))
+            .hexists(self.key(queue, "control"), "paused");
+        type Row = (u64, u64, u64, u64, u64, Option<u64>, Option<u64>, bool);
+        let (pending, scheduled, active, retry, dead, processed, failed, paused): Row = self
             .with_conn(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         Ok(QueueStats {
@@ -35,6 +36,7 @@ impl RedisJobQueue {
             dead,
             processed: processed.unwrap_or(0),
             failed: failed.unwrap_or(0),
+            paused,
         })
     }
 

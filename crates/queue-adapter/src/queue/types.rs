@@ -72,6 +72,8 @@ pub struct QueueStats {
     pub dead: u64,
     pub processed: u64,
     pub failed: u64,
+    /// Paused by an operator: no worker starts its jobs.
+    pub paused: bool,
 }
 
 /// A job in the dead set.

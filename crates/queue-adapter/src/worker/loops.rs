@@ -83,6 +83,11 @@ async fn stats(queue: RedisJobQueue, settings: Arc<WorkerSettings>, stop: Cancel
                     metrics::gauge!("queue_jobs", "queue" => q.clone(), "state" => state)
                         .set(n as f64);
                 }
+                metrics::gauge!("queue_paused", "queue" => q.clone()).set(if s.paused {
+                    1.0
+                } else {
+                    0.0
+                });
             }
         }
     }

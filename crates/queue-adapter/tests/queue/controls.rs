@@ -76,7 +76,8 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_running_jobs_finish() {
     .await;
     assert!(resumed.elapsed() < Duration::from_secs(10));
     w.stop().await;
-    assert_eq!(q.stats("default").await.unwrap().failed, 0);
+    let stats = q.stats("default").await.unwrap();
+    assert_eq!((stats.failed, stats.paused), (0, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
