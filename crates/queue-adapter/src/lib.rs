@@ -7,11 +7,12 @@ mod redis;
 mod scripts;
 mod worker;
 
-pub use deadpool_redis::Pool as RedisPool;
 pub use queue::{
     DeadJob, FailOutcome, FetchedBatch, HeldBack, JobPage, JobState, JobSummary, Lease,
     LeaseOutcome, LeasedJob, MAX_PAGE, QueueControls, QueueError, QueueSettings, QueueStats,
     RateLimit, RedisJobQueue, TickOutcome, valid_queue_name,
 };
-pub use redis::{RedisHealthProbe, RedisSettings, build_pool};
+pub use redis::{
+    ClusterPool, PoolError, RedisHealthProbe, RedisPool, RedisSettings, build_pool, cluster_nodes,
+};
 pub use worker::{JobWorker, WorkerSettings, backoff};

@@ -1,17 +1,24 @@
-//! The deadpool-redis pool, a shared multiplexed connection taken from it,
-//! and the readiness probe.
+//! How the queue reaches Redis: one primary (a deadpool-redis pool) or a
+//! Redis Cluster (`redis-cluster://` URLs, redis-rs' cluster client); a
+//! shared multiplexed connection taken from either; and the readiness probe.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use deadpool_redis::redis::AsyncConnectionConfig;
-use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use deadpool_redis::{Manager, Pool, Runtime};
 use ports::{HealthProbe, ProbeError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
+    /// `redis://`, `rediss://`, or for a Redis Cluster
+    /// `redis-cluster://host:port?node=host2:port2&node=host3:port3`
+    /// (`rediss-cluster://` with TLS; any one node is enough to find the rest).
     pub url: String,
     pub max_connections: usize,
     /// Waiting for a pooled connection, or for a new one to connect.
@@ -31,8 +38,235 @@ impl RedisSettings {
     }
 }
 
-/// Builds the pool. Connections open lazily: this succeeds with Redis down.
-pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<Pool> {
+/// The node URLs of a `redis-cluster://` (or `rediss-cluster://`) URL, in
+/// fred's convention: the host in the authority, more with `?node=`, the
+/// credentials applying to every node. `None` for any other URL.
+pub fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("redis-cluster://") {
+        ("redis", r)
+    } else if let Some(r) = url.strip_prefix("rediss-cluster://") {
+        ("rediss", r)
+    } else {
+        return None;
+    };
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.trim_end_matches('/');
+    let (userinfo, first) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let mut hosts = vec![first.to_owned()];
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("node", h)) if !h.is_empty() => hosts.push(h.to_owned()),
+            _ => {
+                return Some(Err(format!(
+                    "unknown part {pair:?} of a redis-cluster:// URL (only node=host:port)"
+                )));
+            }
+        }
+    }
+    if hosts.iter().any(|h| h.is_empty() || h.contains('/')) {
+        return Some(Err(
+            "a redis-cluster:// URL names each node as host:port".into()
+        ));
+    }
+    let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    Some(Ok(hosts
+        .into_iter()
+        .map(|h| format!("{scheme}://{auth}{h}"))
+        .collect()))
+}
+
+/// A single Redis behind a deadpool pool, or a Redis Cluster. Cheap to clone.
+#[derive(Clone)]
+pub enum RedisPool {
+    Single(Pool),
+    Cluster(ClusterPool),
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "RedisPool::Single",
+            Self::Cluster(_) => "RedisPool::Cluster",
+        })
+    }
+}
+
+/// A Redis Cluster client and the idle connections kept for blocking waits
+/// (a blocking command would hold up a shared connection).
+#[derive(Clone)]
+pub struct ClusterPool {
+    inner: Arc<ClusterInner>,
+}
+
+struct ClusterInner {
+    client: ClusterClient,
+    idle: Mutex<Vec<ClusterConnection>>,
+    max_idle: usize,
+}
+
+impl std::fmt::Debug for ClusterPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPool")
+            .field("max_idle", &self.inner.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisPool {
+    /// Whether keys must be placed in hash slots (every key a script
+    /// touches sharing one hash tag).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Closes the pool: connections are dropped as they come back.
+    pub fn close(&self) {
+        match self {
+            Self::Single(pool) => pool.close(),
+            Self::Cluster(c) => {
+                if let Ok(mut idle) = c.inner.idle.lock() {
+                    idle.clear();
+                }
+            }
+        }
+    }
+
+    /// A new shared (multiplexed) connection.
+    pub(crate) async fn connect(&self) -> Result<Conn, PoolError> {
+        match self {
+            Self::Single(pool) => Ok(Conn::Single(deadpool_redis::Connection::take(
+                pool.get().await?,
+            ))),
+            Self::Cluster(c) => Ok(Conn::Cluster(c.inner.client.get_async_connection().await?)),
+        }
+    }
+
+    /// A connection of its own for a blocking command; give it back with
+    /// [`release`](Self::release) when the command returned.
+    pub(crate) async fn blocking(&self) -> Result<Blocking, PoolError> {
+        match self {
+            Self::Single(pool) => Ok(Blocking::Single(pool.get().await?)),
+            Self::Cluster(c) => {
+                let idle = c.inner.idle.lock().ok().and_then(|mut v| v.pop());
+                match idle {
+                    Some(conn) => Ok(Blocking::Cluster(conn)),
+                    None => Ok(Blocking::Cluster(
+                        c.inner.client.get_async_connection().await?,
+                    )),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn release(&self, conn: Blocking) {
+        if let (Self::Cluster(c), Blocking::Cluster(conn)) = (self, conn)
+            && let Ok(mut idle) = c.inner.idle.lock()
+            && idle.len() < c.inner.max_idle
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A multiplexed connection to one Redis or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A connection held for a blocking command.
+pub(crate) enum Blocking {
+    Single(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Blocking {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Builds the pool (or the cluster client). Connections open lazily: this
+/// succeeds with Redis down.
+pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
+    if let Some(nodes) = cluster_nodes(&settings.url) {
+        let nodes = nodes.map_err(anyhow::Error::msg)?;
+        let client = ClusterClientBuilder::new(nodes)
+            .connection_timeout(settings.acquire_timeout)
+            .response_timeout(settings.response_timeout)
+            .build()
+            .context("REDIS_URL is not a valid Redis Cluster URL")?;
+        return Ok(RedisPool::Cluster(ClusterPool {
+            inner: Arc::new(ClusterInner {
+                client,
+                idle: Mutex::default(),
+                max_idle: settings.max_connections,
+            }),
+        }));
+    }
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.acquire_timeout))
         .set_response_timeout(Some(settings.response_timeout));
@@ -46,25 +280,26 @@ pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<Pool> {
         .runtime(Runtime::Tokio1)
         .build()
         .context("building the Redis pool")
+        .map(RedisPool::Single)
 }
 
-/// One multiplexed connection taken out of the pool and shared by clones:
-/// every operation pipelines over it without a pool checkout (and its
-/// recycle `PING`). A connection error drops it; the next call takes a fresh one.
+/// One multiplexed connection shared by clones: every operation pipelines
+/// over it without a pool checkout (and its recycle `PING`). A connection
+/// error drops it; the next call makes a fresh one.
 pub(crate) struct SharedConnection {
-    pool: Pool,
-    slot: tokio::sync::RwLock<Option<MultiplexedConnection>>,
+    pool: RedisPool,
+    slot: tokio::sync::RwLock<Option<Conn>>,
 }
 
 impl SharedConnection {
-    pub(crate) fn new(pool: Pool) -> Self {
+    pub(crate) fn new(pool: RedisPool) -> Self {
         Self {
             pool,
             slot: tokio::sync::RwLock::new(None),
         }
     }
 
-    pub(crate) async fn get(&self) -> Result<MultiplexedConnection, deadpool_redis::PoolError> {
+    pub(crate) async fn get(&self) -> Result<Conn, PoolError> {
         if let Some(c) = self.slot.read().await.as_ref() {
             return Ok(c.clone());
         }
@@ -72,7 +307,7 @@ impl SharedConnection {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let conn = deadpool_redis::Connection::take(self.pool.get().await?);
+        let conn = self.pool.connect().await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -81,15 +316,16 @@ impl SharedConnection {
         *self.slot.write().await = None;
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &RedisPool {
         &self.pool
     }
 }
 
-/// `/readyz` check: a pooled connection answers PING.
+/// `/readyz` check: Redis answers PING (on a cluster, through the client
+/// that routes to every node).
 #[derive(Clone)]
 pub struct RedisHealthProbe {
-    pool: Pool,
+    pool: RedisPool,
 }
 
 impl std::fmt::Debug for RedisHealthProbe {
@@ -99,7 +335,7 @@ impl std::fmt::Debug for RedisHealthProbe {
 }
 
 impl RedisHealthProbe {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: RedisPool) -> Self {
         Self { pool }
     }
 }
@@ -115,14 +351,48 @@ impl HealthProbe for RedisHealthProbe {
             dependency: "redis",
             source: e,
         };
-        let mut conn = self.pool.get().await.map_err(|e| fail(e.into()))?;
-        let pong: String = deadpool_redis::redis::cmd("PING")
+        let mut conn = self.pool.blocking().await.map_err(|e| fail(e.into()))?;
+        let pong: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
             .map_err(|e| fail(e.into()))?;
+        self.pool.release(conn);
         if pong != "PONG" {
             return Err(fail(anyhow::anyhow!("unexpected PING reply")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_every_node_with_shared_credentials() {
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379"), None);
+        assert_eq!(
+            cluster_nodes("redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003"),
+            Some(Ok(vec![
+                "redis://127.0.0.1:7001".to_owned(),
+                "redis://127.0.0.1:7002".to_owned(),
+                "redis://127.0.0.1:7003".to_owned(),
+            ]))
+        );
+        assert_eq!(
+            cluster_nodes("rediss-cluster://:s3cret@a.example:6380/?node=b.example:6380"),
+            Some(Ok(vec![
+                "rediss://:s3cret@a.example:6380".to_owned(),
+                "rediss://:s3cret@b.example:6380".to_owned(),
+            ]))
+        );
+        assert!(matches!(
+            cluster_nodes("redis-cluster://a:1?db=2"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            cluster_nodes("redis-cluster://a:1?node="),
+            Some(Err(_))
+        ));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 struct Counting {
-    pool: queue_adapter::RedisPool,
+    redis: deadpool_redis::redis::aio::MultiplexedConnection,
     prefix: String,
 }
 
@@ -30,7 +30,7 @@ struct Payload {
 impl JobHandler for Counting {
     async fn handle(&self, job: &JobContext) -> Result<(), JobFailure> {
         let p: Payload = job.payload()?;
-        let mut c = self.pool.get().await.map_err(JobFailure::retry)?;
+        let mut c = self.redis.clone();
         let _: i64 = c
             .incr(format!("{}runs", self.prefix), 1)
             .await
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let concurrency: usize = args[3].parse()?;
     let lease = Duration::from_millis(args[4].parse()?);
     let pool = queue_adapter::build_pool(&RedisSettings::new(url.clone()))?;
-    let queue = RedisJobQueue::new(pool.clone(), QueueSettings::new(prefix));
+    let queue = RedisJobQueue::new(pool, QueueSettings::new(prefix));
     let mut settings = WorkerSettings::new(
         format!("crash-{}", std::process::id()),
         vec![("default".into(), 1)],
@@ -69,7 +69,9 @@ async fn main() -> anyhow::Result<()> {
     worker.handle(
         "crash:test",
         Arc::new(Counting {
-            pool,
+            redis: deadpool_redis::redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?,
             prefix: prefix.clone(),
         }),
     );

@@ -58,7 +58,7 @@ impl RedisJobQueue {
                 .with_conn(|mut c| async move { c.zrevrange_withscores(key, 0, lim).await })
                 .await?;
             for (id, died) in ids {
-                let key = format!("{}{id}", self.job_prefix());
+                let key = format!("{}{id}", self.job_prefix(&q));
                 let h: HashMap<String, String> = self
                     .with_conn(|mut c| async move { c.hgetall(key).await })
                     .await?;
@@ -80,12 +80,23 @@ impl RedisJobQueue {
         Ok(out)
     }
 
+    /// The queue job `id` is in. On one Redis its hash says; on a cluster
+    /// each queue keeps its jobs in its own slot, so each queue is asked.
     async fn queue_of(&self, id: &str) -> Result<Option<String>, QueueError> {
-        let key = format!("{}{id}", self.job_prefix());
-        let fields: HashMap<String, String> = self
-            .with_conn(|mut c| async move { c.hgetall(key).await })
-            .await?;
-        Ok(Body::from_fields(&fields).map(|b| b.queue))
+        let mut candidates = vec![None];
+        if self.inner.cluster {
+            candidates = self.queues().await?.into_iter().map(Some).collect();
+        }
+        for queue in candidates {
+            let key = format!("{}{id}", self.job_prefix(queue.as_deref().unwrap_or("")));
+            let fields: HashMap<String, String> = self
+                .with_conn(|mut c| async move { c.hgetall(key).await })
+                .await?;
+            if let Some(body) = Body::from_fields(&fields) {
+                return Ok(Some(body.queue));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs a dead job again with fresh retries. Returns false if `id` is not dead.
@@ -147,8 +158,8 @@ impl RedisJobQueue {
                 script
                     .key(self.keys(&queue, wheres))
                     .arg(id)
-                    .arg(self.job_prefix())
-                    .arg(self.unique_prefix()),
+                    .arg(self.job_prefix(&queue))
+                    .arg(self.unique_prefix(&queue)),
             )
             .await?;
         Ok(n == 1)

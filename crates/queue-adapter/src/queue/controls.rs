@@ -119,7 +119,7 @@ impl RedisJobQueue {
 
     /// Lists `queue` among the queues (a queue may be controlled before its
     /// first job).
-    async fn remember_queue(&self, queue: &str) -> Result<(), QueueError> {
+    pub(super) async fn remember_queue(&self, queue: &str) -> Result<(), QueueError> {
         let key = self.queues_key();
         self.with_conn(|mut c| async move { c.sadd::<_, _, ()>(key, queue).await })
             .await

@@ -16,19 +16,19 @@ impl RedisJobQueue {
         tick: i64,
         job: NewJob,
     ) -> Result<TickOutcome, EnqueueJobError> {
-        let claim = format!("{}cron:{name}:{tick}", self.inner.settings.prefix);
-        Ok(match self.store(job, Some(claim)).await? {
+        Ok(match self.store(job, Some((name, tick))).await? {
             Some(id) => TickOutcome::Enqueued(id),
             None => TickOutcome::AlreadyEnqueued,
         })
     }
 
-    /// Validates and stores `job`, claiming `claim` in the same step if
-    /// given. `None` when `claim` was already taken.
+    /// Validates and stores `job`, claiming tick `claim` (name, tick) of a
+    /// periodic job in the same step if given. `None` when that tick was
+    /// already claimed.
     async fn store(
         &self,
         mut job: NewJob,
-        claim: Option<String>,
+        claim: Option<(&str, i64)>,
     ) -> Result<Option<JobId>, EnqueueJobError> {
         if job.kind.is_empty() || job.kind.len() > 128 {
             return Err(EnqueueJobError::Invalid(
@@ -60,15 +60,19 @@ impl RedisJobQueue {
         } else {
             0
         };
+        let queue = job.queue.as_str();
+        let cron = self.shared_prefix(queue, "cron:");
         let keys = [
-            format!("{}{id}", self.job_prefix()),
-            self.key(&job.queue, "pending"),
-            self.key(&job.queue, "scheduled"),
-            format!("{}{}", self.unique_prefix(), unique_key),
-            self.queues_key(),
-            self.key(&job.queue, "wake"),
+            format!("{}{id}", self.job_prefix(queue)),
+            self.key(queue, "pending"),
+            self.key(queue, "scheduled"),
+            format!("{}{}", self.unique_prefix(queue), unique_key),
+            self.key(queue, "wake"),
             // A key name is required either way; unused without a claim.
-            claim.unwrap_or_else(|| format!("{}cron:-", self.inner.settings.prefix)),
+            claim.map_or_else(
+                || format!("{cron}-"),
+                |(name, tick)| format!("{cron}{name}:{tick}"),
+            ),
         ];
         let run_at = job.run_at.map_or(0, |t| t.timestamp_millis());
         let mut inv = self.inner.scripts.enqueue.prepare_invoke();
@@ -86,6 +90,15 @@ impl RedisJobQueue {
             QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
             QueueError::Invalid(e) => EnqueueJobError::Invalid(e),
         })?;
+        if added == 3 {
+            // The queue was empty, or the job is scheduled: name the queue
+            // (the set of queues lives outside any queue's hash slot).
+            self.remember_queue(&job.queue).await.map_err(|e| match e {
+                QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
+                QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
+                QueueError::Invalid(e) => EnqueueJobError::Invalid(e),
+            })?;
+        }
         match added {
             0 => Err(EnqueueJobError::Duplicate { key: unique_key }),
             2 => Ok(None),

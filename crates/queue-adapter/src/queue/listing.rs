@@ -73,7 +73,7 @@ impl RedisJobQueue {
         entries.truncate(limit);
         let mut pipe = redis::pipe();
         for (id, _) in &entries {
-            pipe.hgetall(format!("{}{id}", self.job_prefix()));
+            pipe.hgetall(format!("{}{id}", self.job_prefix(queue)));
         }
         let hashes: Vec<HashMap<String, String>> = if entries.is_empty() {
             Vec::new()

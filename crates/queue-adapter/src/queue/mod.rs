@@ -24,10 +24,9 @@ pub use listing::MAX_PAGE;
 use stored::Body;
 pub use types::*;
 
-use crate::redis::SharedConnection;
+use crate::redis::{Conn, PoolError, RedisPool, SharedConnection};
 use crate::scripts;
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands as _, RedisError, Script};
 use ports::{EnqueueJobError, JobId, JobQueue, NewJob};
 use serde::Serialize;
@@ -74,6 +73,7 @@ impl From<RedisError> for QueueError {
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
+            || e.is_cluster_error()
         {
             QueueError::Unavailable(e.into())
         } else {
@@ -82,8 +82,8 @@ impl From<RedisError> for QueueError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for QueueError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
+impl From<PoolError> for QueueError {
+    fn from(e: PoolError) -> Self {
         QueueError::Unavailable(anyhow::Error::new(e).context("no Redis connection"))
     }
 }
@@ -104,6 +104,8 @@ struct Scripts {
 
 struct Inner {
     conn: SharedConnection,
+    /// On a Redis Cluster every key of a queue carries the queue's hash tag.
+    cluster: bool,
     settings: QueueSettings,
     scripts: Scripts,
 }
@@ -152,9 +154,10 @@ pub fn valid_queue_name(name: &str) -> bool {
 }
 
 impl RedisJobQueue {
-    pub fn new(pool: Pool, settings: QueueSettings) -> Self {
+    pub fn new(pool: RedisPool, settings: QueueSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
+                cluster: pool.is_cluster(),
                 conn: SharedConnection::new(pool),
                 settings,
                 scripts: Scripts {
@@ -178,16 +181,39 @@ impl RedisJobQueue {
         &self.inner.settings
     }
 
-    fn job_prefix(&self) -> String {
-        format!("{}job:", self.inner.settings.prefix)
+    /// What every key of `queue` starts with: `P Q:`, or on a Redis
+    /// Cluster `{P Q}:`, a hash tag that puts all of them (its jobs, unique
+    /// keys and tick claims included) in one slot, so every script touches
+    /// one slot and different queues spread over the cluster's nodes.
+    fn queue_prefix(&self, queue: &str) -> String {
+        let p = &self.inner.settings.prefix;
+        if self.inner.cluster {
+            format!("{{{p}{queue}}}:")
+        } else {
+            format!("{p}{queue}:")
+        }
     }
 
-    fn unique_prefix(&self) -> String {
-        format!("{}unique:", self.inner.settings.prefix)
+    /// Where `queue`'s job hashes are: `P job:<id>` on one Redis (as
+    /// before queues had hash tags), `{P Q}:job:<id>` on a cluster.
+    fn job_prefix(&self, queue: &str) -> String {
+        self.shared_prefix(queue, "job:")
+    }
+
+    fn unique_prefix(&self, queue: &str) -> String {
+        self.shared_prefix(queue, "unique:")
+    }
+
+    fn shared_prefix(&self, queue: &str, what: &str) -> String {
+        if self.inner.cluster {
+            format!("{}{what}", self.queue_prefix(queue))
+        } else {
+            format!("{}{what}", self.inner.settings.prefix)
+        }
     }
 
     pub(crate) fn key(&self, queue: &str, what: &str) -> String {
-        format!("{}{queue}:{what}", self.inner.settings.prefix)
+        format!("{}{what}", self.queue_prefix(queue))
     }
 
     /// The keys `wheres` of `queue`, in order (a script's KEYS).
@@ -211,7 +237,7 @@ impl RedisJobQueue {
 
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let conn = self.inner.conn.get().await?;

@@ -32,7 +32,7 @@ impl RedisJobQueue {
         max: usize,
     ) -> Result<FetchedBatch, QueueError> {
         let keys = self.keys(queue, &["pending", "active", "wake", "control", "throttle"]);
-        let prefix = self.job_prefix();
+        let prefix = self.job_prefix(queue);
         type Row = (String, u32, u64, String, u32, i64, HashMap<String, String>);
         let (rows, held): (Vec<Row>, i64) = self
             .run_script(
@@ -98,7 +98,7 @@ impl RedisJobQueue {
             self.key(queue, "pending"),
             self.key(queue, "wake"),
         ];
-        let prefix = self.job_prefix();
+        let prefix = self.job_prefix(queue);
         self.run_script(
             self.inner
                 .scripts
@@ -122,7 +122,7 @@ impl RedisJobQueue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let (active, prefix) = (self.key(queue, "active"), self.job_prefix());
+        let (active, prefix) = (self.key(queue, "active"), self.job_prefix(queue));
         let args = lease_args(leases);
         let lost: Vec<String> = self
             .run_script(
@@ -166,7 +166,7 @@ impl RedisJobQueue {
             queue,
             &["active", "processed", "control", "pending", "wake"],
         );
-        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let (prefix, uprefix) = (self.job_prefix(queue), self.unique_prefix(queue));
         let args = lease_args(leases);
         let done: Vec<i64> = self
             .run_script(
@@ -207,7 +207,7 @@ impl RedisJobQueue {
                 "active", "retry", "dead", "failed", "control", "pending", "wake",
             ],
         );
-        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let (prefix, uprefix) = (self.job_prefix(queue), self.unique_prefix(queue));
         let s = &self.inner.settings;
         let error: String = error.chars().take(4000).collect();
         let n: i64 = self
@@ -244,7 +244,7 @@ impl RedisJobQueue {
         retry_cap: Duration,
     ) -> Result<(u64, u64), QueueError> {
         let keys = self.keys(queue, &["active", "retry", "dead", "failed"]);
-        let (prefix, uprefix) = (self.job_prefix(), self.unique_prefix());
+        let (prefix, uprefix) = (self.job_prefix(queue), self.unique_prefix(queue));
         let s = &self.inner.settings;
         let seed: u32 = rand::random();
         self.run_script(
@@ -272,7 +272,7 @@ impl RedisJobQueue {
             self.key(queue, "pending"),
             self.key(queue, "wake"),
         ];
-        let prefix = self.job_prefix();
+        let prefix = self.job_prefix(queue);
         let n: i64 = self
             .run_script(
                 self.inner
@@ -292,19 +292,47 @@ impl RedisJobQueue {
     }
 
     /// Waits up to `timeout` for a wake-up token on any of `queues` (an
-    /// enqueue or a forward pushes one). Uses a pooled connection of its own.
+    /// enqueue or a forward pushes one), on a connection of its own. On a
+    /// Redis Cluster the queues' wake lists are in different slots, so each
+    /// is waited on by a task of its own and the first token ends the wait
+    /// (the others end by their timeout, giving back their connection).
     pub async fn wait_for_work(
         &self,
         queues: &[String],
         timeout: Duration,
     ) -> Result<(), QueueError> {
         let keys: Vec<String> = queues.iter().map(|q| self.key(q, "wake")).collect();
-        let mut conn = self.inner.conn.pool().get().await?;
+        if !self.inner.cluster || keys.len() < 2 {
+            return self.blpop(keys, timeout).await;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(keys.len());
+        for key in keys {
+            let (me, tx) = (self.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(me.blpop(vec![key], timeout).await).await;
+            });
+        }
+        drop(tx);
+        let mut outcome = Ok(());
+        // Each task ends within `timeout` (plus a reply), so this loop does.
+        while let Some(r) = rx.recv().await {
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => outcome = Err(e),
+            }
+        }
+        outcome
+    }
+
+    async fn blpop(&self, keys: Vec<String>, timeout: Duration) -> Result<(), QueueError> {
+        let pool = self.inner.conn.pool();
+        let mut conn = pool.blocking().await?;
         let _: Option<(String, String)> = redis::cmd("BLPOP")
             .arg(&keys[..])
             .arg(timeout.as_secs_f64())
             .query_async(&mut conn)
             .await?;
+        pool.release(conn);
         Ok(())
     }
 }

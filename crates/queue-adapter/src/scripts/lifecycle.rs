@@ -3,28 +3,30 @@
 
 use super::*;
 
-/// KEYS: job, pending, scheduled, unique, queues, wake, tick claim.
+/// KEYS: job, pending, scheduled, unique, wake, tick claim.
 /// ARGV: id, queue, run_at ms (0: now), unique_ttl_ms (0: none),
 /// tick claim ttl s (0: no claim), body, max_retries, unique key.
 /// The unique key is held for its TTL counted from when the job is due
 /// (`max(ttl, run_at - now + ttl)`). A periodic tick is claimed in the same
 /// step, so it is enqueued once or not at all. Only the fields a job needs
 /// are written (no zero counters, no empty unique key).
-/// Returns 1, 0 when the unique key is taken, or 2 when the tick was
-/// already enqueued.
+/// Returns 1, or 3 when the queue must be named in the set of queues (it
+/// was empty, or the job is scheduled; the set is outside the queue's hash
+/// slot, so the caller adds it), 0 when the unique key is taken, or 2 when
+/// the tick was already enqueued.
 pub(crate) fn enqueue() -> String {
     format!(
         "{NOW_MS}{WAKE}
 local now = now_ms()
 local run_at = tonumber(ARGV[3])
 local claim_ttl = tonumber(ARGV[5])
-if claim_ttl > 0 and redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
+if claim_ttl > 0 and redis.call('EXISTS', KEYS[6]) == 1 then return 2 end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   local px = math.max(ttl, run_at - now + ttl)
   if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', px) then return 0 end
 end
-if claim_ttl > 0 then redis.call('SET', KEYS[7], ARGV[1], 'EX', claim_ttl) end
+if claim_ttl > 0 then redis.call('SET', KEYS[6], ARGV[1], 'EX', claim_ttl) end
 local f = {{'body', ARGV[6]}}
 if ARGV[7] ~= '0' then f[#f + 1] = 'max_retries'; f[#f + 1] = ARGV[7] end
 if ttl > 0 then
@@ -32,16 +34,15 @@ if ttl > 0 then
   f[#f + 1] = 'unique_ttl_ms'; f[#f + 1] = ARGV[4]
 end
 if run_at > now then
-  redis.call('SADD', KEYS[5], ARGV[2])
   redis.call('HSET', KEYS[1], 'state', 'scheduled', unpack(f))
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now, unpack(f))
-  -- A queue's first job always finds its list empty: it is named then.
-  if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 then
-    redis.call('SADD', KEYS[5], ARGV[2])
-    wake(KEYS[6])
-  end
+  return 3
+end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'ready_at', now, unpack(f))
+-- A queue's first job always finds its list empty: it is named then.
+if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 then
+  wake(KEYS[5])
+  return 3
 end
 return 1"
     )
