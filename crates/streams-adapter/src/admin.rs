@@ -8,7 +8,7 @@
 //! it before skip it by its event id) and deletes the dead letter, in one
 //! script, so an entry is never both replayed and still dead, nor lost.
 
-use crate::publisher::stream_key;
+use crate::publisher::stream_key_for;
 use crate::reply::{self, Entry, command, v};
 use fred::clients::Client;
 use fred::prelude::Value;
@@ -90,7 +90,7 @@ impl StreamAdmin {
     }
 
     fn keys(&self, topic: &str) -> (String, String) {
-        let stream = stream_key(&self.prefix, topic);
+        let stream = stream_key_for(&self.client, &self.prefix, topic);
         (format!("{stream}:dead"), stream)
     }
 

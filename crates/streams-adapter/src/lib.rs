@@ -15,4 +15,4 @@ pub use client::connect;
 pub use consumer::{ConsumerSettings, RedisStreamConsumer};
 pub use fanout::RedisFanout;
 pub use fred::clients::Client as RedisClient;
-pub use publisher::{RedisStreamPublisher, stream_key};
+pub use publisher::{RedisStreamPublisher, cluster_stream_key, stream_key};

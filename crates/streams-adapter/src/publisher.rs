@@ -7,9 +7,26 @@ use domain::RawEvent;
 use fred::clients::Client;
 use ports::{EventPublisher, PublishEventError};
 
-/// The stream key for a topic: `<prefix>stream:<topic>`.
+/// The stream key for a topic on one Redis: `<prefix>stream:<topic>`.
 pub fn stream_key(prefix: &str, topic: &str) -> String {
     format!("{prefix}stream:{topic}")
+}
+
+/// The stream key for a topic on a Redis Cluster: `{<prefix>stream:<topic>}`,
+/// a hash tag, so the stream, its dead letters (`<stream>:dead`) and its
+/// groups' processed-event marks share one slot (a script and an `MGET`
+/// touch several of them), while different topics spread over the nodes.
+pub fn cluster_stream_key(prefix: &str, topic: &str) -> String {
+    format!("{{{prefix}stream:{topic}}}")
+}
+
+/// The stream key for a topic on the kind of Redis `client` talks to.
+pub(crate) fn stream_key_for(client: &Client, prefix: &str, topic: &str) -> String {
+    if fred::interfaces::ClientLike::is_clustered(client) {
+        cluster_stream_key(prefix, topic)
+    } else {
+        stream_key(prefix, topic)
+    }
 }
 
 /// Publishes with `XADD <stream> * type <t> event <json>`. Nothing is
@@ -45,7 +62,7 @@ pub(crate) fn classify(e: fred::error::Error) -> anyhow::Error {
 #[async_trait]
 impl EventPublisher for RedisStreamPublisher {
     async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError> {
-        let key = stream_key(&self.prefix, &event.topic);
+        let key = stream_key_for(&self.client, &self.prefix, &event.topic);
         let args = vec![
             v(key),
             v("*"),

@@ -127,19 +127,38 @@ pub(crate) fn xpending_deliveries(v: Value) -> Vec<(String, u64)> {
     }
 }
 
-/// Runs `cmd args...` and returns the raw reply.
+/// Runs `cmd args...` and returns the raw reply. On a Redis Cluster it goes
+/// to the node of the command's (first) key.
 pub(crate) async fn command(
     client: &Client,
     cmd: &'static str,
     blocking: bool,
     args: Vec<Value>,
 ) -> Result<Value, Error> {
+    let hash = key_position(cmd, &args);
     client
-        .custom::<Value, Value>(
-            CustomCommand::new_static(cmd, fred::types::ClusterHash::FirstKey, blocking),
-            args,
-        )
+        .custom::<Value, Value>(CustomCommand::new_static(cmd, hash, blocking), args)
         .await
+}
+
+/// Where the key that routes `cmd` is among its arguments.
+fn key_position(cmd: &str, args: &[Value]) -> fred::types::ClusterHash {
+    use fred::types::ClusterHash;
+    match cmd {
+        // EVAL script numkeys key ...
+        "EVAL" => ClusterHash::Offset(2),
+        // XGROUP CREATE key ..., XINFO GROUPS key
+        "XGROUP" | "XINFO" => ClusterHash::Offset(1),
+        // XREADGROUP GROUP g c [COUNT n] [BLOCK ms] STREAMS key ... id ...
+        "XREADGROUP" => args
+            .iter()
+            .position(|a| {
+                a.as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("STREAMS"))
+            })
+            .map_or(ClusterHash::FirstKey, |i| ClusterHash::Offset(i + 1)),
+        _ => ClusterHash::FirstKey,
+    }
 }
 
 pub(crate) fn v(s: impl Into<String>) -> Value {
@@ -152,6 +171,34 @@ mod tests {
 
     fn s(x: &str) -> Value {
         v(x)
+    }
+
+    #[test]
+    fn commands_route_by_their_key_not_their_first_word() {
+        use fred::types::ClusterHash;
+        let xread = [
+            s("GROUP"),
+            s("g"),
+            s("c"),
+            s("COUNT"),
+            s("5"),
+            s("STREAMS"),
+            s("k"),
+            s(">"),
+        ];
+        assert_eq!(key_position("XREADGROUP", &xread), ClusterHash::Offset(6));
+        assert_eq!(
+            key_position("EVAL", &[s("return 1"), s("1"), s("k")]),
+            ClusterHash::Offset(2)
+        );
+        assert_eq!(
+            key_position("XINFO", &[s("GROUPS"), s("k")]),
+            ClusterHash::Offset(1)
+        );
+        assert_eq!(
+            key_position("XADD", &[s("k"), s("*")]),
+            ClusterHash::FirstKey
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod fcm;
 mod postgres;
 mod processes;
 mod redis;
+mod redis_cluster;
 mod smtp;
 #[cfg(feature = "app")]
 mod spawn;
@@ -20,6 +21,7 @@ pub use fcm::{
 pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
+pub use redis_cluster::TestRedisCluster;
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
 pub use spawn::{

@@ -19,7 +19,7 @@
 
 mod group;
 
-use crate::publisher::stream_key;
+use crate::publisher::{cluster_stream_key, stream_key};
 use crate::reply::{self, Entry, command, v};
 use crate::wire::{self, EVENT_FIELD, Undecodable};
 use async_trait::async_trait;
@@ -61,6 +61,9 @@ pub struct ConsumerSettings {
     pub max_len: u64,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Keys laid out for a Redis Cluster (set from the client by
+    /// [`RedisStreamConsumer::new`]).
+    pub clustered: bool,
 }
 
 impl ConsumerSettings {
@@ -78,11 +81,16 @@ impl ConsumerSettings {
             max_len: 100_000,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
+            clustered: false,
         }
     }
 
     pub fn stream(&self) -> String {
-        stream_key(&self.prefix, &self.topic)
+        if self.clustered {
+            cluster_stream_key(&self.prefix, &self.topic)
+        } else {
+            stream_key(&self.prefix, &self.topic)
+        }
     }
 
     /// `<stream>:dead`: entries that could not be processed, with the reason.
@@ -129,7 +137,8 @@ fn is_nogroup(e: &fred::error::Error) -> bool {
 
 impl RedisStreamConsumer {
     /// A consumer with a connection of its own, configured like `base`.
-    pub fn new(base: &Client, settings: ConsumerSettings) -> Self {
+    pub fn new(base: &Client, mut settings: ConsumerSettings) -> Self {
+        settings.clustered = fred::interfaces::ClientLike::is_clustered(base);
         Self {
             client: base.clone_new(),
             settings,
