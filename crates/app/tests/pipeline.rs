@@ -10,7 +10,9 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use test_support::{SmtpBehaviour, SmtpSink, TestDb, TestRedis, free_port, unique_suffix};
+use test_support::{
+    SmtpBehaviour, SmtpSink, TestDb, TestRedis, TestRedisCluster, free_port, unique_suffix,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_app");
 
@@ -29,8 +31,32 @@ impl Drop for Proc {
 
 struct Env<'a> {
     db: &'a TestDb,
-    redis: &'a TestRedis,
+    redis: &'a dyn RedisUnderTest,
     smtp: &'a SmtpSink,
+}
+
+/// A single Redis or a Redis Cluster, with a key prefix of this test's own.
+trait RedisUnderTest {
+    fn url(&self) -> String;
+    fn prefix(&self) -> &str;
+}
+
+impl RedisUnderTest for TestRedis {
+    fn url(&self) -> String {
+        TestRedis::url(self).to_owned()
+    }
+    fn prefix(&self) -> &str {
+        TestRedis::prefix(self)
+    }
+}
+
+impl RedisUnderTest for TestRedisCluster {
+    fn url(&self) -> String {
+        TestRedisCluster::url(self)
+    }
+    fn prefix(&self) -> &str {
+        TestRedisCluster::prefix(self)
+    }
 }
 
 impl Env<'_> {
@@ -645,4 +671,39 @@ async fn a_paused_mail_queue_holds_welcome_mails_until_it_is_resumed() {
         "a sorted-set cursor for the pending list"
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a cursor"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_each_new_user_gets_one_welcome_mail_across_processes() {
+    let (db, smtp) = (TestDb::new().await, SmtpSink::start());
+    let cluster = TestRedisCluster::start();
+    let env = Env {
+        db: &db,
+        redis: &cluster,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    let _second_worker = env.start("worker").await;
+    for (uid, name) in [("ada", "Ada"), ("bob", "Bob"), ("cy", "Cy")] {
+        let email = format!("{uid}@example.com");
+        assert_eq!(
+            patch_me(&serve, &token(uid, Some(&email), Some(name)), json!({})).await,
+            201
+        );
+    }
+    smtp.wait_for(3, Duration::from_secs(30)).await;
+    let all = settle(&smtp).await;
+    let mut to: Vec<_> = all.iter().map(|m| m.rcpt_tos.join(",")).collect();
+    to.sort();
+    assert_eq!(to, ["ada@example.com", "bob@example.com", "cy@example.com"]);
+    let stats = env.jobs(&["stats"]).await;
+    let mail = stats.lines().find(|l| l.starts_with("mail")).unwrap();
+    assert_eq!(
+        mail.split_whitespace().nth(6),
+        Some("3"),
+        "three processed: {stats}"
+    );
+    let listed = env.jobs(&["list", "mail", "--state", "dead"]).await;
+    assert!(listed.contains("no dead jobs"), "{listed}");
 }

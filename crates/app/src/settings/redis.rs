@@ -25,7 +25,12 @@ impl std::fmt::Debug for RedisSection {
 
 impl RedisSection {
     pub(crate) fn read(r: &mut Reader<'_>) -> Self {
-        let url = r.url("REDIS_URL", DEFAULT_REDIS_URL, &["redis", "rediss"]);
+        // A Redis Cluster: `redis-cluster://host:port?node=host2:port2&...`.
+        let schemes = ["redis", "rediss", "redis-cluster", "rediss-cluster"];
+        let url = r.url("REDIS_URL", DEFAULT_REDIS_URL, &schemes);
+        if let Some(Err(e)) = queue_adapter::cluster_nodes(&url) {
+            r.problem("REDIS_URL", e);
+        }
         let key_prefix = r.string("REDIS_KEY_PREFIX", "trellis:");
         Self { url, key_prefix }
     }

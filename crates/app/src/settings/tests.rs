@@ -45,6 +45,19 @@ fn every_problem_is_reported_at_once_without_echoing_urls() {
 }
 
 #[test]
+fn a_redis_cluster_url_is_taken_and_a_malformed_one_refused() {
+    let s = load(&[(
+        "REDIS_URL",
+        "redis-cluster://:pw@127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003",
+    )])
+    .unwrap();
+    assert!(s.redis.url.starts_with("redis-cluster://"));
+    let err = load(&[("REDIS_URL", "redis-cluster://127.0.0.1:7001?nodes=x:1")]).unwrap_err();
+    let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(vars, ["REDIS_URL"]);
+}
+
+#[test]
 fn production_requires_a_project_and_refuses_the_emulator() {
     let err = load(&[
         ("APP_ENV", "production"),
