@@ -33,8 +33,8 @@
 //! an explicit `run_at` (an absolute time chosen by the enqueuer) comes from
 //! outside; it is compared with Redis' clock.
 //!
-//! Scripts touch job hashes named from a prefix argument, so they need a
-//! single Redis (or a primary with replicas), not Redis Cluster.
+//! Scripts touch job hashes named from a prefix argument: on a Redis
+//! Cluster that prefix carries the queue's hash tag (see `queue/mod.rs`).
 
 /// Redis' clock in milliseconds since the epoch.
 const NOW_MS: &str = r"
