@@ -249,6 +249,13 @@ async fn api_server(
         ..settings.database.pg_settings()
     };
     let shared_pool = infra.pg.clone();
+    // The ops console opens on loopback, in local mode only: operator
+    // sign-in for production is not built yet.
+    let console = (settings.env == AppEnv::Local)
+        .then(|| ops_console::OpsConsole::new(Arc::new(infra.queue.clone())));
+    if console.is_some() {
+        tracing::info!("ops console at /ops (loopback only, local mode)");
+    }
     Ok(actix_web::HttpServer::new(move || {
         let pool =
             postgres_adapter::build_pool(&per_worker).unwrap_or_else(|_| shared_pool.clone());
@@ -265,11 +272,14 @@ async fn api_server(
             settings: http.clone(),
             rate_limiter: Some(rate_limiter.clone()),
         };
-        http_api::build_app(
-            state,
-            spec.clone(),
-            ws_hub::configure(hub.clone(), verifier.clone()),
-        )
+        let ws = ws_hub::configure(hub.clone(), verifier.clone());
+        let console = console.clone().map(ops_console::configure);
+        http_api::build_app(state, spec.clone(), move |cfg| {
+            ws(cfg);
+            if let Some(mount) = console {
+                mount(cfg);
+            }
+        })
     })
     .workers(workers)
     .listen(listener)?

@@ -657,6 +657,21 @@ async fn a_paused_mail_queue_holds_welcome_mails_until_it_is_resumed() {
             && mail.contains("rate 100/1000ms"),
         "{stats}"
     );
+    // The ops console of the local serve shows the same.
+    let console = reqwest::get(format!(
+        "http://127.0.0.1:{}/ops/fragments/queues",
+        serve.port
+    ))
+    .await
+    .unwrap();
+    assert_eq!(console.status(), 200);
+    let console = console.text().await.unwrap();
+    assert!(
+        console.contains("/ops/queues/mail")
+            && console.contains("paused")
+            && console.contains("at most 2 at once"),
+        "{console}"
+    );
 
     assert!(env.jobs(&["resume", "mail"]).await.contains("resumed"));
     let got = smtp.wait_for(1, Duration::from_secs(30)).await;

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use admin::{AdminError, QueueAdmin, QueueOverview};
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};
 pub use clock::{Clock, SystemClock};

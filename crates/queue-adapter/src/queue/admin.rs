@@ -165,3 +165,53 @@ impl RedisJobQueue {
         Ok(n == 1)
     }
 }
+
+impl From<QueueError> for ports::AdminError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Unavailable(e) => Self::Unavailable(e),
+            QueueError::Unknown(e) => Self::Unknown(e),
+            QueueError::Invalid(e) => Self::Invalid(e),
+        }
+    }
+}
+
+#[async_trait]
+impl ports::QueueAdmin for RedisJobQueue {
+    async fn overview(&self) -> Result<Vec<ports::QueueOverview>, ports::AdminError> {
+        let mut out = Vec::new();
+        for name in self.queues().await? {
+            out.push(ports::QueueOverview {
+                stats: self.stats(&name).await?,
+                controls: self.controls(&name).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, ports::AdminError> {
+        Ok(self.list(queue, state, cursor, limit).await?)
+    }
+
+    async fn retry(&self, id: &str) -> Result<bool, ports::AdminError> {
+        Ok(self.revive(id).await?)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, ports::AdminError> {
+        Ok(RedisJobQueue::delete(self, id).await?)
+    }
+
+    async fn pause(&self, queue: &str) -> Result<bool, ports::AdminError> {
+        Ok(RedisJobQueue::pause(self, queue).await?)
+    }
+
+    async fn resume(&self, queue: &str) -> Result<bool, ports::AdminError> {
+        Ok(RedisJobQueue::resume(self, queue).await?)
+    }
+}

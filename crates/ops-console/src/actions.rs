@@ -1,0 +1,143 @@
+//! What the buttons do. Every action is a POST carrying the CSRF token,
+//! logged with who did it, and answered with a redirect back to the page
+//! (303), so a reload never repeats it.
+
+use crate::pages::{failure, refusal};
+use crate::{Operator, OpsConsole, Refusal, admit, csrf_ok};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use ports::AdminError;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionForm {
+    csrf: String,
+    back: Option<String>,
+}
+
+/// Admits the operator and checks the token.
+fn authorize(req: &HttpRequest, form: &ActionForm) -> Result<Operator, Refusal> {
+    let who = admit(req)?;
+    if !csrf_ok(req, &form.csrf) {
+        tracing::warn!(operator = %who.0, path = %req.path(), "ops console: action refused, no valid CSRF token");
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            why: "This action came without a valid form token. Reload the page and try again.",
+        });
+    }
+    Ok(who)
+}
+
+/// Back to where the button was: a page of the console, nowhere else.
+fn back(form: &ActionForm) -> HttpResponse {
+    let to = form
+        .back
+        .as_deref()
+        .filter(|b| b.starts_with("/ops") && !b.starts_with("/ops//") && !b.contains('\\'))
+        .unwrap_or("/ops");
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+/// Runs one action and answers: back to the page, or why it failed.
+async fn act(
+    req: HttpRequest,
+    form: web::Form<ActionForm>,
+    action: &'static str,
+    target: String,
+    run: impl std::future::Future<Output = Result<bool, AdminError>>,
+    not_done: &str,
+) -> HttpResponse {
+    let who = match authorize(&req, &form) {
+        Ok(w) => w,
+        Err(refused) => return refused.response(),
+    };
+    match run.await {
+        Ok(done) => {
+            tracing::info!(operator = %who.0, action, target = %target, done, "ops console action");
+            if done {
+                back(&form)
+            } else {
+                refusal(StatusCode::CONFLICT, not_done)
+            }
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+pub(crate) async fn pause(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    queue: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let q = queue.into_inner();
+    let run = console.queues.pause(&q);
+    act(
+        req,
+        form,
+        "pause",
+        q.clone(),
+        run,
+        "The queue was already paused.",
+    )
+    .await
+}
+
+pub(crate) async fn resume(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    queue: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let q = queue.into_inner();
+    let run = console.queues.resume(&q);
+    act(
+        req,
+        form,
+        "resume",
+        q.clone(),
+        run,
+        "The queue was not paused.",
+    )
+    .await
+}
+
+pub(crate) async fn retry(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    id: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let run = console.queues.retry(&id);
+    act(
+        req,
+        form,
+        "retry",
+        id.clone(),
+        run,
+        "That job is not dead (any more).",
+    )
+    .await
+}
+
+pub(crate) async fn delete(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    id: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let run = console.queues.delete(&id);
+    act(
+        req,
+        form,
+        "delete",
+        id.clone(),
+        run,
+        "There is no such job (any more).",
+    )
+    .await
+}

@@ -1,0 +1,207 @@
+//! The operators' console: the job queues and their jobs on a web page,
+//! served by the app under `/ops`, over the admin ports (`ports::QueueAdmin`).
+//!
+//! # Layout
+//!
+//! - this file: mounting, access and the CSRF token;
+//! - `pages.rs`: the pages (server-rendered with maud);
+//! - `actions.rs`: what a button does (every one a POST with the token).
+//!
+//! **Access.** This version opens on loopback only: a request whose TCP
+//! peer is not a loopback address is refused (403) on every route. The app
+//! mounts it only when `APP_ENV=local`. Operator sign-in for production is
+//! not built yet.
+
+mod actions;
+mod pages;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ports::QueueAdmin;
+use std::sync::Arc;
+
+/// The cookie that carries the CSRF token (double submit: every form
+/// carries the same value, and a cross-site page can read neither).
+pub const CSRF_COOKIE: &str = "trellis_ops_csrf";
+
+/// Every page's Content-Security-Policy: only this app's own assets.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What the console works on.
+#[derive(Clone)]
+pub struct OpsConsole {
+    pub(crate) queues: Arc<dyn QueueAdmin>,
+}
+
+impl std::fmt::Debug for OpsConsole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsConsole").finish_non_exhaustive()
+    }
+}
+
+impl OpsConsole {
+    pub fn new(queues: Arc<dyn QueueAdmin>) -> Self {
+        Self { queues }
+    }
+}
+
+/// Mounts the console under `/ops`.
+pub fn configure(console: OpsConsole) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.service(
+            web::scope("/ops")
+                .app_data(web::Data::new(console))
+                // A malformed or oversized form gets the console's own page.
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(4096)
+                        .error_handler(|e, _req| {
+                            let res = pages::refusal(
+                                actix_web::http::StatusCode::BAD_REQUEST,
+                                "That form could not be read. Reload the page and try again.",
+                            );
+                            actix_web::error::InternalError::from_response(e, res).into()
+                        }),
+                )
+                .route("", web::get().to(pages::overview))
+                .route("/", web::get().to(pages::overview))
+                .route("/fragments/queues", web::get().to(pages::queues_fragment))
+                .route("/queues/{queue}", web::get().to(pages::queue))
+                .route("/queues/{queue}/pause", web::post().to(actions::pause))
+                .route("/queues/{queue}/resume", web::post().to(actions::resume))
+                .route("/jobs/{id}/retry", web::post().to(actions::retry))
+                .route("/jobs/{id}/delete", web::post().to(actions::delete))
+                .route("/assets/ops.css", web::get().to(css))
+                .route("/assets/ops.js", web::get().to(js)),
+        );
+    }
+}
+
+/// Who is acting (logged with every action).
+#[derive(Debug, Clone)]
+pub(crate) struct Operator(pub(crate) String);
+
+/// Why a request is not served: a status and a sentence for the page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal {
+    pub(crate) status: actix_web::http::StatusCode,
+    pub(crate) why: &'static str,
+}
+
+impl Refusal {
+    pub(crate) fn response(self) -> HttpResponse {
+        pages::refusal(self.status, self.why)
+    }
+}
+
+/// Lets the request in, or says why not.
+pub(crate) fn admit(req: &HttpRequest) -> Result<Operator, Refusal> {
+    match req.peer_addr() {
+        Some(peer) if peer.ip().is_loopback() => Ok(Operator(format!("local ({peer})"))),
+        _ => Err(Refusal {
+            status: actix_web::http::StatusCode::FORBIDDEN,
+            why: "The ops console opens on this machine only (loopback).",
+        }),
+    }
+}
+
+/// The request's CSRF token, and the cookie to set when it had none.
+pub(crate) fn csrf_token(req: &HttpRequest) -> (String, Option<Cookie<'static>>) {
+    if let Some(c) = req.cookie(CSRF_COOKIE)
+        && valid_token(c.value())
+    {
+        return (c.value().to_owned(), None);
+    }
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cookie = Cookie::build(CSRF_COOKIE, token.clone())
+        .path("/ops")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(req.connection_info().scheme() == "https")
+        .finish();
+    (token, Some(cookie))
+}
+
+fn valid_token(t: &str) -> bool {
+    t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `sent` (a form field) is the token of the request's cookie,
+/// compared in constant time.
+pub(crate) fn csrf_ok(req: &HttpRequest, sent: &str) -> bool {
+    let Some(cookie) = req.cookie(CSRF_COOKIE) else {
+        return false;
+    };
+    let expected = cookie.value().as_bytes();
+    valid_token(sent)
+        && sent.len() == expected.len()
+        && sent
+            .bytes()
+            .zip(expected)
+            .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn css() -> HttpResponse {
+    asset("text/css; charset=utf-8", include_str!("../assets/ops.css"))
+}
+
+async fn js() -> HttpResponse {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/ops.js"),
+    )
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(body)
+}
+
+/// An HTML response with the console's CSP.
+pub(crate) fn html(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .body(body)
+}
+
+/// "3 min ago", "in 2 h", "just now".
+pub(crate) fn relative(at_ms: i64, now_ms: i64) -> String {
+    let d = (now_ms - at_ms) / 1000;
+    let (n, unit) = match d.abs() {
+        s if s < 5 => return "just now".into(),
+        s if s < 60 => (s, "s"),
+        s if s < 3600 => (s / 60, "min"),
+        s if s < 86_400 => (s / 3600, "h"),
+        s => (s / 86_400, "d"),
+    };
+    if d >= 0 {
+        format!("{n} {unit} ago")
+    } else {
+        format!("in {n} {unit}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = 1_000_000_000;
+        assert_eq!(relative(now - 2_000, now), "just now");
+        assert_eq!(relative(now - 42_000, now), "42 s ago");
+        assert_eq!(relative(now - 180_000, now), "3 min ago");
+        assert_eq!(relative(now - 7_200_000, now), "2 h ago");
+        assert_eq!(relative(now - 3 * 86_400_000, now), "3 d ago");
+        assert_eq!(relative(now + 120_000, now), "in 2 min");
+    }
+}

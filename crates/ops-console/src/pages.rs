@@ -1,0 +1,266 @@
+//! The pages: the overview of every queue, and one queue's jobs by state.
+
+use crate::{OpsConsole, admit, csrf_token, html, relative};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::{DOCTYPE, Markup, html as markup};
+use ports::AdminError;
+use ports::admin::{JobState, JobSummary, QueueOverview};
+use serde::Deserialize;
+
+/// Jobs on one page of a queue.
+const PAGE: usize = 25;
+
+fn layout(title: &str, body: Markup) -> String {
+    markup! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Trellis ops" }
+                link rel="stylesheet" href="/ops/assets/ops.css";
+                script src="/ops/assets/ops.js" defer {}
+            }
+            body {
+                header {
+                    h1 { a href="/ops" { "Trellis ops" } }
+                    span.muted { (title) }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// A page that says why a request was not served.
+pub(crate) fn refusal(status: StatusCode, why: &str) -> HttpResponse {
+    let title = status.canonical_reason().unwrap_or("Error");
+    html(
+        status,
+        layout(
+            title,
+            markup! { p.notice { (why) } p { a href="/ops" { "Back to the overview" } } },
+        ),
+    )
+}
+
+/// What an admin error shows: never the internal text (it is logged).
+pub(crate) fn failure(e: &AdminError) -> HttpResponse {
+    match e {
+        AdminError::Invalid(why) => refusal(StatusCode::BAD_REQUEST, why),
+        AdminError::Unavailable(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "ops console: the queue store is unavailable");
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Redis cannot be reached right now; try again in a moment.",
+            )
+        }
+        AdminError::Unknown(err) => {
+            tracing::error!(error = %format!("{err:#}"), "ops console: an operation failed");
+            refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; the server log has the details.",
+            )
+        }
+    }
+}
+
+/// The token in a hidden field and where to come back to.
+fn form_fields(csrf: &str, back: &str) -> Markup {
+    markup! {
+        input type="hidden" name="csrf" value=(csrf);
+        input type="hidden" name="back" value=(back);
+    }
+}
+
+fn state_badge(paused: bool) -> Markup {
+    if paused {
+        markup! { span.state.paused { "paused" } }
+    } else {
+        markup! { span.state.running { "running" } }
+    }
+}
+
+fn queues_table(queues: &[QueueOverview], csrf: &str) -> Markup {
+    markup! {
+        @if queues.is_empty() {
+            p.notice { "No queues yet: a queue appears with its first job." }
+        } @else {
+            div.scroll { table {
+                thead { tr {
+                    th { "queue" } th { "state" }
+                    th.n { "pending" } th.n { "scheduled" } th.n { "active" } th.n { "retry" } th.n { "dead" }
+                    th.n.wide { "processed" } th.n.wide { "failed" } th.wide { "limits" } th {}
+                } }
+                tbody { @for q in queues {
+                    @let s = &q.stats;
+                    tr {
+                        td { a href={ "/ops/queues/" (s.queue) } { (s.queue) } }
+                        td { (state_badge(s.paused)) }
+                        td.n { (s.pending) } td.n { (s.scheduled) } td.n { (s.active) } td.n { (s.retry) }
+                        td.n { @if s.dead > 0 { a.bad href={ "/ops/queues/" (s.queue) "?state=dead" } { (s.dead) } } @else { "0" } }
+                        td.n.wide { (s.processed) } td.n.wide { (s.failed) }
+                        td.wide.muted {
+                            @if let Some(n) = q.controls.concurrency { "at most " (n) " at once " }
+                            @if let Some(r) = q.controls.rate { (r.jobs) " per " (r.per.as_millis()) " ms" }
+                        }
+                        td {
+                            @let (action, label) = if s.paused { ("resume", "Resume") } else { ("pause", "Pause") };
+                            form.inline method="post" action={ "/ops/queues/" (s.queue) "/" (action) } {
+                                (form_fields(csrf, "/ops"))
+                                button type="submit" { (label) }
+                            }
+                        }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
+/// Sends `page`, setting the CSRF cookie when the request had none.
+fn send(
+    status: StatusCode,
+    page: String,
+    cookie: Option<actix_web::cookie::Cookie<'static>>,
+) -> HttpResponse {
+    let mut res = html(status, page);
+    if let Some(c) = cookie {
+        let _ = res.add_cookie(&c);
+    }
+    res
+}
+
+/// `GET /ops`: every queue at a glance, refreshed every few seconds.
+pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
+    if let Err(refused) = admit(&req) {
+        return refused.response();
+    }
+    let (csrf, cookie) = csrf_token(&req);
+    match console.queues.overview().await {
+        Ok(queues) => send(
+            StatusCode::OK,
+            layout(
+                "Queues",
+                markup! {
+                    div data-refresh="/ops/fragments/queues" { (queues_table(&queues, &csrf)) }
+                },
+            ),
+            cookie,
+        ),
+        Err(e) => failure(&e),
+    }
+}
+
+/// The overview's table alone, for the live refresh.
+pub(crate) async fn queues_fragment(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+) -> HttpResponse {
+    if let Err(refused) = admit(&req) {
+        return refused.response();
+    }
+    let (csrf, cookie) = csrf_token(&req);
+    match console.queues.overview().await {
+        Ok(queues) => send(
+            StatusCode::OK,
+            queues_table(&queues, &csrf).into_string(),
+            cookie,
+        ),
+        Err(e) => failure(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueueQuery {
+    state: Option<String>,
+    cursor: Option<String>,
+}
+
+fn job_row(job: &JobSummary, now_ms: i64, csrf: &str, back: &str) -> Markup {
+    let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
+    markup! {
+        tr {
+            td { code { (job.id) } br; span.muted { (job.kind) } }
+            td.n { (job.attempts) "/" (job.max_retries + 1) }
+            td { span title=(job.at_ms) { (relative(job.at_ms, now_ms)) } }
+            td {
+                @if let Some(e) = &job.last_error { span.bad { (e) } }
+                details { summary.muted { "payload" } pre { (payload) } }
+            }
+            td {
+                @if job.state == JobState::Dead {
+                    form.inline method="post" action={ "/ops/jobs/" (job.id) "/retry" } {
+                        (form_fields(csrf, back)) button type="submit" { "Retry" }
+                    }
+                    " "
+                }
+                form.inline method="post" action={ "/ops/jobs/" (job.id) "/delete" } {
+                    (form_fields(csrf, back)) button.danger type="submit" { "Delete" }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ops/queues/{queue}?state=..&cursor=..`: a page of the queue's jobs.
+pub(crate) async fn queue(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    path: web::Path<String>,
+    query: web::Query<QueueQuery>,
+) -> HttpResponse {
+    if let Err(refused) = admit(&req) {
+        return refused.response();
+    }
+    let name = path.into_inner();
+    let state = match query
+        .state
+        .as_deref()
+        .unwrap_or("pending")
+        .parse::<JobState>()
+    {
+        Ok(s) => s,
+        Err(why) => return refusal(StatusCode::BAD_REQUEST, &why),
+    };
+    let (csrf, cookie) = csrf_token(&req);
+    let page = match console
+        .queues
+        .jobs(&name, state, query.cursor.as_deref(), PAGE)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return failure(&e),
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let back = format!("/ops/queues/{name}?state={}", state.as_str());
+    let at_label = match state {
+        JobState::Pending => "ready",
+        JobState::Scheduled | JobState::Retry => "due",
+        JobState::Active => "lease ends",
+        JobState::Dead => "died",
+    };
+    let body = markup! {
+        nav.tabs { @for s in JobState::ALL {
+            a class=@if s == state { "on" } href={ "/ops/queues/" (name) "?state=" (s.as_str()) } { (s.as_str()) }
+        } }
+        @if page.jobs.is_empty() {
+            p.notice { "No " (state.as_str()) " jobs in " (name) "." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "job" } th.n { "attempts" } th { (at_label) } th { "last error / payload" } th {} } }
+                tbody { @for j in &page.jobs { (job_row(j, now_ms, &csrf, &back)) } }
+            } }
+        }
+        @if let Some(next) = &page.next {
+            p { a href={ "/ops/queues/" (name) "?state=" (state.as_str()) "&cursor=" (next) } { "Next page →" } }
+        }
+    };
+    send(
+        StatusCode::OK,
+        layout(&format!("{name}: {}", state.as_str()), body),
+        cookie,
+    )
+}

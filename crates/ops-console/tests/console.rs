@@ -1,0 +1,299 @@
+//! The console against the real queue on Redis, through actix' test
+//! service: what the pages show, what the buttons do, and what is refused.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{App, test};
+use ops_console::{CSRF_COOKIE, OpsConsole};
+use ports::{JobQueue, NewJob};
+use queue_adapter::{JobState, QueueSettings, RedisJobQueue, RedisSettings};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use test_support::TestRedis;
+
+fn queue(redis: &TestRedis) -> RedisJobQueue {
+    let pool = queue_adapter::build_pool(&RedisSettings::new(redis.url())).unwrap();
+    RedisJobQueue::new(pool, QueueSettings::new(redis.prefix()))
+}
+
+const LOCAL: &str = "127.0.0.1:50000";
+
+/// A dead job on queue "mail" whose error and payload try to inject markup.
+async fn dead_job(q: &RedisJobQueue) -> String {
+    let job = NewJob::new(
+        "email:welcome",
+        1,
+        &serde_json::json!({"to": "<script>alert(1)</script>"}),
+    )
+    .unwrap()
+    .on_queue("mail");
+    let id = q.enqueue(job).await.unwrap().to_string();
+    let leased = q
+        .fetch_many("mail", Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    q.fail("mail", leased[0].lease(), "550 <b>no such user</b>", None)
+        .await
+        .unwrap();
+    id
+}
+
+fn body_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[actix_web::test]
+async fn pages_show_queues_and_jobs_escaped_with_a_strict_csp() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let id = dead_job(&q).await;
+    let app = test::init_service(
+        App::new().configure(ops_console::configure(OpsConsole::new(Arc::new(q.clone())))),
+    )
+    .await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        res.response()
+            .cookies()
+            .any(|c| c.name() == CSRF_COOKIE && c.http_only() == Some(true))
+    );
+    let page = body_text(&test::read_body(res).await);
+    assert!(page.contains("href=\"/ops/queues/mail\""), "{page}");
+    assert!(page.contains("running"));
+
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops/queues/mail?state=dead")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = body_text(&test::read_body(res).await);
+    assert!(page.contains(&id), "the dead job is listed");
+    assert!(page.contains("email:welcome"));
+    assert!(
+        page.contains("550 &lt;b&gt;no such user&lt;/b&gt;"),
+        "the error, escaped"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the payload, escaped"
+    );
+    assert!(!page.contains("<script>alert"), "nothing injected");
+
+    for uri in [
+        "/ops/queues/mail?state=sleeping",
+        "/ops/queues/Not%20A%20Queue",
+    ] {
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri(uri)
+                .peer_addr(peer)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
+    }
+    for asset in ["/ops/assets/ops.css", "/ops/assets/ops.js"] {
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri(asset)
+                .peer_addr(peer)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK, "{asset}");
+    }
+}
+
+#[actix_web::test]
+async fn actions_need_loopback_and_the_form_token_and_then_act() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let id = dead_job(&q).await;
+    let app = test::init_service(
+        App::new().configure(ops_console::configure(OpsConsole::new(Arc::new(q.clone())))),
+    )
+    .await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    let cookie = res
+        .response()
+        .cookies()
+        .find(|c| c.name() == CSRF_COOKIE)
+        .unwrap()
+        .into_owned();
+    let token = cookie.value().to_owned();
+    let retry = format!("/ops/jobs/{id}/retry");
+    let post = |uri: &str, form: &str, peer: SocketAddr, with_cookie: bool| {
+        let mut r = test::TestRequest::post()
+            .uri(uri)
+            .peer_addr(peer)
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+            .set_payload(form.to_owned());
+        if with_cookie {
+            r = r.cookie(cookie.clone());
+        }
+        r.to_request()
+    };
+    let dead_count = || async {
+        q.list("mail", JobState::Dead, None, 10)
+            .await
+            .unwrap()
+            .jobs
+            .len()
+    };
+
+    // Refused, and nothing changed: no token, a wrong token, no cookie,
+    // and a peer that is not this machine (with a good token).
+    let wrong = "0".repeat(64);
+    for (form, peer_addr, with_cookie) in [
+        ("back=%2Fops".to_owned(), LOCAL, true),
+        (format!("csrf={wrong}&back=%2Fops"), LOCAL, true),
+        (format!("csrf={token}&back=%2Fops"), LOCAL, false),
+        (format!("csrf={token}&back=%2Fops"), "10.1.2.3:40000", true),
+    ] {
+        let res = test::call_service(
+            &app,
+            post(&retry, &form, peer_addr.parse().unwrap(), with_cookie),
+        )
+        .await;
+        assert!(
+            matches!(
+                res.status(),
+                StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+            ),
+            "{form} from {peer_addr}: {}",
+            res.status()
+        );
+        assert_eq!(dead_count().await, 1, "nothing changed");
+    }
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops")
+            .peer_addr("10.1.2.3:40000".parse().unwrap())
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "pages too are loopback only"
+    );
+
+    // With the token: the dead job runs again; the redirect stays on /ops.
+    let form = format!("csrf={token}&back=https%3A%2F%2Fevil.example%2F");
+    let res = test::call_service(&app, post(&retry, &form, peer, true)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers().get(header::LOCATION).unwrap(),
+        "/ops",
+        "no open redirect"
+    );
+    assert_eq!(dead_count().await, 0);
+    assert_eq!(
+        q.list("mail", JobState::Pending, None, 10)
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+    let res = test::call_service(&app, post(&retry, &format!("csrf={token}"), peer, true)).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "not dead any more");
+
+    // Pause and resume from the overview's buttons.
+    let res = test::call_service(
+        &app,
+        post(
+            "/ops/queues/mail/pause",
+            &format!("csrf={token}&back=%2Fops%2Fqueues%2Fmail"),
+            peer,
+            true,
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers().get(header::LOCATION).unwrap(),
+        "/ops/queues/mail"
+    );
+    assert!(q.stats("mail").await.unwrap().paused);
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops/fragments/queues")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    let fragment = body_text(&test::read_body(res).await);
+    assert!(
+        fragment.contains("paused") && fragment.contains("Resume"),
+        "{fragment}"
+    );
+    let res = test::call_service(
+        &app,
+        post(
+            "/ops/queues/mail/resume",
+            &format!("csrf={token}"),
+            peer,
+            true,
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!q.stats("mail").await.unwrap().paused);
+
+    // Delete.
+    let res = test::call_service(
+        &app,
+        post(
+            &format!("/ops/jobs/{id}/delete"),
+            &format!("csrf={token}"),
+            peer,
+            true,
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(q.stats("mail").await.unwrap().pending, 0);
+}

@@ -1,0 +1,199 @@
+//! What operators see of and do to the background machinery: the port an
+//! operators' console (or `app jobs`) drives, and the plain data it shows.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Why an admin operation could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request itself is wrong (a bad queue name, state or cursor).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store is unreachable; try again.
+    #[error("unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("{0:#}")]
+    Unknown(anyhow::Error),
+}
+
+/// One queue at a glance: its counts and its controls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueOverview {
+    pub stats: QueueStats,
+    pub controls: QueueControls,
+}
+
+/// The job queue as an operator works it.
+#[async_trait]
+pub trait QueueAdmin: Send + Sync + 'static {
+    /// Every queue, by name.
+    async fn overview(&self) -> Result<Vec<QueueOverview>, AdminError>;
+    /// A page of `queue`'s jobs in `state` after `cursor`.
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, AdminError>;
+    /// Runs a dead job again. False when `id` is not dead.
+    async fn retry(&self, id: &str) -> Result<bool, AdminError>;
+    /// Deletes a job wherever it is. False when there is none.
+    async fn delete(&self, id: &str) -> Result<bool, AdminError>;
+    /// False when it was already paused.
+    async fn pause(&self, queue: &str) -> Result<bool, AdminError>;
+    /// False when it was not paused.
+    async fn resume(&self, queue: &str) -> Result<bool, AdminError>;
+}
+
+/// Counts per queue, for `app jobs stats` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub pending: u64,
+    pub scheduled: u64,
+    pub active: u64,
+    pub retry: u64,
+    pub dead: u64,
+    pub processed: u64,
+    pub failed: u64,
+    /// Paused by an operator: no worker starts its jobs.
+    pub paused: bool,
+}
+
+/// A queue's controls, persisted in Redis and obeyed by every worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueControls {
+    /// Paused since (ms since the epoch); `None` when running.
+    pub paused_since_ms: Option<i64>,
+    /// At most this many of its jobs run at once, across all workers.
+    pub concurrency: Option<u32>,
+    /// At most this many of its jobs start per period.
+    pub rate: Option<RateLimit>,
+}
+
+/// `jobs` starts per `per` (a burst of `jobs` at once, then evenly spaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    pub jobs: u32,
+    #[serde(rename = "per_ms", serialize_with = "as_ms")]
+    pub per: Duration,
+}
+
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    /// `100/s`, `6000/m`, `10/1500ms`, `50/2s`, `1000/h`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("{s:?} is not a rate: write jobs/period, e.g. 100/s, 6000/m, 10/1500ms");
+        let (jobs, per) = s.split_once('/').ok_or_else(bad)?;
+        let jobs: u32 = jobs.trim().parse().map_err(|_| bad())?;
+        let per = per.trim();
+        let split = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
+        let (n, unit) = per.split_at(split);
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse().map_err(|_| bad())?
+        };
+        let unit_ms = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        let per_ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+        if jobs == 0 || per_ms == 0 || per_ms > 86_400_000 {
+            return Err(format!(
+                "{s:?}: the rate needs at least one job per period of at most a day"
+            ));
+        }
+        Ok(Self {
+            jobs,
+            per: Duration::from_millis(per_ms),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}ms", self.jobs, self.per.as_millis())
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Scheduled,
+    Active,
+    Retry,
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Active,
+        Self::Retry,
+        Self::Dead,
+    ];
+
+    /// The name of its key (and of the state in a job's hash).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Active => "active",
+            Self::Retry => "retry",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a state: pending, scheduled, active, retry or dead")
+            })
+    }
+}
+
+/// One job as a listing shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub id: String,
+    pub queue: String,
+    pub state: JobState,
+    pub kind: String,
+    pub attempts: u32,
+    pub max_retries: u32,
+    /// For scheduled and retry jobs when they are due, for active ones their
+    /// lease deadline, for dead ones when they died (ms); for pending ones
+    /// when they became ready.
+    pub at_ms: i64,
+    pub last_error: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+/// A page of a listing and the cursor of the next page (`None`: the end).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobSummary>,
+    pub next: Option<String>,
+}
