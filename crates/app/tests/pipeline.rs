@@ -722,3 +722,81 @@ async fn on_a_redis_cluster_each_new_user_gets_one_welcome_mail_across_processes
     let listed = env.jobs(&["list", "mail", "--state", "dead"]).await;
     assert!(listed.contains("no dead jobs"), "{listed}");
 }
+
+/// The ops console in a real browser (headless Chromium): a welcome mail
+/// the SMTP server refuses with a 550 shows up as a dead job, Retry sends
+/// it; a paused queue's pending count grows on the live overview, Resume
+/// lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_the_ops_console_retries_a_dead_mail_and_pauses_a_queue() {
+    let (db, redis) = (TestDb::new().await, TestRedis::new().await);
+    let smtp = SmtpSink::start_with(SmtpBehaviour {
+        fail_first: 1,
+        fail_reply: Some("550 5.1.1 No such user".into()),
+        ..SmtpBehaviour::default()
+    });
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    let ops = format!("http://127.0.0.1:{}/ops", serve.port);
+    let browser = test_support::Browser::start("ops-console-retry-and-pause").await;
+
+    let ada = token("ada", Some("ada@example.com"), Some("Ada"));
+    assert_eq!(patch_me(&serve, &ada, json!({})).await, 201);
+    // The dead job appears once the worker has had the 550.
+    let dead_page = format!("{ops}/queues/mail?state=dead");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        browser.goto(&dead_page).await;
+        let dom = browser.source().await;
+        if dom.contains("email:welcome") {
+            assert!(dom.contains("550"), "the SMTP answer is shown: {dom}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead job on the page: {dom}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(smtp.messages().is_empty());
+    // `OPS_SCREENSHOTS=docs` refreshes the README's pictures.
+    let shots = std::env::var_os("OPS_SCREENSHOTS").map(std::path::PathBuf::from);
+    if let Some(dir) = &shots {
+        browser.save_screenshot(dir, "ops-dead-jobs").await;
+    }
+    browser.click("form[action$='/retry'] button").await;
+    browser
+        .wait_for_text("No dead jobs in mail", Duration::from_secs(5))
+        .await;
+    assert!(browser.url().await.ends_with("/ops/queues/mail?state=dead"));
+    let got = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].rcpt_tos, ["ada@example.com"]);
+
+    // Pause from the overview; a new user's mail waits, and the overview
+    // shows it without a reload (it refreshes every 5 s).
+    browser.goto(&ops).await;
+    browser
+        .click("form[action='/ops/queues/mail/pause'] button")
+        .await;
+    browser
+        .wait_for_text("paused", Duration::from_secs(5))
+        .await;
+    let bob = token("bob", Some("bob@example.com"), Some("Bob"));
+    assert_eq!(patch_me(&serve, &bob, json!({})).await, 201);
+    browser
+        .wait_for_text("data-pending=\"mail\">1<", Duration::from_secs(30))
+        .await;
+    assert_eq!(smtp.messages().len(), 1, "nothing sent while paused");
+    if let Some(dir) = &shots {
+        browser.save_screenshot(dir, "ops-overview").await;
+    }
+    browser
+        .click("form[action='/ops/queues/mail/resume'] button")
+        .await;
+    browser
+        .wait_for_text("action=\"/ops/queues/mail/pause\"", Duration::from_secs(5))
+        .await;
+    smtp.wait_for(2, Duration::from_secs(30)).await;
+}

@@ -99,7 +99,8 @@ fn queues_table(queues: &[QueueOverview], csrf: &str) -> Markup {
                     tr {
                         td { a href={ "/ops/queues/" (s.queue) } { (s.queue) } }
                         td { (state_badge(s.paused)) }
-                        td.n { (s.pending) } td.n { (s.scheduled) } td.n { (s.active) } td.n { (s.retry) }
+                        td.n data-pending=(s.queue) { (s.pending) }
+                        td.n { (s.scheduled) } td.n { (s.active) } td.n { (s.retry) }
                         td.n { @if s.dead > 0 { a.bad href={ "/ops/queues/" (s.queue) "?state=dead" } { (s.dead) } } @else { "0" } }
                         td.n.wide { (s.processed) } td.n.wide { (s.failed) }
                         td.wide.muted {

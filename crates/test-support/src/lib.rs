@@ -4,6 +4,8 @@
     reason = "test harness: a failure here is a failed test, reported loudly"
 )]
 
+#[cfg(feature = "browser")]
+mod browser;
 mod fcm;
 mod postgres;
 mod processes;
@@ -14,6 +16,8 @@ mod smtp;
 mod spawn;
 mod telemetry;
 
+#[cfg(feature = "browser")]
+pub use browser::Browser;
 pub use fcm::{
     FAKE_FCM_CLIENT_EMAIL, FAKE_FCM_KEY_ID, FAKE_FCM_PROJECT, FakeFcm, FcmReply, FcmRequest,
     OAuthRequest,
