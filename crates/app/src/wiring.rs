@@ -251,8 +251,15 @@ async fn api_server(
     let shared_pool = infra.pg.clone();
     // The ops console opens on loopback, in local mode only: operator
     // sign-in for production is not built yet.
-    let console = (settings.env == AppEnv::Local)
-        .then(|| ops_console::OpsConsole::new(Arc::new(infra.queue.clone())));
+    let console = (settings.env == AppEnv::Local).then(|| {
+        ops_console::OpsConsole::new(Arc::new(infra.queue.clone())).with_events(
+            Arc::new(streams_adapter::StreamAdmin::new(
+                infra.fred.clone(),
+                settings.redis.key_prefix.clone(),
+            )),
+            vec![USERS_TOPIC.to_owned()],
+        )
+    });
     if console.is_some() {
         tracing::info!("ops console at /ops (loopback only, local mode)");
     }

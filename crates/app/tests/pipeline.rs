@@ -799,4 +799,51 @@ async fn in_a_browser_the_ops_console_retries_a_dead_mail_and_pauses_a_queue() {
         .wait_for_text("action=\"/ops/queues/mail/pause\"", Duration::from_secs(5))
         .await;
     smtp.wait_for(2, Duration::from_secs(30)).await;
+
+    // A dead letter of the users stream (an event type no consumer knows,
+    // as a group leaves it), replayed from the events page.
+    use fred::prelude::*;
+    let client = streams_adapter::connect(redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stream = streams_adapter::stream_key(redis.prefix(), "users");
+    let event = json!({
+        "v": 1,
+        "id": uuid::Uuid::now_v7(),
+        "type": "user.future",
+        "occurred_at": "2026-12-06T00:00:00Z",
+        "data": {},
+    })
+    .to_string();
+    let fields = vec![
+        ("type", "user.future"),
+        ("event", event.as_str()),
+        ("original_id", "1-0"),
+        ("group", "welcome-mail"),
+        ("consumer", "c1"),
+        ("reason", "unknown to this consumer"),
+        ("deliveries", "5"),
+    ];
+    let _: String = client
+        .xadd(format!("{stream}:dead"), false, None, "*", fields)
+        .await
+        .unwrap();
+    browser.goto(&format!("{ops}/events")).await;
+    browser
+        .wait_for_text("unknown to this consumer", Duration::from_secs(5))
+        .await;
+    browser.click("form[action*='/replay/'] button").await;
+    // Back on the page at once; the groups would take the replayed entry
+    // back to the dead letters only after 5 deliveries of 1 s claim idle.
+    browser
+        .wait_for_text("No dead letters on users", Duration::from_secs(3))
+        .await;
+    let entries: Vec<(String, HashMap<String, String>)> =
+        client.xrange(&stream, "-", "+", None).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|(_, f)| f.get("type").map(String::as_str) == Some("user.future")),
+        "the dead letter is back on its stream"
+    );
 }

@@ -16,7 +16,7 @@ pub(crate) struct ActionForm {
 }
 
 /// Admits the operator and checks the token.
-fn authorize(req: &HttpRequest, form: &ActionForm) -> Result<Operator, Refusal> {
+pub(crate) fn authorize(req: &HttpRequest, form: &ActionForm) -> Result<Operator, Refusal> {
     let who = admit(req)?;
     if !csrf_ok(req, &form.csrf) {
         tracing::warn!(operator = %who.0, path = %req.path(), "ops console: action refused, no valid CSRF token");
@@ -29,7 +29,7 @@ fn authorize(req: &HttpRequest, form: &ActionForm) -> Result<Operator, Refusal> 
 }
 
 /// Back to where the button was: a page of the console, nowhere else.
-fn back(form: &ActionForm) -> HttpResponse {
+pub(crate) fn back(form: &ActionForm) -> HttpResponse {
     let to = form
         .back
         .as_deref()
@@ -41,7 +41,7 @@ fn back(form: &ActionForm) -> HttpResponse {
 }
 
 /// Runs one action and answers: back to the page, or why it failed.
-async fn act(
+pub(crate) async fn act(
     req: HttpRequest,
     form: web::Form<ActionForm>,
     action: &'static str,

@@ -5,7 +5,8 @@
 //!
 //! - this file: mounting, access and the CSRF token;
 //! - `pages.rs`: the pages (server-rendered with maud);
-//! - `actions.rs`: what a button does (every one a POST with the token).
+//! - `actions.rs`: what a button does (every one a POST with the token);
+//! - `events.rs`: the event streams' dead letters, and replaying them.
 //!
 //! **Access.** This version opens on loopback only: a request whose TCP
 //! peer is not a loopback address is refused (403) on every route. The app
@@ -13,12 +14,13 @@
 //! not built yet.
 
 mod actions;
+mod events;
 mod pages;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ports::QueueAdmin;
+use ports::{EventAdmin, QueueAdmin};
 use std::sync::Arc;
 
 /// The cookie that carries the CSRF token (double submit: every form
@@ -33,6 +35,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; conn
 #[derive(Clone)]
 pub struct OpsConsole {
     pub(crate) queues: Arc<dyn QueueAdmin>,
+    /// The event streams and the topics to show.
+    pub(crate) events: Option<(Arc<dyn EventAdmin>, Vec<String>)>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -43,7 +47,16 @@ impl std::fmt::Debug for OpsConsole {
 
 impl OpsConsole {
     pub fn new(queues: Arc<dyn QueueAdmin>) -> Self {
-        Self { queues }
+        Self {
+            queues,
+            events: None,
+        }
+    }
+
+    /// Shows the dead letters of `topics`' streams, with replay.
+    pub fn with_events(mut self, events: Arc<dyn EventAdmin>, topics: Vec<String>) -> Self {
+        self.events = Some((events, topics));
+        self
     }
 }
 
@@ -73,6 +86,15 @@ pub fn configure(console: OpsConsole) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route("/queues/{queue}/resume", web::post().to(actions::resume))
                 .route("/jobs/{id}/retry", web::post().to(actions::retry))
                 .route("/jobs/{id}/delete", web::post().to(actions::delete))
+                .route("/events", web::get().to(events::page))
+                .route(
+                    "/events/{topic}/replay/{id}",
+                    web::post().to(events::replay),
+                )
+                .route(
+                    "/events/{topic}/replay-all",
+                    web::post().to(events::replay_all),
+                )
                 .route("/assets/ops.css", web::get().to(css))
                 .route("/assets/ops.js", web::get().to(js)),
         );

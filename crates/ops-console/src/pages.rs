@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Jobs on one page of a queue.
 const PAGE: usize = 25;
 
-fn layout(title: &str, body: Markup) -> String {
+pub(crate) fn layout(title: &str, body: Markup) -> String {
     markup! {
         (DOCTYPE)
         html lang="en" {
@@ -25,6 +25,8 @@ fn layout(title: &str, body: Markup) -> String {
             body {
                 header {
                     h1 { a href="/ops" { "Trellis ops" } }
+                    a href="/ops" { "Queues" }
+                    a href="/ops/events" { "Events" }
                     span.muted { (title) }
                 }
                 main { (body) }
@@ -68,7 +70,7 @@ pub(crate) fn failure(e: &AdminError) -> HttpResponse {
 }
 
 /// The token in a hidden field and where to come back to.
-fn form_fields(csrf: &str, back: &str) -> Markup {
+pub(crate) fn form_fields(csrf: &str, back: &str) -> Markup {
     markup! {
         input type="hidden" name="csrf" value=(csrf);
         input type="hidden" name="back" value=(back);
@@ -122,7 +124,7 @@ fn queues_table(queues: &[QueueOverview], csrf: &str) -> Markup {
 }
 
 /// Sends `page`, setting the CSRF cookie when the request had none.
-fn send(
+pub(crate) fn send(
     status: StatusCode,
     page: String,
     cookie: Option<actix_web::cookie::Cookie<'static>>,

@@ -297,3 +297,123 @@ async fn actions_need_loopback_and_the_form_token_and_then_act() {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(q.stats("mail").await.unwrap().pending, 0);
 }
+
+#[actix_web::test]
+async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
+    use fred::prelude::*;
+    let redis = TestRedis::new().await;
+    let client = streams_adapter::connect(redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stream = streams_adapter::stream_key(redis.prefix(), "users");
+    // A dead letter as a consumer group leaves it.
+    let dead_id: String = client
+        .xadd(
+            format!("{stream}:dead"),
+            false,
+            None,
+            "*",
+            vec![
+                ("type", "user.future"),
+                ("event", "{\"id\": \"e1\", \"note\": \"<img src=x>\"}"),
+                ("original_id", "1-0"),
+                ("group", "welcome-mail"),
+                ("consumer", "c1"),
+                ("reason", "unknown to this consumer: <b>user.future</b>"),
+                ("deliveries", "5"),
+            ],
+        )
+        .await
+        .unwrap();
+    let console = OpsConsole::new(Arc::new(queue(&redis))).with_events(
+        Arc::new(streams_adapter::StreamAdmin::new(
+            client.clone(),
+            redis.prefix(),
+        )),
+        vec!["users".to_owned()],
+    );
+    let app = test::init_service(App::new().configure(ops_console::configure(console))).await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/ops/events")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = res
+        .response()
+        .cookies()
+        .find(|c| c.name() == CSRF_COOKIE)
+        .unwrap()
+        .into_owned();
+    let token = cookie.value().to_owned();
+    let page = body_text(&test::read_body(res).await);
+    assert!(
+        page.contains(&dead_id) && page.contains("welcome-mail"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;b&gt;user.future&lt;/b&gt;") && page.contains("&lt;img src=x&gt;"),
+        "escaped: {page}"
+    );
+
+    let post = |uri: String, form: String| {
+        test::TestRequest::post()
+            .uri(&uri)
+            .peer_addr(peer)
+            .cookie(cookie.clone())
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+            .set_payload(form)
+            .to_request()
+    };
+    let replay = format!("/ops/events/users/replay/{dead_id}");
+    let res = test::call_service(&app, post(replay.clone(), "back=%2Fops%2Fevents".into())).await;
+    assert!(matches!(
+        res.status(),
+        StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+    ));
+    for (uri, status) in [
+        (
+            "/ops/events/users/replay/not-an-id".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/ops/events/orders/replay/{dead_id}"),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let res = test::call_service(&app, post(uri.clone(), format!("csrf={token}"))).await;
+        assert_eq!(res.status(), status, "{uri}");
+    }
+    let len: u64 = client.xlen(&stream).await.unwrap();
+    assert_eq!(len, 0, "nothing replayed by a refused request");
+
+    let res = test::call_service(
+        &app,
+        post(replay.clone(), format!("csrf={token}&back=%2Fops%2Fevents")),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+        client.xrange(&stream, "-", "+", None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1["type"], "user.future");
+    assert!(
+        !entries[0].1.contains_key("reason"),
+        "only the original fields"
+    );
+    let res = test::call_service(&app, post(replay, format!("csrf={token}"))).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "once");
+    let res = test::call_service(
+        &app,
+        post(
+            "/ops/events/users/replay-all".into(),
+            format!("csrf={token}"),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "nothing left to replay");
+}

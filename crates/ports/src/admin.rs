@@ -18,6 +18,32 @@ pub enum AdminError {
     Unknown(anyhow::Error),
 }
 
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (what `replay` takes).
+    pub id: String,
+    /// The entry's id in the stream it died on.
+    pub original_id: String,
+    pub group: String,
+    pub reason: String,
+    pub deliveries: u64,
+    pub event_type: String,
+    /// The event's JSON as it was carried.
+    pub event: String,
+}
+
+/// The event streams' dead letters as an operator works them.
+#[async_trait]
+pub trait EventAdmin: Send + Sync + 'static {
+    /// The newest `limit` dead letters of `topic`'s stream, newest first.
+    async fn dead_letters(&self, topic: &str, limit: usize) -> Result<Vec<DeadLetter>, AdminError>;
+    /// Puts one back on its stream. False when there is no such dead letter.
+    async fn replay(&self, topic: &str, id: &str) -> Result<bool, AdminError>;
+    /// Puts every dead letter of `topic` back. Returns how many.
+    async fn replay_all(&self, topic: &str) -> Result<usize, AdminError>;
+}
+
 /// One queue at a glance: its counts and its controls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueOverview {

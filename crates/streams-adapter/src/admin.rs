@@ -13,33 +13,19 @@ use crate::reply::{self, Entry, command, v};
 use fred::clients::Client;
 use fred::prelude::Value;
 
-/// One dead letter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Its id in the dead-letter stream (what `replay` takes).
-    pub id: String,
-    /// The entry's id in the stream it died on.
-    pub original_id: String,
-    pub group: String,
-    pub reason: String,
-    pub deliveries: u64,
-    pub event_type: String,
-    /// The event's JSON as it was carried.
-    pub event: String,
-}
+pub use ports::admin::DeadLetter;
 
-impl DeadLetter {
-    fn from_entry(e: &Entry) -> Self {
-        let f = |name: &str| e.field(name).unwrap_or_default().to_owned();
-        Self {
-            id: e.id.clone(),
-            original_id: f("original_id"),
-            group: f("group"),
-            reason: f("reason"),
-            deliveries: f("deliveries").parse().unwrap_or(0),
-            event_type: f(crate::wire::TYPE_FIELD),
-            event: f(crate::wire::EVENT_FIELD),
-        }
+/// A dead letter as the consumer stored it.
+fn dead_letter(e: &Entry) -> DeadLetter {
+    let f = |name: &str| e.field(name).unwrap_or_default().to_owned();
+    DeadLetter {
+        id: e.id.clone(),
+        original_id: f("original_id"),
+        group: f("group"),
+        reason: f("reason"),
+        deliveries: f("deliveries").parse().unwrap_or(0),
+        event_type: f(crate::wire::TYPE_FIELD),
+        event: f(crate::wire::EVENT_FIELD),
     }
 }
 
@@ -107,10 +93,7 @@ impl StreamAdmin {
         let reply = command(&self.client, "XREVRANGE", false, args)
             .await
             .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
-        Ok(reply::entries(reply)
-            .iter()
-            .map(DeadLetter::from_entry)
-            .collect())
+        Ok(reply::entries(reply).iter().map(dead_letter).collect())
     }
 
     /// Puts one dead letter back on its stream. Returns the new entry's id,
@@ -148,5 +131,36 @@ impl StreamAdmin {
             }
         }
         Ok(replayed)
+    }
+}
+
+/// An admin failure: Redis did not answer as it should (retry later).
+fn unavailable(e: anyhow::Error) -> ports::AdminError {
+    ports::AdminError::Unavailable(e)
+}
+
+#[async_trait::async_trait]
+impl ports::EventAdmin for StreamAdmin {
+    async fn dead_letters(
+        &self,
+        topic: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, ports::AdminError> {
+        StreamAdmin::dead_letters(self, topic, limit)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn replay(&self, topic: &str, id: &str) -> Result<bool, ports::AdminError> {
+        Ok(StreamAdmin::replay(self, topic, id)
+            .await
+            .map_err(unavailable)?
+            .is_some())
+    }
+
+    async fn replay_all(&self, topic: &str) -> Result<usize, ports::AdminError> {
+        StreamAdmin::replay_all(self, topic)
+            .await
+            .map_err(unavailable)
     }
 }
