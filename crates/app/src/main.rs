@@ -24,6 +24,9 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) on stdout.
     Openapi,
+    /// Read an operator password on stdin and print its argon2 hash, for
+    /// OPS_PASSWORD_HASH (or OPS_VIEWER_PASSWORD_HASH).
+    OpsPassword,
     /// Inspect and repair the job queue.
     Jobs {
         #[command(subcommand)]
@@ -213,6 +216,29 @@ async fn main() -> ExitCode {
         };
     }
 
+    if let Command::OpsPassword = command {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("error: cannot read the password from stdin");
+            return ExitCode::from(2);
+        }
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.chars().count() < 12 {
+            eprintln!("error: an operator password has at least 12 characters");
+            return ExitCode::from(2);
+        }
+        return match ops_console::hash_password(password) {
+            Ok(hash) => {
+                print(&format!("{hash}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     let settings = match load_settings() {
         Ok(s) => s,
         Err(code) => return code,
@@ -222,7 +248,7 @@ async fn main() -> ExitCode {
     let logs = settings.log_format;
 
     match command {
-        Command::Openapi => ExitCode::SUCCESS,
+        Command::Openapi | Command::OpsPassword => ExitCode::SUCCESS,
         Command::DevToken {
             uid,
             email,

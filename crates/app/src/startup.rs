@@ -42,6 +42,8 @@ pub struct Application {
     port: Option<u16>,
     /// `/metrics`' own port when `METRICS_ADDR` is set.
     metrics_port: Option<u16>,
+    /// The ops console's own port when `OPS_ADDR` is set.
+    ops_port: Option<u16>,
     tasks: JoinSet<()>,
     /// Cancelled to stop: every long-running part of the process listens.
     shutdown: CancellationToken,
@@ -117,6 +119,17 @@ impl Application {
             }
             None => None,
         };
+        let ops_port = match wiring::ops_server(&settings, &infra, role, shutdown.clone())? {
+            Some((ops, port)) => {
+                tasks.spawn(async move {
+                    if let Err(e) = ops.await {
+                        tracing::error!(error = %e, "the ops console listener failed");
+                    }
+                });
+                Some(port)
+            }
+            None => None,
+        };
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
         }
@@ -127,6 +140,7 @@ impl Application {
             server: Some(server),
             port: Some(port),
             metrics_port,
+            ops_port,
             tasks,
             shutdown,
             draining,
@@ -142,6 +156,12 @@ impl Application {
     /// listener of its own.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_port
+    }
+
+    /// The port the ops console is served on when `OPS_ADDR` gives it a
+    /// listener of its own.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
     }
 
     /// Cancel it to stop the application gracefully.

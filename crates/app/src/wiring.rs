@@ -176,6 +176,37 @@ pub(crate) fn metrics_server(
     Ok(Some((server, port)))
 }
 
+/// The ops console on `OPS_ADDR`, a listener of its own (so production can
+/// keep it off the public ingress); `None` when it is not set, the console
+/// is not served, or this process does not serve the API.
+pub(crate) fn ops_server(
+    settings: &Settings,
+    infra: &Infrastructure,
+    role: Role,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<(actix_web::dev::Server, u16)>> {
+    let (Some(addr), Some(console), true) = (
+        settings.ops.addr,
+        ops_console(settings, infra),
+        role.serves(),
+    ) else {
+        return Ok(None);
+    };
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (OPS_ADDR)"))?;
+    let port = listener.local_addr()?.port();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(ops_console::configure(console.clone()))
+    })
+    .workers(1)
+    .listen(listener)?
+    .shutdown_signal(shutdown.cancelled_owned())
+    .shutdown_timeout(1)
+    .run();
+    tracing::info!(port, "ops console listening");
+    Ok(Some((server, port)))
+}
+
 /// The HTTP server: the whole API and `/ws` for `serve`/`all`, only the
 /// operational routes (`/healthz`, `/readyz`, `/metrics`) for `worker`.
 pub(crate) async fn http_server(
@@ -214,6 +245,25 @@ pub(crate) async fn http_server(
     Ok((server, port))
 }
 
+/// The ops console, when it is served (see `OpsSection`).
+pub(crate) fn ops_console(
+    settings: &Settings,
+    infra: &Infrastructure,
+) -> Option<ops_console::OpsConsole> {
+    let access = settings.ops.access.clone()?;
+    Some(
+        ops_console::OpsConsole::new(Arc::new(infra.queue.clone()))
+            .with_events(
+                Arc::new(streams_adapter::StreamAdmin::new(
+                    infra.fred.clone(),
+                    settings.redis.key_prefix.clone(),
+                )),
+                vec![USERS_TOPIC.to_owned()],
+            )
+            .with_access(access),
+    )
+}
+
 /// The API and `/ws` on `listener`.
 async fn api_server(
     settings: &Settings,
@@ -249,19 +299,10 @@ async fn api_server(
         ..settings.database.pg_settings()
     };
     let shared_pool = infra.pg.clone();
-    // The ops console opens on loopback, in local mode only: operator
-    // sign-in for production is not built yet.
-    let console = (settings.env == AppEnv::Local).then(|| {
-        ops_console::OpsConsole::new(Arc::new(infra.queue.clone())).with_events(
-            Arc::new(streams_adapter::StreamAdmin::new(
-                infra.fred.clone(),
-                settings.redis.key_prefix.clone(),
-            )),
-            vec![USERS_TOPIC.to_owned()],
-        )
-    });
+    // The ops console under /ops, unless it has a listener of its own.
+    let console = ops_console(settings, infra).filter(|_| settings.ops.addr.is_none());
     if console.is_some() {
-        tracing::info!("ops console at /ops (loopback only, local mode)");
+        tracing::info!("ops console at /ops");
     }
     Ok(actix_web::HttpServer::new(move || {
         let pool =

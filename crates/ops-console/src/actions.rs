@@ -3,7 +3,7 @@
 //! (303), so a reload never repeats it.
 
 use crate::pages::{failure, refusal};
-use crate::{Operator, OpsConsole, Refusal, admit, csrf_ok};
+use crate::{Operator, OpsConsole, Refusal, admit_admin, csrf_ok};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use ports::AdminError;
@@ -15,11 +15,21 @@ pub(crate) struct ActionForm {
     back: Option<String>,
 }
 
+impl ActionForm {
+    pub(crate) fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Admits the operator and checks the token.
-pub(crate) fn authorize(req: &HttpRequest, form: &ActionForm) -> Result<Operator, Refusal> {
-    let who = admit(req)?;
+pub(crate) fn authorize(
+    req: &HttpRequest,
+    console: &OpsConsole,
+    form: &ActionForm,
+) -> Result<Operator, Refusal> {
+    let who = admit_admin(req, console)?;
     if !csrf_ok(req, &form.csrf) {
-        tracing::warn!(operator = %who.0, path = %req.path(), "ops console: action refused, no valid CSRF token");
+        tracing::warn!(operator = %who.name, path = %req.path(), "ops console: action refused, no valid CSRF token");
         return Err(Refusal {
             status: StatusCode::FORBIDDEN,
             why: "This action came without a valid form token. Reload the page and try again.",
@@ -43,19 +53,20 @@ pub(crate) fn back(form: &ActionForm) -> HttpResponse {
 /// Runs one action and answers: back to the page, or why it failed.
 pub(crate) async fn act(
     req: HttpRequest,
+    console: &OpsConsole,
     form: web::Form<ActionForm>,
     action: &'static str,
     target: String,
     run: impl std::future::Future<Output = Result<bool, AdminError>>,
     not_done: &str,
 ) -> HttpResponse {
-    let who = match authorize(&req, &form) {
+    let who = match authorize(&req, console, &form) {
         Ok(w) => w,
         Err(refused) => return refused.response(),
     };
     match run.await {
         Ok(done) => {
-            tracing::info!(operator = %who.0, action, target = %target, done, "ops console action");
+            tracing::info!(operator = %who.name, action, target = %target, done, "ops console action");
             if done {
                 back(&form)
             } else {
@@ -76,6 +87,7 @@ pub(crate) async fn pause(
     let run = console.queues.pause(&q);
     act(
         req,
+        &console,
         form,
         "pause",
         q.clone(),
@@ -95,6 +107,7 @@ pub(crate) async fn resume(
     let run = console.queues.resume(&q);
     act(
         req,
+        &console,
         form,
         "resume",
         q.clone(),
@@ -114,6 +127,7 @@ pub(crate) async fn retry(
     let run = console.queues.retry(&id);
     act(
         req,
+        &console,
         form,
         "retry",
         id.clone(),
@@ -133,6 +147,7 @@ pub(crate) async fn delete(
     let run = console.queues.delete(&id);
     act(
         req,
+        &console,
         form,
         "delete",
         id.clone(),

@@ -3,7 +3,7 @@
 
 use crate::actions::{ActionForm, act};
 use crate::pages::{failure, form_fields, layout, send};
-use crate::{OpsConsole, Refusal, admit, csrf_token};
+use crate::{OpsConsole, Refusal, admit, csrf_token, refused_page};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::html as markup;
@@ -71,8 +71,8 @@ fn letters_table(topic: &str, letters: &[DeadLetter], csrf: &str) -> maud::Marku
 
 /// `GET /ops/events`: every topic's dead letters, newest first.
 pub(crate) async fn page(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
-        return refused.response();
+    if let Err(refused) = admit(&req, &console) {
+        return refused_page(refused);
     }
     let (admin, topics) = match events(&console) {
         Ok(e) => e,
@@ -112,7 +112,7 @@ pub(crate) async fn replay(
     path: web::Path<(String, String)>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
+    if let Err(refused) = admit(&req, &console) {
         return refused.response();
     }
     let (topic, id) = path.into_inner();
@@ -131,6 +131,7 @@ pub(crate) async fn replay(
     let target = format!("{topic}/{id}");
     act(
         req,
+        &console,
         form,
         "replay",
         target,
@@ -147,7 +148,7 @@ pub(crate) async fn replay_all(
     topic: web::Path<String>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
+    if let Err(refused) = admit(&req, &console) {
         return refused.response();
     }
     let topic = topic.into_inner();
@@ -158,6 +159,7 @@ pub(crate) async fn replay_all(
     let run = async { admin.replay_all(&topic).await.map(|n| n > 0) };
     act(
         req,
+        &console,
         form,
         "replay all",
         topic.clone(),

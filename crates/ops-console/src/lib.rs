@@ -3,19 +3,22 @@
 //!
 //! # Layout
 //!
-//! - this file: mounting, access and the CSRF token;
+//! - this file: mounting and the CSRF token;
+//! - `access.rs`: who gets in (loopback, or operators who sign in);
 //! - `pages.rs`: the pages (server-rendered with maud);
 //! - `actions.rs`: what a button does (every one a POST with the token);
 //! - `events.rs`: the event streams' dead letters, and replaying them.
 //!
-//! **Access.** This version opens on loopback only: a request whose TCP
-//! peer is not a loopback address is refused (403) on every route. The app
-//! mounts it only when `APP_ENV=local`. Operator sign-in for production is
-//! not built yet.
+//! **Access** (`access.rs`): locally, anyone on loopback; elsewhere only
+//! operators who signed in, admins acting and viewers looking.
 
+mod access;
 mod actions;
 mod events;
 mod pages;
+
+pub use access::{Access, Role, SESSION_COOKIE, SignIn, hash_password, is_password_hash};
+pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
@@ -37,6 +40,7 @@ pub struct OpsConsole {
     pub(crate) queues: Arc<dyn QueueAdmin>,
     /// The event streams and the topics to show.
     pub(crate) events: Option<(Arc<dyn EventAdmin>, Vec<String>)>,
+    pub(crate) access: Access,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -50,7 +54,14 @@ impl OpsConsole {
         Self {
             queues,
             events: None,
+            access: Access::Loopback,
         }
+    }
+
+    /// Who gets in ([`Access::Loopback`] unless told otherwise).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// Shows the dead letters of `topics`' streams, with replay.
@@ -95,15 +106,14 @@ pub fn configure(console: OpsConsole) -> impl FnOnce(&mut web::ServiceConfig) {
                     "/events/{topic}/replay-all",
                     web::post().to(events::replay_all),
                 )
+                .route("/login", web::get().to(access::login_page))
+                .route("/login", web::post().to(access::login))
+                .route("/logout", web::post().to(access::logout))
                 .route("/assets/ops.css", web::get().to(css))
                 .route("/assets/ops.js", web::get().to(js)),
         );
     }
 }
-
-/// Who is acting (logged with every action).
-#[derive(Debug, Clone)]
-pub(crate) struct Operator(pub(crate) String);
 
 /// Why a request is not served: a status and a sentence for the page.
 #[derive(Debug, Clone, Copy)]
@@ -115,17 +125,6 @@ pub(crate) struct Refusal {
 impl Refusal {
     pub(crate) fn response(self) -> HttpResponse {
         pages::refusal(self.status, self.why)
-    }
-}
-
-/// Lets the request in, or says why not.
-pub(crate) fn admit(req: &HttpRequest) -> Result<Operator, Refusal> {
-    match req.peer_addr() {
-        Some(peer) if peer.ip().is_loopback() => Ok(Operator(format!("local ({peer})"))),
-        _ => Err(Refusal {
-            status: actix_web::http::StatusCode::FORBIDDEN,
-            why: "The ops console opens on this machine only (loopback).",
-        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The pages: the overview of every queue, and one queue's jobs by state.
 
-use crate::{OpsConsole, admit, csrf_token, html, relative};
+use crate::{OpsConsole, admit, csrf_token, html, refused_page, relative};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{DOCTYPE, Markup, html as markup};
@@ -138,8 +138,8 @@ pub(crate) fn send(
 
 /// `GET /ops`: every queue at a glance, refreshed every few seconds.
 pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
-        return refused.response();
+    if let Err(refused) = admit(&req, &console) {
+        return refused_page(refused);
     }
     let (csrf, cookie) = csrf_token(&req);
     match console.queues.overview().await {
@@ -148,6 +148,18 @@ pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -
             layout(
                 "Queues",
                 markup! {
+                    @if matches!(console.access, crate::Access::SignIn(_)) {
+                        @if let Ok(who) = admit(&req, &console) {
+                            p.muted {
+                                "Signed in: " (who.name)
+                                @if who.role == crate::Role::Viewer { " (can look, not act)" }
+                                " "
+                                form.inline method="post" action="/ops/logout" {
+                                    (form_fields(&csrf, "/ops")) button type="submit" { "Sign out" }
+                                }
+                            }
+                        }
+                    }
                     div data-refresh="/ops/fragments/queues" { (queues_table(&queues, &csrf)) }
                 },
             ),
@@ -162,8 +174,8 @@ pub(crate) async fn queues_fragment(
     req: HttpRequest,
     console: web::Data<OpsConsole>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
-        return refused.response();
+    if let Err(refused) = admit(&req, &console) {
+        return refused_page(refused);
     }
     let (csrf, cookie) = csrf_token(&req);
     match console.queues.overview().await {
@@ -215,8 +227,8 @@ pub(crate) async fn queue(
     path: web::Path<String>,
     query: web::Query<QueueQuery>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req) {
-        return refused.response();
+    if let Err(refused) = admit(&req, &console) {
+        return refused_page(refused);
     }
     let name = path.into_inner();
     let state = match query

@@ -417,3 +417,228 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
     .await;
     assert_eq!(res.status(), StatusCode::CONFLICT, "nothing left to replay");
 }
+
+mod sign_in {
+    use super::*;
+    use ops_console::{Access, Role, SESSION_COOKIE, SignIn, hash_password};
+
+    const FAR: &str = "10.20.30.40:50000";
+
+    fn console(q: &RedisJobQueue) -> OpsConsole {
+        OpsConsole::new(Arc::new(q.clone())).with_access(Access::SignIn(SignIn {
+            passwords: vec![
+                (Role::Admin, hash_password("correct horse battery").unwrap()),
+                (
+                    Role::Viewer,
+                    hash_password("look but do not touch").unwrap(),
+                ),
+            ],
+            session_key: b"a session key of thirty-two bytes!".to_vec(),
+            session_ttl: Duration::from_secs(3600),
+            secure_cookies: true,
+        }))
+    }
+
+    fn form(
+        uri: &str,
+        body: String,
+        cookies: &[actix_web::cookie::Cookie<'static>],
+    ) -> actix_http::Request {
+        let mut r = test::TestRequest::post()
+            .uri(uri)
+            .peer_addr(FAR.parse().unwrap())
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+            .set_payload(body);
+        for c in cookies {
+            r = r.cookie(c.clone());
+        }
+        r.to_request()
+    }
+
+    fn get(uri: &str, cookies: &[actix_web::cookie::Cookie<'static>]) -> actix_http::Request {
+        let mut r = test::TestRequest::get()
+            .uri(uri)
+            .peer_addr(FAR.parse().unwrap());
+        for c in cookies {
+            r = r.cookie(c.clone());
+        }
+        r.to_request()
+    }
+
+    #[actix_web::test]
+    async fn only_signed_in_operators_get_in_and_only_admins_act() {
+        let redis = TestRedis::new().await;
+        let q = queue(&redis);
+        let id = dead_job(&q).await;
+        let app =
+            test::init_service(App::new().configure(ops_console::configure(console(&q)))).await;
+        let dead = || async {
+            q.list("mail", JobState::Dead, None, 10)
+                .await
+                .unwrap()
+                .jobs
+                .len()
+        };
+
+        // No session: pages send to the sign-in page, actions are refused.
+        let res = test::call_service(&app, get("/ops", &[])).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers().get(header::LOCATION).unwrap(), "/ops/login");
+        let res = test::call_service(&app, get("/ops/login", &[])).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let csrf = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == CSRF_COOKIE)
+            .unwrap()
+            .into_owned();
+        let token = csrf.value().to_owned();
+        let retry = format!("/ops/jobs/{id}/retry");
+        let res = test::call_service(
+            &app,
+            form(&retry, format!("csrf={token}"), std::slice::from_ref(&csrf)),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(dead().await, 1);
+
+        // A wrong password, or no form token: no session.
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&password=guess"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(res.response().cookies().all(|c| c.name() != SESSION_COOKIE));
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                "csrf=&password=correct+horse+battery".into(),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        assert!(matches!(
+            res.status(),
+            StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+        ));
+        assert!(res.response().cookies().all(|c| c.name() != SESSION_COOKIE));
+
+        // A viewer looks but cannot act.
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&password=look+but+do+not+touch"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let viewer = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap()
+            .into_owned();
+        assert_eq!(
+            (viewer.http_only(), viewer.secure(), viewer.same_site()),
+            (
+                Some(true),
+                Some(true),
+                Some(actix_web::cookie::SameSite::Strict)
+            )
+        );
+        let res = test::call_service(
+            &app,
+            get(
+                "/ops/queues/mail?state=dead",
+                &[csrf.clone(), viewer.clone()],
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(body_text(&test::read_body(res).await).contains(&id));
+        let res = test::call_service(
+            &app,
+            form(
+                &retry,
+                format!("csrf={token}"),
+                &[csrf.clone(), viewer.clone()],
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(dead().await, 1, "nothing changed");
+
+        // A session cookie someone edited is no session.
+        let forged = actix_web::cookie::Cookie::new(
+            SESSION_COOKIE,
+            viewer.value().replacen(".viewer.", ".admin.", 1),
+        );
+        let res = test::call_service(
+            &app,
+            form(&retry, format!("csrf={token}"), &[csrf.clone(), forged]),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(dead().await, 1);
+
+        // An admin acts.
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&password=correct+horse+battery"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        let admin = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap()
+            .into_owned();
+        let res = test::call_service(&app, get("/ops", &[csrf.clone(), admin.clone()])).await;
+        let page = body_text(&test::read_body(res).await);
+        assert!(
+            page.contains("Signed in: admin operator from 10.20.30.40"),
+            "{page}"
+        );
+        let res = test::call_service(
+            &app,
+            form(
+                &retry,
+                format!("csrf={token}"),
+                &[csrf.clone(), admin.clone()],
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(dead().await, 0);
+
+        // Signing out clears the session.
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/logout",
+                format!("csrf={token}"),
+                &[csrf.clone(), admin],
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let cleared = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap();
+        assert_eq!(cleared.value(), "");
+    }
+}

@@ -15,6 +15,8 @@ pub struct TestApp {
     pub port: u16,
     /// `/metrics`' own port, when the test set `METRICS_ADDR`.
     pub metrics_port: Option<u16>,
+    /// The ops console's own port, when the test set `OPS_ADDR`.
+    pub ops_port: Option<u16>,
     pub settings: Settings,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
@@ -98,12 +100,14 @@ async fn spawn_shared(
         .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
     let port = app.port().unwrap_or(0);
     let metrics_port = app.metrics_port();
+    let ops_port = app.ops_port();
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         metrics_port,
+        ops_port,
         settings,
         client: reqwest::Client::new(),
         db,

@@ -18,6 +18,7 @@ mod auth;
 mod database;
 mod http;
 mod mail;
+mod ops;
 mod push;
 mod rate_limit;
 mod reader;
@@ -31,6 +32,7 @@ pub use auth::{
 pub use database::{DEFAULT_DATABASE_URL, DatabaseSection};
 pub use http::HttpSection;
 pub use mail::MailSection;
+pub use ops::OpsSection;
 pub use push::PushSection;
 pub use rate_limit::RateLimitSection;
 pub use reader::SettingsError;
@@ -80,6 +82,7 @@ pub struct Settings {
     pub worker: WorkerSection,
     pub ws: WsSection,
     pub rate_limit: RateLimitSection,
+    pub ops: OpsSection,
 }
 
 impl fmt::Debug for Settings {
@@ -122,6 +125,7 @@ pub static KNOWN_VARIABLES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         worker::VARIABLES,
         ws::VARIABLES,
         rate_limit::VARIABLES,
+        ops::VARIABLES,
     ]
     .concat()
 });
@@ -214,6 +218,7 @@ impl Settings {
         let worker = WorkerSection::read(&mut r);
         let ws = WsSection::read(&mut r);
         let rate_limit = RateLimitSection::read(&mut r);
+        let ops = OpsSection::read(&mut r, env);
 
         if !r.problems.is_empty() {
             return Err(SettingsError {
@@ -236,6 +241,7 @@ impl Settings {
             worker,
             ws,
             rate_limit,
+            ops,
         })
     }
 }

@@ -297,3 +297,52 @@ fn the_instance_id_comes_from_the_pod_name() {
         load(&[]).unwrap().instance_id
     );
 }
+
+#[test]
+fn the_ops_console_is_loopback_locally_off_in_production_and_signed_in_with_a_password() {
+    assert!(matches!(
+        load(&[]).unwrap().ops.access,
+        Some(ops_console::Access::Loopback)
+    ));
+    let prod = [
+        ("APP_ENV", "production"),
+        ("FIREBASE_PROJECT_ID", "p"),
+        (
+            "CURSOR_SECRET",
+            "a-cursor-secret-of-enough-length-0123456789",
+        ),
+    ];
+    assert!(
+        load(&prod).unwrap().ops.access.is_none(),
+        "no password: not served"
+    );
+
+    let hash = ops_console::hash_password("correct horse battery").unwrap();
+    let secret = "s".repeat(32);
+    let mut with = prod.to_vec();
+    with.extend([
+        ("OPS_PASSWORD_HASH", hash.as_str()),
+        ("OPS_SESSION_SECRET", secret.as_str()),
+        ("OPS_ADDR", "127.0.0.1:9091"),
+    ]);
+    let s = load(&with).unwrap();
+    match &s.ops.access {
+        Some(ops_console::Access::SignIn(sign_in)) => {
+            assert_eq!(sign_in.passwords.len(), 1);
+            assert!(sign_in.secure_cookies, "Secure cookies in production");
+        }
+        other => panic!("expected sign-in, got {other:?}"),
+    }
+    assert_eq!(s.ops.addr, Some("127.0.0.1:9091".parse().unwrap()));
+    assert!(!format!("{:?}", s.ops).contains("argon2"), "never printed");
+
+    let mut bad = prod.to_vec();
+    bad.extend([("OPS_PASSWORD_HASH", "hunter2"), ("OPS_ADDR", "9091")]);
+    let err = load(&bad).unwrap_err();
+    let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(vars, ["OPS_PASSWORD_HASH", "OPS_ADDR"]);
+    let mut no_secret = prod.to_vec();
+    no_secret.push(("OPS_PASSWORD_HASH", hash.as_str()));
+    let err = load(&no_secret).unwrap_err();
+    assert_eq!(err.problems[0].0, "OPS_SESSION_SECRET");
+}

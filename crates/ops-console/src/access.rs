@@ -1,0 +1,337 @@
+//! Who gets in: on a developer's machine anyone on loopback; elsewhere an
+//! operator who signed in with a password (stored as an argon2 hash) and
+//! holds a session cookie signed by the server (HMAC-SHA256; `HttpOnly`,
+//! `Secure`, `SameSite=Strict`). An operator is an admin or a viewer: a
+//! viewer can look but not act.
+
+use crate::pages::{layout, refusal, send};
+use crate::{OpsConsole, Refusal, csrf_ok, csrf_token};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+use hmac::{Hmac, Mac as _};
+use maud::html as markup;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "trellis_ops_session";
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Looks and acts.
+    Admin,
+    /// Looks only.
+    Viewer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+/// How the console lets people in.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Anyone whose TCP peer is a loopback address (local development).
+    Loopback,
+    /// Operators who sign in.
+    SignIn(SignIn),
+}
+
+/// Sign-in settings.
+#[derive(Clone)]
+pub struct SignIn {
+    /// argon2 PHC strings (`$argon2id$...`) and the role each one grants.
+    pub passwords: Vec<(Role, String)>,
+    /// Signs session cookies (at least 32 bytes; the same on every instance).
+    pub session_key: Vec<u8>,
+    pub session_ttl: Duration,
+    /// Mark cookies `Secure` (off only for plain-http tests).
+    pub secure_cookies: bool,
+}
+
+/// The hashes and the key are never printed.
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("passwords", &self.passwords.len())
+            .field("session_ttl", &self.session_ttl)
+            .field("secure_cookies", &self.secure_cookies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is acting (logged with every action) and what they may do.
+#[derive(Debug, Clone)]
+pub(crate) struct Operator {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+}
+
+/// Lets the request in, or says why not.
+pub(crate) fn admit(req: &HttpRequest, console: &OpsConsole) -> Result<Operator, Refusal> {
+    match &console.access {
+        Access::Loopback => match req.peer_addr() {
+            Some(peer) if peer.ip().is_loopback() => Ok(Operator {
+                name: format!("local ({peer})"),
+                role: Role::Admin,
+            }),
+            _ => Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                why: "The ops console opens on this machine only (loopback).",
+            }),
+        },
+        Access::SignIn(s) => req
+            .cookie(SESSION_COOKIE)
+            .and_then(|c| open_session(&s.session_key, c.value(), now_secs()))
+            .ok_or(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                why: "Sign in first.",
+            }),
+    }
+}
+
+/// What a page answers when `admit` refused: the sign-in page for someone
+/// without a session, else the refusal.
+pub(crate) fn refused_page(refusal: Refusal) -> HttpResponse {
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/ops/login"))
+            .finish()
+    } else {
+        refusal.response()
+    }
+}
+
+/// Admits an operator who may act.
+pub(crate) fn admit_admin(req: &HttpRequest, console: &OpsConsole) -> Result<Operator, Refusal> {
+    let who = admit(req, console)?;
+    if who.role != Role::Admin {
+        tracing::warn!(operator = %who.name, path = %req.path(), "ops console: a viewer tried to act");
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            why: "Your role can look but not act.",
+        });
+    }
+    Ok(who)
+}
+
+/// The argon2id hash (a PHC string) of `password`, with a random salt: what
+/// `OPS_PASSWORD_HASH` holds (`app ops-password` prints it).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `hash` is an argon2 PHC string this console can check.
+pub fn is_password_hash(hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+type HmacSha256 = Hmac<sha2::Sha256>;
+
+fn sign(key: &[u8], payload: &str) -> String {
+    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(payload.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `v1.<expires>.<role>.<name as hex>.<hmac>`.
+fn seal_session(key: &[u8], who: &Operator, expires: i64) -> String {
+    let name: String = who.name.bytes().map(|b| format!("{b:02x}")).collect();
+    let payload = format!("v1.{expires}.{}.{name}", who.role.as_str());
+    let mac = sign(key, &payload);
+    format!("{payload}.{mac}")
+}
+
+fn open_session(key: &[u8], value: &str, now: i64) -> Option<Operator> {
+    let (payload, mac) = value.rsplit_once('.')?;
+    let expected = sign(key, payload);
+    if expected.is_empty()
+        || mac.len() != expected.len()
+        || mac
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+    {
+        return None;
+    }
+    let mut parts = payload.split('.');
+    let (v, expires, role, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if v != "v1" || parts.next().is_some() || expires.parse::<i64>().ok()? <= now {
+        return None;
+    }
+    let role = match role {
+        "admin" => Role::Admin,
+        "viewer" => Role::Viewer,
+        _ => return None,
+    };
+    let bytes: Option<Vec<u8>> = (0..name.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some(Operator {
+        name: String::from_utf8(bytes?).ok()?,
+        role,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    csrf: String,
+    password: String,
+}
+
+/// `GET /ops/login`.
+pub(crate) async fn login_page(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
+    if matches!(console.access, Access::Loopback) {
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/ops"))
+            .finish();
+    }
+    let (csrf, cookie) = csrf_token(&req);
+    send(StatusCode::OK, login_html(&csrf, None), cookie)
+}
+
+fn login_html(csrf: &str, error: Option<&str>) -> String {
+    layout(
+        "Sign in",
+        markup! {
+            @if let Some(e) = error { p.notice.bad { (e) } }
+            form.login method="post" action="/ops/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                label { "Operator password " input type="password" name="password" autocomplete="current-password" required; }
+                " "
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// `POST /ops/login`: a password that matches one of the hashes starts a
+/// session with that hash's role.
+pub(crate) async fn login(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
+    let Access::SignIn(s) = &console.access else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "There is nothing to sign in to here.",
+        );
+    };
+    if !csrf_ok(&req, &form.csrf) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "The sign-in form came without a valid token. Reload the page and try again.",
+        );
+    }
+    let password = form.password.as_bytes();
+    let role = s.passwords.iter().find_map(|(role, hash)| {
+        let parsed = PasswordHash::new(hash).ok()?;
+        argon2::Argon2::default()
+            .verify_password(password, &parsed)
+            .ok()
+            .map(|()| *role)
+    });
+    let peer = req
+        .peer_addr()
+        .map(|p| p.ip().to_string())
+        .unwrap_or_default();
+    let Some(role) = role else {
+        tracing::warn!(peer = %peer, "ops console: a sign-in with a wrong password");
+        let (csrf, _) = csrf_token(&req);
+        return crate::html(
+            StatusCode::UNAUTHORIZED,
+            login_html(&csrf, Some("That password is not right.")),
+        );
+    };
+    let who = Operator {
+        name: format!("{} operator from {peer}", role.as_str()),
+        role,
+    };
+    let ttl = i64::try_from(s.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let value = seal_session(&s.session_key, &who, now_secs() + ttl);
+    let cookie = Cookie::build(SESSION_COOKIE, value)
+        .path("/ops")
+        .http_only(true)
+        .secure(s.secure_cookies)
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::seconds(ttl))
+        .finish();
+    tracing::info!(operator = %who.name, role = role.as_str(), "ops console: signed in");
+    let mut res = HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/ops"))
+        .finish();
+    let _ = res.add_cookie(&cookie);
+    res
+}
+
+/// `POST /ops/logout`.
+pub(crate) async fn logout(
+    req: HttpRequest,
+    form: web::Form<crate::actions::ActionForm>,
+) -> HttpResponse {
+    if !csrf_ok(&req, form.csrf()) {
+        return refusal(StatusCode::FORBIDDEN, "No valid form token.");
+    }
+    let mut gone = Cookie::build(SESSION_COOKIE, "").path("/ops").finish();
+    gone.make_removal();
+    let mut res = HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/ops/login"))
+        .finish();
+    let _ = res.add_cookie(&gone);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_opens_only_unexpired_untampered_and_with_its_key() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let who = Operator {
+            name: "viewer operator from 10.0.0.1".into(),
+            role: Role::Viewer,
+        };
+        let sealed = seal_session(key, &who, 2_000);
+        let opened = open_session(key, &sealed, 1_000).unwrap();
+        assert_eq!(
+            (opened.name.as_str(), opened.role),
+            (who.name.as_str(), Role::Viewer)
+        );
+        assert!(open_session(key, &sealed, 2_000).is_none(), "expired");
+        assert!(open_session(b"another key, also 32 bytes long!", &sealed, 1_000).is_none());
+        let promoted = sealed.replacen(".viewer.", ".admin.", 1);
+        assert!(open_session(key, &promoted, 1_000).is_none(), "tampered");
+        let extended = sealed.replacen("v1.2000.", "v1.9999.", 1);
+        assert!(open_session(key, &extended, 1_000).is_none(), "tampered");
+        for junk in ["", ".", "v1", "v1.x.admin.00.ff"] {
+            assert!(open_session(key, junk, 1_000).is_none(), "{junk}");
+        }
+    }
+}
