@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub(crate) struct ActionForm {
     csrf: String,
     back: Option<String>,
+    /// For "retry every dead job of a kind".
+    kind: Option<String>,
 }
 
 impl ActionForm {
@@ -153,6 +155,57 @@ pub(crate) async fn delete(
         id.clone(),
         run,
         "There is no such job (any more).",
+    )
+    .await
+}
+
+pub(crate) async fn run_now(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    id: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let run = console.queues.run_now(&id);
+    act(
+        req,
+        &console,
+        form,
+        "run now",
+        id.clone(),
+        run,
+        "That job is neither scheduled nor waiting to retry (any more).",
+    )
+    .await
+}
+
+pub(crate) async fn retry_kind(
+    req: HttpRequest,
+    console: web::Data<OpsConsole>,
+    queue: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
+    let q = queue.into_inner();
+    let kind = form.kind.clone().unwrap_or_default();
+    let target = format!("{q} {kind}");
+    let run = async {
+        if kind.is_empty() {
+            return Err(AdminError::Invalid("which kind?".into()));
+        }
+        console
+            .queues
+            .retry_dead_of_kind(&q, &kind)
+            .await
+            .map(|n| n > 0)
+    };
+    act(
+        req,
+        &console,
+        form,
+        "retry every dead job of a kind",
+        target,
+        run,
+        "There was no dead job of that kind.",
     )
     .await
 }

@@ -5,7 +5,8 @@
 //!
 //! - this file: mounting and the CSRF token;
 //! - `access.rs`: who gets in (loopback, or operators who sign in);
-//! - `pages.rs`: the pages (server-rendered with maud);
+//! - `pages.rs`: the layout and the overview (server-rendered with maud);
+//! - `jobs.rs`: a queue's jobs, and one job's page;
 //! - `actions.rs`: what a button does (every one a POST with the token);
 //! - `events.rs`: the event streams' dead letters, and replaying them.
 //!
@@ -15,6 +16,7 @@
 mod access;
 mod actions;
 mod events;
+mod jobs;
 mod pages;
 
 pub use access::{Access, Role, SESSION_COOKIE, SignIn, hash_password, is_password_hash};
@@ -92,7 +94,13 @@ pub fn configure(console: OpsConsole) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route("", web::get().to(pages::overview))
                 .route("/", web::get().to(pages::overview))
                 .route("/fragments/queues", web::get().to(pages::queues_fragment))
-                .route("/queues/{queue}", web::get().to(pages::queue))
+                .route("/queues/{queue}", web::get().to(jobs::queue))
+                .route(
+                    "/queues/{queue}/retry-kind",
+                    web::post().to(actions::retry_kind),
+                )
+                .route("/jobs/{id}", web::get().to(jobs::job))
+                .route("/jobs/{id}/run-now", web::post().to(actions::run_now))
                 .route("/queues/{queue}/pause", web::post().to(actions::pause))
                 .route("/queues/{queue}/resume", web::post().to(actions::resume))
                 .route("/jobs/{id}/retry", web::post().to(actions::retry))

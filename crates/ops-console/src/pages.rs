@@ -1,15 +1,11 @@
 //! The pages: the overview of every queue, and one queue's jobs by state.
 
-use crate::{OpsConsole, admit, csrf_token, html, refused_page, relative};
+use crate::{OpsConsole, admit, csrf_token, html, refused_page};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{DOCTYPE, Markup, html as markup};
 use ports::AdminError;
-use ports::admin::{JobState, JobSummary, QueueOverview};
-use serde::Deserialize;
-
-/// Jobs on one page of a queue.
-const PAGE: usize = 25;
+use ports::admin::QueueOverview;
 
 pub(crate) fn layout(title: &str, body: Markup) -> String {
     markup! {
@@ -186,96 +182,4 @@ pub(crate) async fn queues_fragment(
         ),
         Err(e) => failure(&e),
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct QueueQuery {
-    state: Option<String>,
-    cursor: Option<String>,
-}
-
-fn job_row(job: &JobSummary, now_ms: i64, csrf: &str, back: &str) -> Markup {
-    let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
-    markup! {
-        tr {
-            td { code { (job.id) } br; span.muted { (job.kind) } }
-            td.n { (job.attempts) "/" (job.max_retries + 1) }
-            td { span title=(job.at_ms) { (relative(job.at_ms, now_ms)) } }
-            td {
-                @if let Some(e) = &job.last_error { span.bad { (e) } }
-                details { summary.muted { "payload" } pre { (payload) } }
-            }
-            td {
-                @if job.state == JobState::Dead {
-                    form.inline method="post" action={ "/ops/jobs/" (job.id) "/retry" } {
-                        (form_fields(csrf, back)) button type="submit" { "Retry" }
-                    }
-                    " "
-                }
-                form.inline method="post" action={ "/ops/jobs/" (job.id) "/delete" } {
-                    (form_fields(csrf, back)) button.danger type="submit" { "Delete" }
-                }
-            }
-        }
-    }
-}
-
-/// `GET /ops/queues/{queue}?state=..&cursor=..`: a page of the queue's jobs.
-pub(crate) async fn queue(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    path: web::Path<String>,
-    query: web::Query<QueueQuery>,
-) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
-        return refused_page(refused);
-    }
-    let name = path.into_inner();
-    let state = match query
-        .state
-        .as_deref()
-        .unwrap_or("pending")
-        .parse::<JobState>()
-    {
-        Ok(s) => s,
-        Err(why) => return refusal(StatusCode::BAD_REQUEST, &why),
-    };
-    let (csrf, cookie) = csrf_token(&req);
-    let page = match console
-        .queues
-        .jobs(&name, state, query.cursor.as_deref(), PAGE)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return failure(&e),
-    };
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let back = format!("/ops/queues/{name}?state={}", state.as_str());
-    let at_label = match state {
-        JobState::Pending => "ready",
-        JobState::Scheduled | JobState::Retry => "due",
-        JobState::Active => "lease ends",
-        JobState::Dead => "died",
-    };
-    let body = markup! {
-        nav.tabs { @for s in JobState::ALL {
-            a class=@if s == state { "on" } href={ "/ops/queues/" (name) "?state=" (s.as_str()) } { (s.as_str()) }
-        } }
-        @if page.jobs.is_empty() {
-            p.notice { "No " (state.as_str()) " jobs in " (name) "." }
-        } @else {
-            div.scroll { table {
-                thead { tr { th { "job" } th.n { "attempts" } th { (at_label) } th { "last error / payload" } th {} } }
-                tbody { @for j in &page.jobs { (job_row(j, now_ms, &csrf, &back)) } }
-            } }
-        }
-        @if let Some(next) = &page.next {
-            p { a href={ "/ops/queues/" (name) "?state=" (state.as_str()) "&cursor=" (next) } { "Next page →" } }
-        }
-    };
-    send(
-        StatusCode::OK,
-        layout(&format!("{name}: {}", state.as_str()), body),
-        cookie,
-    )
 }

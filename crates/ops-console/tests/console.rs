@@ -642,3 +642,123 @@ mod sign_in {
         assert_eq!(cleared.value(), "");
     }
 }
+
+#[actix_web::test]
+async fn a_job_has_its_own_page_runs_now_and_dead_jobs_retry_by_kind() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let dead = dead_job(&q).await;
+    // Two more dead jobs on "mail", one of another kind.
+    for kind in ["email:digest", "email:welcome"] {
+        let id = q
+            .enqueue(
+                NewJob::new(kind, 1, &serde_json::json!({}))
+                    .unwrap()
+                    .on_queue("mail"),
+            )
+            .await
+            .unwrap();
+        let leased = q
+            .fetch_many("mail", Duration::from_secs(30), 1)
+            .await
+            .unwrap();
+        assert_eq!(leased[0].id, id);
+        q.fail("mail", leased[0].lease(), "550", None)
+            .await
+            .unwrap();
+    }
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let scheduled = q
+        .enqueue(
+            NewJob::new("report", 1, &serde_json::json!({"day": 1}))
+                .unwrap()
+                .run_at(later),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    let app = test::init_service(
+        App::new().configure(ops_console::configure(OpsConsole::new(Arc::new(q.clone())))),
+    )
+    .await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+    let get = |uri: String| {
+        test::TestRequest::get()
+            .uri(&uri)
+            .peer_addr(peer)
+            .to_request()
+    };
+
+    let res = test::call_service(&app, get(format!("/ops/jobs/{dead}"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = res
+        .response()
+        .cookies()
+        .find(|c| c.name() == CSRF_COOKIE)
+        .unwrap()
+        .into_owned();
+    let token = cookie.value().to_owned();
+    let page = body_text(&test::read_body(res).await);
+    assert!(
+        page.contains("email:welcome") && page.contains("550 &lt;b&gt;no such user&lt;/b&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("/retry") && !page.contains("/run-now"),
+        "a dead job retries, it does not run now"
+    );
+    let res = test::call_service(
+        &app,
+        get("/ops/jobs/01234567-89ab-7def-8123-456789abcdef".into()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let post = |uri: String, form: String| {
+        test::TestRequest::post()
+            .uri(&uri)
+            .peer_addr(peer)
+            .cookie(cookie.clone())
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+            .set_payload(form)
+            .to_request()
+    };
+    let res = test::call_service(&app, get(format!("/ops/jobs/{scheduled}"))).await;
+    assert!(body_text(&test::read_body(res).await).contains("/run-now"));
+    let res = test::call_service(
+        &app,
+        post(
+            format!("/ops/jobs/{scheduled}/run-now"),
+            format!("csrf={token}"),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        q.job(&scheduled).await.unwrap().unwrap().summary.state,
+        JobState::Pending
+    );
+
+    // The dead tab filtered by kind, then every dead job of that kind retried.
+    let res = test::call_service(
+        &app,
+        get("/ops/queues/mail?state=dead&kind=email%3Awelcome".into()),
+    )
+    .await;
+    let page = body_text(&test::read_body(res).await);
+    assert_eq!(page.matches("href=\"/ops/jobs/").count(), 2, "{page}");
+    assert!(!page.contains("email:digest"), "only the kind asked for");
+    assert!(page.contains("/ops/queues/mail/retry-kind"));
+    let res = test::call_service(
+        &app,
+        post(
+            "/ops/queues/mail/retry-kind".into(),
+            format!("csrf={token}&kind=email%3Awelcome"),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let left = q.list("mail", JobState::Dead, None, 10).await.unwrap().jobs;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].kind, "email:digest");
+}

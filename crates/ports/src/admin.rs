@@ -56,16 +56,25 @@ pub struct QueueOverview {
 pub trait QueueAdmin: Send + Sync + 'static {
     /// Every queue, by name.
     async fn overview(&self) -> Result<Vec<QueueOverview>, AdminError>;
-    /// A page of `queue`'s jobs in `state` after `cursor`.
+    /// A page of `queue`'s jobs in `state` after `cursor`, only those of
+    /// `kind` when given.
     async fn jobs(
         &self,
         queue: &str,
         state: JobState,
+        kind: Option<&str>,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<JobPage, AdminError>;
+    /// One job, wherever it is; `None` when there is none.
+    async fn job(&self, id: &str) -> Result<Option<JobDetail>, AdminError>;
     /// Runs a dead job again. False when `id` is not dead.
     async fn retry(&self, id: &str) -> Result<bool, AdminError>;
+    /// Runs every dead job of `kind` in `queue` again. Returns how many.
+    async fn retry_dead_of_kind(&self, queue: &str, kind: &str) -> Result<u64, AdminError>;
+    /// Runs a scheduled job, or one waiting to retry, now. False when it is
+    /// neither.
+    async fn run_now(&self, id: &str) -> Result<bool, AdminError>;
     /// Deletes a job wherever it is. False when there is none.
     async fn delete(&self, id: &str) -> Result<bool, AdminError>;
     /// False when it was already paused.
@@ -215,6 +224,20 @@ pub struct JobSummary {
     pub at_ms: i64,
     pub last_error: Option<String>,
     pub payload: serde_json::Value,
+}
+
+/// One job in full, for its own page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub summary: JobSummary,
+    pub version: u16,
+    /// The handler's time limit (ms; 0: the worker's default).
+    pub timeout_ms: u64,
+    /// When it became ready to run (ms), if it has been.
+    pub ready_at_ms: Option<i64>,
+    /// When its last attempt failed (ms).
+    pub failed_at_ms: Option<i64>,
+    pub unique_key: Option<String>,
 }
 
 /// A page of a listing and the cursor of the next page (`None`: the end).

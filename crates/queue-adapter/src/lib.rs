@@ -8,7 +8,7 @@ mod scripts;
 mod worker;
 
 pub use queue::{
-    DeadJob, FailOutcome, FetchedBatch, HeldBack, JobPage, JobState, JobSummary, Lease,
+    DeadJob, FailOutcome, FetchedBatch, HeldBack, JobDetail, JobPage, JobState, JobSummary, Lease,
     LeaseOutcome, LeasedJob, MAX_PAGE, QueueControls, QueueError, QueueSettings, QueueStats,
     RateLimit, RedisJobQueue, TickOutcome, valid_queue_name,
 };

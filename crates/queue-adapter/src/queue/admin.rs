@@ -82,7 +82,7 @@ impl RedisJobQueue {
 
     /// The queue job `id` is in. On one Redis its hash says; on a cluster
     /// each queue keeps its jobs in its own slot, so each queue is asked.
-    async fn queue_of(&self, id: &str) -> Result<Option<String>, QueueError> {
+    pub(super) async fn queue_of(&self, id: &str) -> Result<Option<String>, QueueError> {
         let mut candidates = vec![None];
         if self.inner.cluster {
             candidates = self.queues().await?.into_iter().map(Some).collect();
@@ -144,7 +144,7 @@ impl RedisJobQueue {
 
     /// Runs `script` on job `id` with the keys `wheres` of its queue; false
     /// if there is no such job or the script did not apply.
-    async fn on_job(
+    pub(super) async fn on_job(
         &self,
         script: &redis::Script,
         id: &str,
@@ -163,55 +163,5 @@ impl RedisJobQueue {
             )
             .await?;
         Ok(n == 1)
-    }
-}
-
-impl From<QueueError> for ports::AdminError {
-    fn from(e: QueueError) -> Self {
-        match e {
-            QueueError::Unavailable(e) => Self::Unavailable(e),
-            QueueError::Unknown(e) => Self::Unknown(e),
-            QueueError::Invalid(e) => Self::Invalid(e),
-        }
-    }
-}
-
-#[async_trait]
-impl ports::QueueAdmin for RedisJobQueue {
-    async fn overview(&self) -> Result<Vec<ports::QueueOverview>, ports::AdminError> {
-        let mut out = Vec::new();
-        for name in self.queues().await? {
-            out.push(ports::QueueOverview {
-                stats: self.stats(&name).await?,
-                controls: self.controls(&name).await?,
-            });
-        }
-        Ok(out)
-    }
-
-    async fn jobs(
-        &self,
-        queue: &str,
-        state: JobState,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<JobPage, ports::AdminError> {
-        Ok(self.list(queue, state, cursor, limit).await?)
-    }
-
-    async fn retry(&self, id: &str) -> Result<bool, ports::AdminError> {
-        Ok(self.revive(id).await?)
-    }
-
-    async fn delete(&self, id: &str) -> Result<bool, ports::AdminError> {
-        Ok(RedisJobQueue::delete(self, id).await?)
-    }
-
-    async fn pause(&self, queue: &str) -> Result<bool, ports::AdminError> {
-        Ok(RedisJobQueue::pause(self, queue).await?)
-    }
-
-    async fn resume(&self, queue: &str) -> Result<bool, ports::AdminError> {
-        Ok(RedisJobQueue::resume(self, queue).await?)
     }
 }

@@ -50,6 +50,15 @@ impl Cursor {
     }
 }
 
+/// The cursor of the page that follows job `id` (whose score is `score`
+/// in a sorted set).
+pub(crate) fn cursor_after(state: JobState, id: &str, score: i64) -> String {
+    match state {
+        JobState::Pending => format!("p:{id}"),
+        _ => format!("z:{score}:{id}"),
+    }
+}
+
 impl RedisJobQueue {
     /// Up to `limit` (at most [`MAX_PAGE`]) jobs of `queue` in `state`,
     /// after `cursor` (a previous page's `next`; `None` for the first page).
@@ -82,10 +91,7 @@ impl RedisJobQueue {
                 .await?
         };
         let next = match (more, entries.last()) {
-            (true, Some((id, score))) => Some(match state {
-                JobState::Pending => format!("p:{id}"),
-                _ => format!("z:{}:{id}", score.unwrap_or(0)),
-            }),
+            (true, Some((id, score))) => Some(cursor_after(state, id, score.unwrap_or(0))),
             _ => None,
         };
         let jobs = entries

@@ -10,12 +10,14 @@
 //!   recover, forward);
 //! - `admin.rs`: what `app jobs` does (stats, dead jobs, revive, delete);
 //! - `controls.rs`: pause and resume, concurrency cap, rate limit;
-//! - `listing.rs`: the jobs of a queue in one state, a page at a time.
+//! - `listing.rs`: the jobs of a queue in one state, a page at a time;
+//! - `operator.rs`: one job's detail, run now, by kind; `ports::QueueAdmin`.
 
 mod admin;
 mod controls;
 mod enqueue;
 mod listing;
+mod operator;
 mod running;
 mod stored;
 mod types;
@@ -100,6 +102,7 @@ struct Scripts {
     revive: Script,
     delete: Script,
     resume: Script,
+    run_now: Script,
 }
 
 struct Inner {
@@ -172,6 +175,7 @@ impl RedisJobQueue {
                     revive: Script::new(&scripts::revive()),
                     delete: Script::new(&scripts::delete()),
                     resume: Script::new(&scripts::resume()),
+                    run_now: Script::new(&scripts::run_now()),
                 },
             }),
         }

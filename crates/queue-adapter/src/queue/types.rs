@@ -100,4 +100,6 @@ pub enum HeldBack {
     RateLimited(Duration),
 }
 
-pub use ports::admin::{JobPage, JobState, JobSummary, QueueControls, QueueStats, RateLimit};
+pub use ports::admin::{
+    JobDetail, JobPage, JobState, JobSummary, QueueControls, QueueStats, RateLimit,
+};

@@ -1,4 +1,5 @@
-//! The scripts of `app jobs`: revive, resume, delete.
+//! The scripts of `app jobs` and the ops console: revive, run now,
+//! resume, delete.
 
 use super::*;
 
@@ -17,6 +18,23 @@ redis.call('HSET', key, 'attempt', 0, 'state', 'pending', 'ready_at', now_ms())
 hold_unique(key, ARGV[1], ARGV[3], 0)
 redis.call('LPUSH', KEYS[2], ARGV[1])
 wake(KEYS[3])
+return 1"
+    )
+}
+
+/// KEYS: scheduled, retry, pending, wake. ARGV: id, job prefix.
+/// Runs a scheduled job, or one waiting for its retry, now: it goes to the
+/// end of the pending list (its attempts count as they were).
+/// Returns 1, or 0 when it was neither scheduled nor waiting to retry.
+pub(crate) fn run_now() -> String {
+    format!(
+        "{NOW_MS}{WAKE}
+if redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local key = ARGV[2] .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'state', 'pending', 'ready_at', now_ms())
+redis.call('LPUSH', KEYS[3], ARGV[1])
+wake(KEYS[4])
 return 1"
     )
 }

@@ -10,6 +10,7 @@ mod controls;
 mod dead;
 mod helpers;
 mod leases;
+mod operator;
 mod retries;
 mod running;
 mod scheduling;
