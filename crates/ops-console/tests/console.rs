@@ -86,6 +86,10 @@ async fn pages_show_queues_and_jobs_escaped_with_a_strict_csp() {
     let page = body_text(&test::read_body(res).await);
     assert!(page.contains("href=\"/ops/queues/mail\""), "{page}");
     assert!(page.contains("running"));
+    assert!(
+        page.contains("0 processed, 1 failed in the last hour"),
+        "the last hour's chart: {page}"
+    );
 
     let res = test::call_service(
         &app,

@@ -44,11 +44,22 @@ pub trait EventAdmin: Send + Sync + 'static {
     async fn replay_all(&self, topic: &str) -> Result<usize, AdminError>;
 }
 
-/// One queue at a glance: its counts and its controls.
+/// One queue at a glance: its counts, its controls and its last hour.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueOverview {
     pub stats: QueueStats,
     pub controls: QueueControls,
+    /// Jobs processed and failed in each of the last 60 minutes, oldest first.
+    pub last_hour: Vec<MinuteCount>,
+}
+
+/// What a queue did in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteCount {
+    /// The minute's start (ms since the epoch).
+    pub minute_ms: i64,
+    pub processed: u64,
+    pub failed: u64,
 }
 
 /// The job queue as an operator works it.

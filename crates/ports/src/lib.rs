@@ -17,7 +17,9 @@ pub mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use admin::{AdminError, DeadLetter, EventAdmin, JobDetail, QueueAdmin, QueueOverview};
+pub use admin::{
+    AdminError, DeadLetter, EventAdmin, JobDetail, MinuteCount, QueueAdmin, QueueOverview,
+};
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};
 pub use clock::{Clock, SystemClock};

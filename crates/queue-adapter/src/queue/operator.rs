@@ -57,6 +57,37 @@ impl RedisJobQueue {
         }))
     }
 
+    /// Jobs processed and failed in each of the last `minutes` minutes
+    /// (by Redis' clock), oldest first; the current minute is the last.
+    pub async fn throughput(
+        &self,
+        queue: &str,
+        minutes: usize,
+    ) -> Result<Vec<ports::MinuteCount>, QueueError> {
+        let minutes = minutes.clamp(1, 60);
+        let (processed, failed) = (self.key(queue, "processed"), self.key(queue, "failed"));
+        self.with_conn(|mut c| async move {
+            let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut c).await?;
+            let now = secs / 60;
+            let span: Vec<i64> = (0..minutes as i64).rev().map(|back| now - back).collect();
+            let keys = |counter: &str| -> Vec<String> {
+                span.iter().map(|m| format!("{counter}:{m}")).collect()
+            };
+            let done: Vec<Option<u64>> = c.mget(keys(&processed)).await?;
+            let bad: Vec<Option<u64>> = c.mget(keys(&failed)).await?;
+            Ok(span
+                .iter()
+                .zip(done.into_iter().zip(bad))
+                .map(|(m, (p, f))| ports::MinuteCount {
+                    minute_ms: m * 60_000,
+                    processed: p.unwrap_or(0),
+                    failed: f.unwrap_or(0),
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// Runs a scheduled job, or one waiting for its retry, now. False when
     /// it is neither.
     pub async fn run_now(&self, id: &str) -> Result<bool, QueueError> {
@@ -152,6 +183,7 @@ impl ports::QueueAdmin for RedisJobQueue {
             out.push(ports::QueueOverview {
                 stats: self.stats(&name).await?,
                 controls: self.controls(&name).await?,
+                last_hour: self.throughput(&name, 60).await?,
             });
         }
         Ok(out)

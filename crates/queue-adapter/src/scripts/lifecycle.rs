@@ -170,7 +170,7 @@ return lost"
 /// lease was lost (the job is left alone).
 pub(crate) fn complete() -> String {
     format!(
-        "{CALL_CHUNKED}{WAKE}{WAKE_IF_CAPPED}
+        "{CALL_CHUNKED}{WAKE}{WAKE_IF_CAPPED}{COUNT_MINUTE}
 local out, ids, keys = {{}}, {{}}, {{}}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
@@ -192,6 +192,7 @@ call_chunked('ZREM', KEYS[1], ids, 1)
 for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
 if #ids > 0 then
   redis.call('INCRBY', KEYS[2], #ids)
+  count_minute(KEYS[2], #ids)
   wake_if_capped(KEYS[3], KEYS[4], KEYS[5])
 end
 return out"
@@ -205,7 +206,7 @@ return out"
 /// Returns 1 (retry), 2 (dead) or 0 (lease lost: nothing changed).
 pub(crate) fn fail() -> String {
     format!(
-        "{NOW_MS}{HOLDS_LEASE}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}{WAKE}{WAKE_IF_CAPPED}
+        "{NOW_MS}{HOLDS_LEASE}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}{WAKE}{WAKE_IF_CAPPED}{COUNT_MINUTE}
 local id = ARGV[1]
 local key = ARGV[2] .. id
 if not holds_lease(key, ARGV[4]) then return 0 end
@@ -214,6 +215,7 @@ redis.call('ZREM', KEYS[1], id)
 wake_if_capped(KEYS[5], KEYS[6], KEYS[7])
 redis.call('HSET', key, 'last_error', ARGV[5], 'failed_at', now)
 redis.call('INCR', KEYS[4])
+count_minute(KEYS[4], 1)
 local delay = tonumber(ARGV[6])
 if delay >= 0 then
   redis.call('HSET', key, 'state', 'retry')
@@ -238,7 +240,7 @@ return 2"
 /// when no job died. Returns `{retried, dead}`.
 pub(crate) fn recover() -> String {
     format!(
-        "{NOW_MS}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}
+        "{NOW_MS}{RELEASE_UNIQUE}{HOLD_UNIQUE}{CAP_DEAD}{COUNT_MINUTE}
 math.randomseed(tonumber(ARGV[8]))
 local function backoff_ms(attempt)
   local exp = tonumber(ARGV[6]) * 2 ^ math.min(math.max(attempt - 1, 0), 30)
@@ -271,6 +273,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
+if retried + dead > 0 then count_minute(KEYS[4], retried + dead) end
 cap_dead(KEYS[3], ARGV[1], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 return {{retried, dead}}"
     )

@@ -121,6 +121,18 @@ local function wake(list)
 end
 ";
 
+/// Adds `n` to the current minute's count next to counter `counter`
+/// (`<counter>:<minute since the epoch>`, kept 65 minutes): what the ops
+/// console charts for the last hour. Same hash tag as `counter`.
+const COUNT_MINUTE: &str = r"
+local function count_minute(counter, n)
+  local t = redis.call('TIME')
+  local key = counter .. ':' .. math.floor(tonumber(t[1]) / 60)
+  redis.call('INCRBY', key, n)
+  redis.call('EXPIRE', key, 3900)
+end
+";
+
 /// Wakes an idle worker when jobs left the active set of a queue whose
 /// concurrency is capped and jobs are waiting: a worker that found it at
 /// its cap goes on at once instead of after its idle wait.

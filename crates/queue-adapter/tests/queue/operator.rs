@@ -99,3 +99,42 @@ async fn jobs_of_one_kind_page_past_others_and_revive_together() {
     assert_eq!((s.pending, s.dead), (120, 480));
     assert_eq!(q.revive_kind("default", "wanted").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_last_hour_counts_what_completed_failed_and_was_recovered() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    for n in 0..7 {
+        q.enqueue(job(n)).await.unwrap();
+    }
+    let leased = q
+        .fetch_many("default", Duration::from_secs(30), 7)
+        .await
+        .unwrap();
+    let leases: Vec<_> = leased.iter().map(|j| j.lease()).collect();
+    q.complete_many("default", &leases[..4]).await.unwrap();
+    q.fail("default", leases[4], "boom", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    q.fail("default", leases[5], "boom", None).await.unwrap();
+    // One lease runs out and is recovered: a failure too.
+    let mut c = redis.connection().await;
+    let active = format!("{}q:default:active", redis.prefix());
+    let _: i64 = c.zadd(&active, leases[6].id.to_string(), 0).await.unwrap();
+    assert_eq!(
+        q.recover("default", Duration::from_secs(60), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    let hour = q.throughput("default", 60).await.unwrap();
+    assert_eq!(hour.len(), 60);
+    assert!(
+        hour.windows(2)
+            .all(|w| w[1].minute_ms - w[0].minute_ms == 60_000)
+    );
+    // (Summed: the test may straddle a minute.)
+    let processed: u64 = hour.iter().map(|m| m.processed).sum();
+    let failed: u64 = hour.iter().map(|m| m.failed).sum();
+    assert_eq!((processed, failed), (4, 3));
+}
