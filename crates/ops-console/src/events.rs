@@ -7,7 +7,7 @@ use crate::{OpsConsole, Refusal, admit, csrf_token, refused_page};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::html as markup;
-use ports::{AdminError, DeadLetter, EventAdmin};
+use ports::{AdminError, DeadLetter, EventAdmin, StreamOverview};
 use std::sync::Arc;
 
 /// Dead letters shown per topic.
@@ -37,9 +37,34 @@ fn pretty(event: &str) -> String {
         .unwrap_or_else(|_| event.to_owned())
 }
 
+/// A stream's length and its consumer groups: how far behind each is.
+fn groups_table(o: &StreamOverview) -> maud::Markup {
+    markup! {
+        h2 { "Stream " (o.topic) }
+        p.muted { (o.length) " entries, " (o.dead_letters) " dead letters" }
+        @if o.groups.is_empty() {
+            p.notice { "No consumer group reads " (o.topic) " yet." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "group" } th.n { "consumers" } th.n { "pending" } th.n { "lag" } } }
+                tbody { @for g in &o.groups {
+                    tr {
+                        td { (g.name) }
+                        td.n { (g.consumers) }
+                        td.n { (g.pending) }
+                        td.n data-lag=(g.name) {
+                            @match g.lag { Some(l) if l > 0 => span.bad { (l) }, Some(l) => (l), None => "?" }
+                        }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
 fn letters_table(topic: &str, letters: &[DeadLetter], csrf: &str) -> maud::Markup {
     markup! {
-        h2 { "Stream " (topic) }
+        h3 { "Dead letters of " (topic) }
         @if letters.is_empty() {
             p.notice { "No dead letters on " (topic) "." }
         } @else {
@@ -81,8 +106,15 @@ pub(crate) async fn page(req: HttpRequest, console: web::Data<OpsConsole>) -> Ht
     let (csrf, cookie) = csrf_token(&req);
     let mut sections = Vec::new();
     for topic in topics {
+        let overview = match admin.overview(topic).await {
+            Ok(o) => o,
+            Err(e) => return failure(&e),
+        };
         match admin.dead_letters(topic, SHOWN).await {
-            Ok(letters) => sections.push(letters_table(topic, &letters, &csrf)),
+            Ok(letters) => {
+                sections.push(groups_table(&overview));
+                sections.push(letters_table(topic, &letters, &csrf));
+            }
             Err(e) => return failure(&e),
         }
     }

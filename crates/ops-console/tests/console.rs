@@ -329,6 +329,23 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
         )
         .await
         .unwrap();
+    // A group that has not read the two entries written after it began.
+    let _: () = client
+        .xgroup_create(&stream, "lagging", "$", true)
+        .await
+        .unwrap();
+    for n in 0..2 {
+        let _: String = client
+            .xadd(
+                &stream,
+                false,
+                None,
+                "*",
+                vec![("type", "user.created"), ("n", &*n.to_string())],
+            )
+            .await
+            .unwrap();
+    }
     let console = OpsConsole::new(Arc::new(queue(&redis))).with_events(
         Arc::new(streams_adapter::StreamAdmin::new(
             client.clone(),
@@ -363,6 +380,11 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
         page.contains("&lt;b&gt;user.future&lt;/b&gt;") && page.contains("&lt;img src=x&gt;"),
         "escaped: {page}"
     );
+    assert!(page.contains("2 entries, 1 dead letters"), "{page}");
+    assert!(
+        page.contains("data-lag=\"lagging\"><span class=\"bad\">2</span>"),
+        "the group's lag: {page}"
+    );
 
     let post = |uri: String, form: String| {
         test::TestRequest::post()
@@ -393,7 +415,7 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
         assert_eq!(res.status(), status, "{uri}");
     }
     let len: u64 = client.xlen(&stream).await.unwrap();
-    assert_eq!(len, 0, "nothing replayed by a refused request");
+    assert_eq!(len, 2, "nothing replayed by a refused request");
 
     let res = test::call_service(
         &app,
@@ -403,7 +425,8 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let entries: Vec<(String, std::collections::HashMap<String, String>)> =
         client.xrange(&stream, "-", "+", None).await.unwrap();
-    assert_eq!(entries.len(), 1);
+    assert_eq!(entries.len(), 3);
+    let entries = [entries[2].clone()];
     assert_eq!(entries[0].1["type"], "user.future");
     assert!(
         !entries[0].1.contains_key("reason"),

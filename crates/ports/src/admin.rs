@@ -33,9 +33,32 @@ pub struct DeadLetter {
     pub event: String,
 }
 
-/// The event streams' dead letters as an operator works them.
+/// One consumer group of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamGroup {
+    pub name: String,
+    pub consumers: u64,
+    /// Delivered to a consumer, not yet acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered to the group (`None` when Redis cannot tell).
+    pub lag: Option<u64>,
+}
+
+/// An event stream at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamOverview {
+    pub topic: String,
+    /// Entries in the stream.
+    pub length: u64,
+    pub dead_letters: u64,
+    pub groups: Vec<StreamGroup>,
+}
+
+/// The event streams as an operator works them.
 #[async_trait]
 pub trait EventAdmin: Send + Sync + 'static {
+    /// `topic`'s stream: its length, dead letters and consumer groups.
+    async fn overview(&self, topic: &str) -> Result<StreamOverview, AdminError>;
     /// The newest `limit` dead letters of `topic`'s stream, newest first.
     async fn dead_letters(&self, topic: &str, limit: usize) -> Result<Vec<DeadLetter>, AdminError>;
     /// Puts one back on its stream. False when there is no such dead letter.

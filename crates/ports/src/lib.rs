@@ -19,6 +19,7 @@ pub mod testing;
 
 pub use admin::{
     AdminError, DeadLetter, EventAdmin, JobDetail, MinuteCount, QueueAdmin, QueueOverview,
+    StreamGroup, StreamOverview,
 };
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};

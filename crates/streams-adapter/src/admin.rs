@@ -141,6 +141,32 @@ fn unavailable(e: anyhow::Error) -> ports::AdminError {
 
 #[async_trait::async_trait]
 impl ports::EventAdmin for StreamAdmin {
+    async fn overview(&self, topic: &str) -> Result<ports::StreamOverview, ports::AdminError> {
+        let (dead, stream) = self.keys(topic);
+        let fail = |e: fred::error::Error| unavailable(anyhow::anyhow!("redis: {e}"));
+        let length = command(&self.client, "XLEN", false, vec![v(stream.clone())])
+            .await
+            .map_err(fail)?
+            .as_u64()
+            .unwrap_or(0);
+        let dead_letters = command(&self.client, "XLEN", false, vec![v(dead)])
+            .await
+            .map_err(fail)?
+            .as_u64()
+            .unwrap_or(0);
+        // A stream that does not exist yet has no groups (XINFO refuses it).
+        let groups = command(&self.client, "XINFO", false, vec![v("GROUPS"), v(stream)])
+            .await
+            .map(reply::xinfo_groups)
+            .unwrap_or_default();
+        Ok(ports::StreamOverview {
+            topic: topic.to_owned(),
+            length,
+            dead_letters,
+            groups,
+        })
+    }
+
     async fn dead_letters(
         &self,
         topic: &str,

@@ -127,6 +127,37 @@ pub(crate) fn xpending_deliveries(v: Value) -> Vec<(String, u64)> {
     }
 }
 
+/// The groups of an `XINFO GROUPS` reply (RESP2 pairs or RESP3 maps).
+pub(crate) fn xinfo_groups(v: Value) -> Vec<ports::StreamGroup> {
+    let Value::Array(groups) = v else {
+        return Vec::new();
+    };
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let fields: std::collections::HashMap<String, Value> = match g {
+                Value::Array(kv) => kv
+                    .chunks(2)
+                    .filter_map(|c| Some((string(&c[0])?, c.get(1)?.clone())))
+                    .collect(),
+                Value::Map(m) => m
+                    .inner()
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+                    .collect(),
+                _ => return None,
+            };
+            let n = |k: &str| fields.get(k).and_then(Value::as_u64);
+            Some(ports::StreamGroup {
+                name: fields.get("name").and_then(string)?,
+                consumers: n("consumers").unwrap_or(0),
+                pending: n("pending").unwrap_or(0),
+                lag: n("lag"),
+            })
+        })
+        .collect()
+}
+
 /// Runs `cmd args...` and returns the raw reply. On a Redis Cluster it goes
 /// to the node of the command's (first) key.
 pub(crate) async fn command(

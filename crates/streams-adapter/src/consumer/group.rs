@@ -216,36 +216,20 @@ impl RedisStreamConsumer {
     pub(super) async fn report_metrics(&self) {
         let s = &self.settings;
         let labels = [("stream", s.stream()), ("group", s.group.clone())];
-        if let Ok(Value::Array(groups)) = command(
+        if let Ok(reply) = command(
             &self.client,
             "XINFO",
             false,
             vec![v("GROUPS"), v(s.stream())],
         )
         .await
+            && let Some(g) = reply::xinfo_groups(reply)
+                .into_iter()
+                .find(|g| g.name == s.group)
         {
-            for g in groups {
-                let fields: HashMap<String, Value> = match g {
-                    Value::Array(kv) => kv
-                        .chunks(2)
-                        .filter_map(|c| Some((reply::string(&c[0])?, c.get(1)?.clone())))
-                        .collect(),
-                    Value::Map(m) => m
-                        .inner()
-                        .into_iter()
-                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
-                        .collect(),
-                    _ => continue,
-                };
-                if fields.get("name").and_then(reply::string).as_deref() != Some(s.group.as_str()) {
-                    continue;
-                }
-                if let Some(p) = fields.get("pending").and_then(Value::as_u64) {
-                    metrics::gauge!("stream_group_pending", &labels).set(p as f64);
-                }
-                if let Some(l) = fields.get("lag").and_then(Value::as_u64) {
-                    metrics::gauge!("stream_group_lag", &labels).set(l as f64);
-                }
+            metrics::gauge!("stream_group_pending", &labels).set(g.pending as f64);
+            if let Some(lag) = g.lag {
+                metrics::gauge!("stream_group_lag", &labels).set(lag as f64);
             }
         }
         if let Ok(n) = command(&self.client, "XLEN", false, vec![v(s.dead_letter_stream())]).await
