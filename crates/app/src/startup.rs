@@ -130,6 +130,7 @@ impl Application {
             }
             None => None,
         };
+        tasks.spawn(wiring::heartbeat(&settings, &infra, role, shutdown.clone()));
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
         }

@@ -47,6 +47,9 @@ pub struct Infrastructure {
     pub push: Arc<dyn ports::PushSender>,
     /// The job queue (a handle on `redis`).
     pub queue: RedisJobQueue,
+    /// The WebSocket hub, once the API server made it (its connections are
+    /// in this process's heartbeat).
+    pub hub: Arc<std::sync::OnceLock<Hub>>,
 }
 
 impl std::fmt::Debug for Infrastructure {
@@ -69,6 +72,7 @@ impl Infrastructure {
             fred,
             push,
             queue,
+            hub: Arc::default(),
         })
     }
 
@@ -245,6 +249,42 @@ pub(crate) async fn http_server(
     Ok((server, port))
 }
 
+/// Says every few seconds that this process is alive (`ports::Instances`:
+/// the ops console lists the live ones), until shutdown.
+pub(crate) fn heartbeat(
+    settings: &Settings,
+    infra: &Infrastructure,
+    role: Role,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let instances =
+        streams_adapter::RedisInstances::new(infra.fred.clone(), &settings.redis.key_prefix);
+    let hub = infra.hub.clone();
+    let now = || chrono::Utc::now().timestamp_millis();
+    let mut info = ports::InstanceInfo {
+        id: settings.instance_id.clone(),
+        role: format!("{role:?}").to_ascii_lowercase(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: now(),
+        last_seen_ms: 0,
+        ws_connections: None,
+    };
+    async move {
+        use ports::Instances as _;
+        loop {
+            info.last_seen_ms = now();
+            info.ws_connections = hub.get().map(|h| h.connection_count() as u64);
+            if let Err(e) = instances.beat(&info).await {
+                tracing::debug!(error = %e, "heartbeat not written");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ports::admin::INSTANCE_BEAT_EVERY) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
 /// The ops console, when it is served (see `OpsSection`).
 pub(crate) fn ops_console(
     settings: &Settings,
@@ -260,7 +300,11 @@ pub(crate) fn ops_console(
                 )),
                 vec![USERS_TOPIC.to_owned()],
             )
-            .with_access(access),
+            .with_access(access)
+            .with_instances(Arc::new(streams_adapter::RedisInstances::new(
+                infra.fred.clone(),
+                &settings.redis.key_prefix,
+            ))),
     )
 }
 
@@ -273,6 +317,7 @@ async fn api_server(
     shutdown: CancellationToken,
 ) -> anyhow::Result<actix_web::dev::Server> {
     let hub = hub(settings, infra, &shutdown).await?;
+    let _ = infra.hub.set(hub.clone());
     let verifier = token_verifier(settings)?;
     let notifier: Arc<dyn ports::Notifier> = Arc::new(HubNotifier::new(hub.clone()));
     let cursors = settings.http.cursor_codec();

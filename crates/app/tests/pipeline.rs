@@ -672,6 +672,11 @@ async fn a_paused_mail_queue_holds_welcome_mails_until_it_is_resumed() {
             && console.contains("at most 2 at once"),
         "{console}"
     );
+    // Both processes' heartbeats: the console lists them as alive.
+    assert!(
+        console.contains("<td>serve</td>") && console.contains("<td>worker</td>"),
+        "{console}"
+    );
 
     assert!(env.jobs(&["resume", "mail"]).await.contains("resumed"));
     let got = smtp.wait_for(1, Duration::from_secs(30)).await;
@@ -753,7 +758,8 @@ async fn in_a_browser_the_ops_console_retries_a_dead_mail_and_pauses_a_queue() {
     loop {
         browser.goto(&dead_page).await;
         let dom = browser.source().await;
-        if dom.contains("email:welcome") {
+        if dom.contains("href=\"/ops/jobs/") {
+            assert!(dom.contains("email:welcome"), "{dom}");
             assert!(dom.contains("550"), "the SMTP answer is shown: {dom}");
             break;
         }

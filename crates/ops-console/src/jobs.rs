@@ -106,7 +106,7 @@ pub(crate) async fn queue(
         } }
         form.filter method="get" action={ "/ops/queues/" (name) } {
             input type="hidden" name="state" value=(state.as_str());
-            label { "kind " input type="text" name="kind" value=(kind.unwrap_or("")) placeholder="e.g. email:welcome"; }
+            label { "kind " input type="text" name="kind" value=(kind.unwrap_or("")) placeholder="job kind"; }
             " " button type="submit" { "Filter" }
             @if kind.is_some() { " " a href={ "/ops/queues/" (name) "?state=" (state.as_str()) } { "all kinds" } }
         }

@@ -25,7 +25,7 @@ pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ports::{EventAdmin, QueueAdmin};
+use ports::{EventAdmin, Instances, QueueAdmin};
 use std::sync::Arc;
 
 /// The cookie that carries the CSRF token (double submit: every form
@@ -43,6 +43,7 @@ pub struct OpsConsole {
     /// The event streams and the topics to show.
     pub(crate) events: Option<(Arc<dyn EventAdmin>, Vec<String>)>,
     pub(crate) access: Access,
+    pub(crate) instances: Option<Arc<dyn Instances>>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -57,7 +58,14 @@ impl OpsConsole {
             queues,
             events: None,
             access: Access::Loopback,
+            instances: None,
         }
+    }
+
+    /// Lists the live instances (their heartbeats) on the overview.
+    pub fn with_instances(mut self, instances: Arc<dyn Instances>) -> Self {
+        self.instances = Some(instances);
+        self
     }
 
     /// Who gets in ([`Access::Loopback`] unless told otherwise).

@@ -1,11 +1,11 @@
 //! The pages: the overview of every queue, and one queue's jobs by state.
 
-use crate::{OpsConsole, admit, csrf_token, html, refused_page};
+use crate::{OpsConsole, admit, csrf_token, html, refused_page, relative};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{DOCTYPE, Markup, html as markup};
 use ports::AdminError;
-use ports::admin::{MinuteCount, QueueOverview};
+use ports::admin::{InstanceInfo, MinuteCount, QueueOverview};
 
 pub(crate) fn layout(title: &str, body: Markup) -> String {
     markup! {
@@ -111,6 +111,30 @@ fn hour_chart(minutes: &[MinuteCount]) -> Markup {
     }
 }
 
+/// The processes alive now, from their heartbeats.
+fn instances_table(instances: &[InstanceInfo], now_ms: i64) -> Markup {
+    markup! {
+        h2 { "Instances" }
+        @if instances.is_empty() {
+            p.notice { "No instance has sent a heartbeat in the last 30 s." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "instance" } th { "role" } th.wide { "version" } th { "started" } th { "last heartbeat" } th.n { "sockets" } } }
+                tbody { @for i in instances {
+                    tr {
+                        td { code { (i.id) } }
+                        td { (i.role) }
+                        td.wide { (i.version) }
+                        td { (relative(i.started_at_ms, now_ms)) }
+                        td { (relative(i.last_seen_ms, now_ms)) }
+                        td.n { @match i.ws_connections { Some(n) => (n), None => "—" } }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
 fn queues_table(queues: &[QueueOverview], csrf: &str) -> Markup {
     markup! {
         @if queues.is_empty() {
@@ -163,14 +187,29 @@ pub(crate) fn send(
     res
 }
 
-/// `GET /ops`: every queue at a glance, refreshed every few seconds.
+/// What the overview refreshes live: the queues and the instances.
+async fn live(console: &OpsConsole, csrf: &str) -> Result<Markup, ports::AdminError> {
+    let queues = console.queues.overview().await?;
+    let instances = match &console.instances {
+        Some(i) => Some(i.alive().await?),
+        None => None,
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    Ok(markup! {
+        (queues_table(&queues, csrf))
+        @if let Some(i) = &instances { (instances_table(i, now_ms)) }
+    })
+}
+
+/// `GET /ops`: every queue at a glance, and the live instances, refreshed
+/// every few seconds.
 pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
     if let Err(refused) = admit(&req, &console) {
         return refused_page(refused);
     }
     let (csrf, cookie) = csrf_token(&req);
-    match console.queues.overview().await {
-        Ok(queues) => send(
+    match live(&console, &csrf).await {
+        Ok(part) => send(
             StatusCode::OK,
             layout(
                 "Queues",
@@ -187,7 +226,7 @@ pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -
                             }
                         }
                     }
-                    div data-refresh="/ops/fragments/queues" { (queues_table(&queues, &csrf)) }
+                    div data-refresh="/ops/fragments/queues" { (part) }
                 },
             ),
             cookie,
@@ -196,7 +235,7 @@ pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -
     }
 }
 
-/// The overview's table alone, for the live refresh.
+/// The overview's live part alone, for the refresh.
 pub(crate) async fn queues_fragment(
     req: HttpRequest,
     console: web::Data<OpsConsole>,
@@ -205,12 +244,8 @@ pub(crate) async fn queues_fragment(
         return refused_page(refused);
     }
     let (csrf, cookie) = csrf_token(&req);
-    match console.queues.overview().await {
-        Ok(queues) => send(
-            StatusCode::OK,
-            queues_table(&queues, &csrf).into_string(),
-            cookie,
-        ),
+    match live(&console, &csrf).await {
+        Ok(part) => send(StatusCode::OK, part.into_string(), cookie),
         Err(e) => failure(&e),
     }
 }

@@ -280,3 +280,31 @@ pub struct JobPage {
     pub jobs: Vec<JobSummary>,
     pub next: Option<String>,
 }
+
+/// One running process of the app, as its heartbeat last said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    /// `serve`, `worker` or `all`.
+    pub role: String,
+    pub version: String,
+    pub started_at_ms: i64,
+    pub last_seen_ms: i64,
+    /// Open WebSocket connections (processes that serve the API).
+    pub ws_connections: Option<u64>,
+}
+
+/// How long a heartbeat keeps an instance alive.
+pub const INSTANCE_ALIVE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an instance beats.
+pub const INSTANCE_BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Which processes are alive: each beats every [`INSTANCE_BEAT_EVERY`]; one
+/// that has not beaten for [`INSTANCE_ALIVE_FOR`] is gone.
+#[async_trait]
+pub trait Instances: Send + Sync + 'static {
+    /// Says `info` is alive now (`last_seen_ms` is set by the caller).
+    async fn beat(&self, info: &InstanceInfo) -> Result<(), AdminError>;
+    /// The instances that beat within [`INSTANCE_ALIVE_FOR`], by id.
+    async fn alive(&self) -> Result<Vec<InstanceInfo>, AdminError>;
+}

@@ -18,8 +18,8 @@ pub mod users;
 pub mod testing;
 
 pub use admin::{
-    AdminError, DeadLetter, EventAdmin, JobDetail, MinuteCount, QueueAdmin, QueueOverview,
-    StreamGroup, StreamOverview,
+    AdminError, DeadLetter, EventAdmin, InstanceInfo, Instances, JobDetail, MinuteCount,
+    QueueAdmin, QueueOverview, StreamGroup, StreamOverview,
 };
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};
