@@ -55,6 +55,10 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// A custom claim `name=value` (the value as JSON if it parses, else
+        /// a string), e.g. `--claim ops=admin`; repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
     },
 }
 
@@ -255,7 +259,18 @@ async fn main() -> ExitCode {
             unverified,
             name,
             ttl_secs,
+            claims,
         } => {
+            let mut custom = serde_json::Map::new();
+            for c in claims {
+                let Some((k, v)) = c.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    eprintln!("error: --claim takes name=value (got {c:?})");
+                    return ExitCode::from(2);
+                };
+                let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+                custom.insert(k.to_owned(), value);
+            }
+            let claims = custom;
             let Some(secret) = settings.auth.dev_token_secret.as_deref() else {
                 eprintln!("error: dev tokens exist only in local mode (APP_ENV=local)");
                 return ExitCode::from(2);
@@ -266,6 +281,7 @@ async fn main() -> ExitCode {
                 email_verified: !unverified,
                 name,
                 ttl: Duration::from_secs(ttl_secs),
+                claims,
             };
             match auth_adapter::mint_dev_token(secret, &settings.auth.firebase_project_id, &req) {
                 Ok(token) => {

@@ -290,7 +290,17 @@ pub(crate) fn ops_console(
     settings: &Settings,
     infra: &Infrastructure,
 ) -> Option<ops_console::OpsConsole> {
-    let access = settings.ops.access.clone()?;
+    let mut access = settings.ops.access.clone()?;
+    if let (ops_console::Access::SignIn(sign_in), Some(claim)) =
+        (&mut access, settings.ops.token_claim.clone())
+    {
+        match token_verifier(settings) {
+            Ok(verifier) => {
+                sign_in.token = Some(ops_console::TokenSignIn { verifier, claim });
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "ops console: no token sign-in"),
+        }
+    }
     Some(
         ops_console::OpsConsole::new(Arc::new(infra.queue.clone()))
             .with_events(

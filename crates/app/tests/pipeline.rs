@@ -127,6 +127,7 @@ fn token_vouching(uid: &str, email: Option<&str>, name: Option<&str>, verified: 
         email_verified: verified,
         name: name.map(Into::into),
         ttl: Duration::from_secs(600),
+        claims: serde_json::Map::new(),
     };
     auth_adapter::mint_dev_token(
         test_support::TEST_DEV_TOKEN_SECRET,

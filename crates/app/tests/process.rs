@@ -391,6 +391,7 @@ async fn query_string_tokens_never_reach_a_log_line() {
             email_verified: true,
             name: None,
             ttl: Duration::from_secs(600),
+            claims: serde_json::Map::new(),
         },
     )
     .unwrap();

@@ -31,6 +31,9 @@ pub struct FirebaseClaims {
     pub picture: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firebase: Option<FirebaseInfo>,
+    /// Every other claim (custom claims set with the Admin SDK).
+    #[serde(flatten)]
+    pub custom: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -113,6 +116,7 @@ pub(crate) fn check(
             picture: claims.picture,
             sign_in_provider: claims.firebase.and_then(|f| f.sign_in_provider),
             expires_at: chrono::DateTime::from_timestamp(exp, 0),
+            custom_claims: claims.custom.into_iter().collect(),
         },
         exp,
     ))
@@ -139,6 +143,7 @@ mod tests {
             firebase: Some(FirebaseInfo {
                 sign_in_provider: Some("password".into()),
             }),
+            custom: serde_json::Map::new(),
         }
     }
 

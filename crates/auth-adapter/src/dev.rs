@@ -18,6 +18,8 @@ pub struct DevTokenRequest {
     pub email_verified: bool,
     pub name: Option<String>,
     pub ttl: std::time::Duration,
+    /// Custom claims (as the Admin SDK sets them), e.g. `{"ops": "admin"}`.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Mints a dev token for `project_id`, signed with `secret`.
@@ -46,6 +48,7 @@ pub fn mint_dev_token(
         firebase: Some(FirebaseInfo {
             sign_in_provider: Some("custom".into()),
         }),
+        custom: req.claims.clone(),
     };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(DEV_KEY_ID.into());

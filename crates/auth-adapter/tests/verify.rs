@@ -133,6 +133,7 @@ fn claims(uid: &str) -> FirebaseClaims {
         firebase: Some(FirebaseInfo {
             sign_in_provider: Some("password".into()),
         }),
+        custom: serde_json::Map::new(),
     }
 }
 
@@ -555,6 +556,7 @@ async fn dev_tokens_need_local_mode_and_the_dev_secret() {
         email_verified: true,
         name: Some("Dev".into()),
         ttl: Duration::from_secs(600),
+        claims: serde_json::Map::new(),
     };
     let token = mint_dev_token("local-secret", PROJECT, &req).unwrap();
 

@@ -18,6 +18,9 @@ pub struct VerifiedIdentity {
     /// When the token stops proving this (its `exp`): a WebSocket opened
     /// with it closes then, unless the client sends a fresh token first.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The token's other claims, custom claims set with the Admin SDK among
+    /// them (`{"ops": "admin"}`), as JSON.
+    pub custom_claims: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl VerifiedIdentity {
@@ -31,6 +34,7 @@ impl VerifiedIdentity {
             picture: None,
             sign_in_provider: None,
             expires_at: None,
+            custom_claims: std::collections::BTreeMap::new(),
         }
     }
 

@@ -55,6 +55,36 @@ pub struct SignIn {
     pub session_ttl: Duration,
     /// Mark cookies `Secure` (off only for plain-http tests).
     pub secure_cookies: bool,
+    /// Sign-in with a Firebase ID token whose custom claim names the role.
+    pub token: Option<TokenSignIn>,
+}
+
+/// Firebase ID tokens that carry custom claim `claim`: `true` or `"admin"`
+/// makes an admin, `"viewer"` a viewer; any other value, or none, is not an
+/// operator.
+#[derive(Clone)]
+pub struct TokenSignIn {
+    pub verifier: std::sync::Arc<dyn ports::TokenVerifier>,
+    pub claim: String,
+}
+
+impl std::fmt::Debug for TokenSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSignIn")
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSignIn {
+    fn role(&self, id: &domain::VerifiedIdentity) -> Option<Role> {
+        match id.custom_claims.get(&self.claim)? {
+            serde_json::Value::Bool(true) => Some(Role::Admin),
+            serde_json::Value::String(s) if s == "admin" => Some(Role::Admin),
+            serde_json::Value::String(s) if s == "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
 }
 
 /// The hashes and the key are never printed.
@@ -64,6 +94,7 @@ impl std::fmt::Debug for SignIn {
             .field("passwords", &self.passwords.len())
             .field("session_ttl", &self.session_ttl)
             .field("secure_cookies", &self.secure_cookies)
+            .field("token_claim", &self.token.as_ref().map(|t| &t.claim))
             .finish_non_exhaustive()
     }
 }
@@ -201,7 +232,8 @@ fn open_session(key: &[u8], value: &str, now: i64) -> Option<Operator> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginForm {
     csrf: String,
-    password: String,
+    password: Option<String>,
+    id_token: Option<String>,
 }
 
 /// `GET /ops/login`.
@@ -212,19 +244,33 @@ pub(crate) async fn login_page(req: HttpRequest, console: web::Data<OpsConsole>)
             .finish();
     }
     let (csrf, cookie) = csrf_token(&req);
-    send(StatusCode::OK, login_html(&csrf, None), cookie)
+    send(StatusCode::OK, login_html(&console, &csrf, None), cookie)
 }
 
-fn login_html(csrf: &str, error: Option<&str>) -> String {
+fn login_html(console: &OpsConsole, csrf: &str, error: Option<&str>) -> String {
+    let (passwords, token) = match &console.access {
+        Access::SignIn(s) => (!s.passwords.is_empty(), s.token.is_some()),
+        Access::Loopback => (false, false),
+    };
     layout(
         "Sign in",
         markup! {
             @if let Some(e) = error { p.notice.bad { (e) } }
-            form.login method="post" action="/ops/login" {
-                input type="hidden" name="csrf" value=(csrf);
-                label { "Operator password " input type="password" name="password" autocomplete="current-password" required; }
-                " "
-                button type="submit" { "Sign in" }
+            @if passwords {
+                form.login method="post" action="/ops/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { "Operator password " input type="password" name="password" autocomplete="current-password" required; }
+                    " "
+                    button type="submit" { "Sign in" }
+                }
+            }
+            @if token {
+                form.login method="post" action="/ops/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { "Firebase ID token " input type="password" name="id_token" autocomplete="off" required; }
+                    " "
+                    button type="submit" { "Sign in with the token" }
+                }
             }
         },
     )
@@ -249,30 +295,52 @@ pub(crate) async fn login(
             "The sign-in form came without a valid token. Reload the page and try again.",
         );
     }
-    let password = form.password.as_bytes();
-    let role = s.passwords.iter().find_map(|(role, hash)| {
-        let parsed = PasswordHash::new(hash).ok()?;
-        argon2::Argon2::default()
-            .verify_password(password, &parsed)
-            .ok()
-            .map(|()| *role)
-    });
     let peer = req
         .peer_addr()
         .map(|p| p.ip().to_string())
         .unwrap_or_default();
-    let Some(role) = role else {
-        tracing::warn!(peer = %peer, "ops console: a sign-in with a wrong password");
+    let refuse = |why: &str| {
+        tracing::warn!(peer = %peer, why, "ops console: a sign-in refused");
         let (csrf, _) = csrf_token(&req);
-        return crate::html(
+        crate::html(
             StatusCode::UNAUTHORIZED,
-            login_html(&csrf, Some("That password is not right.")),
-        );
+            login_html(&console, &csrf, Some(why)),
+        )
     };
-    let who = Operator {
-        name: format!("{} operator from {peer}", role.as_str()),
-        role,
+    let who = match (&form.password, &form.id_token, &s.token) {
+        (Some(password), _, _) if !s.passwords.is_empty() => {
+            let role = s.passwords.iter().find_map(|(role, hash)| {
+                let parsed = PasswordHash::new(hash).ok()?;
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .ok()
+                    .map(|()| *role)
+            });
+            let Some(role) = role else {
+                return refuse("That password is not right.");
+            };
+            Operator {
+                name: format!("{} operator from {peer}", role.as_str()),
+                role,
+            }
+        }
+        (_, Some(token), Some(t)) => {
+            let Ok(id) = t.verifier.verify(token.trim()).await else {
+                return refuse("That ID token is not valid (expired, or not this project's).");
+            };
+            let Some(role) = t.role(&id) else {
+                return refuse("That account is not an operator.");
+            };
+            Operator {
+                name: format!("{} {}", id.uid.as_str(), id.email.as_deref().unwrap_or(""))
+                    .trim()
+                    .to_owned(),
+                role,
+            }
+        }
+        _ => return refuse("Sign in with one of the forms below."),
     };
+    let role = who.role;
     let ttl = i64::try_from(s.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let value = seal_session(&s.session_key, &who, now_secs() + ttl);
     let cookie = Cookie::build(SESSION_COOKIE, value)

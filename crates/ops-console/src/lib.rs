@@ -19,7 +19,9 @@ mod events;
 mod jobs;
 mod pages;
 
-pub use access::{Access, Role, SESSION_COOKIE, SignIn, hash_password, is_password_hash};
+pub use access::{
+    Access, Role, SESSION_COOKIE, SignIn, TokenSignIn, hash_password, is_password_hash,
+};
 pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 
 use actix_web::cookie::{Cookie, SameSite};

@@ -447,7 +447,26 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
 
 mod sign_in {
     use super::*;
-    use ops_console::{Access, Role, SESSION_COOKIE, SignIn, hash_password};
+    use ops_console::{Access, Role, SESSION_COOKIE, SignIn, TokenSignIn, hash_password};
+    use ports::testing::FakeTokenVerifier;
+
+    /// Tokens the fake verifier knows: one per value of the `ops` claim.
+    fn verifier() -> Arc<FakeTokenVerifier> {
+        let v = Arc::new(FakeTokenVerifier::new());
+        for (token, claim) in [
+            ("tok-admin", Some(serde_json::json!(true))),
+            ("tok-viewer", Some(serde_json::json!("viewer"))),
+            ("tok-wrong", Some(serde_json::json!("superuser"))),
+            ("tok-none", None),
+        ] {
+            let mut id = domain::VerifiedIdentity::new(domain::FirebaseUid::parse(token).unwrap());
+            if let Some(c) = claim {
+                id.custom_claims.insert("ops".into(), c);
+            }
+            v.allow(token, id);
+        }
+        v
+    }
 
     const FAR: &str = "10.20.30.40:50000";
 
@@ -463,6 +482,10 @@ mod sign_in {
             session_key: b"a session key of thirty-two bytes!".to_vec(),
             session_ttl: Duration::from_secs(3600),
             secure_cookies: true,
+            token: Some(TokenSignIn {
+                verifier: verifier(),
+                claim: "ops".into(),
+            }),
         }))
     }
 
@@ -490,6 +513,10 @@ mod sign_in {
             r = r.cookie(c.clone());
         }
         r.to_request()
+    }
+
+    fn token_value(c: &actix_web::cookie::Cookie<'_>) -> String {
+        c.value().to_owned()
     }
 
     #[actix_web::test]
@@ -649,6 +676,74 @@ mod sign_in {
         .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert_eq!(dead().await, 0);
+
+        // A Firebase ID token signs in when its `ops` claim names a role.
+        for (token, status) in [
+            ("tok-none", StatusCode::UNAUTHORIZED),
+            ("tok-wrong", StatusCode::UNAUTHORIZED),
+            ("not-a-token", StatusCode::UNAUTHORIZED),
+        ] {
+            let res = test::call_service(
+                &app,
+                form(
+                    "/ops/login",
+                    format!(
+                        "csrf={token_csrf}&id_token={token}",
+                        token_csrf = token_value(&csrf)
+                    ),
+                    std::slice::from_ref(&csrf),
+                ),
+            )
+            .await;
+            assert_eq!(res.status(), status, "{token}");
+            assert!(
+                res.response().cookies().all(|c| c.name() != SESSION_COOKIE),
+                "{token}"
+            );
+        }
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&id_token=tok-viewer"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        let by_token = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap()
+            .into_owned();
+        let res = test::call_service(
+            &app,
+            form(&retry, format!("csrf={token}"), &[csrf.clone(), by_token]),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "a viewer by claim cannot act either"
+        );
+        let res = test::call_service(
+            &app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&id_token=tok-admin"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let by_token = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap()
+            .into_owned();
+        let res = test::call_service(&app, get("/ops", &[csrf.clone(), by_token])).await;
+        assert!(body_text(&test::read_body(res).await).contains("Signed in: tok-admin"));
 
         // Signing out clears the session.
         let res = test::call_service(

@@ -137,6 +137,7 @@ impl TestApp {
             email_verified: true,
             name: name.map(str::to_owned),
             ttl: std::time::Duration::from_secs(3600),
+            claims: serde_json::Map::new(),
         };
         auth_adapter::mint_dev_token(secret, &self.settings.auth.firebase_project_id, &req)
             .expect("minting a dev token")

@@ -10,6 +10,7 @@ pub(crate) const VARIABLES: &[&str] = &[
     "OPS_VIEWER_PASSWORD_HASH",
     "OPS_SESSION_SECRET",
     "OPS_SESSION_HOURS",
+    "OPS_ADMIN_CLAIM",
     "OPS_ADDR",
 ];
 
@@ -20,6 +21,9 @@ pub struct OpsSection {
     pub access: Option<ops_console::Access>,
     /// Its own listener (`OPS_ADDR`); `None`: under `/ops` on the API's.
     pub addr: Option<SocketAddr>,
+    /// The custom claim of a Firebase ID token that makes an operator
+    /// (`OPS_ADMIN_CLAIM`); the app's token verifier checks the token.
+    pub token_claim: Option<String>,
 }
 
 /// The hashes and the session key are never printed.
@@ -52,7 +56,11 @@ impl OpsSection {
         }
         let hours = r.parsed("OPS_SESSION_HOURS", 8_u64, "a number of hours");
         let secret = r.raw("OPS_SESSION_SECRET");
-        let access = if passwords.is_empty() {
+        let token_claim = r
+            .raw("OPS_ADMIN_CLAIM")
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty());
+        let access = if passwords.is_empty() && token_claim.is_none() {
             // Without a password: on a developer's machine, loopback only;
             // in production, not served at all.
             (env == AppEnv::Local).then_some(ops_console::Access::Loopback)
@@ -63,11 +71,13 @@ impl OpsSection {
                     session_key: secret.into_bytes(),
                     session_ttl: Duration::from_secs(hours.clamp(1, 24 * 30) * 3600),
                     secure_cookies: env == AppEnv::Production,
+                    // Filled in by the app with its token verifier.
+                    token: None,
                 })),
                 None => {
                     r.problem(
                         "OPS_SESSION_SECRET",
-                        "is required (at least 32 characters, the same on every instance) when an OPS_*PASSWORD_HASH is set",
+                        "is required (at least 32 characters, the same on every instance) when an OPS_*PASSWORD_HASH or OPS_ADMIN_CLAIM is set",
                     );
                     None
                 }
@@ -84,6 +94,10 @@ impl OpsSection {
                 })
                 .ok()
         });
-        Self { access, addr }
+        Self {
+            access,
+            addr,
+            token_claim,
+        }
     }
 }
