@@ -314,7 +314,8 @@ pub(crate) fn ops_console(
             .with_instances(Arc::new(streams_adapter::RedisInstances::new(
                 infra.fred.clone(),
                 &settings.redis.key_prefix,
-            ))),
+            )))
+            .with_support(Arc::new(postgres_adapter::PgSupport::new(infra.pg.clone()))),
     )
 }
 

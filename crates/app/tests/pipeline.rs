@@ -682,6 +682,37 @@ async fn a_paused_mail_queue_holds_welcome_mails_until_it_is_resumed() {
     assert!(env.jobs(&["resume", "mail"]).await.contains("resumed"));
     let got = smtp.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].rcpt_tos, ["ada@example.com"]);
+    // Support finds her by address, with her welcome mail sent; the events
+    // page shows the outbox relayed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = reqwest::get(format!(
+            "http://127.0.0.1:{}/ops/users?q=ADA%40example.com",
+            serve.port
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(page.contains("<code>ada</code>"), "{page}");
+        // The ledger marks the mail sent right after the SMTP server took it.
+        if page.contains("sent ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the welcome mail is not marked sent: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = reqwest::get(format!("http://127.0.0.1:{}/ops/events", serve.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("events wait to be relayed"), "{events}");
     assert!(!env.jobs(&["stats"]).await.contains("PAUSED"));
 
     let bad = env.jobs_run(&["list", "mail", "--state", "sleeping"]);

@@ -3,7 +3,7 @@
 
 use crate::actions::{ActionForm, act};
 use crate::pages::{failure, form_fields, layout, send};
-use crate::{OpsConsole, Refusal, admit, csrf_token, refused_page};
+use crate::{OpsConsole, Refusal, admit, csrf_token, refused_page, relative};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::html as markup;
@@ -118,7 +118,30 @@ pub(crate) async fn page(req: HttpRequest, console: web::Data<OpsConsole>) -> Ht
             Err(e) => return failure(&e),
         }
     }
+    let outbox = match &console.support {
+        Some(support) => match support.outbox().await {
+            Ok(o) => Some(o),
+            Err(e) => return failure(&e),
+        },
+        None => None,
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let body = markup! {
+        @if let Some(o) = &outbox {
+            h2 { "Outbox" }
+            p {
+                span data-outbox-backlog=(o.backlog) { (o.backlog) " events wait to be relayed" }
+                @if let Some(age) = o.oldest_age_ms { ", the oldest for " (age / 1000) " s" }
+            }
+            @if !o.failing.is_empty() {
+                div.scroll { table {
+                    thead { tr { th { "row" } th { "event" } th.n { "attempts" } th { "last error" } th { "written" } } }
+                    tbody { @for f in &o.failing {
+                        tr { td { (f.seq) } td { (f.event_type) } td.n { (f.attempts) } td.bad { (f.last_error) } td { (relative(f.created_at_ms, now_ms)) } }
+                    } }
+                } }
+            }
+        }
         p.muted { "Entries a consumer group could not process, with the reason. Replay puts one back on its stream for the groups to take again (after a fix or a newer version is out)." }
         @for s in &sections { (s) }
     };

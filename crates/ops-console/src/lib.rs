@@ -8,7 +8,9 @@
 //! - `pages.rs`: the layout and the overview (server-rendered with maud);
 //! - `jobs.rs`: a queue's jobs, and one job's page;
 //! - `actions.rs`: what a button does (every one a POST with the token);
-//! - `events.rs`: the event streams' dead letters, and replaying them.
+//! - `events.rs`: the outbox and the event streams' groups and dead
+//!   letters, and replaying them;
+//! - `users.rs`: support's view of one user.
 //!
 //! **Access** (`access.rs`): locally, anyone on loopback; elsewhere only
 //! operators who signed in, admins acting and viewers looking.
@@ -18,6 +20,7 @@ mod actions;
 mod events;
 mod jobs;
 mod pages;
+mod users;
 
 pub use access::{
     Access, Role, SESSION_COOKIE, SignIn, TokenSignIn, hash_password, is_password_hash,
@@ -27,7 +30,7 @@ pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ports::{EventAdmin, Instances, QueueAdmin};
+use ports::{EventAdmin, Instances, QueueAdmin, SupportAdmin};
 use std::sync::Arc;
 
 /// The cookie that carries the CSRF token (double submit: every form
@@ -46,6 +49,8 @@ pub struct OpsConsole {
     pub(crate) events: Option<(Arc<dyn EventAdmin>, Vec<String>)>,
     pub(crate) access: Access,
     pub(crate) instances: Option<Arc<dyn Instances>>,
+    /// Users and the outbox, from the database.
+    pub(crate) support: Option<Arc<dyn SupportAdmin>>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -61,7 +66,14 @@ impl OpsConsole {
             events: None,
             access: Access::Loopback,
             instances: None,
+            support: None,
         }
+    }
+
+    /// The users page and the outbox's backlog.
+    pub fn with_support(mut self, support: Arc<dyn SupportAdmin>) -> Self {
+        self.support = Some(support);
+        self
     }
 
     /// Lists the live instances (their heartbeats) on the overview.
@@ -116,6 +128,7 @@ pub fn configure(console: OpsConsole) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route("/jobs/{id}/retry", web::post().to(actions::retry))
                 .route("/jobs/{id}/delete", web::post().to(actions::delete))
                 .route("/events", web::get().to(events::page))
+                .route("/users", web::get().to(users::page))
                 .route(
                     "/events/{topic}/replay/{id}",
                     web::post().to(events::replay),

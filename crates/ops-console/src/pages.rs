@@ -23,6 +23,7 @@ pub(crate) fn layout(title: &str, body: Markup) -> String {
                     h1 { a href="/ops" { "Trellis ops" } }
                     a href="/ops" { "Queues" }
                     a href="/ops/events" { "Events" }
+                    a href="/ops/users" { "Users" }
                     span.muted { (title) }
                 }
                 main { (body) }

@@ -308,3 +308,58 @@ pub trait Instances: Send + Sync + 'static {
     /// The instances that beat within [`INSTANCE_ALIVE_FOR`], by id.
     async fn alive(&self) -> Result<Vec<InstanceInfo>, AdminError>;
 }
+
+/// A user as support sees them: the profile, the devices (fingerprints,
+/// never the tokens), and the welcome mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupportUser {
+    pub uid: String,
+    pub email: Option<String>,
+    pub verified_email: Option<String>,
+    pub display_name: Option<String>,
+    pub photo_url: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub devices: Vec<SupportDevice>,
+    /// When the welcome mail was claimed for sending and when it was sent.
+    pub welcome_claimed_at_ms: Option<i64>,
+    pub welcome_sent_at_ms: Option<i64>,
+}
+
+/// A registered push token, as a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupportDevice {
+    pub fingerprint: String,
+    pub platform: String,
+    pub created_at_ms: i64,
+    pub last_seen_at_ms: i64,
+}
+
+/// The outbox at a glance: what waits to be relayed, and what keeps failing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxOverview {
+    pub backlog: u64,
+    /// How long the oldest unrelayed row has waited (ms).
+    pub oldest_age_ms: Option<i64>,
+    pub failing: Vec<OutboxFailure>,
+}
+
+/// An outbox row whose relay failed, with the last error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxFailure {
+    pub seq: i64,
+    pub event_type: String,
+    pub attempts: i32,
+    pub last_error: String,
+    pub created_at_ms: i64,
+}
+
+/// What support and operators read from the database.
+#[async_trait]
+pub trait SupportAdmin: Send + Sync + 'static {
+    /// Users whose uid is `query`, or whose address (either) is `query`
+    /// (case-insensitive); at most a few.
+    async fn find_users(&self, query: &str) -> Result<Vec<SupportUser>, AdminError>;
+    /// The outbox's backlog and its failing rows (newest first).
+    async fn outbox(&self) -> Result<OutboxOverview, AdminError>;
+}

@@ -19,7 +19,8 @@ pub mod testing;
 
 pub use admin::{
     AdminError, DeadLetter, EventAdmin, InstanceInfo, Instances, JobDetail, MinuteCount,
-    QueueAdmin, QueueOverview, StreamGroup, StreamOverview,
+    OutboxFailure, OutboxOverview, QueueAdmin, QueueOverview, StreamGroup, StreamOverview,
+    SupportAdmin, SupportDevice, SupportUser,
 };
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};

@@ -8,6 +8,7 @@ mod push_tokens;
 mod rows;
 mod schema;
 mod shared;
+mod support;
 mod users;
 mod welcome;
 
@@ -18,5 +19,6 @@ pub use pool::{
     revert_last_migration, run_migrations,
 };
 pub use push_tokens::PgPushTokenRepository;
+pub use support::PgSupport;
 pub use users::PgUserRepository;
 pub use welcome::PgWelcomeLedger;
