@@ -35,6 +35,9 @@ struct Env<'a> {
     smtp: &'a SmtpSink,
 }
 
+/// An operator password and what the app is told of it.
+const OPS_PASSWORD: &str = "a long operator password";
+
 /// A single Redis or a Redis Cluster, with a key prefix of this test's own.
 trait RedisUnderTest {
     fn url(&self) -> String;
@@ -760,7 +763,8 @@ async fn on_a_redis_cluster_each_new_user_gets_one_welcome_mail_across_processes
     assert!(listed.contains("no dead jobs"), "{listed}");
 }
 
-/// The ops console in a real browser (headless Chromium): a welcome mail
+/// The ops console in a real browser (headless Chromium): signed in with
+/// the operator password, a welcome mail
 /// the SMTP server refuses with a 550 shows up as a dead job, Retry sends
 /// it; a paused queue's pending count grows on the live overview, Resume
 /// lets it go.
@@ -777,10 +781,49 @@ async fn in_a_browser_the_ops_console_retries_a_dead_mail_and_pauses_a_queue() {
         redis: &redis,
         smtp: &smtp,
     };
-    let serve = env.start("serve").await;
+    // The console asks for the operator password (as in production).
+    let hash = ops_console::hash_password(OPS_PASSWORD).unwrap();
+    let serve = {
+        let port = free_port();
+        let child = env
+            .command("serve", port)
+            .env("OPS_PASSWORD_HASH", &hash)
+            .env("OPS_SESSION_SECRET", "an ops session secret of 32+ chars")
+            .spawn()
+            .unwrap();
+        let proc = Proc { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "app serve never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proc
+    };
     let _worker = env.start("worker").await;
     let ops = format!("http://127.0.0.1:{}/ops", serve.port);
     let browser = test_support::Browser::start("ops-console-retry-and-pause").await;
+    browser.goto(&ops).await;
+    assert!(
+        browser.url().await.ends_with("/ops/login"),
+        "sent to sign in"
+    );
+    browser
+        .type_into("input[name='password']", "not the password")
+        .await;
+    browser.click("form.login button").await;
+    browser
+        .wait_for_text("That password is not right.", Duration::from_secs(5))
+        .await;
+    browser
+        .type_into("input[name='password']", OPS_PASSWORD)
+        .await;
+    browser.click("form.login button").await;
+    browser
+        .wait_for_text("Signed in: admin operator", Duration::from_secs(5))
+        .await;
 
     let ada = token("ada", Some("ada@example.com"), Some("Ada"));
     assert_eq!(patch_me(&serve, &ada, json!({})).await, 201);

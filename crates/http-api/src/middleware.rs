@@ -59,17 +59,19 @@ fn detail_for(status: StatusCode) -> &'static str {
 
 /// Replaces a non-problem error body (from actix itself: unknown route, wrong
 /// method, a query string that does not parse) with problem+json. Actix's own
-/// error text can quote input and is never sent.
+/// error text can quote input and is never sent. An HTML page (the ops
+/// console's own error pages, which never quote input) is kept: actix never
+/// answers with HTML by itself.
 fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+    let kept = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"text/html")
+    });
+    if kept {
         return res;
     }
     let mut replacement = Problem::of(status, code_for(status), detail_for(status)).to_response();

@@ -139,6 +139,22 @@ impl Browser {
         assert!(v.is_null(), "clicking {css:?}: {v}");
     }
 
+    /// Types `text` into the first element matching `css` (it must exist).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self
+            .find(css)
+            .await
+            .unwrap_or_else(|| panic!("no element matches {css:?}"));
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{id}/value"),
+                Some(json!({"text": text})),
+            )
+            .await;
+        assert!(v.is_null(), "typing into {css:?}: {v}");
+    }
+
     /// Waits up to `within` until the page's DOM contains `text`, reloading
     /// nothing (the page's own scripts may change it); returns the DOM.
     pub async fn wait_for_text(&self, text: &str, within: Duration) -> String {
