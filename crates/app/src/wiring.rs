@@ -50,6 +50,9 @@ pub struct Infrastructure {
     /// The WebSocket hub, once the API server made it (its connections are
     /// in this process's heartbeat).
     pub hub: Arc<std::sync::OnceLock<Hub>>,
+    /// When this process started (ms): with the instance id, what its
+    /// heartbeat and its socket counts name it by.
+    pub started_at_ms: i64,
 }
 
 impl std::fmt::Debug for Infrastructure {
@@ -73,6 +76,7 @@ impl Infrastructure {
             push,
             queue,
             hub: Arc::default(),
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
         })
     }
 
@@ -144,6 +148,12 @@ async fn hub(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Hub> {
     let hub = Hub::with_shutdown(settings.ws.hub_settings(&settings.instance_id), shutdown);
+    hub.set_presence(Arc::new(streams_adapter::RedisSocketRegistry::new(
+        infra.fred.clone(),
+        &settings.redis.key_prefix,
+        &settings.instance_id,
+        infra.started_at_ms,
+    )));
     let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis.key_prefix)?);
     hub.set_fanout(fanout.clone());
     fanout
@@ -265,7 +275,7 @@ pub(crate) fn heartbeat(
         id: settings.instance_id.clone(),
         role: format!("{role:?}").to_ascii_lowercase(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at_ms: now(),
+        started_at_ms: infra.started_at_ms,
         last_seen_ms: 0,
         ws_connections: None,
     };
@@ -315,7 +325,13 @@ pub(crate) fn ops_console(
                 infra.fred.clone(),
                 &settings.redis.key_prefix,
             )))
-            .with_support(Arc::new(postgres_adapter::PgSupport::new(infra.pg.clone()))),
+            .with_support(Arc::new(postgres_adapter::PgSupport::new(infra.pg.clone())))
+            .with_sockets(Arc::new(streams_adapter::RedisSocketRegistry::new(
+                infra.fred.clone(),
+                &settings.redis.key_prefix,
+                &settings.instance_id,
+                infra.started_at_ms,
+            ))),
     )
 }
 

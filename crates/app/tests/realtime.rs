@@ -190,3 +190,56 @@ async fn the_upgrade_without_a_token_is_a_401_problem() {
         other => panic!("expected 401, got {other:?}"),
     }
 }
+
+/// The ops console's users page: `uid`'s "sockets open now" cell.
+async fn open_sockets(app: &TestApp, uid: &str) -> String {
+    let page = app
+        .client
+        .get(app.url(&format!("/ops/users?q={uid}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = format!("data-sockets=\"{uid}\">");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no sockets cell: {page}"))
+        + marker.len();
+    page[at..].split('<').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_sees_a_users_open_sockets_across_instances() {
+    let app = spawn_app().await;
+    let other = spawn_sibling(&app, Role::Serve, &[]).await;
+    let token = app.token_with("sam", Some("sam@example.com"), None);
+    assert_eq!(app.patch_me(&token, &json!({})).await.0, 201);
+    // Before any socket (the heartbeats name both instances alive).
+    assert_eq!(open_sockets(&app, "sam").await, "0");
+    let mut a = connect(&app, &token).await;
+    let mut b = connect(&other, &token).await;
+    ready(&mut a).await;
+    ready(&mut b).await;
+    // Counted off the connection's path: give the counter its round trip.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_sockets(&app, "sam").await != "2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two sockets, one per instance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.close(None).await.unwrap();
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_sockets(&other, "sam").await != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one left after a close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+}

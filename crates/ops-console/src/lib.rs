@@ -30,7 +30,7 @@ pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ports::{EventAdmin, Instances, QueueAdmin, SupportAdmin};
+use ports::{EventAdmin, Instances, QueueAdmin, SocketRegistry, SupportAdmin};
 use std::sync::Arc;
 
 /// The cookie that carries the CSRF token (double submit: every form
@@ -51,6 +51,8 @@ pub struct OpsConsole {
     pub(crate) instances: Option<Arc<dyn Instances>>,
     /// Users and the outbox, from the database.
     pub(crate) support: Option<Arc<dyn SupportAdmin>>,
+    /// Each user's open sockets per instance.
+    pub(crate) sockets: Option<Arc<dyn SocketRegistry>>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -67,7 +69,14 @@ impl OpsConsole {
             access: Access::Loopback,
             instances: None,
             support: None,
+            sockets: None,
         }
+    }
+
+    /// A user's open sockets on the users page (counted per live instance).
+    pub fn with_sockets(mut self, sockets: Arc<dyn SocketRegistry>) -> Self {
+        self.sockets = Some(sockets);
+        self
     }
 
     /// The users page and the outbox's backlog.

@@ -14,7 +14,30 @@ pub(crate) struct UserQuery {
     q: Option<String>,
 }
 
-fn user_card(u: &SupportUser, now_ms: i64) -> Markup {
+/// `uid`'s open sockets on the instances alive now: `None` when the
+/// console cannot tell.
+async fn open_sockets(console: &OpsConsole, uid: &str) -> Result<Option<u64>, ports::AdminError> {
+    let (Some(sockets), Some(instances)) = (&console.sockets, &console.instances) else {
+        return Ok(None);
+    };
+    let alive: Vec<String> = instances
+        .alive()
+        .await?
+        .into_iter()
+        .map(|i| i.key())
+        .collect();
+    Ok(Some(
+        sockets
+            .sockets(uid)
+            .await?
+            .into_iter()
+            .filter(|(instance, _)| alive.contains(instance))
+            .map(|(_, n)| n)
+            .sum(),
+    ))
+}
+
+fn user_card(u: &SupportUser, sockets: Option<u64>, now_ms: i64) -> Markup {
     let when = |ms: Option<i64>| ms.map_or_else(|| "—".to_owned(), |ms| relative(ms, now_ms));
     markup! {
         h2 { code { (u.uid) } }
@@ -25,6 +48,7 @@ fn user_card(u: &SupportUser, now_ms: i64) -> Markup {
             tr { th { "photo" } td { (u.photo_url.as_deref().unwrap_or("—")) } }
             tr { th { "created" } td { (relative(u.created_at_ms, now_ms)) } }
             tr { th { "updated" } td { (relative(u.updated_at_ms, now_ms)) } }
+            tr { th { "sockets open now" } td data-sockets=(u.uid) { @match sockets { Some(n) => (n), None => "—" } } }
             tr { th { "welcome mail" } td {
                 @match (u.welcome_claimed_at_ms, u.welcome_sent_at_ms) {
                     (_, Some(sent)) => { "sent " (relative(sent, now_ms)) },
@@ -67,7 +91,16 @@ pub(crate) async fn page(
         None
     } else {
         match support.find_users(q).await {
-            Ok(f) => Some(f),
+            Ok(f) => {
+                let mut with_sockets = Vec::new();
+                for u in f {
+                    match open_sockets(&console, &u.uid).await {
+                        Ok(n) => with_sockets.push((u, n)),
+                        Err(e) => return failure(&e),
+                    }
+                }
+                Some(with_sockets)
+            }
             Err(e) => return failure(&e),
         }
     };
@@ -82,7 +115,7 @@ pub(crate) async fn page(
             @if found.is_empty() {
                 p.notice { "No user has the uid or address " (q) "." }
             }
-            @for u in found { (user_card(u, now_ms)) }
+            @for (u, n) in found { (user_card(u, *n, now_ms)) }
         }
     };
     send(StatusCode::OK, layout("Users", body), cookie)

@@ -294,6 +294,19 @@ pub struct InstanceInfo {
     pub ws_connections: Option<u64>,
 }
 
+/// How an instance is named where it counts things (`<id>@<started ms>`):
+/// a restarted process with the same id is another instance.
+pub fn instance_key(id: &str, started_at_ms: i64) -> String {
+    format!("{id}@{started_at_ms}")
+}
+
+impl InstanceInfo {
+    /// See [`instance_key`].
+    pub fn key(&self) -> String {
+        instance_key(&self.id, self.started_at_ms)
+    }
+}
+
 /// How long a heartbeat keeps an instance alive.
 pub const INSTANCE_ALIVE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often an instance beats.
@@ -362,4 +375,17 @@ pub trait SupportAdmin: Send + Sync + 'static {
     async fn find_users(&self, query: &str) -> Result<Vec<SupportUser>, AdminError>;
     /// The outbox's backlog and its failing rows (newest first).
     async fn outbox(&self) -> Result<OutboxOverview, AdminError>;
+}
+
+/// Which instance holds how many sockets of a user, for support: each
+/// instance adds and removes its own; entries of instances no longer alive
+/// (see [`Instances`]) are not counted.
+#[async_trait]
+pub trait SocketRegistry: Send + Sync + 'static {
+    /// A socket of `uid` opened on this instance.
+    async fn opened(&self, uid: &str) -> Result<(), AdminError>;
+    /// A socket of `uid` closed on this instance.
+    async fn closed(&self, uid: &str) -> Result<(), AdminError>;
+    /// `uid`'s sockets per instance (`<instance id>@<started at ms>`).
+    async fn sockets(&self, uid: &str) -> Result<Vec<(String, u64)>, AdminError>;
 }

@@ -19,8 +19,8 @@ pub mod testing;
 
 pub use admin::{
     AdminError, DeadLetter, EventAdmin, InstanceInfo, Instances, JobDetail, MinuteCount,
-    OutboxFailure, OutboxOverview, QueueAdmin, QueueOverview, StreamGroup, StreamOverview,
-    SupportAdmin, SupportDevice, SupportUser,
+    OutboxFailure, OutboxOverview, QueueAdmin, QueueOverview, SocketRegistry, StreamGroup,
+    StreamOverview, SupportAdmin, SupportDevice, SupportUser,
 };
 pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};

@@ -95,3 +95,110 @@ impl Instances for RedisInstances {
         Ok(alive)
     }
 }
+
+/// `ports::SocketRegistry` on Redis: a hash per user
+/// (`<prefix>sockets:<uid>`), a field per instance (`<id>@<started at ms>`)
+/// counting its open sockets of that user; kept a day after the last change.
+#[derive(Clone)]
+pub struct RedisSocketRegistry {
+    client: Client,
+    prefix: String,
+    instance: String,
+}
+
+impl std::fmt::Debug for RedisSocketRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSocketRegistry")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSocketRegistry {
+    /// The registry of instance `instance_id`, started at `started_at_ms`
+    /// (the same values its heartbeat carries).
+    pub fn new(client: Client, prefix: &str, instance_id: &str, started_at_ms: i64) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_owned(),
+            instance: ports::admin::instance_key(instance_id, started_at_ms),
+        }
+    }
+
+    fn key(&self, uid: &str) -> String {
+        format!("{}sockets:{uid}", self.prefix)
+    }
+
+    async fn add(&self, uid: &str, n: i64) -> Result<(), AdminError> {
+        let key = self.key(uid);
+        let left = command(
+            &self.client,
+            "HINCRBY",
+            false,
+            vec![v(key.clone()), v(self.instance.clone()), Value::Integer(n)],
+        )
+        .await
+        .map_err(unavailable)?;
+        if left.as_i64().is_some_and(|l| l <= 0) {
+            command(
+                &self.client,
+                "HDEL",
+                false,
+                vec![v(key.clone()), v(self.instance.clone())],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        command(
+            &self.client,
+            "EXPIRE",
+            false,
+            vec![v(key), Value::Integer(86_400)],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ports::SocketRegistry for RedisSocketRegistry {
+    async fn opened(&self, uid: &str) -> Result<(), AdminError> {
+        self.add(uid, 1).await
+    }
+
+    async fn closed(&self, uid: &str) -> Result<(), AdminError> {
+        self.add(uid, -1).await
+    }
+
+    async fn sockets(&self, uid: &str) -> Result<Vec<(String, u64)>, AdminError> {
+        let reply = command(&self.client, "HGETALL", false, vec![v(self.key(uid))])
+            .await
+            .map_err(unavailable)?;
+        let pairs: Vec<(String, u64)> = match reply {
+            Value::Array(kv) => kv
+                .chunks(2)
+                .filter_map(|c| {
+                    let k = crate::reply::string(c.first()?)?;
+                    let n = c
+                        .get(1)?
+                        .as_u64()
+                        .or_else(|| crate::reply::string(c.get(1)?)?.parse().ok())?;
+                    Some((k, n))
+                })
+                .collect(),
+            Value::Map(m) => m
+                .inner()
+                .into_iter()
+                .filter_map(|(k, val)| {
+                    let n = val
+                        .as_u64()
+                        .or_else(|| crate::reply::string(&val)?.parse().ok())?;
+                    Some((k.as_str()?.to_string(), n))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(pairs.into_iter().filter(|(_, n)| *n > 0).collect())
+    }
+}

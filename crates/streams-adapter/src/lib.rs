@@ -16,5 +16,5 @@ pub use client::connect;
 pub use consumer::{ConsumerSettings, RedisStreamConsumer};
 pub use fanout::RedisFanout;
 pub use fred::clients::Client as RedisClient;
-pub use instances::RedisInstances;
+pub use instances::{RedisInstances, RedisSocketRegistry};
 pub use publisher::{RedisStreamPublisher, cluster_stream_key, stream_key};

@@ -48,3 +48,28 @@ async fn only_instances_that_beat_lately_are_alive_and_long_gone_ones_are_forgot
         "an hour gone is forgotten"
     );
 }
+
+#[tokio::test]
+async fn each_instance_counts_its_own_sockets_of_a_user() {
+    use ports::SocketRegistry;
+    let redis = TestRedis::new().await;
+    let client = streams_adapter::connect(redis.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let one = streams_adapter::RedisSocketRegistry::new(client.clone(), redis.prefix(), "one", 1);
+    let two = streams_adapter::RedisSocketRegistry::new(client.clone(), redis.prefix(), "two", 2);
+    one.opened("ada").await.unwrap();
+    one.opened("ada").await.unwrap();
+    two.opened("ada").await.unwrap();
+    one.closed("ada").await.unwrap();
+    let mut counts = one.sockets("ada").await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [("one@1".to_owned(), 1), ("two@2".to_owned(), 1)]);
+    one.closed("ada").await.unwrap();
+    two.closed("ada").await.unwrap();
+    assert!(
+        one.sockets("ada").await.unwrap().is_empty(),
+        "closed ones leave nothing"
+    );
+    assert!(two.sockets("bob").await.unwrap().is_empty());
+}

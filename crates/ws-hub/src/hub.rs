@@ -96,6 +96,8 @@ pub(crate) struct HubInner {
     pub(crate) shutdown: CancellationToken,
     next_id: AtomicU64,
     fanout: OnceLock<Arc<dyn Fanout>>,
+    /// Where this instance counts each user's open sockets (for support).
+    presence: OnceLock<mpsc::Sender<(String, bool)>>,
 }
 
 /// The WebSocket hub. Cheap to clone.
@@ -150,6 +152,7 @@ impl Hub {
                 shutdown: shutdown.child_token(),
                 next_id: AtomicU64::new(1),
                 fanout: OnceLock::new(),
+                presence: OnceLock::new(),
             }),
         };
         crate::handlers::register_builtins(&hub);
@@ -174,6 +177,39 @@ impl Hub {
     /// Call once, before `fanout.subscribe(hub)`.
     pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
         let _ = self.inner.fanout.set(fanout);
+    }
+
+    /// Counts each user's open sockets in `presence`, in the order they
+    /// open and close (one task applies them), off the connection's path: a
+    /// failed or dropped count is logged, never felt by a client.
+    pub fn set_presence(&self, presence: Arc<dyn ports::SocketRegistry>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::channel::<(String, bool)>(10_000);
+        if self.inner.presence.set(tx).is_err() {
+            return;
+        }
+        runtime.spawn(async move {
+            while let Some((uid, opened)) = rx.recv().await {
+                let done = if opened {
+                    presence.opened(&uid).await
+                } else {
+                    presence.closed(&uid).await
+                };
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "socket count not updated");
+                }
+            }
+        });
+    }
+
+    fn count_socket(&self, uid: &FirebaseUid, opened: bool) {
+        if let Some(tx) = self.inner.presence.get()
+            && tx.try_send((uid.as_str().to_owned(), opened)).is_err()
+        {
+            tracing::debug!("socket count dropped (the counter is behind)");
+        }
     }
 
     pub(crate) fn fanout(&self) -> Option<&Arc<dyn Fanout>> {
@@ -213,6 +249,7 @@ impl Hub {
             reason: Arc::new(OnceLock::new()),
         };
         reg.by_user.entry(uid.clone()).or_default().insert(id);
+        self.count_socket(&uid, true);
         reg.conns.insert(
             id,
             Conn {
@@ -231,6 +268,7 @@ impl Hub {
         let Some(conn) = reg.conns.remove(&id) else {
             return;
         };
+        self.count_socket(&conn.uid, false);
         if let Some(set) = reg.by_user.get_mut(&conn.uid) {
             set.remove(&id);
             if set.is_empty() {
