@@ -184,9 +184,35 @@ pub(crate) async fn websocket_abuse(quick: bool) -> anyhow::Result<Outcome> {
     }
     reader.abort();
     let feed = feed_seen.load(std::sync::atomic::Ordering::Relaxed);
-    let (flooded, _flood) = tokio::time::timeout(Duration::from_secs(60), flooding).await??;
-    let rss_after = tools::rss_kib(pid)?;
-    rss_peak = rss_peak.max(rss_after);
+    let (flooded, flood) = tokio::time::timeout(Duration::from_secs(60), flooding).await??;
+    rss_peak = rss_peak.max(tools::rss_kib(pid)?);
+    // The slow client was dropped: reading now ends in a close, not 4,000 messages.
+    let slow_closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        while let Some(m) = slow.next().await {
+            match m {
+                Ok(Message::Close(Some(f))) => return Some((u16::from(f.code), n)),
+                Ok(_) => n += 1,
+                Err(_) => return Some((0, n)),
+            }
+        }
+        Some((0, n))
+    })
+    .await
+    .ok()
+    .flatten();
+    // What is retained is measured once both abusers are gone (the flooder
+    // hangs up now, the slow client was closed above), over the next second
+    // (the server notices the hang-up and drops that connection's queues):
+    // the lowest RSS then, since freed memory reaches the OS only as the
+    // allocator trims. Measured while the flooder was still connected, it
+    // counted the flooder's own queues as "retained".
+    drop(flood);
+    let mut rss_after = tools::rss_kib(pid)?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_after = rss_after.min(tools::rss_kib(pid)?);
+    }
     let growth_mib = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
     let retained_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
     let bound_mib = memory_bound_mib();
@@ -234,21 +260,6 @@ pub(crate) async fn websocket_abuse(quick: bool) -> anyhow::Result<Outcome> {
             "RSS grew {growth_mib:.1} MiB, more than its queues can hold ({bound_mib:.1} MiB)"
         ));
     }
-    // The slow client was dropped: reading now ends in a close, not 4,000 messages.
-    let slow_closed = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut n = 0;
-        while let Some(m) = slow.next().await {
-            match m {
-                Ok(Message::Close(Some(f))) => return Some((u16::from(f.code), n)),
-                Ok(_) => n += 1,
-                Err(_) => return Some((0, n)),
-            }
-        }
-        Some((0, n))
-    })
-    .await
-    .ok()
-    .flatten();
     // Its backlog ended (in a close frame or a reset) well before all the
     // feed messages it fell behind on.
     let slow_note = match slow_closed {
