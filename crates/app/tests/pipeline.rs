@@ -846,6 +846,13 @@ async fn in_a_browser_the_ops_console_retries_a_dead_mail_and_pauses_a_queue() {
     let shots = std::env::var_os("OPS_SCREENSHOTS").map(std::path::PathBuf::from);
     if let Some(dir) = &shots {
         browser.save_screenshot(dir, "ops-dead-jobs").await;
+        // The job's own page, then back.
+        browser.click("a[href^='/ops/jobs/']").await;
+        browser
+            .wait_for_text("Payload", Duration::from_secs(5))
+            .await;
+        browser.save_screenshot(dir, "ops-job").await;
+        browser.goto(&dead_page).await;
     }
     browser.click("form[action$='/retry'] button").await;
     browser
