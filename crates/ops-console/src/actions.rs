@@ -79,105 +79,33 @@ pub(crate) async fn act(
     }
 }
 
-pub(crate) async fn pause(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    queue: web::Path<String>,
-    form: web::Form<ActionForm>,
-) -> HttpResponse {
-    let q = queue.into_inner();
-    let run = console.queues.pause(&q);
-    act(
-        req,
-        &console,
-        form,
-        "pause",
-        q.clone(),
-        run,
-        "The queue was already paused.",
-    )
-    .await
+/// A button that does one thing to one queue or job (named by the path):
+/// `$name` runs `QueueAdmin::$method` on it.
+macro_rules! one_thing {
+    ($name:ident, $method:ident, $what:literal, $not_done:literal) => {
+        pub(crate) async fn $name(
+            req: HttpRequest,
+            console: web::Data<OpsConsole>,
+            target: web::Path<String>,
+            form: web::Form<ActionForm>,
+        ) -> HttpResponse {
+            let target = target.into_inner();
+            let run = console.queues.$method(&target);
+            act(req, &console, form, $what, target.clone(), run, $not_done).await
+        }
+    };
 }
 
-pub(crate) async fn resume(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    queue: web::Path<String>,
-    form: web::Form<ActionForm>,
-) -> HttpResponse {
-    let q = queue.into_inner();
-    let run = console.queues.resume(&q);
-    act(
-        req,
-        &console,
-        form,
-        "resume",
-        q.clone(),
-        run,
-        "The queue was not paused.",
-    )
-    .await
-}
-
-pub(crate) async fn retry(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    id: web::Path<String>,
-    form: web::Form<ActionForm>,
-) -> HttpResponse {
-    let id = id.into_inner();
-    let run = console.queues.retry(&id);
-    act(
-        req,
-        &console,
-        form,
-        "retry",
-        id.clone(),
-        run,
-        "That job is not dead (any more).",
-    )
-    .await
-}
-
-pub(crate) async fn delete(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    id: web::Path<String>,
-    form: web::Form<ActionForm>,
-) -> HttpResponse {
-    let id = id.into_inner();
-    let run = console.queues.delete(&id);
-    act(
-        req,
-        &console,
-        form,
-        "delete",
-        id.clone(),
-        run,
-        "There is no such job (any more).",
-    )
-    .await
-}
-
-pub(crate) async fn run_now(
-    req: HttpRequest,
-    console: web::Data<OpsConsole>,
-    id: web::Path<String>,
-    form: web::Form<ActionForm>,
-) -> HttpResponse {
-    let id = id.into_inner();
-    let run = console.queues.run_now(&id);
-    act(
-        req,
-        &console,
-        form,
-        "run now",
-        id.clone(),
-        run,
-        "That job is neither scheduled nor waiting to retry (any more).",
-    )
-    .await
-}
+one_thing!(pause, pause, "pause", "The queue was already paused.");
+one_thing!(resume, resume, "resume", "The queue was not paused.");
+one_thing!(retry, retry, "retry", "That job is not dead (any more).");
+one_thing!(delete, delete, "delete", "There is no such job (any more).");
+one_thing!(
+    run_now,
+    run_now,
+    "run now",
+    "That job is neither scheduled nor waiting to retry (any more)."
+);
 
 pub(crate) async fn retry_kind(
     req: HttpRequest,

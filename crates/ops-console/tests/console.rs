@@ -23,6 +23,37 @@ fn queue(redis: &TestRedis) -> RedisJobQueue {
 
 const LOCAL: &str = "127.0.0.1:50000";
 
+/// A form POST from `peer` with `cookies`.
+fn form_post(
+    uri: &str,
+    body: String,
+    peer: SocketAddr,
+    cookies: &[actix_web::cookie::Cookie<'static>],
+) -> actix_http::Request {
+    let mut r = test::TestRequest::post()
+        .uri(uri)
+        .peer_addr(peer)
+        .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+        .set_payload(body);
+    for c in cookies {
+        r = r.cookie(c.clone());
+    }
+    r.to_request()
+}
+
+/// A GET from `peer` with `cookies`.
+fn page_get(
+    uri: &str,
+    peer: SocketAddr,
+    cookies: &[actix_web::cookie::Cookie<'static>],
+) -> actix_http::Request {
+    let mut r = test::TestRequest::get().uri(uri).peer_addr(peer);
+    for c in cookies {
+        r = r.cookie(c.clone());
+    }
+    r.to_request()
+}
+
 /// A dead job on queue "mail" whose error and payload try to inject markup.
 async fn dead_job(q: &RedisJobQueue) -> String {
     let job = NewJob::new(
@@ -167,15 +198,12 @@ async fn actions_need_loopback_and_the_form_token_and_then_act() {
     let token = cookie.value().to_owned();
     let retry = format!("/ops/jobs/{id}/retry");
     let post = |uri: &str, form: &str, peer: SocketAddr, with_cookie: bool| {
-        let mut r = test::TestRequest::post()
-            .uri(uri)
-            .peer_addr(peer)
-            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-            .set_payload(form.to_owned());
-        if with_cookie {
-            r = r.cookie(cookie.clone());
-        }
-        r.to_request()
+        let cookies = if with_cookie {
+            std::slice::from_ref(&cookie)
+        } else {
+            &[]
+        };
+        form_post(uri, form.to_owned(), peer, cookies)
     };
     let dead_count = || async {
         q.list("mail", JobState::Dead, None, 10)
@@ -386,15 +414,8 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
         "the group's lag: {page}"
     );
 
-    let post = |uri: String, form: String| {
-        test::TestRequest::post()
-            .uri(&uri)
-            .peer_addr(peer)
-            .cookie(cookie.clone())
-            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-            .set_payload(form)
-            .to_request()
-    };
+    let post =
+        |uri: String, form: String| form_post(&uri, form, peer, std::slice::from_ref(&cookie));
     let replay = format!("/ops/events/users/replay/{dead_id}");
     let res = test::call_service(&app, post(replay.clone(), "back=%2Fops%2Fevents".into())).await;
     assert!(matches!(
@@ -494,25 +515,11 @@ mod sign_in {
         body: String,
         cookies: &[actix_web::cookie::Cookie<'static>],
     ) -> actix_http::Request {
-        let mut r = test::TestRequest::post()
-            .uri(uri)
-            .peer_addr(FAR.parse().unwrap())
-            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-            .set_payload(body);
-        for c in cookies {
-            r = r.cookie(c.clone());
-        }
-        r.to_request()
+        form_post(uri, body, FAR.parse().unwrap(), cookies)
     }
 
     fn get(uri: &str, cookies: &[actix_web::cookie::Cookie<'static>]) -> actix_http::Request {
-        let mut r = test::TestRequest::get()
-            .uri(uri)
-            .peer_addr(FAR.parse().unwrap());
-        for c in cookies {
-            r = r.cookie(c.clone());
-        }
-        r.to_request()
+        page_get(uri, FAR.parse().unwrap(), cookies)
     }
 
     fn token_value(c: &actix_web::cookie::Cookie<'_>) -> String {
@@ -804,12 +811,7 @@ async fn a_job_has_its_own_page_runs_now_and_dead_jobs_retry_by_kind() {
     )
     .await;
     let peer: SocketAddr = LOCAL.parse().unwrap();
-    let get = |uri: String| {
-        test::TestRequest::get()
-            .uri(&uri)
-            .peer_addr(peer)
-            .to_request()
-    };
+    let get = |uri: String| page_get(&uri, peer, &[]);
 
     let res = test::call_service(&app, get(format!("/ops/jobs/{dead}"))).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -836,15 +838,8 @@ async fn a_job_has_its_own_page_runs_now_and_dead_jobs_retry_by_kind() {
     .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
-    let post = |uri: String, form: String| {
-        test::TestRequest::post()
-            .uri(&uri)
-            .peer_addr(peer)
-            .cookie(cookie.clone())
-            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-            .set_payload(form)
-            .to_request()
-    };
+    let post =
+        |uri: String, form: String| form_post(&uri, form, peer, std::slice::from_ref(&cookie));
     let res = test::call_service(&app, get(format!("/ops/jobs/{scheduled}"))).await;
     assert!(body_text(&test::read_body(res).await).contains("/run-now"));
     let res = test::call_service(

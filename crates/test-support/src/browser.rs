@@ -125,22 +125,16 @@ impl Browser {
 
     /// Clicks the first element matching `css` (it must exist).
     pub async fn click(&self, css: &str) {
-        let id = self
-            .find(css)
-            .await
-            .unwrap_or_else(|| panic!("no element matches {css:?}"));
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/element/{id}/click"),
-                Some(json!({})),
-            )
-            .await;
-        assert!(v.is_null(), "clicking {css:?}: {v}");
+        self.on_element(css, "click", json!({})).await;
     }
 
     /// Types `text` into the first element matching `css` (it must exist).
     pub async fn type_into(&self, css: &str, text: &str) {
+        self.on_element(css, "value", json!({ "text": text })).await;
+    }
+
+    /// `POST /element/<id>/<action>` on the first element matching `css`.
+    async fn on_element(&self, css: &str, action: &str, body: Value) {
         let id = self
             .find(css)
             .await
@@ -148,11 +142,11 @@ impl Browser {
         let v = self
             .call(
                 reqwest::Method::POST,
-                &format!("/element/{id}/value"),
-                Some(json!({"text": text})),
+                &format!("/element/{id}/{action}"),
+                Some(body),
             )
             .await;
-        assert!(v.is_null(), "typing into {css:?}: {v}");
+        assert!(v.is_null(), "{action} on {css:?}: {v}");
     }
 
     /// Waits up to `within` until the page's DOM contains `text`, reloading
