@@ -844,3 +844,47 @@ async fn a_disconnect_closes_every_socket_of_the_user_with_its_code_after_a_noti
     })
     .await;
 }
+
+mod closing_handshake {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as Code;
+
+    #[tokio::test]
+    async fn a_clients_close_is_answered_with_its_own_code_and_the_tcp_connection_ends() {
+        let s = server().await;
+        for code in [1000_u16, 1001, 3000, 4500] {
+            let mut ws = connect(&s, "alice").await;
+            ws.send(Message::Close(Some(CloseFrame {
+                code: Code::from(code),
+                reason: "bye".into(),
+            })))
+            .await
+            .unwrap();
+            assert_eq!(close_code(&mut ws).await, code, "echoed");
+            // After the handshake the server closes the TCP connection (the
+            // client waits for it, RFC 6455 §7.1.1): the stream ends within
+            // actix's disconnect timeout (1 s) plus margin.
+            let end = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    match ws.next().await {
+                        None | Some(Err(_)) => return,
+                        Some(Ok(_)) => continue,
+                    }
+                }
+            })
+            .await;
+            assert!(end.is_ok(), "the server left the TCP connection open");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_with_reserved_bits_set_is_a_protocol_error() {
+        let s = server().await;
+        let mut ws = connect(&s, "alice").await;
+        let mut frame = Frame::message(r#"{"type":"echo"}"#, OpCode::Data(Data::Text), true);
+        frame.header_mut().rsv1 = true;
+        ws.send(Message::Frame(frame)).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, 1002);
+    }
+}

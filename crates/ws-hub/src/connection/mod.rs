@@ -49,6 +49,11 @@ fn until(ms: i64) -> Option<Duration> {
 fn close_for(e: &ProtocolError) -> Option<CloseReason> {
     match e {
         ProtocolError::Overflow => Some((CloseCode::Size, "message too big").into()),
+        // actix-http reports reserved bits (no extension is negotiated) as
+        // invalid data; RFC 6455 §5.2 makes them a protocol error.
+        ProtocolError::Io(io) if io.to_string().contains("reserved bits") => {
+            Some((CloseCode::Protocol, "reserved bits set").into())
+        }
         ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
             Some((CloseCode::Invalid, "text frames must be UTF-8").into())
         }
