@@ -99,6 +99,46 @@ impl std::fmt::Debug for SignIn {
     }
 }
 
+/// Failed sign-ins allowed per peer address within [`THROTTLE_WINDOW`];
+/// past that every sign-in from it is refused (429) until the window ends.
+pub const MAX_FAILED_SIGN_INS: u32 = 10;
+/// See [`MAX_FAILED_SIGN_INS`].
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Failed sign-ins per peer address, shared by every worker of a console:
+/// a password cannot be guessed faster than [`MAX_FAILED_SIGN_INS`] a
+/// minute per address (the argon2 check itself costs tens of ms).
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+impl Throttle {
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let Ok(map) = self.failures.lock() else {
+            return false;
+        };
+        map.get(&ip).is_some_and(|(since, n)| {
+            since.elapsed() < THROTTLE_WINDOW && *n >= MAX_FAILED_SIGN_INS
+        })
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        if map.len() >= 10_000 {
+            map.retain(|_, (since, _)| since.elapsed() < THROTTLE_WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= THROTTLE_WINDOW {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
 /// Who is acting (logged with every action) and what they may do.
 #[derive(Debug, Clone)]
 pub(crate) struct Operator {
@@ -295,11 +335,19 @@ pub(crate) async fn login(
             "The sign-in form came without a valid token. Reload the page and try again.",
         );
     }
-    let peer = req
+    let ip = req
         .peer_addr()
-        .map(|p| p.ip().to_string())
-        .unwrap_or_default();
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    let peer = ip.to_string();
+    if console.throttle.blocked(ip) {
+        tracing::warn!(peer = %peer, "ops console: sign-ins refused, too many failures");
+        return refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from your address. Wait a minute and try again.",
+        );
+    }
     let refuse = |why: &str| {
+        console.throttle.failed(ip);
         tracing::warn!(peer = %peer, why, "ops console: a sign-in refused");
         let (csrf, _) = csrf_token(&req);
         crate::html(

@@ -23,7 +23,8 @@ mod pages;
 mod users;
 
 pub use access::{
-    Access, Role, SESSION_COOKIE, SignIn, TokenSignIn, hash_password, is_password_hash,
+    Access, MAX_FAILED_SIGN_INS, Role, SESSION_COOKIE, SignIn, THROTTLE_WINDOW, TokenSignIn,
+    hash_password, is_password_hash,
 };
 pub(crate) use access::{Operator, admit, admit_admin, refused_page};
 
@@ -53,6 +54,8 @@ pub struct OpsConsole {
     pub(crate) support: Option<Arc<dyn SupportAdmin>>,
     /// Each user's open sockets per instance.
     pub(crate) sockets: Option<Arc<dyn SocketRegistry>>,
+    /// Failed sign-ins per address (shared by every HTTP worker).
+    pub(crate) throttle: Arc<access::Throttle>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -70,6 +73,7 @@ impl OpsConsole {
             instances: None,
             support: None,
             sockets: None,
+            throttle: Arc::default(),
         }
     }
 

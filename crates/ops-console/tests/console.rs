@@ -522,6 +522,43 @@ mod sign_in {
         page_get(uri, FAR.parse().unwrap(), cookies)
     }
 
+    #[actix_web::test]
+    async fn an_address_that_keeps_failing_to_sign_in_is_stopped_for_a_while() {
+        let redis = TestRedis::new().await;
+        let q = queue(&redis);
+        let app =
+            test::init_service(App::new().configure(ops_console::configure(console(&q)))).await;
+        let res = test::call_service(&app, get("/ops/login", &[])).await;
+        let csrf = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == CSRF_COOKIE)
+            .unwrap()
+            .into_owned();
+        let token = csrf.value().to_owned();
+        let guesser: SocketAddr = "10.9.9.9:40000".parse().unwrap();
+        let try_password = |peer: SocketAddr, password: &str| {
+            form_post(
+                "/ops/login",
+                format!("csrf={token}&password={}", password.replace(' ', "+")),
+                peer,
+                std::slice::from_ref(&csrf),
+            )
+        };
+        for n in 0..ops_console::MAX_FAILED_SIGN_INS {
+            let res = test::call_service(&app, try_password(guesser, &format!("guess {n}"))).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+        // Now even the right password is refused from that address...
+        let res = test::call_service(&app, try_password(guesser, "correct horse battery")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.response().cookies().all(|c| c.name() != SESSION_COOKIE));
+        // ...but not from another.
+        let other: SocketAddr = FAR.parse().unwrap();
+        let res = test::call_service(&app, try_password(other, "correct horse battery")).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    }
+
     fn token_value(c: &actix_web::cookie::Cookie<'_>) -> String {
         c.value().to_owned()
     }
