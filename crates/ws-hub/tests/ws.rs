@@ -864,7 +864,7 @@ mod closing_handshake {
             assert_eq!(close_code(&mut ws).await, code, "echoed");
             // After the handshake the server closes the TCP connection (the
             // client waits for it, RFC 6455 §7.1.1): the stream ends within
-            // actix's disconnect timeout (1 s) plus margin.
+            // the hub's bound on sending its close frame (1 s) plus margin.
             let end = tokio::time::timeout(Duration::from_secs(3), async {
                 loop {
                     match ws.next().await {
