@@ -199,11 +199,10 @@ pub(crate) fn ops_server(
     role: Role,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<(actix_web::dev::Server, u16)>> {
-    let (Some(addr), Some(console), true) = (
-        settings.ops.addr,
-        ops_console(settings, infra),
-        role.serves(),
-    ) else {
+    let (Some(addr), true) = (settings.ops.addr, role.serves()) else {
+        return Ok(None);
+    };
+    let Some(console) = ops_console(settings, infra, token_verifier(settings)?) else {
         return Ok(None);
     };
     let listener =
@@ -295,21 +294,18 @@ pub(crate) fn heartbeat(
     }
 }
 
-/// The ops console, when it is served (see `OpsSection`).
+/// The ops console, when it is served (see `OpsSection`); token sign-in
+/// checks tokens with `verifier` (the API's own, so they share its key cache).
 pub(crate) fn ops_console(
     settings: &Settings,
     infra: &Infrastructure,
+    verifier: Arc<dyn TokenVerifier>,
 ) -> Option<ops_console::OpsConsole> {
     let mut access = settings.ops.access.clone()?;
     if let (ops_console::Access::SignIn(sign_in), Some(claim)) =
         (&mut access, settings.ops.token_claim.clone())
     {
-        match token_verifier(settings) {
-            Ok(verifier) => {
-                sign_in.token = Some(ops_console::TokenSignIn { verifier, claim });
-            }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "ops console: no token sign-in"),
-        }
+        sign_in.token = Some(ops_console::TokenSignIn { verifier, claim });
     }
     Some(
         ops_console::OpsConsole::new(Arc::new(infra.queue.clone()))
@@ -372,7 +368,12 @@ async fn api_server(
     };
     let shared_pool = infra.pg.clone();
     // The ops console under /ops, unless it has a listener of its own.
-    let console = ops_console(settings, infra).filter(|_| settings.ops.addr.is_none());
+    let console = settings
+        .ops
+        .addr
+        .is_none()
+        .then(|| ops_console(settings, infra, verifier.clone()))
+        .flatten();
     if console.is_some() {
         tracing::info!("ops console at /ops");
     }

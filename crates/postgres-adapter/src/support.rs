@@ -2,7 +2,7 @@
 //! a user by uid or address with their devices (as fingerprints) and their
 //! welcome mail, and the outbox's backlog and failing rows.
 
-use crate::error::PgError;
+use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::users::checkout;
 use async_trait::async_trait;
@@ -36,11 +36,10 @@ impl PgSupport {
     }
 }
 
+port_error!(AdminError);
+
 fn admin_error(e: PgError) -> AdminError {
-    match e.into_parts() {
-        (true, e) => AdminError::Unavailable(e),
-        (false, e) => AdminError::Unknown(e),
-    }
+    e.into()
 }
 
 #[derive(Debug, QueryableByName)]
