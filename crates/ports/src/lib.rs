@@ -41,8 +41,9 @@ pub use outbox::{Outbox, OutboxError, OutboxRecord};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{
-    Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, Notification, Notifier,
-    NotifyError,
+    Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, HistoryOptions,
+    HistoryRead, Notification, Notifier, NotifyError, PresenceEntry, PresenceStore, Publication,
+    Realtime, SocketDelivery, StreamPosition, TopicHistory,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

@@ -74,8 +74,8 @@ pub enum NotifyError {
 }
 
 /// Sends notifications to connected clients. Delivery is best-effort: a
-/// client that is not connected misses the message (use push notifications
-/// for what must arrive).
+/// client that is not connected misses the message unless the topic keeps
+/// history (see [`Realtime`] for acknowledged delivery).
 #[async_trait]
 pub trait Notifier: Send + Sync + 'static {
     /// Delivers `notification` to every socket of `audience`, on every instance.
@@ -109,6 +109,14 @@ pub struct FanoutMessage {
     /// Set: close the audience's sockets with this reason after the notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnect: Option<Disconnect>,
+    /// Set on a recorded message (see [`TopicHistory`]): its place in the
+    /// topic's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<StreamPosition>,
+    /// Set: a socket acknowledged this delivery id (audience and
+    /// notification are ignored; instances waiting for it stop waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -138,4 +146,143 @@ pub trait Fanout: Send + Sync + 'static {
         sink: Arc<dyn FanoutSink>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), FanoutError>;
+}
+
+// ---------------------------------------------------------------------------
+// History and recovery, presence, application-authorized namespaces, and
+// socket-first delivery.
+// ---------------------------------------------------------------------------
+
+/// Where a topic's history stands. Offsets grow by one per message; the
+/// epoch changes when the history was lost (Redis restarted empty, or the
+/// topic sat idle past its metadata's life), so an old offset means nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// How much of a topic's past is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Messages kept (the oldest go first).
+    pub size: usize,
+    /// How long the history lives after the topic's last message.
+    pub ttl: std::time::Duration,
+}
+
+impl HistoryOptions {
+    /// How long a topic's offset and epoch outlive its last message: a
+    /// client that comes back within it is told exactly what it lost
+    /// (`recovered: false` once the messages expired) rather than seeing the
+    /// offsets restart.
+    pub fn meta_ttl(&self) -> std::time::Duration {
+        (self.ttl * 10).max(std::time::Duration::from_secs(24 * 3600))
+    }
+}
+
+/// One message of a topic's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    pub offset: u64,
+    pub notification: Notification,
+}
+
+/// What a read of a topic's history found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRead {
+    /// The topic's current position (the last message's offset).
+    pub position: StreamPosition,
+    /// What came after the position asked for, oldest first (only when
+    /// `recovered`).
+    pub publications: Vec<Publication>,
+    /// True when `publications` is everything after the position asked
+    /// for: same epoch, and nothing between it and the history's start
+    /// was lost. False when there was nothing to recover from.
+    pub recovered: bool,
+}
+
+/// A fan-out that also keeps topics' histories: a recorded message is
+/// appended and published in one step, so instances receive a topic's
+/// messages in offset order.
+#[async_trait]
+pub trait TopicHistory: Send + Sync + 'static {
+    /// Appends `message` (whose audience is `Audience::Topic(topic)`) to
+    /// the topic's history and publishes it to every instance with its
+    /// position (`FanoutMessage::position`).
+    async fn publish_recorded(
+        &self,
+        topic: &str,
+        message: &FanoutMessage,
+        history: &HistoryOptions,
+    ) -> Result<StreamPosition, FanoutError>;
+
+    /// The topic's position and, with `since`, what came after it.
+    async fn history(
+        &self,
+        topic: &str,
+        since: Option<&StreamPosition>,
+        history: &HistoryOptions,
+    ) -> Result<HistoryRead, FanoutError>;
+}
+
+/// One socket subscribed to a topic with presence on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The socket: `<instance>/<connection>`.
+    pub client: String,
+    pub uid: String,
+}
+
+/// Who is subscribed to a topic, across instances. Entries expire unless
+/// refreshed, so an instance that dies leaves no ghosts beyond `ttl`.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds or refreshes entries (one topic each) for `ttl`.
+    async fn join(
+        &self,
+        entries: &[(String, PresenceEntry)],
+        ttl: std::time::Duration,
+    ) -> Result<(), FanoutError>;
+    async fn leave(&self, topic: &str, client: &str) -> Result<(), FanoutError>;
+    /// The live entries of `topic`.
+    async fn present(&self, topic: &str) -> Result<Vec<PresenceEntry>, FanoutError>;
+}
+
+/// How a notification with a delivery id reached the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDelivery {
+    /// A socket acknowledged it, this long after it was sent.
+    Acked(std::time::Duration),
+    /// Sent to open sockets, none acknowledged in time.
+    Unacknowledged,
+    /// The user had no open socket.
+    Offline,
+}
+
+/// Realtime as the application uses it: publish to any topic, ask who is
+/// there, and deliver to a user with acknowledgement.
+#[async_trait]
+pub trait Realtime: Send + Sync + 'static {
+    /// Publishes to `topic`'s subscribers on every instance; on a topic
+    /// with history the message is recorded and its position returned.
+    async fn publish(
+        &self,
+        topic: &str,
+        notification: &Notification,
+    ) -> Result<Option<StreamPosition>, NotifyError>;
+
+    /// Who is subscribed to `topic` (a namespace with presence on).
+    async fn presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, NotifyError>;
+
+    /// Sends `notification` to `uid`'s sockets marked with `delivery` (the
+    /// envelope's `delivery` field) and waits up to `wait` for one of them
+    /// to acknowledge it (`{"type": "ack", "data": {"delivery": ..}}`).
+    async fn deliver(
+        &self,
+        uid: &FirebaseUid,
+        delivery: &str,
+        notification: &Notification,
+        wait: std::time::Duration,
+    ) -> Result<SocketDelivery, NotifyError>;
 }

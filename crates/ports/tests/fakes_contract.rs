@@ -49,3 +49,17 @@ mod outbox_leadership {
         (store, first, second)
     });
 }
+
+mod topic_history {
+    use ports::testing::InMemoryFanout;
+    use std::sync::Arc;
+
+    ports::topic_history_contract!(async { Arc::new(InMemoryFanout::new()) });
+}
+
+mod presence {
+    use ports::testing::InMemoryPresence;
+    use std::sync::Arc;
+
+    ports::presence_contract!(async { Arc::new(InMemoryPresence::new()) });
+}

@@ -22,6 +22,7 @@ pub struct RedisFanout {
     publisher: Client,
     subscriber: SubscriberClient,
     channel: String,
+    prefix: String,
 }
 
 impl std::fmt::Debug for RedisFanout {
@@ -50,6 +51,7 @@ impl RedisFanout {
             publisher: base.clone(),
             subscriber,
             channel: format!("{prefix}fanout"),
+            prefix: prefix.to_owned(),
         })
     }
 }
@@ -58,6 +60,18 @@ impl RedisFanout {
     /// The name of the subscribing connection (`CLIENT LIST`).
     pub fn subscriber_name(&self) -> &str {
         self.subscriber.id()
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub(crate) fn publisher(&self) -> &Client {
+        &self.publisher
     }
 }
 
@@ -121,7 +135,7 @@ impl Fanout for RedisFanout {
                         let Some(text) = m.value.as_string() else {
                             continue;
                         };
-                        match serde_json::from_str::<FanoutMessage>(&text) {
+                        match crate::history::decode(&text) {
                             Ok(msg) => sink.deliver(msg),
                             Err(e) => {
                                 tracing::warn!(error = %e, "ignoring a fan-out message that does not decode")

@@ -69,6 +69,8 @@ fn message(origin: &str, kind: &str) -> FanoutMessage {
         audience: Audience::Topic("news".into()),
         notification: Notification::new(kind, serde_json::json!({"n": 1})),
         disconnect: None,
+        position: None,
+        acked: None,
     }
 }
 

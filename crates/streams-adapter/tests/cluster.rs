@@ -175,6 +175,8 @@ async fn every_instance_receives_what_any_publishes_on_a_cluster() {
         audience: Audience::Topic("news".into()),
         notification: Notification::new(kind, serde_json::json!({"n": 1})),
         disconnect: None,
+        position: None,
+        acked: None,
     };
     eventually("both subscriptions", Duration::from_secs(10), || async {
         a.publish(&message("ping")).await.unwrap();

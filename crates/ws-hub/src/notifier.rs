@@ -48,6 +48,8 @@ impl Notifier for HubNotifier {
             audience: audience.clone(),
             notification: notification.clone(),
             disconnect: None,
+            position: None,
+            acked: None,
         })
         .await
     }
@@ -63,6 +65,8 @@ impl Notifier for HubNotifier {
             audience: audience.clone(),
             notification: disconnect_notice(reason),
             disconnect: Some(reason.clone()),
+            position: None,
+            acked: None,
         })
         .await
     }

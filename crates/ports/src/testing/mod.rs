@@ -10,6 +10,7 @@ pub mod contract;
 mod fakes;
 mod ledger;
 mod push;
+pub mod realtime;
 mod store;
 
 pub use cache::InMemoryCache;
@@ -19,4 +20,5 @@ pub use fakes::{
 };
 pub use ledger::InMemoryWelcomeLedger;
 pub use push::{PushOutcome, RecordingPushSender};
+pub use realtime::{InMemoryFanout, InMemoryPresence};
 pub use store::InMemoryStore;

@@ -141,6 +141,8 @@ fn notification(pad: usize) -> FanoutMessage {
             serde_json::json!({"t": now_us(), "p": "x".repeat(pad)}),
         ),
         disconnect: None,
+        position: None,
+        acked: None,
     }
 }
 

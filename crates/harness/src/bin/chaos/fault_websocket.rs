@@ -123,6 +123,8 @@ pub(crate) async fn websocket_abuse(quick: bool) -> anyhow::Result<Outcome> {
                     serde_json::json!({"i": i, "pad": pad}),
                 ),
                 disconnect: None,
+                position: None,
+                acked: None,
             };
             use ports::Fanout as _;
             let _ = fanout.publish(&m).await;

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod ledger;
 pub mod outbox;
 pub mod push;
+pub mod realtime;
 pub mod users;
 
 use std::future::Future;
