@@ -140,15 +140,16 @@ fn push_sender(settings: &Settings) -> anyhow::Result<Arc<dyn ports::PushSender>
     Ok(Arc::new(sender))
 }
 
-/// The WebSocket hub, joined to the other instances through Redis pub/sub,
-/// closing its sockets with 1001 when the process stops.
+/// The WebSocket hub, joined to the other instances through Redis pub/sub
+/// (which also keeps topics' histories and presence), closing its sockets
+/// with 1001 when the process stops.
 async fn hub(
     settings: &Settings,
     infra: &Infrastructure,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Hub> {
     let hub = Hub::with_shutdown(settings.ws.hub_settings(&settings.instance_id), shutdown);
-    hub.set_presence(Arc::new(streams_adapter::RedisSocketRegistry::new(
+    hub.set_socket_registry(Arc::new(streams_adapter::RedisSocketRegistry::new(
         infra.fred.clone(),
         &settings.redis.key_prefix,
         &settings.instance_id,
@@ -156,6 +157,11 @@ async fn hub(
     )));
     let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis.key_prefix)?);
     hub.set_fanout(fanout.clone());
+    hub.set_history(fanout.clone());
+    hub.set_presence(Arc::new(streams_adapter::RedisPresence::new(
+        infra.fred.clone(),
+        &settings.redis.key_prefix,
+    )));
     fanout
         .subscribe(Arc::new(hub.clone()), shutdown.clone())
         .await?;

@@ -42,8 +42,9 @@ pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{
     Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, HistoryOptions,
-    HistoryRead, Notification, Notifier, NotifyError, PresenceEntry, PresenceStore, Publication,
-    Realtime, SocketDelivery, StreamPosition, TopicHistory,
+    HistoryRead, NamespaceOptions, Notification, Notifier, NotifyError, PresenceEntry,
+    PresenceStore, Publication, Realtime, SocketDelivery, StreamPosition, TopicHistory,
+    TopicPolicy,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

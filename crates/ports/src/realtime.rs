@@ -24,6 +24,10 @@ pub struct Notification {
     #[serde(rename = "type")]
     pub kind: String,
     pub data: serde_json::Value,
+    /// A delivery id the client acknowledges (`ack`); set by
+    /// [`Realtime::deliver`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 impl Notification {
@@ -31,6 +35,7 @@ impl Notification {
         Self {
             kind: kind.into(),
             data,
+            delivery: None,
         }
     }
 }
@@ -258,6 +263,34 @@ pub enum SocketDelivery {
     Unacknowledged,
     /// The user had no open socket.
     Offline,
+}
+
+/// What a namespace of topics (`<namespace>:<name>`) offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NamespaceOptions {
+    /// Keep recent messages: clients recover what they missed (`since`).
+    pub history: Option<HistoryOptions>,
+    /// Track who is subscribed (`presence` requests).
+    pub presence: bool,
+    /// Tell subscribers when others join and leave (needs `presence`).
+    pub join_leave: bool,
+    /// Let subscribers publish to the topic themselves (`publish`).
+    pub client_publish: bool,
+}
+
+/// Who may subscribe to, and publish in, the topics of one namespace: the
+/// application implements it (e.g. `room:<id>` for the room's members,
+/// asked of a repository port).
+#[async_trait]
+pub trait TopicPolicy: Send + Sync + 'static {
+    /// Whether `uid` may subscribe to `<namespace>:<name>`.
+    async fn may_subscribe(&self, uid: &FirebaseUid, name: &str) -> Result<bool, NotifyError>;
+
+    /// Whether `uid` may publish to it (where the namespace allows client
+    /// publishing at all). Subscribers may, by default.
+    async fn may_publish(&self, uid: &FirebaseUid, name: &str) -> Result<bool, NotifyError> {
+        self.may_subscribe(uid, name).await
+    }
 }
 
 /// Realtime as the application uses it: publish to any topic, ask who is

@@ -25,6 +25,17 @@ pub struct Outbound<'a> {
     pub kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+    /// The topic a message was published to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
+    /// Its place in the topic's history (recoverable topics only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
+    /// The id to acknowledge it with (`ack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<&'a str>,
     pub data: &'a serde_json::Value,
 }
 
@@ -67,8 +78,37 @@ pub fn parse(text: &str) -> Result<Inbound, EnvelopeError> {
 
 /// Serializes an outbound envelope.
 pub fn render(kind: &str, id: Option<&str>, data: &serde_json::Value) -> String {
-    serde_json::to_string(&Outbound { kind, id, data })
-        .unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+    to_text(&Outbound {
+        kind,
+        id,
+        topic: None,
+        offset: None,
+        epoch: None,
+        delivery: None,
+        data,
+    })
+}
+
+fn to_text(out: &Outbound<'_>) -> String {
+    serde_json::to_string(out).unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+}
+
+/// A notification as sent: `{"type", "topic"?, "offset"?, "epoch"?,
+/// "delivery"?, "data"}`.
+pub fn render_message(
+    n: &ports::Notification,
+    topic: Option<&str>,
+    position: Option<&ports::StreamPosition>,
+) -> String {
+    to_text(&Outbound {
+        kind: &n.kind,
+        id: None,
+        topic,
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| p.epoch.as_str()),
+        delivery: n.delivery.as_deref(),
+        data: &n.data,
+    })
 }
 
 /// The type of error envelopes.

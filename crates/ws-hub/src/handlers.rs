@@ -86,28 +86,54 @@ impl MessageHandler for Echo {
     }
 }
 
-/// Topics a user may join: `public:<name>`, and `user:<their own uid>`.
-pub fn may_join(uid: &FirebaseUid, topic: &str) -> bool {
-    let name_ok = |n: &str| {
-        (1..=100).contains(&n.len())
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+#[derive(serde::Deserialize)]
+struct TopicRequest {
+    topic: String,
+    #[serde(default)]
+    since: Option<ports::StreamPosition>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+fn request(data: Value) -> Result<TopicRequest, HandlerError> {
+    serde_json::from_value(data).map_err(|_| {
+        HandlerError::new(
+            "invalid_data",
+            "data must be {\"topic\": string, \"since\"?: {\"offset\": number, \"epoch\": string}}",
+        )
+    })
+}
+
+fn unavailable() -> HandlerError {
+    HandlerError::new("unavailable", "cannot check that now; try again shortly")
+}
+
+/// The namespace of `topic`, if `ctx`'s user may subscribe to it.
+async fn allowed(
+    ctx: &HandlerContext,
+    topic: &str,
+    publish: bool,
+) -> Result<crate::topics::Namespace, HandlerError> {
+    let forbidden = || HandlerError::new("forbidden_topic", "no such topic, or you may not use it");
+    let (ns, name) = ctx.hub.namespace_of(topic).ok_or_else(forbidden)?;
+    let may = if publish {
+        ns.policy.may_publish(&ctx.uid, name).await
+    } else {
+        ns.policy.may_subscribe(&ctx.uid, name).await
     };
-    match topic.split_once(':') {
-        Some(("public", name)) => name_ok(name),
-        Some(("user", id)) => id == uid.as_str(),
-        _ => false,
+    match may {
+        Ok(true) => Ok(ns),
+        Ok(false) => Err(forbidden()),
+        Err(e) => {
+            tracing::warn!(error = %e, topic, "topic policy could not decide");
+            Err(unavailable())
+        }
     }
 }
 
-fn topic_of(data: &Value) -> Result<String, HandlerError> {
-    data.get("topic")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| HandlerError::new("invalid_data", "data must be {\"topic\": string}"))
-}
-
-/// `subscribe {"topic": ..}` -> `subscribed`.
+/// `subscribe {"topic", "since"?}` -> `subscribed {"topic", "offset"?,
+/// "epoch"?, "recovered"?}`, then (when recovering) what was missed, in
+/// order, then live messages.
 struct Subscribe;
 
 #[async_trait]
@@ -117,20 +143,71 @@ impl MessageHandler for Subscribe {
         ctx: &HandlerContext,
         data: Value,
     ) -> Result<Option<Reply>, HandlerError> {
-        let topic = topic_of(&data)?;
-        if !may_join(&ctx.uid, &topic) {
-            return Err(HandlerError::new(
-                "forbidden_topic",
-                "you may join public:<name> and user:<your uid>",
-            ));
-        }
-        if !ctx.hub.subscribe(ctx.conn, &topic) {
+        let req = request(data)?;
+        let topic = req.topic;
+        let ns = allowed(ctx, &topic, false).await?;
+        let recording = ctx.hub.recording(&topic);
+        if !ctx.hub.subscribe(ctx.conn, &topic, recording.is_some()) {
             return Err(HandlerError::new(
                 "too_many_topics",
                 "this connection is at its topic limit",
             ));
         }
-        Ok(Some(Reply::new("subscribed", json!({"topic": topic}))))
+        if ns.options.presence {
+            crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
+                .await;
+        }
+        let Some((options, history)) = recording else {
+            return Ok(Some(Reply::new("subscribed", json!({"topic": topic}))));
+        };
+        let read = history.history(&topic, req.since.as_ref(), &options).await;
+        let (reply, publications, position) = match read {
+            Ok(read) => (
+                json!({
+                    "topic": topic,
+                    "offset": read.position.offset,
+                    "epoch": read.position.epoch,
+                    "recovered": read.recovered,
+                }),
+                read.publications,
+                Some(read.position),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, topic, "topic history unavailable; subscribing without it");
+                (
+                    json!({"topic": topic, "recovered": false}),
+                    Vec::new(),
+                    None,
+                )
+            }
+        };
+        if req.since.is_some() {
+            let outcome = if reply["recovered"] == true {
+                "recovered"
+            } else {
+                "lost"
+            };
+            metrics::counter!("ws_recoveries_total", "outcome" => outcome).increment(1);
+        }
+        let text = crate::envelope::render("subscribed", ctx.id.as_deref(), &reply);
+        ctx.hub
+            .reply_to(ctx.conn, "subscribed", ByteString::from(text))
+            .await;
+        if let Some(position) = &position {
+            for p in publications {
+                let at = ports::StreamPosition {
+                    offset: p.offset,
+                    epoch: position.epoch.clone(),
+                };
+                let text =
+                    crate::envelope::render_message(&p.notification, Some(&topic), Some(&at));
+                ctx.hub
+                    .reply_to(ctx.conn, &p.notification.kind, ByteString::from(text))
+                    .await;
+            }
+        }
+        ctx.hub.go_live(ctx.conn, &topic, position.as_ref());
+        Ok(None)
     }
 }
 
@@ -144,9 +221,109 @@ impl MessageHandler for Unsubscribe {
         ctx: &HandlerContext,
         data: Value,
     ) -> Result<Option<Reply>, HandlerError> {
-        let topic = topic_of(&data)?;
-        ctx.hub.unsubscribe(ctx.conn, &topic);
+        let topic = request(data)?.topic;
+        if ctx.hub.unsubscribe(ctx.conn, &topic) {
+            crate::topics::left(&ctx.hub, ctx.conn, &ctx.uid, topic.clone());
+        }
         Ok(Some(Reply::new("unsubscribed", json!({"topic": topic}))))
+    }
+}
+
+/// `presence {"topic"}` -> `presence {"topic", "clients": [{"client", "uid"}]}`.
+struct Presence;
+
+#[async_trait]
+impl MessageHandler for Presence {
+    async fn handle(
+        &self,
+        ctx: &HandlerContext,
+        data: Value,
+    ) -> Result<Option<Reply>, HandlerError> {
+        let topic = request(data)?.topic;
+        let ns = allowed(ctx, &topic, false).await?;
+        let store = ctx.hub.presence_store().filter(|_| ns.options.presence);
+        let Some(store) = store else {
+            return Err(HandlerError::new(
+                "presence_off",
+                "this topic does not track presence",
+            ));
+        };
+        let clients = store.present(&topic).await.map_err(|e| {
+            tracing::warn!(error = %e, "presence unavailable");
+            unavailable()
+        })?;
+        Ok(Some(Reply::new(
+            "presence",
+            json!({"topic": topic, "clients": clients}),
+        )))
+    }
+}
+
+/// `publish {"topic", "data"}` -> `published {"topic", "offset"?,
+/// "epoch"?}`; subscribers get `publication {"uid", "data"}`.
+struct Publish;
+
+#[async_trait]
+impl MessageHandler for Publish {
+    async fn handle(
+        &self,
+        ctx: &HandlerContext,
+        data: Value,
+    ) -> Result<Option<Reply>, HandlerError> {
+        let req = request(data)?;
+        let topic = req.topic;
+        let ns = allowed(ctx, &topic, true).await?;
+        if !ns.options.client_publish {
+            return Err(HandlerError::new(
+                "publish_forbidden",
+                "clients may not publish to this topic",
+            ));
+        }
+        let notification = ports::Notification::new(
+            "publication",
+            json!({"uid": ctx.uid.as_str(), "data": req.data.unwrap_or(Value::Null)}),
+        );
+        let notifier = crate::HubNotifier::new(ctx.hub.clone());
+        let position = ports::Realtime::publish(&notifier, &topic, &notification)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, topic, "client publication not fanned out");
+                unavailable()
+            })?;
+        let mut reply = json!({"topic": topic});
+        if let Some(p) = position {
+            reply["offset"] = p.offset.into();
+            reply["epoch"] = p.epoch.into();
+        }
+        Ok(Some(Reply::new("published", reply)))
+    }
+}
+
+/// `ack {"delivery"}`: the client got a message sent with that delivery id
+/// (no reply).
+struct Ack;
+
+#[async_trait]
+impl MessageHandler for Ack {
+    async fn handle(
+        &self,
+        ctx: &HandlerContext,
+        data: Value,
+    ) -> Result<Option<Reply>, HandlerError> {
+        let Some(delivery) = data
+            .get("delivery")
+            .and_then(Value::as_str)
+            .filter(|d| (1..=128).contains(&d.len()))
+        else {
+            return Err(HandlerError::new(
+                "invalid_data",
+                "data must be {\"delivery\": string}",
+            ));
+        };
+        crate::HubNotifier::new(ctx.hub.clone())
+            .ack(&ctx.uid, delivery)
+            .await;
+        Ok(None)
     }
 }
 
@@ -154,21 +331,7 @@ pub(crate) fn register_builtins(hub: &Hub) {
     hub.on("echo", Arc::new(Echo));
     hub.on("subscribe", Arc::new(Subscribe));
     hub.on("unsubscribe", Arc::new(Unsubscribe));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn users_may_join_public_topics_and_their_own() {
-        let uid = FirebaseUid::parse("alice").unwrap();
-        assert!(may_join(&uid, "public:news"));
-        assert!(may_join(&uid, "user:alice"));
-        assert!(!may_join(&uid, "user:bob"));
-        assert!(!may_join(&uid, "admin:all"));
-        assert!(!may_join(&uid, "public:"));
-        assert!(!may_join(&uid, "public:has space"));
-        assert!(!may_join(&uid, "news"));
-    }
+    hub.on("presence", Arc::new(Presence));
+    hub.on("publish", Arc::new(Publish));
+    hub.on("ack", Arc::new(Ack));
 }

@@ -3,9 +3,13 @@
 
 use crate::envelope;
 use crate::handlers::MessageHandler;
+use crate::topics::{Namespaces, Sub};
 use bytestring::ByteString;
 use domain::FirebaseUid;
-use ports::{Audience, Disconnect, Fanout, FanoutMessage, FanoutSink, Notification};
+use ports::{
+    Audience, Disconnect, Fanout, FanoutMessage, FanoutSink, HistoryOptions, Notification,
+    PresenceStore, SocketRegistry, StreamPosition, TopicHistory,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -36,6 +40,15 @@ pub struct HubSettings {
     /// Sockets one user may hold open on this instance; more are refused
     /// with 429 before the upgrade. 0: no limit.
     pub max_connections_per_user: usize,
+    /// The history of each user's own topic (`user:<uid>`, where
+    /// notifications to the user go); `None`: not recoverable.
+    pub user_history: Option<HistoryOptions>,
+    /// How long a presence entry lives unless refreshed (every third of
+    /// it): an instance that dies leaves no ghost for longer.
+    pub presence_ttl: Duration,
+    /// Live messages held for one subscription while it recovers; more
+    /// and it is told to resubscribe.
+    pub max_pending: usize,
 }
 
 impl HubSettings {
@@ -50,6 +63,12 @@ impl HubSettings {
             per_connection_concurrency: 8,
             max_topics: 32,
             max_connections_per_user: 16,
+            user_history: Some(HistoryOptions {
+                size: 100,
+                ttl: Duration::from_secs(600),
+            }),
+            presence_ttl: Duration::from_secs(30),
+            max_pending: 1024,
         }
     }
 }
@@ -60,7 +79,10 @@ pub type ConnId = u64;
 struct Conn {
     uid: FirebaseUid,
     tx: mpsc::Sender<ByteString>,
+    /// Topics joined (besides its user's own, joined at once).
     topics: HashSet<String>,
+    /// Topics where it is in the presence set.
+    present_in: Vec<String>,
     /// Cancelled when the hub drops the connection (slow client, shutdown,
     /// a disconnect order).
     kick: Kick,
@@ -85,7 +107,12 @@ impl Kick {
 struct Registry {
     conns: HashMap<ConnId, Conn>,
     by_user: HashMap<FirebaseUid, HashSet<ConnId>>,
-    by_topic: HashMap<String, HashSet<ConnId>>,
+    by_topic: HashMap<String, HashMap<ConnId, Sub>>,
+}
+
+/// The topic a user's notifications go to.
+pub(crate) fn user_topic(uid: &str) -> String {
+    format!("user:{uid}")
 }
 
 pub(crate) struct HubInner {
@@ -97,7 +124,13 @@ pub(crate) struct HubInner {
     next_id: AtomicU64,
     fanout: OnceLock<Arc<dyn Fanout>>,
     /// Where this instance counts each user's open sockets (for support).
-    presence: OnceLock<mpsc::Sender<(String, bool)>>,
+    socket_counts: OnceLock<mpsc::Sender<(String, bool)>>,
+    socket_registry: OnceLock<Arc<dyn SocketRegistry>>,
+    pub(crate) namespaces: RwLock<Namespaces>,
+    history: OnceLock<Arc<dyn TopicHistory>>,
+    presence: OnceLock<Arc<dyn PresenceStore>>,
+    /// Deliveries waiting for an ack: `<uid> <delivery>` -> the waiter.
+    acks: std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// The WebSocket hub. Cheap to clone.
@@ -143,6 +176,7 @@ impl Hub {
     /// the process does.
     pub fn with_shutdown(settings: HubSettings, shutdown: &CancellationToken) -> Self {
         let permits = settings.handler_concurrency.max(1);
+        let user_history = settings.user_history;
         let hub = Self {
             inner: Arc::new(HubInner {
                 settings,
@@ -152,7 +186,12 @@ impl Hub {
                 shutdown: shutdown.child_token(),
                 next_id: AtomicU64::new(1),
                 fanout: OnceLock::new(),
+                socket_counts: OnceLock::new(),
+                socket_registry: OnceLock::new(),
+                namespaces: RwLock::new(Namespaces::builtin(user_history)),
+                history: OnceLock::new(),
                 presence: OnceLock::new(),
+                acks: std::sync::Mutex::default(),
             }),
         };
         crate::handlers::register_builtins(&hub);
@@ -179,17 +218,19 @@ impl Hub {
         let _ = self.inner.fanout.set(fanout);
     }
 
-    /// Counts each user's open sockets in `presence`, in the order they
+    /// Counts each user's open sockets in `registry`, in the order they
     /// open and close (one task applies them), off the connection's path: a
     /// failed or dropped count is logged, never felt by a client.
-    pub fn set_presence(&self, presence: Arc<dyn ports::SocketRegistry>) {
+    pub fn set_socket_registry(&self, registry: Arc<dyn SocketRegistry>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (tx, mut rx) = mpsc::channel::<(String, bool)>(10_000);
-        if self.inner.presence.set(tx).is_err() {
+        if self.inner.socket_counts.set(tx).is_err() {
             return;
         }
+        let _ = self.inner.socket_registry.set(registry.clone());
+        let presence = registry;
         runtime.spawn(async move {
             while let Some((uid, opened)) = rx.recv().await {
                 let done = if opened {
@@ -205,7 +246,7 @@ impl Hub {
     }
 
     fn count_socket(&self, uid: &FirebaseUid, opened: bool) {
-        if let Some(tx) = self.inner.presence.get()
+        if let Some(tx) = self.inner.socket_counts.get()
             && tx.try_send((uid.as_str().to_owned(), opened)).is_err()
         {
             tracing::debug!("socket count dropped (the counter is behind)");
@@ -214,6 +255,69 @@ impl Hub {
 
     pub(crate) fn fanout(&self) -> Option<&Arc<dyn Fanout>> {
         self.inner.fanout.get()
+    }
+
+    pub(crate) fn socket_registry(&self) -> Option<&Arc<dyn SocketRegistry>> {
+        self.inner.socket_registry.get()
+    }
+
+    /// Keeps the histories of recoverable topics in `history` (usually the
+    /// same Redis as the fan-out, which publishes recorded messages).
+    pub fn set_history(&self, history: Arc<dyn TopicHistory>) {
+        let _ = self.inner.history.set(history);
+    }
+
+    pub(crate) fn history(&self) -> Option<&Arc<dyn TopicHistory>> {
+        self.inner.history.get()
+    }
+
+    /// Where presence is kept; refreshes this instance's entries every
+    /// third of `presence_ttl` until the hub shuts down.
+    pub fn set_presence(&self, store: Arc<dyn PresenceStore>) {
+        if self.inner.presence.set(store.clone()).is_err() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(crate::topics::refresh_presence(self.clone(), store));
+        }
+    }
+
+    pub(crate) fn presence_store(&self) -> Option<&Arc<dyn PresenceStore>> {
+        self.inner.presence.get()
+    }
+
+    /// How many sockets this instance holds for `uid`.
+    pub(crate) fn local_sockets(&self, uid: &FirebaseUid) -> usize {
+        read(&self.inner.registry)
+            .by_user
+            .get(uid)
+            .map_or(0, HashSet::len)
+    }
+
+    /// Waits for `<uid> <delivery>` to be acknowledged (see `acked`).
+    pub(crate) fn await_ack(&self, key: String) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.acks().insert(key, tx);
+        rx
+    }
+
+    pub(crate) fn forget_ack(&self, key: &str) {
+        self.acks().remove(key);
+    }
+
+    /// A socket acknowledged `<uid> <delivery>`: its waiter, if on this
+    /// instance, stops waiting.
+    pub(crate) fn acked(&self, key: &str) {
+        if let Some(tx) = self.acks().remove(key) {
+            let _ = tx.send(());
+        }
+    }
+
+    fn acks(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::oneshot::Sender<()>>> {
+        self.inner
+            .acks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn connection_count(&self) -> usize {
@@ -249,6 +353,10 @@ impl Hub {
             reason: Arc::new(OnceLock::new()),
         };
         reg.by_user.entry(uid.clone()).or_default().insert(id);
+        reg.by_topic
+            .entry(user_topic(uid.as_str()))
+            .or_default()
+            .insert(id, Sub::default());
         self.count_socket(&uid, true);
         reg.conns.insert(
             id,
@@ -256,6 +364,7 @@ impl Hub {
                 uid,
                 tx,
                 topics: HashSet::new(),
+                present_in: Vec::new(),
                 kick: kick.clone(),
             },
         );
@@ -275,7 +384,8 @@ impl Hub {
                 reg.by_user.remove(&conn.uid);
             }
         }
-        for topic in &conn.topics {
+        let own = user_topic(conn.uid.as_str());
+        for topic in conn.topics.iter().chain(std::iter::once(&own)) {
             if let Some(set) = reg.by_topic.get_mut(topic) {
                 set.remove(&id);
                 if set.is_empty() {
@@ -284,33 +394,126 @@ impl Hub {
             }
         }
         metrics::gauge!("ws_connections").set(reg.conns.len() as f64);
+        drop(reg);
+        for topic in conn.present_in {
+            crate::topics::left(self, id, &conn.uid, topic);
+        }
     }
 
-    /// Joins `topic`; false if the connection is at its topic limit.
-    pub(crate) fn subscribe(&self, id: ConnId, topic: &str) -> bool {
+    /// Joins `topic`; false if the connection is at its topic limit. A
+    /// `recovering` subscription holds live messages back until
+    /// [`Hub::go_live`].
+    pub(crate) fn subscribe(&self, id: ConnId, topic: &str, recovering: bool) -> bool {
         let mut reg = write(&self.inner.registry);
         let max = self.inner.settings.max_topics;
         let Some(conn) = reg.conns.get_mut(&id) else {
             return false;
         };
-        if !conn.topics.contains(topic) && conn.topics.len() >= max {
-            return false;
+        let own = topic == user_topic(conn.uid.as_str());
+        if !own {
+            if !conn.topics.contains(topic) && conn.topics.len() >= max {
+                return false;
+            }
+            conn.topics.insert(topic.to_owned());
         }
-        conn.topics.insert(topic.to_owned());
-        reg.by_topic.entry(topic.to_owned()).or_default().insert(id);
+        let sub = reg
+            .by_topic
+            .entry(topic.to_owned())
+            .or_default()
+            .entry(id)
+            .or_default();
+        *sub = Sub::default();
+        if recovering {
+            sub.pending = Some(Vec::new());
+        }
         true
     }
 
-    pub(crate) fn unsubscribe(&self, id: ConnId, topic: &str) {
+    /// Leaves `topic`; true if the connection was in its presence set.
+    pub(crate) fn unsubscribe(&self, id: ConnId, topic: &str) -> bool {
         let mut reg = write(&self.inner.registry);
+        let mut was_present = false;
         if let Some(conn) = reg.conns.get_mut(&id) {
             conn.topics.remove(topic);
+            let before = conn.present_in.len();
+            conn.present_in.retain(|t| t != topic);
+            was_present = conn.present_in.len() != before;
         }
         if let Some(set) = reg.by_topic.get_mut(topic) {
             set.remove(&id);
             if set.is_empty() {
                 reg.by_topic.remove(topic);
             }
+        }
+        was_present
+    }
+
+    /// Records that the connection is in `topic`'s presence set (refreshed
+    /// until it leaves); false if it is gone or already there.
+    pub(crate) fn mark_present(&self, id: ConnId, topic: &str) -> bool {
+        let mut reg = write(&self.inner.registry);
+        match reg.conns.get_mut(&id) {
+            Some(conn) if !conn.present_in.iter().any(|t| t == topic) => {
+                conn.present_in.push(topic.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every (topic, connection, uid) in a presence set on this instance.
+    pub(crate) fn present(&self) -> Vec<(String, ConnId, String)> {
+        let reg = read(&self.inner.registry);
+        reg.conns
+            .iter()
+            .flat_map(|(id, c)| {
+                c.present_in
+                    .iter()
+                    .map(move |t| (t.clone(), *id, c.uid.as_str().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Ends a recovery: the subscription has been sent everything up to
+    /// `position` (its `subscribed` reply and what it missed); the live
+    /// messages held meanwhile that come after it follow, then it is live.
+    /// With no position (the history could not be read) every held message
+    /// follows and the offsets are taken as they come.
+    pub(crate) fn go_live(&self, id: ConnId, topic: &str, position: Option<&StreamPosition>) {
+        let mut reg = write(&self.inner.registry);
+        let Some(tx) = reg.conns.get(&id).map(|c| c.tx.clone()) else {
+            return;
+        };
+        let Some(sub) = reg.by_topic.get_mut(topic).and_then(|s| s.get_mut(&id)) else {
+            return;
+        };
+        let pending = sub.pending.take().unwrap_or_default();
+        if let Some(p) = position {
+            sub.seen(p);
+        }
+        let mut resync = false;
+        for (p, text) in pending {
+            match sub.admit(&p) {
+                crate::topics::Admit::Deliver => {
+                    if tx.try_send(text).is_err() {
+                        resync = true;
+                        break;
+                    }
+                }
+                crate::topics::Admit::Duplicate => {}
+                crate::topics::Admit::Gap => {
+                    resync = true;
+                    break;
+                }
+            }
+        }
+        if resync {
+            reg.by_topic.get_mut(topic).map(|s| s.remove(&id));
+            if let Some(c) = reg.conns.get_mut(&id) {
+                c.topics.remove(topic);
+            }
+            drop(reg);
+            crate::topics::tell_to_resubscribe(self, id, topic);
         }
     }
 
@@ -384,7 +587,7 @@ impl Hub {
             Audience::Topic(t) => reg
                 .by_topic
                 .get(t)
-                .map(|s| s.iter().copied().collect())
+                .map(|s| s.keys().copied().collect())
                 .unwrap_or_default(),
             Audience::Everyone => reg.conns.keys().copied().collect(),
         }
@@ -392,12 +595,100 @@ impl Hub {
 
     /// Delivers to the sockets on this instance. Returns how many got it.
     pub fn deliver_local(&self, audience: &Audience, notification: &Notification) -> usize {
-        let text = ByteString::from(envelope::render(
-            &notification.kind,
-            None,
-            &notification.data,
-        ));
+        let topic = match audience {
+            Audience::Topic(t) => Some(t.as_str()),
+            Audience::User(_) | Audience::Everyone => None,
+        };
+        let text = ByteString::from(envelope::render_message(notification, topic, None));
         self.deliver_text(audience, &notification.kind, text)
+    }
+
+    /// Delivers a recorded message of `topic` to its subscribers here, in
+    /// offset order: held back while a subscription recovers, dropped if
+    /// it was already sent, and a subscription that missed one (the
+    /// fan-out lost it) is told to resubscribe. Returns how many got it.
+    pub fn deliver_recorded(
+        &self,
+        topic: &str,
+        position: &StreamPosition,
+        notification: &Notification,
+    ) -> usize {
+        let text = ByteString::from(envelope::render_message(
+            notification,
+            Some(topic),
+            Some(position),
+        ));
+        let max_pending = self.inner.settings.max_pending;
+        let mut delivered = 0;
+        let mut resync = Vec::new();
+        let mut kicked = Vec::new();
+        {
+            let mut guard = write(&self.inner.registry);
+            let reg = &mut *guard;
+            let Some(subs) = reg.by_topic.get_mut(topic) else {
+                return 0;
+            };
+            for (id, sub) in subs.iter_mut() {
+                if let Some(pending) = &mut sub.pending {
+                    if pending.len() < max_pending {
+                        pending.push((position.clone(), text.clone()));
+                    } else {
+                        resync.push(*id);
+                    }
+                    continue;
+                }
+                match sub.admit(position) {
+                    crate::topics::Admit::Deliver => {}
+                    crate::topics::Admit::Duplicate => continue,
+                    crate::topics::Admit::Gap => {
+                        resync.push(*id);
+                        continue;
+                    }
+                }
+                let Some(conn) = reg.conns.get(id) else {
+                    continue;
+                };
+                match conn.tx.try_send(text.clone()) {
+                    Ok(()) => delivered += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => kicked.push(*id),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            for id in &resync {
+                subs.remove(id);
+                if let Some(c) = reg.conns.get_mut(id) {
+                    c.topics.remove(topic);
+                }
+            }
+        }
+        for id in resync {
+            crate::topics::tell_to_resubscribe(self, id, topic);
+        }
+        for id in kicked {
+            self.kick_slow(id);
+        }
+        if delivered > 0 {
+            metrics::counter!("ws_messages_out_total", "type" => notification.kind.clone())
+                .increment(delivered as u64);
+        }
+        delivered
+    }
+
+    /// Drops a connection whose queue is full.
+    fn kick_slow(&self, id: ConnId) {
+        let kick = read(&self.inner.registry)
+            .conns
+            .get(&id)
+            .map(|c| c.kick.token.clone());
+        if let Some(kick) = kick {
+            metrics::counter!("ws_slow_client_disconnects_total").increment(1);
+            tracing::warn!(
+                conn = id,
+                "client too slow to drain its queue; disconnecting it"
+            );
+            self.unregister(id);
+            kick.cancel();
+        }
     }
 
     /// Closes the sockets on this instance that `audience` covers, with
@@ -441,6 +732,20 @@ impl Hub {
 
 impl FanoutSink for Hub {
     fn deliver(&self, message: FanoutMessage) {
+        if let Some(key) = &message.acked {
+            return self.acked(key);
+        }
+        if let Some(position) = &message.position {
+            // Recorded messages are delivered from here on every instance,
+            // the publisher's included, so each sees one order.
+            let topic = match &message.audience {
+                Audience::Topic(t) => t.clone(),
+                Audience::User(uid) => user_topic(uid.as_str()),
+                Audience::Everyone => return,
+            };
+            self.deliver_recorded(&topic, position, &message.notification);
+            return;
+        }
         if message.origin == self.inner.settings.instance_id {
             return; // delivered locally when it was published
         }

@@ -5,11 +5,13 @@ pub mod envelope;
 mod handlers;
 mod hub;
 mod notifier;
+mod topics;
 mod upgrade;
 
-pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply, may_join};
+pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply};
 pub use hub::{ConnId, Hub, HubSettings};
 pub use notifier::HubNotifier;
+pub use topics::{AnyUser, INSUFFICIENT_STATE, MAX_TOPIC_NAME, OwnUser};
 pub use upgrade::{BEARER_PROTOCOL, configure};
 
 /// The notice a socket gets just before the server closes it on purpose:

@@ -10,6 +10,10 @@ pub(crate) const VARIABLES: &[&str] = &[
     "WS_IDLE_TIMEOUT_SECS",
     "WS_HANDLER_CONCURRENCY",
     "WS_MAX_CONNECTIONS_PER_USER",
+    "WS_USER_HISTORY_SIZE",
+    "WS_USER_HISTORY_TTL_SECS",
+    "WS_PRESENCE_TTL_SECS",
+    "WS_ACK_WAIT_SECS",
 ];
 
 #[derive(Debug, Clone)]
@@ -21,6 +25,16 @@ pub struct WsSection {
     pub handler_concurrency: usize,
     /// Sockets one user may hold on one instance; 0: no limit.
     pub max_connections_per_user: usize,
+    /// Messages kept of each user's own topic (`user:<uid>`) for recovery;
+    /// 0: no history.
+    pub user_history_size: usize,
+    pub user_history_ttl: Duration,
+    /// How long presence entries live without a refresh (the bound on a
+    /// dead instance's ghosts).
+    pub presence_ttl: Duration,
+    /// How long a socket has to acknowledge a delivery before it goes out
+    /// as a push notification instead.
+    pub ack_wait: Duration,
 }
 
 impl WsSection {
@@ -49,7 +63,16 @@ impl WsSection {
             1_000_000,
             "sockets (0: no limit)",
         );
+        let user_history_size =
+            r.ranged("WS_USER_HISTORY_SIZE", 100_usize, 0, 10_000, "messages (0: none)");
+        let user_history_ttl = r.seconds("WS_USER_HISTORY_TTL_SECS", 600, 1, 7 * 86_400);
+        let presence_ttl = r.seconds("WS_PRESENCE_TTL_SECS", 30, 3, 3600);
+        let ack_wait = r.seconds("WS_ACK_WAIT_SECS", 10, 1, 3600);
         Self {
+            user_history_size,
+            user_history_ttl,
+            presence_ttl,
+            ack_wait,
             max_message_bytes,
             outbound_queue,
             ping_interval,
@@ -68,6 +91,11 @@ impl WsSection {
             idle_timeout: self.idle_timeout,
             handler_concurrency: self.handler_concurrency,
             max_connections_per_user: self.max_connections_per_user,
+            user_history: (self.user_history_size > 0).then_some(ports::HistoryOptions {
+                size: self.user_history_size,
+                ttl: self.user_history_ttl,
+            }),
+            presence_ttl: self.presence_ttl,
             ..ws_hub::HubSettings::new(instance_id.to_owned())
         }
     }
