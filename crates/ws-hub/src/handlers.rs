@@ -133,7 +133,7 @@ async fn allowed(
 
 /// `subscribe {"topic", "since"?}` -> `subscribed {"topic", "offset"?,
 /// "epoch"?, "recovered"?}`, then (when recovering) what was missed, in
-/// order, then live messages.
+/// order, then live messages; in a presence namespace, then `join`.
 struct Subscribe;
 
 #[async_trait]
@@ -153,12 +153,17 @@ impl MessageHandler for Subscribe {
                 "this connection is at its topic limit",
             ));
         }
-        if ns.options.presence {
-            crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
-                .await;
-        }
         let Some((options, history)) = recording else {
-            return Ok(Some(Reply::new("subscribed", json!({"topic": topic}))));
+            let text =
+                crate::envelope::render("subscribed", ctx.id.as_deref(), &json!({"topic": topic}));
+            ctx.hub
+                .reply_to(ctx.conn, "subscribed", ByteString::from(text))
+                .await;
+            if ns.options.presence {
+                crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
+                    .await;
+            }
+            return Ok(None);
         };
         let read = history.history(&topic, req.since.as_ref(), &options).await;
         let (reply, publications, position) = match read {
@@ -207,6 +212,10 @@ impl MessageHandler for Subscribe {
             }
         }
         ctx.hub.go_live(ctx.conn, &topic, position.as_ref());
+        if ns.options.presence {
+            crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
+                .await;
+        }
         Ok(None)
     }
 }

@@ -8,7 +8,6 @@
 
 use async_trait::async_trait;
 use futures_util::{SinkExt as _, StreamExt as _};
-use ports::testing::FakeTokenVerifier;
 use ports::testing::contract::eventually;
 use ports::{Audience, Notification, Notifier};
 use serde_json::{Value, json};
@@ -19,114 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use ws_hub::{HandlerContext, HandlerError, Hub, HubNotifier, HubSettings, MessageHandler, Reply};
+use ws_hub::{HandlerContext, HandlerError, HubNotifier, HubSettings, MessageHandler, Reply};
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Server {
-    port: u16,
-    hub: Hub,
-    verifier: Arc<FakeTokenVerifier>,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        tokio::spawn(async move { h.stop(false).await });
-    }
-}
-
-fn settings() -> HubSettings {
-    HubSettings {
-        ping_interval: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(15),
-        ..HubSettings::new("test")
-    }
-}
-
-async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub)) -> Server {
-    let verifier = Arc::new(FakeTokenVerifier::new());
-    for uid in ["alice", "bob", "carol"] {
-        verifier.allow_uid(&format!("token-{uid}"), uid);
-    }
-    let hub = Hub::new(settings);
-    setup(&hub);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (h, v) = (hub.clone(), verifier.clone());
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(ws_hub::configure(
-            h.clone(),
-            v.clone() as Arc<dyn ports::TokenVerifier>,
-        ))
-    })
-    .workers(2)
-    .listen(listener)
-    .unwrap()
-    .disable_signals()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Server {
-        port,
-        hub,
-        verifier,
-        handle,
-    }
-}
-
-async fn server() -> Server {
-    server_with(settings(), |_| {}).await
-}
-
-async fn connect(s: &Server, uid: &str) -> Ws {
-    let mut req = format!("ws://127.0.0.1:{}/ws", s.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer token-{uid}").parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// The next text envelope (skipping pings), within 5 s.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-            .unwrap()
-            .unwrap();
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-/// Reads until the server's close frame; returns its code.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a close in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-            Some(Ok(Message::Close(None))) => return 1005,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
-            None => panic!("connection ended without a close frame"),
-        }
-    }
-}
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upgrade_needs_a_valid_token_from_header_query_or_protocol() {

@@ -63,8 +63,13 @@ impl WsSection {
             1_000_000,
             "sockets (0: no limit)",
         );
-        let user_history_size =
-            r.ranged("WS_USER_HISTORY_SIZE", 100_usize, 0, 10_000, "messages (0: none)");
+        let user_history_size = r.ranged(
+            "WS_USER_HISTORY_SIZE",
+            100_usize,
+            0,
+            10_000,
+            "messages (0: none)",
+        );
         let user_history_ttl = r.seconds("WS_USER_HISTORY_TTL_SECS", 600, 1, 7 * 86_400);
         let presence_ttl = r.seconds("WS_PRESENCE_TTL_SECS", 30, 3, 3600);
         let ack_wait = r.seconds("WS_ACK_WAIT_SECS", 10, 1, 3600);
