@@ -132,7 +132,7 @@ impl Application {
         };
         tasks.spawn(wiring::heartbeat(&settings, &infra, role, shutdown.clone()));
         if role.works() {
-            wiring::start_workers(&settings, &infra, &shutdown, &mut tasks)?;
+            wiring::start_workers(&settings, &infra, &shutdown, &mut tasks).await?;
         }
         Ok(Self {
             settings,

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use usecases::{
     FanOutPush, ForgetRecipientsJob, ForgetWelcomeRecipients, OutboxRelay, ProfileService,
     PushNotifications, PushTokenService, RelaySettings, SendPushToDevice, SendWelcomeMail,
-    WELCOME_GROUP, WelcomeMailTrigger,
+    SocketFirst, WELCOME_GROUP, WelcomeMailTrigger,
 };
 use ws_hub::{Hub, HubNotifier};
 
@@ -148,7 +148,31 @@ async fn hub(
     infra: &Infrastructure,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Hub> {
+    let (hub, fanout) = realtime_hub(settings, infra, shutdown)?;
+    fanout
+        .subscribe(Arc::new(hub.clone()), shutdown.clone())
+        .await?;
+    Ok(hub)
+}
+
+/// A hub wired to Redis (fan-out, history, presence, socket counts), not
+/// yet subscribed to the fan-out.
+fn realtime_hub(
+    settings: &Settings,
+    infra: &Infrastructure,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Hub, Arc<RedisFanout>)> {
     let hub = Hub::with_shutdown(settings.ws.hub_settings(&settings.instance_id), shutdown);
+    // The namespaces clients may use (`user:<uid>` is built in, recoverable);
+    // an application adds its own here, with its policy.
+    hub.namespace(
+        "public",
+        ports::NamespaceOptions {
+            presence: true,
+            ..ports::NamespaceOptions::default()
+        },
+        Arc::new(ws_hub::AnyUser),
+    );
     hub.set_socket_registry(Arc::new(streams_adapter::RedisSocketRegistry::new(
         infra.fred.clone(),
         &settings.redis.key_prefix,
@@ -162,10 +186,21 @@ async fn hub(
         infra.fred.clone(),
         &settings.redis.key_prefix,
     )));
+    Ok((hub, fanout))
+}
+
+/// Realtime for the worker role: a hub without sockets that publishes to
+/// the instances holding them and hears their sockets' acks.
+async fn worker_realtime(
+    settings: &Settings,
+    infra: &Infrastructure,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn ports::Realtime>> {
+    let (hub, fanout) = realtime_hub(settings, infra, shutdown)?;
     fanout
         .subscribe(Arc::new(hub.clone()), shutdown.clone())
         .await?;
-    Ok(hub)
+    Ok(Arc::new(HubNotifier::new(hub)))
 }
 
 fn metrics_renderer() -> Option<http_api::MetricsRenderer> {
@@ -446,7 +481,7 @@ impl ConsumerGroups<'_> {
 
 /// The background work of the `worker` role: the outbox relay, the
 /// consumer groups and the job worker.
-pub(crate) fn start_workers(
+pub(crate) async fn start_workers(
     settings: &Settings,
     infra: &Infrastructure,
     shutdown: &CancellationToken,
@@ -490,6 +525,7 @@ pub(crate) fn start_workers(
         settings.http.cursor_secret.as_bytes(),
     ));
     let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
+    let realtime = worker_realtime(settings, infra, shutdown).await?;
     let mut worker = JobWorker::new(
         infra.queue.clone(),
         settings
@@ -502,8 +538,17 @@ pub(crate) fn start_workers(
             ledger.clone(),
         )))
         .register(Arc::new(ForgetWelcomeRecipients::new(ledger)))
-        .register(Arc::new(FanOutPush::new(tokens.clone(), queue)))
-        .register(Arc::new(SendPushToDevice::new(infra.push.clone(), tokens)));
+        .register(Arc::new(FanOutPush::new(tokens.clone(), queue.clone())))
+        .register(Arc::new(SendPushToDevice::new(
+            infra.push.clone(),
+            tokens.clone(),
+        )))
+        .register(Arc::new(SocketFirst::new(
+            realtime,
+            PushNotifications::new(tokens, infra.push.clone(), queue.clone()),
+            queue,
+            settings.ws.ack_wait,
+        )));
     // Daily at 04:17 UTC.
     worker.every("0 17 4 * * *", &ForgetRecipientsJob::default())?;
     tasks.spawn(worker.run(shutdown.clone()));

@@ -4,12 +4,13 @@
 
 #![expect(
     clippy::unwrap_used,
+    clippy::expect_used,
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
 use app::Role;
 use domain::FirebaseUid;
-use ports::PushMessage;
+use ports::{Notification, PushMessage};
 use postgres_adapter::{PgPushTokenRepository, PgSettings};
 use queue_adapter::{QueueSettings, RedisJobQueue};
 use serde_json::{Value, json};
@@ -18,7 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::{FakeFcm, FcmReply, MetricsWindow, TestApp, spawn_app_with};
-use usecases::PushNotifications;
+use usecases::{PushNotifications, SocketFirst};
+
+#[expect(dead_code, reason = "this file needs no topic subscriptions")]
+mod support;
+use support::{connect, ready, recv, send, wait_for_sockets};
 
 struct Setup {
     fake: FakeFcm,
@@ -47,6 +52,7 @@ async fn setup() -> Setup {
             ),
             ("FCM_BASE_URL", &base),
             ("JOB_RETRY_BASE_MS", "100"),
+            ("WS_ACK_WAIT_SECS", "1"),
         ],
     )
     .await;
@@ -109,20 +115,37 @@ async fn metric(s: &Setup, line_start: &str) -> Option<f64> {
 
 /// What a use case does to notify a user: `PushNotifications::notify_user`.
 fn notifications(app: &TestApp) -> PushNotifications {
-    let pool =
-        postgres_adapter::build_pool(&PgSettings::new(app.settings.database.url.clone())).unwrap();
+    PushNotifications::new(
+        Arc::new(PgPushTokenRepository::new(
+            postgres_adapter::build_pool(&PgSettings::new(app.settings.database.url.clone()))
+                .unwrap(),
+        )),
+        // Only the queue is used by notify_user.
+        Arc::new(push_adapter::LogPushSender::new()),
+        queue(app),
+    )
+}
+
+fn queue(app: &TestApp) -> Arc<RedisJobQueue> {
     let redis = queue_adapter::build_pool(&queue_adapter::RedisSettings::new(
         app.settings.redis.url.clone(),
     ))
     .unwrap();
-    PushNotifications::new(
-        Arc::new(PgPushTokenRepository::new(pool)),
-        // Only the queue is used by notify_user.
-        Arc::new(push_adapter::LogPushSender::new()),
-        Arc::new(RedisJobQueue::new(
-            redis,
-            QueueSettings::new(&app.settings.redis.key_prefix),
-        )),
+    Arc::new(RedisJobQueue::new(
+        redis,
+        QueueSettings::new(&app.settings.redis.key_prefix),
+    ))
+}
+
+/// What a use case does to deliver socket first: `SocketFirst::notify`
+/// (only its queue is used here; the app's worker runs the delivery).
+fn socket_first(app: &TestApp) -> SocketFirst {
+    let idle = ws_hub::HubNotifier::new(ws_hub::Hub::new(ws_hub::HubSettings::new("test")));
+    SocketFirst::new(
+        Arc::new(idle),
+        notifications(app),
+        queue(app),
+        Duration::from_secs(1),
     )
 }
 
@@ -292,5 +315,116 @@ async fn a_bad_key_file_stops_the_app_with_a_clear_message() {
     assert!(
         text.contains("not a Google service-account key file"),
         "{text}"
+    );
+}
+
+/// Waits until `token`'s device got `n` messages, within `within`.
+async fn wait_for_pushes(
+    s: &Setup,
+    token: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<test_support::FcmRequest> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let sends = s.fake.sends_to(token);
+        if sends.len() >= n {
+            return sends;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{token}: {} of {n} pushes",
+            sends.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn chat(text: &str) -> (Notification, PushMessage) {
+    (
+        Notification::new("chat.message", json!({"text": text})),
+        PushMessage {
+            title: Some("Ada".into()),
+            body: Some(text.into()),
+            ..PushMessage::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_goes_over_the_socket_when_acked_and_through_fcm_otherwise() {
+    let s = setup().await;
+    let token = s.app.token("fern");
+    register(&s.app, &token, "fern-phone", "ios").await;
+    let fern = FirebaseUid::parse("fern").unwrap();
+    let deliveries = socket_first(&s.app);
+    let collapse = |r: &test_support::FcmRequest| {
+        let m = &r.body["message"];
+        (
+            m["android"]["collapse_key"].clone(),
+            m["apns"]["headers"]["apns-collapse-id"].clone(),
+            m["data"]["delivery"].clone(),
+        )
+    };
+
+    // Offline: straight to FCM, collapsed by the delivery id.
+    let (n, p) = chat("one");
+    deliveries.notify(&fern, "d-offline", n, p).await.unwrap();
+    let sent = wait_for_pushes(&s, "fern-phone", 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        collapse(&sent[0]),
+        (json!("d-offline"), json!("d-offline"), json!("d-offline"))
+    );
+
+    // Online and acking: the socket has it, FCM does not.
+    let mut phone = connect(&s.app, &token).await;
+    ready(&mut phone).await;
+    wait_for_sockets(&s.app, "fern", 1).await;
+    let (n, p) = chat("two");
+    deliveries.notify(&fern, "d-acked", n, p).await.unwrap();
+    let got = recv(&mut phone).await;
+    assert_eq!(got["type"], "chat.message", "{got}");
+    assert_eq!(got["delivery"], "d-acked");
+    assert_eq!(got["data"]["text"], "two");
+    send(
+        &mut phone,
+        json!({"type": "ack", "data": {"delivery": "d-acked"}}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(&s, "realtime_deliveries_total{via=\"socket\"}").await != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted as acked"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        s.fake.sends_to("fern-phone").len(),
+        1,
+        "no push for what the socket acked"
+    );
+
+    // Online and silent: the socket gets it, then FCM after the ack wait.
+    let (n, p) = chat("three");
+    let asked = std::time::Instant::now();
+    deliveries.notify(&fern, "d-silent", n, p).await.unwrap();
+    assert_eq!(recv(&mut phone).await["delivery"], "d-silent");
+    let sent = wait_for_pushes(&s, "fern-phone", 2, Duration::from_secs(15)).await;
+    assert_eq!(
+        collapse(&sent[1]),
+        (json!("d-silent"), json!("d-silent"), json!("d-silent"))
+    );
+    assert!(
+        sent[1].at.duration_since(asked) >= Duration::from_secs(1),
+        "pushed before the socket's second to ack"
+    );
+    assert_eq!(
+        metric(&s, "realtime_deliveries_total{via=\"push_offline\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&s, "realtime_deliveries_total{via=\"push_unacked\"}").await,
+        Some(1.0)
     );
 }

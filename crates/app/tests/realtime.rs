@@ -8,49 +8,15 @@
 )]
 
 use app::Role;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use std::time::Duration;
-use test_support::{TestApp, spawn_app, spawn_sibling};
+use test_support::{spawn_app, spawn_sibling};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(app: &TestApp, token: &str) -> Ws {
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message in time")
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-/// Proves the socket is registered (a round trip through the hub).
-async fn ready(ws: &mut Ws) {
-    ws.send(Message::text(
-        json!({"type": "echo", "id": "ready"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(recv(ws).await["id"], "ready");
-}
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_change_reaches_the_users_open_socket() {
@@ -192,24 +158,6 @@ async fn the_upgrade_without_a_token_is_a_401_problem() {
 }
 
 /// The ops console's users page: `uid`'s "sockets open now" cell.
-async fn open_sockets(app: &TestApp, uid: &str) -> String {
-    let page = app
-        .client
-        .get(app.url(&format!("/ops/users?q={uid}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let marker = format!("data-sockets=\"{uid}\">");
-    let at = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no sockets cell: {page}"))
-        + marker.len();
-    page[at..].split('<').next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn support_sees_a_users_open_sockets_across_instances() {
     let app = spawn_app().await;
@@ -222,24 +170,96 @@ async fn support_sees_a_users_open_sockets_across_instances() {
     let mut b = connect(&other, &token).await;
     ready(&mut a).await;
     ready(&mut b).await;
-    // Counted off the connection's path: give the counter its round trip.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while open_sockets(&app, "sam").await != "2" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "two sockets, one per instance"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // One per instance.
+    wait_for_sockets(&app, "sam", 2).await;
     a.close(None).await.unwrap();
     drop(a);
+    wait_for_sockets(&other, "sam", 1).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_comes_back_on_another_instance_recovers_what_it_missed() {
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a, Role::Serve, &[]).await;
+    let token = a.token_with("erin", Some("erin@example.com"), None);
+    assert_eq!(a.patch_me(&token, &json!({})).await.0, 201);
+    let mut phone = connect(&a, &token).await;
+    let before = subscribe(&mut phone, "user:erin", None).await;
+    let epoch = before["epoch"].clone();
+    let seen = before["offset"].as_u64().unwrap();
+    // The phone goes into a tunnel.
+    phone.close(None).await.unwrap();
+    drop(phone);
+    for n in 1..=3 {
+        let body = json!({"display_name": format!("Erin {n}")});
+        assert_eq!(a.patch_me(&token, &body).await.0, 200);
+    }
+    // It comes back through the other instance.
+    let mut phone = connect(&b, &token).await;
+    let back = subscribe(
+        &mut phone,
+        "user:erin",
+        Some(&json!({"offset": seen, "epoch": epoch})),
+    )
+    .await;
+    assert_eq!(back["recovered"], true, "{back}");
+    assert_eq!(back["epoch"], epoch);
+    // Each change, in order, once: recovered, or live if its publication
+    // was still on its way.
+    for n in 1..=3u64 {
+        let m = recv(&mut phone).await;
+        assert_eq!(m["type"], "profile.updated", "{m}");
+        assert_eq!(m["topic"], "user:erin");
+        assert_eq!(m["offset"].as_u64(), Some(seen + n));
+        assert_eq!(m["data"]["display_name"], format!("Erin {n}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_a_public_topic_spans_instances() {
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a, Role::Serve, &[]).await;
+    let (fay, gus) = (a.token("fay"), a.token("gus"));
+    let mut on_a = connect(&a, &fay).await;
+    let mut on_b = connect(&b, &gus).await;
+    subscribe(&mut on_a, "public:lobby", None).await;
+    subscribe(&mut on_b, "public:lobby", None).await;
+    send(
+        &mut on_a,
+        json!({"type": "presence", "id": "p", "data": {"topic": "public:lobby"}}),
+    )
+    .await;
+    let reply = recv(&mut on_a).await;
+    assert_eq!(reply["type"], "presence", "{reply}");
+    let mut uids: Vec<String> = reply["data"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["uid"].as_str().unwrap().to_owned())
+        .collect();
+    uids.sort();
+    assert_eq!(uids, ["fay", "gus"]);
+    // Gus leaves: he is gone from the list (no waiting for an expiry).
+    send(
+        &mut on_b,
+        json!({"type": "unsubscribe", "id": "u", "data": {"topic": "public:lobby"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut on_b).await["type"], "unsubscribed");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while open_sockets(&other, "sam").await != "1" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "one left after a close"
-        );
+    loop {
+        send(
+            &mut on_a,
+            json!({"type": "presence", "id": "p", "data": {"topic": "public:lobby"}}),
+        )
+        .await;
+        let clients = recv(&mut on_a).await["data"]["clients"].clone();
+        if clients.as_array().unwrap().len() == 1 {
+            assert_eq!(clients[0]["uid"], "fay");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "gus never left");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(b);
 }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long `subscribe` waits for the first subscription before it
+/// returns anyway (Redis down at startup must not stop the process).
+const FIRST_SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
+
 /// Messages buffered between Redis and the local hub.
 const FANOUT_BUFFER: usize = 8192;
 
@@ -101,16 +105,20 @@ impl Fanout for RedisFanout {
         subscriber.connect();
         let _resubscriber = subscriber.manage_subscriptions();
         // Subscribe in the background, retrying until Redis answers, so an
-        // instance that starts during a Redis outage still joins later.
+        // instance that starts during a Redis outage still joins later; the
+        // caller waits for the first subscription (a bounded while), so what
+        // is published once it returns reaches this instance.
         let sub = subscriber.clone();
         let ch = channel.clone();
         let stopped = stop.clone();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
                 match sub.subscribe(ch.as_str()).await {
                     Ok(()) => {
                         tracing::info!(channel = %ch, "subscribed to realtime fan-out");
+                        let _ = subscribed_tx.send(());
                         return;
                     }
                     Err(e) => {
@@ -154,6 +162,12 @@ impl Fanout for RedisFanout {
                 }
             }
         });
+        if tokio::time::timeout(FIRST_SUBSCRIBE_WAIT, subscribed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("realtime fan-out not subscribed yet; going on while it retries");
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 pub mod profiles;
 pub mod push;
 pub mod push_tokens;
+pub mod realtime;
 pub mod relay;
 pub mod welcome;
 
@@ -16,6 +17,7 @@ pub use push::{
 pub use push_tokens::{
     ListPushTokensError, PushTokenService, RegisterDeviceError, UnregisterDeviceError,
 };
+pub use realtime::{DELIVERY_KEY, DeliverJob, SocketFirst};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
 pub use welcome::{
     ForgetRecipientsJob, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,
