@@ -47,3 +47,7 @@ chaos *args:
 # Check the crate dependency rules
 deps:
     cargo test -q -p app --test architecture
+
+# Regenerate openapi/asyncapi.json (the /ws envelope catalogue) from the code
+asyncapi:
+    cargo run -q -p app -- asyncapi > openapi/asyncapi.json

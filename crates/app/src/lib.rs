@@ -11,3 +11,9 @@ mod wiring;
 pub use settings::{AppEnv, LogFormat, Settings, SettingsError};
 pub use startup::{Application, Role};
 pub use wiring::Infrastructure;
+
+/// The AsyncAPI document of `/ws`: the hub's envelopes and the use cases'
+/// notifications (`app asyncapi`; checked in as `openapi/asyncapi.json`).
+pub fn asyncapi() -> serde_json::Value {
+    ws_hub::catalogue::asyncapi(&usecases::realtime_messages())
+}

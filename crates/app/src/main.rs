@@ -24,6 +24,8 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) on stdout.
     Openapi,
+    /// Print the AsyncAPI document of `/ws` (JSON) on stdout.
+    Asyncapi,
     /// Read an operator password on stdin and print its argon2 hash, for
     /// OPS_PASSWORD_HASH (or OPS_VIEWER_PASSWORD_HASH).
     OpsPassword,
@@ -209,9 +211,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::All);
 
-    if let Command::Openapi = command {
-        let spec = http_api::openapi_spec();
-        return match serde_json::to_string_pretty(&spec) {
+    if let Command::Openapi | Command::Asyncapi = command {
+        let spec = match command {
+            Command::Openapi => serde_json::to_value(http_api::openapi_spec()),
+            _ => Ok(app::asyncapi()),
+        };
+        return match spec.and_then(|s| serde_json::to_string_pretty(&s)) {
             Ok(json) => {
                 print(&format!("{json}\n"));
                 ExitCode::SUCCESS
@@ -252,7 +257,7 @@ async fn main() -> ExitCode {
     let logs = settings.log_format;
 
     match command {
-        Command::Openapi | Command::OpsPassword => ExitCode::SUCCESS,
+        Command::Openapi | Command::Asyncapi | Command::OpsPassword => ExitCode::SUCCESS,
         Command::DevToken {
             uid,
             email,

@@ -41,10 +41,10 @@ pub use outbox::{Outbox, OutboxError, OutboxRecord};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{
-    Audience, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink, HistoryOptions,
-    HistoryRead, NamespaceOptions, Notification, Notifier, NotifyError, PresenceEntry,
-    PresenceStore, Publication, Realtime, SocketDelivery, StreamPosition, TopicHistory,
-    TopicPolicy,
+    Audience, Direction, Disconnect, Fanout, FanoutError, FanoutMessage, FanoutSink,
+    HistoryOptions, HistoryRead, MessageDoc, NamespaceOptions, Notification, Notifier, NotifyError,
+    PresenceEntry, PresenceStore, Publication, Realtime, SocketDelivery, StreamPosition,
+    TopicHistory, TopicPolicy,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

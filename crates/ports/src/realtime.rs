@@ -319,3 +319,28 @@ pub trait Realtime: Send + Sync + 'static {
         wait: std::time::Duration,
     ) -> Result<SocketDelivery, NotifyError>;
 }
+
+/// Which way a realtime message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Client to server: a request the hub handles.
+    FromClient,
+    /// Server to client: a reply or a notification.
+    ToClient,
+}
+
+/// One envelope type, as documented (the AsyncAPI catalogue is made of
+/// these): the code that sends or handles a type describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageDoc {
+    /// The envelope's `type`.
+    pub kind: &'static str,
+    pub direction: Direction,
+    pub summary: &'static str,
+    /// The JSON Schema of `data`.
+    pub data: serde_json::Value,
+    /// Sent on topics: the envelope may carry `topic` (and on recoverable
+    /// topics `offset` and `epoch`; on acknowledged deliveries `delivery`).
+    pub on_topic: bool,
+}

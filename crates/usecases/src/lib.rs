@@ -9,6 +9,7 @@ pub mod welcome;
 
 pub use profiles::{
     DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService, UpdateProfileError,
+    realtime_messages,
 };
 pub use push::{
     DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_QUEUE, PushDeviceJob,

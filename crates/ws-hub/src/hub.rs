@@ -208,6 +208,14 @@ impl Hub {
         self
     }
 
+    /// The message types with a handler, sorted (`refresh` is answered by
+    /// the connection itself and is not among them).
+    pub fn handler_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = read(&self.inner.handlers).keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
     pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn MessageHandler>> {
         read(&self.inner.handlers).get(kind).cloned()
     }

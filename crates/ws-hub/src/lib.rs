@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod catalogue;
 mod connection;
 pub mod envelope;
 mod handlers;

@@ -32,7 +32,11 @@ pub(crate) async fn recv(ws: &mut Ws) -> Value {
             .unwrap()
             .unwrap()
         {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                conforms(&v);
+                return v;
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected text, got {other:?}"),
         }
@@ -91,5 +95,37 @@ pub(crate) async fn wait_for_sockets(app: &TestApp, uid: &str, n: usize) {
             "{uid} never had {n} sockets counted"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that an envelope of a documented type matches its schema in the
+/// AsyncAPI document (`app::asyncapi()`, checked in as
+/// `openapi/asyncapi.json`).
+pub(crate) fn conforms(envelope: &Value) {
+    static SCHEMAS: std::sync::OnceLock<std::collections::HashMap<String, jsonschema::Validator>> =
+        std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        let doc = app::asyncapi();
+        doc["components"]["messages"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.starts_with("server."))
+            .map(|(_, m)| {
+                let name = m["name"].as_str().unwrap().to_owned();
+                (name, jsonschema::validator_for(&m["payload"]).unwrap())
+            })
+            .collect()
+    });
+    let kind = envelope["type"].as_str().unwrap_or_default();
+    if let Some(validator) = schemas.get(kind) {
+        let errors: Vec<String> = validator
+            .iter_errors(envelope)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{envelope} is not the documented {kind}: {errors:?}"
+        );
     }
 }

@@ -94,7 +94,11 @@ pub(crate) async fn recv(ws: &mut Ws) -> Value {
             .unwrap()
             .unwrap();
         match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                conforms(&v);
+                return v;
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected text, got {other:?}"),
         }
@@ -114,5 +118,37 @@ pub(crate) async fn close_code(ws: &mut Ws) -> u16 {
             Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
             None => panic!("connection ended without a close frame"),
         }
+    }
+}
+
+/// Asserts that an envelope of a type the hub documents (its catalogue,
+/// the AsyncAPI document's source) matches its schema: every test that
+/// reads one checks the document against the behaviour.
+pub(crate) fn conforms(envelope: &Value) {
+    static SCHEMAS: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, jsonschema::Validator>,
+    > = std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        ws_hub::catalogue::builtin_messages()
+            .into_iter()
+            .filter(|m| m.direction == ports::Direction::ToClient)
+            .map(|m| {
+                let schema = ws_hub::catalogue::envelope_schema(&m);
+                (m.kind, jsonschema::validator_for(&schema).unwrap())
+            })
+            .collect()
+    });
+    let Some(kind) = envelope["type"].as_str() else {
+        panic!("an envelope without a type: {envelope}");
+    };
+    if let Some(validator) = schemas.get(kind) {
+        let errors: Vec<String> = validator
+            .iter_errors(envelope)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{envelope} does not match the documented {kind}: {errors:?}"
+        );
     }
 }
