@@ -169,6 +169,7 @@ fn realtime_hub(
         "public",
         ports::NamespaceOptions {
             presence: true,
+            history: settings.ws.public_history(),
             ..ports::NamespaceOptions::default()
         },
         Arc::new(ws_hub::AnyUser),

@@ -12,6 +12,8 @@ pub(crate) const VARIABLES: &[&str] = &[
     "WS_MAX_CONNECTIONS_PER_USER",
     "WS_USER_HISTORY_SIZE",
     "WS_USER_HISTORY_TTL_SECS",
+    "WS_PUBLIC_HISTORY_SIZE",
+    "WS_PUBLIC_HISTORY_TTL_SECS",
     "WS_PRESENCE_TTL_SECS",
     "WS_ACK_WAIT_SECS",
 ];
@@ -29,6 +31,9 @@ pub struct WsSection {
     /// 0: no history.
     pub user_history_size: usize,
     pub user_history_ttl: Duration,
+    /// Messages kept of each `public:<name>` topic; 0: no history.
+    pub public_history_size: usize,
+    pub public_history_ttl: Duration,
     /// How long presence entries live without a refresh (the bound on a
     /// dead instance's ghosts).
     pub presence_ttl: Duration,
@@ -71,11 +76,21 @@ impl WsSection {
             "messages (0: none)",
         );
         let user_history_ttl = r.seconds("WS_USER_HISTORY_TTL_SECS", 600, 1, 7 * 86_400);
+        let public_history_size = r.ranged(
+            "WS_PUBLIC_HISTORY_SIZE",
+            0_usize,
+            0,
+            10_000,
+            "messages (0: none)",
+        );
+        let public_history_ttl = r.seconds("WS_PUBLIC_HISTORY_TTL_SECS", 300, 1, 7 * 86_400);
         let presence_ttl = r.seconds("WS_PRESENCE_TTL_SECS", 30, 3, 3600);
         let ack_wait = r.seconds("WS_ACK_WAIT_SECS", 10, 1, 3600);
         Self {
             user_history_size,
             user_history_ttl,
+            public_history_size,
+            public_history_ttl,
             presence_ttl,
             ack_wait,
             max_message_bytes,
@@ -85,6 +100,14 @@ impl WsSection {
             handler_concurrency,
             max_connections_per_user,
         }
+    }
+
+    /// What `public:<name>` topics keep.
+    pub fn public_history(&self) -> Option<ports::HistoryOptions> {
+        (self.public_history_size > 0).then_some(ports::HistoryOptions {
+            size: self.public_history_size,
+            ttl: self.public_history_ttl,
+        })
     }
 
     /// The hub of instance `instance_id`.

@@ -72,6 +72,23 @@ impl Scenario {
         });
     }
 
+    /// `value / baseline <= max_ratio` (for costs: memory, latency). A
+    /// baseline or measurement that is not a positive finite number fails.
+    pub(crate) fn ratio_at_most(
+        &mut self,
+        name: &str,
+        value: f64,
+        baseline: f64,
+        max_ratio: f64,
+        unit: &str,
+    ) {
+        self.ratio(name, value, baseline, 0.0, unit);
+        if let Some(c) = self.checks.last_mut() {
+            c.target = format!("<= {max_ratio:.2}x");
+            c.pass = c.ratio.is_some_and(|r| r.is_finite() && r <= max_ratio);
+        }
+    }
+
     /// A ratio reported without a target (it still fails if the baseline
     /// did not measure).
     pub(crate) fn ratio_reported(&mut self, name: &str, value: f64, baseline: f64, unit: &str) {
