@@ -139,20 +139,22 @@ async fn read_loop(
             None => return shared.stop.cancel(),
             Some(Ok(AggregatedMessage::Text(text))) => {
                 shared.seen();
-                conn.on_text(&text).await;
+                // Boxed: the waiting reader stays small (an idle socket
+                // holds only what waits for its next frame).
+                Box::pin(conn.on_text(&text)).await;
             }
             Some(Ok(AggregatedMessage::Binary(_))) => {
                 shared.seen();
-                conn.send_error(&EnvelopeError {
+                Box::pin(conn.send_error(&EnvelopeError {
                     code: "binary_not_supported",
                     message: "send JSON envelopes as text frames".into(),
                     id: None,
-                })
+                }))
                 .await;
             }
             Some(Ok(AggregatedMessage::Ping(p))) => {
                 shared.seen();
-                if !control(&mut session, false, &p).await {
+                if !Box::pin(control(&mut session, false, &p)).await {
                     return shared.stop.cancel();
                 }
             }
@@ -218,7 +220,7 @@ async fn write_loop(
                 noticed = Some(expires_at);
                 let at = DateTime::<Utc>::from_timestamp_millis(expires_at).map(|t| t.to_rfc3339());
                 let text = envelope::render(crate::TOKEN_EXPIRING_TYPE, None, &serde_json::json!({"expires_at": at}));
-                if !matches!(tokio::time::timeout(idle_timeout, session.text(text)).await, Ok(Ok(()))) {
+                if !matches!(Box::pin(tokio::time::timeout(idle_timeout, session.text(text))).await, Ok(Ok(()))) {
                     return shared.stop.cancel();
                 }
             }
@@ -227,7 +229,7 @@ async fn write_loop(
                 if !waiting && shared.silent_for() > idle_timeout {
                     return shared.close_with((CloseCode::Policy, "idle timeout: no pong").into());
                 }
-                if !control(session, true, b"").await {
+                if !Box::pin(control(session, true, b"")).await {
                     return shared.stop.cancel();
                 }
             }
@@ -235,10 +237,14 @@ async fn write_loop(
                 let Some(text) = next else { return shared.stop.cancel() };
                 // A client that accepts nothing for `idle_timeout` is gone
                 // or too slow; the hub also drops it when its queue fills.
-                let sent = tokio::select! {
-                    r = tokio::time::timeout(idle_timeout, session.text(text)) => r,
-                    () = shared.stop.cancelled() => return,
-                };
+                let sent = Box::pin(async {
+                    tokio::select! {
+                        r = tokio::time::timeout(idle_timeout, session.text(text)) => Some(r),
+                        () = shared.stop.cancelled() => None,
+                    }
+                })
+                .await;
+                let Some(sent) = sent else { return };
                 match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return shared.stop.cancel(),
@@ -309,6 +315,20 @@ pub(crate) async fn run(
     };
     let reader = actix_web::rt::spawn(read_loop(conn, session.clone(), stream));
     write_loop(&mut session, &mut rx, &shared, ping_interval, idle_timeout).await;
+    // What follows runs once, at the end: boxed, it takes no room in an
+    // idle connection's task.
+    Box::pin(finish(hub, id, reader, session, rx, kick, shared)).await;
+}
+
+async fn finish(
+    hub: Hub,
+    id: ConnId,
+    reader: actix_web::rt::task::JoinHandle<()>,
+    mut session: Session,
+    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    kick: Kick,
+    shared: Arc<Shared>,
+) {
     shared.stop.cancel();
     hub.unregister(id);
     let _ = reader.await;
