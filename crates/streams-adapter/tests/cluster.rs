@@ -197,3 +197,21 @@ async fn every_instance_receives_what_any_publishes_on_a_cluster() {
     .await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_history_and_presence_keep_their_contracts_on_a_cluster() {
+    let cluster = TestRedisCluster::start();
+    let base = client(&cluster).await;
+    let fanout = RedisFanout::new(&base, cluster.prefix()).unwrap();
+    // Topics hash to different nodes; each topic's keys share one slot.
+    ports::testing::contract::realtime::recorded_messages_reach_subscribers_in_offset_order(
+        &fanout,
+    )
+    .await;
+    ports::testing::contract::realtime::a_subscriber_recovers_exactly_what_it_missed(&fanout).await;
+    ports::testing::contract::realtime::what_history_no_longer_covers_is_not_recovered(&fanout)
+        .await;
+    let presence = streams_adapter::RedisPresence::new(base.clone(), cluster.prefix());
+    ports::testing::contract::realtime::presence_lists_joined_clients_until_they_leave(&presence)
+        .await;
+}

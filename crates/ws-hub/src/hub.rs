@@ -78,7 +78,7 @@ pub type ConnId = u64;
 
 struct Conn {
     uid: FirebaseUid,
-    tx: mpsc::Sender<ByteString>,
+    tx: Arc<crate::outbox::Outbox>,
     /// Topics joined (besides its user's own, joined at once).
     topics: HashSet<String>,
     /// Topics where it is in the presence set.
@@ -347,7 +347,7 @@ impl Hub {
     pub(crate) fn register(
         &self,
         uid: FirebaseUid,
-    ) -> Option<(ConnId, mpsc::Receiver<ByteString>, Kick)> {
+    ) -> Option<(ConnId, crate::outbox::Receiver, Kick)> {
         let mut reg = write(&self.inner.registry);
         let held = reg.by_user.get(&uid).map_or(0, HashSet::len);
         let max = self.inner.settings.max_connections_per_user;
@@ -355,7 +355,7 @@ impl Hub {
             return None;
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.settings.outbound_queue.max(1));
+        let (tx, rx) = crate::outbox::channel(self.inner.settings.outbound_queue);
         let kick = Kick {
             token: self.inner.shutdown.child_token(),
             reason: Arc::new(OnceLock::new()),
@@ -538,7 +538,7 @@ impl Hub {
         };
         match tx.try_send(text) {
             Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err((crate::outbox::TrySendError::Full, _)) => {
                 metrics::counter!("ws_slow_client_disconnects_total").increment(1);
                 tracing::warn!(
                     conn = id,
@@ -548,7 +548,7 @@ impl Hub {
                 kick.cancel();
                 SendOutcome::Kicked
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+            Err((crate::outbox::TrySendError::Closed, _)) => SendOutcome::Gone,
         }
     }
 
@@ -658,8 +658,8 @@ impl Hub {
                 };
                 match conn.tx.try_send(text.clone()) {
                     Ok(()) => delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => kicked.push(*id),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err((crate::outbox::TrySendError::Full, _)) => kicked.push(*id),
+                    Err((crate::outbox::TrySendError::Closed, _)) => {}
                 }
             }
             for id in &resync {

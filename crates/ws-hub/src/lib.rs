@@ -6,6 +6,7 @@ pub mod envelope;
 mod handlers;
 mod hub;
 mod notifier;
+mod outbox;
 mod topics;
 mod upgrade;
 

@@ -151,7 +151,7 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
         );
     };
     tracing::info!(conn = id, uid = %identity.uid, "websocket connected");
-    actix_web::rt::spawn(run(
+    run(
         Connected {
             hub: state.hub.clone(),
             verifier: state.verifier.clone(),
@@ -163,7 +163,7 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
         stream,
         rx,
         kick,
-    ));
+    );
     response
 }
 

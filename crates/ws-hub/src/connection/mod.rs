@@ -193,7 +193,7 @@ async fn sleep_until_ms(at: i64) {
 /// cannot stall reads.
 async fn write_loop(
     session: &mut Session,
-    rx: &mut tokio::sync::mpsc::Receiver<ByteString>,
+    rx: &mut crate::outbox::Receiver,
     shared: &Shared,
     ping_interval: Duration,
     idle_timeout: Duration,
@@ -261,9 +261,9 @@ async fn write_loop(
 
 /// After a disconnect order: what was queued before it (its notice
 /// included) goes out, briefly, ahead of the close frame.
-async fn flush(session: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<ByteString>) {
+async fn flush(session: &mut Session, rx: &mut crate::outbox::Receiver) {
     let send_queued = async {
-        while let Ok(text) = rx.try_recv() {
+        while let Some(text) = rx.try_recv() {
             if session.text(text).await.is_err() {
                 return;
             }
@@ -272,11 +272,15 @@ async fn flush(session: &mut Session, rx: &mut tokio::sync::mpsc::Receiver<ByteS
     let _ = tokio::time::timeout(Duration::from_millis(500), send_queued).await;
 }
 
-pub(crate) async fn run(
+/// Starts a connection's reader and writer tasks. Set up here, not in an
+/// async fn, so neither task carries what only the start needs (the
+/// stream's and the identity's slots would stay in an async fn's state for
+/// the connection's whole life).
+pub(crate) fn run(
     connected: Connected,
-    mut session: Session,
+    session: Session,
     stream: AggregatedMessageStream,
-    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    rx: crate::outbox::Receiver,
     kick: Kick,
 ) {
     let Connected {
@@ -314,10 +318,44 @@ pub(crate) async fn run(
         bad_frames: 0,
     };
     let reader = actix_web::rt::spawn(read_loop(conn, session.clone(), stream));
-    write_loop(&mut session, &mut rx, &shared, ping_interval, idle_timeout).await;
+    actix_web::rt::spawn(write(
+        Writer {
+            hub,
+            id,
+            reader,
+            kick,
+            shared,
+            ping_interval,
+            idle_timeout,
+        },
+        session,
+        rx,
+    ));
+}
+
+/// What the writer task holds besides the socket and its queue.
+struct Writer {
+    hub: Hub,
+    id: ConnId,
+    reader: actix_web::rt::task::JoinHandle<()>,
+    kick: Kick,
+    shared: Arc<Shared>,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+}
+
+async fn write(w: Writer, mut session: Session, mut rx: crate::outbox::Receiver) {
+    write_loop(
+        &mut session,
+        &mut rx,
+        &w.shared,
+        w.ping_interval,
+        w.idle_timeout,
+    )
+    .await;
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
-    Box::pin(finish(hub, id, reader, session, rx, kick, shared)).await;
+    Box::pin(finish(w.hub, w.id, w.reader, session, rx, w.kick, w.shared)).await;
 }
 
 async fn finish(
@@ -325,7 +363,7 @@ async fn finish(
     id: ConnId,
     reader: actix_web::rt::task::JoinHandle<()>,
     mut session: Session,
-    mut rx: tokio::sync::mpsc::Receiver<ByteString>,
+    mut rx: crate::outbox::Receiver,
     kick: Kick,
     shared: Arc<Shared>,
 ) {
