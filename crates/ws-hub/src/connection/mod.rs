@@ -179,18 +179,11 @@ async fn read_loop(
     }
 }
 
-/// Sleeps until `at` (unix ms), forever for `i64::MAX`.
-async fn sleep_until_ms(at: i64) {
-    match until(at) {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The writer: drains the outbound queue, pings, and enforces the idle
 /// timeout, a write deadline and the token's expiry. It never waits on the
 /// reader, so a busy reader cannot stall heartbeats and a stalled client
-/// cannot stall reads.
+/// cannot stall reads. One timer serves the ping, the expiry notice and the
+/// expiry (whichever comes first), so an idle socket holds one.
 async fn write_loop(
     session: &mut Session,
     rx: &mut crate::outbox::Receiver,
@@ -198,39 +191,48 @@ async fn write_loop(
     ping_interval: Duration,
     idle_timeout: Duration,
 ) {
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
+    let notice_ms = i64::try_from(crate::EXPIRY_NOTICE.as_millis()).unwrap_or(i64::MAX);
+    let mut next_ping = tokio::time::Instant::now() + ping_interval;
     // The expiry this loop last told the client about.
     let mut noticed = None;
     loop {
         let expires_at = shared.expires_at_ms.load(Ordering::Relaxed);
-        let notice_at = expires_at
-            .saturating_sub(i64::try_from(crate::EXPIRY_NOTICE.as_millis()).unwrap_or(i64::MAX));
-        let notice_due = noticed != Some(expires_at) && expires_at != i64::MAX;
+        let now = tokio::time::Instant::now();
+        let expiry = until(expires_at).map(|d| now + d);
+        let notice = (noticed != Some(expires_at))
+            .then(|| until(expires_at.saturating_sub(notice_ms)).map(|d| now + d))
+            .flatten();
+        let deadline = [expiry, notice]
+            .into_iter()
+            .flatten()
+            .fold(next_ping, std::cmp::Ord::min);
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
-            () = sleep_until_ms(expires_at) => {
-                let reason = ports::Disconnect::token_expired();
-                return shared.close_with((CloseCode::Other(reason.code), reason.reason).into());
-            }
             () = shared.refreshed.notified() => continue,
-            () = sleep_until_ms(notice_at), if notice_due => {
-                noticed = Some(expires_at);
-                let at = DateTime::<Utc>::from_timestamp_millis(expires_at).map(|t| t.to_rfc3339());
-                let text = envelope::render(crate::TOKEN_EXPIRING_TYPE, None, &serde_json::json!({"expires_at": at}));
-                if !matches!(Box::pin(tokio::time::timeout(idle_timeout, session.text(text))).await, Ok(Ok(()))) {
-                    return shared.stop.cancel();
+            () = tokio::time::sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                if expiry.is_some_and(|at| at <= now) {
+                    let reason = ports::Disconnect::token_expired();
+                    return shared.close_with((CloseCode::Other(reason.code), reason.reason).into());
                 }
-            }
-            _ = ping.tick() => {
-                let waiting = shared.reader_waiting.load(Ordering::Relaxed);
-                if !waiting && shared.silent_for() > idle_timeout {
-                    return shared.close_with((CloseCode::Policy, "idle timeout: no pong").into());
+                if notice.is_some_and(|at| at <= now) {
+                    noticed = Some(expires_at);
+                    let at = DateTime::<Utc>::from_timestamp_millis(expires_at).map(|t| t.to_rfc3339());
+                    let text = envelope::render(crate::TOKEN_EXPIRING_TYPE, None, &serde_json::json!({"expires_at": at}));
+                    if !matches!(Box::pin(tokio::time::timeout(idle_timeout, session.text(text))).await, Ok(Ok(()))) {
+                        return shared.stop.cancel();
+                    }
                 }
-                if !Box::pin(control(session, true, b"")).await {
-                    return shared.stop.cancel();
+                if next_ping <= now {
+                    let waiting = shared.reader_waiting.load(Ordering::Relaxed);
+                    if !waiting && shared.silent_for() > idle_timeout {
+                        return shared.close_with((CloseCode::Policy, "idle timeout: no pong").into());
+                    }
+                    if !Box::pin(control(session, true, b"")).await {
+                        return shared.stop.cancel();
+                    }
+                    next_ping = tokio::time::Instant::now() + ping_interval;
                 }
             }
             next = rx.recv() => {
@@ -317,12 +319,12 @@ pub(crate) fn run(
         shared: shared.clone(),
         bad_frames: 0,
     };
-    let reader = actix_web::rt::spawn(read_loop(conn, session.clone(), stream));
-    actix_web::rt::spawn(write(
+    let reader = read_loop(conn, session.clone(), stream);
+    actix_web::rt::spawn(connection(
+        reader,
         Writer {
             hub,
             id,
-            reader,
             kick,
             shared,
             ping_interval,
@@ -333,43 +335,52 @@ pub(crate) fn run(
     ));
 }
 
-/// What the writer task holds besides the socket and its queue.
+/// What the writer holds besides the socket and its queue.
 struct Writer {
     hub: Hub,
     id: ConnId,
-    reader: actix_web::rt::task::JoinHandle<()>,
     kick: Kick,
     shared: Arc<Shared>,
     ping_interval: Duration,
     idle_timeout: Duration,
 }
 
-async fn write(w: Writer, mut session: Session, mut rx: crate::outbox::Receiver) {
-    write_loop(
-        &mut session,
-        &mut rx,
-        &w.shared,
-        w.ping_interval,
-        w.idle_timeout,
-    )
-    .await;
+/// One task per connection: the reader and the writer run side by side in
+/// it (neither waits for the other; actix runs a worker's tasks on one
+/// thread anyway), then the close.
+async fn connection(
+    reader: impl std::future::Future<Output = ()>,
+    w: Writer,
+    mut session: Session,
+    mut rx: crate::outbox::Receiver,
+) {
+    let writer = async {
+        write_loop(
+            &mut session,
+            &mut rx,
+            &w.shared,
+            w.ping_interval,
+            w.idle_timeout,
+        )
+        .await;
+        w.shared.stop.cancel();
+        w.hub.unregister(w.id);
+    };
+    tokio::join!(reader, writer);
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
-    Box::pin(finish(w.hub, w.id, w.reader, session, rx, w.kick, w.shared)).await;
+    Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared)).await;
 }
 
 async fn finish(
     hub: Hub,
     id: ConnId,
-    reader: actix_web::rt::task::JoinHandle<()>,
     mut session: Session,
     mut rx: crate::outbox::Receiver,
     kick: Kick,
     shared: Arc<Shared>,
 ) {
-    shared.stop.cancel();
     hub.unregister(id);
-    let _ = reader.await;
     let ordered = kick.reason.get().cloned();
     if ordered.is_some() {
         flush(&mut session, &mut rx).await;
