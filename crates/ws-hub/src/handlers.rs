@@ -153,65 +153,58 @@ impl MessageHandler for Subscribe {
                 "this connection is at its topic limit",
             ));
         }
-        let Some((options, history)) = recording else {
-            let text =
-                crate::envelope::render("subscribed", ctx.id.as_deref(), &json!({"topic": topic}));
-            ctx.hub
-                .reply_to(ctx.conn, "subscribed", ByteString::from(text))
-                .await;
-            if ns.options.presence {
-                crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
-                    .await;
-            }
-            return Ok(None);
-        };
-        let read = history.history(&topic, req.since.as_ref(), &options).await;
-        let (reply, publications, position) = match read {
-            Ok(read) => (
-                json!({
-                    "topic": topic,
-                    "offset": read.position.offset,
-                    "epoch": read.position.epoch,
-                    "recovered": read.recovered,
-                }),
-                read.publications,
-                Some(read.position),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, topic, "topic history unavailable; subscribing without it");
-                (
-                    json!({"topic": topic, "recovered": false}),
-                    Vec::new(),
-                    None,
-                )
+        let (reply, missed) = match recording {
+            None => (json!({"topic": topic}), None),
+            Some((options, history)) => {
+                let read = history.history(&topic, req.since.as_ref(), &options).await;
+                if req.since.is_some() {
+                    let outcome = match &read {
+                        Ok(r) if r.recovered => "recovered",
+                        _ => "lost",
+                    };
+                    metrics::counter!("ws_recoveries_total", "outcome" => outcome).increment(1);
+                }
+                match read {
+                    Ok(read) => (
+                        json!({
+                            "topic": topic,
+                            "offset": read.position.offset,
+                            "epoch": read.position.epoch,
+                            "recovered": read.recovered,
+                        }),
+                        Some((read.publications, Some(read.position))),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, topic, "topic history unavailable; subscribing without it");
+                        (
+                            json!({"topic": topic, "recovered": false}),
+                            Some((Vec::new(), None)),
+                        )
+                    }
+                }
             }
         };
-        if req.since.is_some() {
-            let outcome = if reply["recovered"] == true {
-                "recovered"
-            } else {
-                "lost"
-            };
-            metrics::counter!("ws_recoveries_total", "outcome" => outcome).increment(1);
-        }
+        // The reply goes first, then what was missed, then live messages.
         let text = crate::envelope::render("subscribed", ctx.id.as_deref(), &reply);
         ctx.hub
             .reply_to(ctx.conn, "subscribed", ByteString::from(text))
             .await;
-        if let Some(position) = &position {
-            for p in publications {
-                let at = ports::StreamPosition {
-                    offset: p.offset,
-                    epoch: position.epoch.clone(),
-                };
-                let text =
-                    crate::envelope::render_message(&p.notification, Some(&topic), Some(&at));
-                ctx.hub
-                    .reply_to(ctx.conn, &p.notification.kind, ByteString::from(text))
-                    .await;
+        if let Some((publications, position)) = missed {
+            if let Some(position) = &position {
+                for p in publications {
+                    let at = ports::StreamPosition {
+                        offset: p.offset,
+                        epoch: position.epoch.clone(),
+                    };
+                    let text =
+                        crate::envelope::render_message(&p.notification, Some(&topic), Some(&at));
+                    ctx.hub
+                        .reply_to(ctx.conn, &p.notification.kind, ByteString::from(text))
+                        .await;
+                }
             }
+            ctx.hub.go_live(ctx.conn, &topic, position.as_ref());
         }
-        ctx.hub.go_live(ctx.conn, &topic, position.as_ref());
         if ns.options.presence {
             crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
                 .await;
