@@ -182,7 +182,9 @@ impl HistoryOptions {
     /// (`recovered: false` once the messages expired) rather than seeing the
     /// offsets restart.
     pub fn meta_ttl(&self) -> std::time::Duration {
-        (self.ttl * 10).max(std::time::Duration::from_secs(24 * 3600))
+        self.ttl
+            .saturating_mul(10)
+            .max(std::time::Duration::from_secs(24 * 3600))
     }
 }
 

@@ -198,9 +198,10 @@ async fn write_loop(
     loop {
         let expires_at = shared.expires_at_ms.load(Ordering::Relaxed);
         let now = tokio::time::Instant::now();
-        let expiry = until(expires_at).map(|d| now + d);
+        // An expiry too far off to count in `Instant`s is "never".
+        let expiry = until(expires_at).and_then(|d| now.checked_add(d));
         let notice = (noticed != Some(expires_at))
-            .then(|| until(expires_at.saturating_sub(notice_ms)).map(|d| now + d))
+            .then(|| until(expires_at.saturating_sub(notice_ms)).and_then(|d| now.checked_add(d)))
             .flatten();
         let deadline = [expiry, notice]
             .into_iter()
