@@ -456,6 +456,21 @@ impl Hub {
         was_present
     }
 
+    /// A subscription that lost messages: it ends (leaving the presence set
+    /// as an unsubscribe would) and the client is told to resubscribe.
+    fn lost(&self, id: ConnId, topic: &str) {
+        let uid = read(&self.inner.registry)
+            .conns
+            .get(&id)
+            .map(|c| c.uid.clone());
+        if self.unsubscribe(id, topic)
+            && let Some(uid) = uid
+        {
+            crate::topics::left(self, id, &uid, topic.to_owned());
+        }
+        crate::topics::tell_to_resubscribe(self, id, topic);
+    }
+
     /// Records that the connection is in `topic`'s presence set (refreshed
     /// until it leaves); false if it is gone or already there.
     pub(crate) fn mark_present(&self, id: ConnId, topic: &str) -> bool {
@@ -516,12 +531,8 @@ impl Hub {
             }
         }
         if resync {
-            reg.by_topic.get_mut(topic).map(|s| s.remove(&id));
-            if let Some(c) = reg.conns.get_mut(&id) {
-                c.topics.remove(topic);
-            }
             drop(reg);
-            crate::topics::tell_to_resubscribe(self, id, topic);
+            self.lost(id, topic);
         }
     }
 
@@ -662,15 +673,9 @@ impl Hub {
                     Err((crate::outbox::TrySendError::Closed, _)) => {}
                 }
             }
-            for id in &resync {
-                subs.remove(id);
-                if let Some(c) = reg.conns.get_mut(id) {
-                    c.topics.remove(topic);
-                }
-            }
         }
         for id in resync {
-            crate::topics::tell_to_resubscribe(self, id, topic);
+            self.lost(id, topic);
         }
         for id in kicked {
             self.kick_slow(id);
