@@ -36,6 +36,7 @@ pub use jobs::{
 };
 pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,
+    WelcomeRecord,
 };
 pub use outbox::{Outbox, OutboxError, OutboxRecord};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};

@@ -112,4 +112,19 @@ pub trait WelcomeLedger: Send + Sync + 'static {
         &self,
         window: std::time::Duration,
     ) -> Result<u64, WelcomeLedgerError>;
+
+    /// What the ledger holds about `uid`'s welcome mail (for the user's own
+    /// data export): when it was claimed and when it went out.
+    async fn record(
+        &self,
+        uid: &domain::FirebaseUid,
+    ) -> Result<Option<WelcomeRecord>, WelcomeLedgerError>;
+}
+
+/// A welcome mail as the ledger keeps it (no address: only its digest is
+/// stored, and forgotten after the recipient window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WelcomeRecord {
+    pub claimed_at: chrono::DateTime<chrono::Utc>,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -17,7 +17,7 @@ use diesel::{OptionalExtension as _, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use domain::{Email, FirebaseUid};
 use hmac::{Hmac, Mac};
-use ports::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError};
+use ports::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError, WelcomeRecord};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use uuid::Uuid;
@@ -257,6 +257,26 @@ impl WelcomeLedger for PgWelcomeLedger {
             .await
             .map_err(PgError::from)?;
         Ok(n as u64)
+    }
+
+    async fn record(&self, uid: &FirebaseUid) -> Result<Option<WelcomeRecord>, WelcomeLedgerError> {
+        use crate::schema::welcome_mails::dsl;
+        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        let mut conn = checkout(&self.pool).await?;
+        let row: Option<(
+            chrono::DateTime<chrono::Utc>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        )> = dsl::welcome_mails
+            .filter(dsl::uid_hash.eq(uid_hash(uid)))
+            .select((dsl::claimed_at, dsl::sent_at))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(PgError::from)?;
+        Ok(row.map(|(claimed_at, sent_at)| WelcomeRecord {
+            claimed_at,
+            sent_at,
+        }))
     }
 }
 

@@ -161,6 +161,12 @@ impl ports::WelcomeLedger for PgLedger {
     ) -> Result<u64, ports::WelcomeLedgerError> {
         self.ledger.forget_recipients(window).await
     }
+    async fn record(
+        &self,
+        uid: &domain::FirebaseUid,
+    ) -> Result<Option<ports::WelcomeRecord>, ports::WelcomeLedgerError> {
+        self.ledger.record(uid).await
+    }
 }
 
 async fn ledger() -> Arc<PgLedger> {

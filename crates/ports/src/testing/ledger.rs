@@ -1,7 +1,9 @@
 //! `InMemoryWelcomeLedger`: the `WelcomeLedger` port in memory, passing the
 //! same contract as the Postgres ledger.
 
-use crate::mail::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError};
+use crate::mail::{
+    ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError, WelcomeRecord,
+};
 use async_trait::async_trait;
 use domain::{Email, FirebaseUid};
 use std::collections::HashMap;
@@ -15,6 +17,9 @@ struct Record {
     holder: SendHolder,
     claimed_at: Instant,
     sent: bool,
+    /// The wall-clock times the export shows.
+    claimed_wall: chrono::DateTime<chrono::Utc>,
+    sent_wall: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Welcome mail claims in memory. Like the real ledger it keys records by
@@ -70,6 +75,7 @@ impl WelcomeLedger for InMemoryWelcomeLedger {
             r.holder = holder;
             r.recipient = Some(recipient);
             r.claimed_at = now;
+            r.claimed_wall = chrono::Utc::now();
             return Ok(ClaimWelcomeOutcome::Claimed);
         }
         let recent = records.values().any(|r| {
@@ -86,6 +92,8 @@ impl WelcomeLedger for InMemoryWelcomeLedger {
                 holder,
                 claimed_at: now,
                 sent: false,
+                claimed_wall: chrono::Utc::now(),
+                sent_wall: None,
             },
         );
         Ok(ClaimWelcomeOutcome::Claimed)
@@ -98,8 +106,10 @@ impl WelcomeLedger for InMemoryWelcomeLedger {
     ) -> Result<(), WelcomeLedgerError> {
         if let Some(r) = self.lock().get_mut(&digest(uid.as_str()))
             && r.holder == holder
+            && !r.sent
         {
             r.sent = true;
+            r.sent_wall = Some(chrono::Utc::now());
         }
         Ok(())
     }
@@ -118,6 +128,16 @@ impl WelcomeLedger for InMemoryWelcomeLedger {
             records.remove(&key);
         }
         Ok(())
+    }
+
+    async fn record(&self, uid: &FirebaseUid) -> Result<Option<WelcomeRecord>, WelcomeLedgerError> {
+        Ok(self
+            .lock()
+            .get(&digest(uid.as_str()))
+            .map(|r| WelcomeRecord {
+                claimed_at: r.claimed_wall,
+                sent_at: r.sent_wall,
+            }))
     }
 
     async fn forget_recipients(&self, window: Duration) -> Result<u64, WelcomeLedgerError> {

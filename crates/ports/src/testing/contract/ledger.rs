@@ -257,6 +257,32 @@ pub async fn forgotten_addresses_free_the_address_but_not_the_uid(ledger: &dyn W
 
 /// One `#[tokio::test]` per case; `$make` is an async expression giving an
 /// `Arc` of an empty ledger.
+pub async fn the_record_shows_when_the_mail_was_claimed_and_sent(ledger: &dyn WelcomeLedger) {
+    let (kim, h) = (uid("kim"), holder(1));
+    assert_eq!(ledger.record(&kim).await.unwrap(), None);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    ledger
+        .claim(&kim, &email("kim@example.com"), h, MONTH, LONG)
+        .await
+        .unwrap();
+    let claimed = ledger
+        .record(&kim)
+        .await
+        .unwrap()
+        .expect("a record once claimed");
+    assert!(claimed.claimed_at >= before, "{claimed:?}");
+    assert_eq!(claimed.sent_at, None);
+    ledger.mark_sent(&kim, h).await.unwrap();
+    let sent = ledger.record(&kim).await.unwrap().expect("still there");
+    assert_eq!(sent.claimed_at, claimed.claimed_at);
+    assert!(
+        sent.sent_at.is_some_and(|at| at >= claimed.claimed_at),
+        "{sent:?}"
+    );
+    // Another uid's record is not this one's.
+    assert_eq!(ledger.record(&uid("lee")).await.unwrap(), None);
+}
+
 #[macro_export]
 macro_rules! welcome_ledger_contract {
     ($make:expr) => {
@@ -274,6 +300,7 @@ macro_rules! welcome_ledger_contract {
         welcome_ledger_case!(another_attempt_is_busy_until_the_claim_is_released_or_stale);
         welcome_ledger_case!(a_later_lease_of_the_same_job_takes_the_claim_over_at_once);
         welcome_ledger_case!(forgotten_addresses_free_the_address_but_not_the_uid);
+        welcome_ledger_case!(the_record_shows_when_the_mail_was_claimed_and_sent);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_claims_give_one_claim() {
             let ledger = $make.await;
