@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use usecases::{
     FanOutPush, ForgetRecipientsJob, ForgetWelcomeRecipients, OutboxRelay, ProfileService,
     PushNotifications, PushTokenService, RelaySettings, SendPushToDevice, SendWelcomeMail,
-    SocketFirst, WELCOME_GROUP, WelcomeMailTrigger,
+    SocketFirst, UserData, WELCOME_GROUP, WelcomeMailTrigger,
 };
 use ws_hub::{Hub, HubNotifier};
 
@@ -409,6 +409,10 @@ async fn api_server(
         ..settings.database.pg_settings()
     };
     let shared_pool = infra.pg.clone();
+    let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
+        infra.pg.clone(),
+        settings.http.cursor_secret.as_bytes(),
+    ));
     // The ops console under /ops, unless it has a listener of its own.
     let console = settings
         .ops
@@ -424,6 +428,11 @@ async fn api_server(
             postgres_adapter::build_pool(&per_worker).unwrap_or_else(|_| shared_pool.clone());
         let users = PgUserRepository::new(pool.clone()).with_pipelined_reads(&per_worker, 2);
         let state = ApiState {
+            data: UserData::new(
+                Arc::new(users.clone()),
+                Arc::new(PgPushTokenRepository::new(pool.clone())),
+                ledger.clone(),
+            ),
             profiles: ProfileService::new(Arc::new(users)).with_notifier(notifier.clone()),
             push_tokens: PushTokenService::new(
                 Arc::new(PgPushTokenRepository::new(pool)),

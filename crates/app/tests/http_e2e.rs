@@ -225,3 +225,53 @@ async fn a_chunked_body_over_the_limit_is_refused_while_it_is_read() {
         "nothing was stored"
     );
 }
+
+#[tokio::test]
+async fn the_export_shows_the_profile_the_devices_and_the_welcome_mail_from_postgres() {
+    let app = spawn_app().await;
+    let token = app.token_with("rae", Some("rae@example.com"), Some("Rae"));
+    let res = app
+        .client
+        .post(app.url("/api/v1/push-tokens"))
+        .bearer_auth(&token)
+        .json(&json!({"token": "rae-phone-token", "platform": "android"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The welcome mail goes out through the outbox, the stream and the
+    // queue; the export shows it once the ledger says it was sent (the
+    // pipeline's own tests bound it well within this).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let export = loop {
+        let res = app
+            .client
+            .get(app.url("/api/v1/me/export"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let export: Value = res.json().await.unwrap();
+        if export["welcome_mail"]["sent_at"].is_string() {
+            break export;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the welcome mail never showed as sent: {export}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(export["profile"]["uid"], "rae");
+    assert_eq!(export["profile"]["email"], "rae@example.com");
+    assert_eq!(export["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(export["devices"][0]["platform"], "android");
+    assert_eq!(
+        export["devices"][0]["fingerprint"],
+        domain::PushToken::parse("rae-phone-token")
+            .unwrap()
+            .fingerprint()
+    );
+    assert!(!export.to_string().contains("rae-phone-token"));
+    assert!(export["welcome_mail"]["claimed_at"].is_string());
+}

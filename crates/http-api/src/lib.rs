@@ -17,6 +17,7 @@ pub use openapi::openapi_spec;
 pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use rate_limit::{Cidr, RateLimitSettings, RateLimiter};
 pub use readiness::{Readiness, ReadinessReport};
+pub use routes::export::{ExportedDeviceResponse, UserExportResponse, WelcomeMailResponse};
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
 pub use routes::test_push::{TestPushResponse, TestPushResult};

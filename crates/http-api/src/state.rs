@@ -61,6 +61,8 @@ impl std::fmt::Debug for OpsState {
 #[derive(Clone)]
 pub struct ApiState {
     pub profiles: ProfileService,
+    /// The user's data export.
+    pub data: usecases::UserData,
     pub push_tokens: PushTokenService,
     pub push: PushNotifications,
     pub verifier: Arc<dyn TokenVerifier>,

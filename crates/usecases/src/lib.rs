@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod export;
 pub mod profiles;
 pub mod push;
 pub mod push_tokens;
@@ -7,6 +8,7 @@ pub mod realtime;
 pub mod relay;
 pub mod welcome;
 
+pub use export::{ExportError, ExportedDevice, UserData, UserExport};
 pub use profiles::{
     DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService, UpdateProfileError,
     realtime_messages,

@@ -1,6 +1,7 @@
 //! The routes, grouped by resource.
 
 pub(crate) mod docs;
+pub(crate) mod export;
 pub(crate) mod health;
 pub(crate) mod me;
 pub(crate) mod push_tokens;
@@ -30,6 +31,7 @@ pub(crate) fn documented(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(me::patch_me))
                     .route(web::delete().to(me::delete_me)),
             )
+            .service(web::resource("/me/export").route(web::get().to(export::export_me)))
             .service(
                 web::resource("/me/test-push").route(web::post().to(test_push::send_test_push)),
             )
@@ -108,5 +110,7 @@ pub(crate) struct RouteProblem {
 
 /// Every route module's [`RouteProblem`]s.
 pub(crate) fn problems() -> impl Iterator<Item = &'static RouteProblem> {
-    [me::PROBLEMS, push_tokens::PROBLEMS].into_iter().flatten()
+    [me::PROBLEMS, export::PROBLEMS, push_tokens::PROBLEMS]
+        .into_iter()
+        .flatten()
 }

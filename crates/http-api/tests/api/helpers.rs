@@ -78,6 +78,11 @@ pub(crate) fn harness_with(
     });
     let push = Arc::new(RecordingPushSender::new());
     let state = ApiState {
+        data: usecases::UserData::new(
+            users.clone(),
+            store.clone(),
+            Arc::new(ports::testing::InMemoryWelcomeLedger::new()),
+        ),
         profiles: ProfileService::new(users),
         push_tokens: PushTokenService::new(store.clone(), CursorCodec::new(b"test".to_vec())),
         push: PushNotifications::new(

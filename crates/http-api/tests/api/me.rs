@@ -185,3 +185,60 @@ async fn bad_bodies_get_the_right_4xx_and_lose_nothing() {
     let (s, _, _) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[actix_web::test]
+async fn an_export_holds_everything_stored_and_no_push_token_in_the_clear() {
+    let h = harness();
+    let app = app(&h).await;
+    let (s, hd, b) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/me/export"), BOB),
+    )
+    .await;
+    assert_problem(s, &hd, &b, StatusCode::NOT_FOUND, "profile_not_found");
+    let (s, _, _) = call(&app, TestRequest::get().uri("/api/v1/me/export")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    for (t, platform) in [("bob-phone-token", "ios"), ("bob-web-token", "web")] {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::post().uri("/api/v1/push-tokens"), BOB)
+                .set_json(json!({"token": t, "platform": platform})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, _, b) = call(
+        &app,
+        authed(TestRequest::get().uri("/api/v1/me/export"), BOB),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["profile"]["uid"], "bob");
+    let mut devices: Vec<(String, String)> = b["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["platform"].as_str().unwrap().to_owned(),
+                d["fingerprint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    devices.sort();
+    let fingerprint = |t: &str| domain::PushToken::parse(t).unwrap().fingerprint();
+    assert_eq!(
+        devices,
+        [
+            ("ios".to_owned(), fingerprint("bob-phone-token")),
+            ("web".to_owned(), fingerprint("bob-web-token")),
+        ]
+    );
+    assert!(
+        !b.to_string().contains("bob-phone-token"),
+        "a push token in the clear: {b}"
+    );
+    assert_eq!(b["welcome_mail"], Value::Null);
+    assert!(b["exported_at"].is_string());
+}

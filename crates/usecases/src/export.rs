@@ -1,0 +1,163 @@
+//! The user's own data, all of it (`GET /api/v1/me/export`): what the
+//! service stores about the caller, composed from each store's port.
+
+use crate::push::MAX_DEVICES_PER_USER;
+use chrono::{DateTime, Utc};
+use domain::{User, VerifiedIdentity};
+use ports::{
+    FindUserError, ListPushTokensError, PushTokenRepository, UserRepository, WelcomeLedger,
+    WelcomeLedgerError, WelcomeRecord,
+};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// A registered device, as exported: the token's fingerprint, never the
+/// token (a push token is a credential for the device).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedDevice {
+    pub fingerprint: String,
+    pub platform: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Everything stored about one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserExport {
+    pub profile: User,
+    pub devices: Vec<ExportedDevice>,
+    /// The welcome mail, if one was claimed (its address is not kept).
+    pub welcome_mail: Option<WelcomeRecord>,
+    pub exported_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("no profile")]
+    NotFound,
+    #[error("a store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<FindUserError> for ExportError {
+    fn from(e: FindUserError) -> Self {
+        match e {
+            FindUserError::Unavailable(e) => Self::Unavailable(e),
+            FindUserError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
+
+impl From<ListPushTokensError> for ExportError {
+    fn from(e: ListPushTokensError) -> Self {
+        match e {
+            ListPushTokensError::Unavailable(e) => Self::Unavailable(e),
+            ListPushTokensError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
+
+impl From<WelcomeLedgerError> for ExportError {
+    fn from(e: WelcomeLedgerError) -> Self {
+        match e {
+            WelcomeLedgerError::Unavailable(e) => Self::Unavailable(e),
+            WelcomeLedgerError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
+
+/// Exports a user's data.
+#[derive(Clone)]
+pub struct UserData {
+    users: Arc<dyn UserRepository>,
+    tokens: Arc<dyn PushTokenRepository>,
+    ledger: Arc<dyn WelcomeLedger>,
+}
+
+impl std::fmt::Debug for UserData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserData").finish_non_exhaustive()
+    }
+}
+
+impl UserData {
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        tokens: Arc<dyn PushTokenRepository>,
+        ledger: Arc<dyn WelcomeLedger>,
+    ) -> Self {
+        Self {
+            users,
+            tokens,
+            ledger,
+        }
+    }
+
+    /// The caller's data; `NotFound` before their profile exists.
+    pub async fn export(&self, caller: &VerifiedIdentity) -> Result<UserExport, ExportError> {
+        let profile = self
+            .users
+            .find_by_uid(&caller.uid)
+            .await?
+            .ok_or(ExportError::NotFound)?;
+        let mut devices = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.tokens.list_for_user(&caller.uid, after, 100).await?;
+            devices.extend(page.items.into_iter().map(|r| ExportedDevice {
+                fingerprint: r.token.fingerprint(),
+                platform: r.platform.as_str(),
+                created_at: r.created_at,
+                last_seen_at: r.last_seen_at,
+            }));
+            match page.next {
+                Some(next) if devices.len() < MAX_DEVICES_PER_USER => after = Some(next),
+                _ => break,
+            }
+        }
+        let welcome_mail = self.ledger.record(&caller.uid).await?;
+        tracing::info!(user_id = %profile.id, devices = devices.len(), "user data exported");
+        Ok(UserExport {
+            profile,
+            devices,
+            welcome_mail,
+            exported_at: Utc::now(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ports::testing::{InMemoryStore, InMemoryWelcomeLedger};
+
+    #[tokio::test]
+    async fn an_export_holds_the_profile_the_devices_as_fingerprints_and_the_welcome_mail() {
+        let store = Arc::new(InMemoryStore::new());
+        let ledger = Arc::new(InMemoryWelcomeLedger::new());
+        let data = UserData::new(store.clone(), store.clone(), ledger.clone());
+        let caller = VerifiedIdentity::new(domain::FirebaseUid::parse("ada").unwrap());
+        assert!(matches!(
+            data.export(&caller).await,
+            Err(ExportError::NotFound)
+        ));
+        let token = domain::PushToken::parse("device-token-of-ada").unwrap();
+        ports::PushTokenRepository::register(
+            store.as_ref(),
+            &caller.uid,
+            &token,
+            domain::Platform::Ios,
+            &domain::ProfileDefaults::default(),
+        )
+        .await
+        .unwrap();
+        let export = data.export(&caller).await.unwrap();
+        assert_eq!(export.profile.uid, caller.uid);
+        assert_eq!(export.devices.len(), 1);
+        assert_eq!(export.devices[0].fingerprint, token.fingerprint());
+        assert_eq!(export.devices[0].platform, "ios");
+        assert_eq!(export.welcome_mail, None);
+    }
+}
