@@ -540,23 +540,17 @@ impl Hub {
     /// goes through), without waiting. A full queue means
     /// the client does not keep up: it is disconnected rather than buffered.
     pub(crate) fn send_to(&self, id: ConnId, text: ByteString) -> SendOutcome {
-        let (tx, kick) = {
-            let reg = read(&self.inner.registry);
-            match reg.conns.get(&id) {
-                Some(c) => (c.tx.clone(), c.kick.token.clone()),
-                None => return SendOutcome::Gone,
-            }
+        let Some(tx) = read(&self.inner.registry)
+            .conns
+            .get(&id)
+            .map(|c| c.tx.clone())
+        else {
+            return SendOutcome::Gone;
         };
         match tx.try_send(text) {
             Ok(()) => SendOutcome::Queued,
             Err((crate::outbox::TrySendError::Full, _)) => {
-                metrics::counter!("ws_slow_client_disconnects_total").increment(1);
-                tracing::warn!(
-                    conn = id,
-                    "client too slow to drain its queue; disconnecting it"
-                );
-                self.unregister(id);
-                kick.cancel();
+                self.kick_slow(id);
                 SendOutcome::Kicked
             }
             Err((crate::outbox::TrySendError::Closed, _)) => SendOutcome::Gone,

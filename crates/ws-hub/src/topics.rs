@@ -11,6 +11,7 @@ use ports::{
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Longest topic name after its namespace.
 pub const MAX_TOPIC_NAME: usize = 100;
@@ -228,7 +229,9 @@ pub(crate) fn left(hub: &Hub, id: ConnId, uid: &FirebaseUid, topic: String) {
 /// Refreshes this instance's presence entries every third of their life.
 pub(crate) async fn refresh_presence(hub: Hub, store: Arc<dyn ports::PresenceStore>) {
     let ttl = hub.settings().presence_ttl;
-    let mut tick = tokio::time::interval(ttl / 3);
+    // A zero ttl (a hub built by hand) must not make a zero period, which
+    // `interval` refuses.
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
