@@ -64,6 +64,10 @@ pub struct NewJob {
     /// How long one attempt may run before it is cancelled (and retried).
     pub timeout: Duration,
     pub unique: Option<UniqueKey>,
+    /// The user whose data the job carries (a Firebase uid): when that user
+    /// deletes their account, [`JobQueue::cancel_owned`] removes the job
+    /// unless it is already running.
+    pub owner: Option<String>,
 }
 
 impl NewJob {
@@ -92,6 +96,7 @@ impl NewJob {
             max_retries: Self::DEFAULT_MAX_RETRIES,
             timeout: Self::DEFAULT_TIMEOUT,
             unique: None,
+            owner: None,
         })
     }
 
@@ -112,6 +117,12 @@ impl NewJob {
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Tags the job with the user whose data it carries (see `owner`).
+    pub fn owned_by(mut self, uid: impl Into<String>) -> Self {
+        self.owner = Some(uid.into());
         self
     }
 
@@ -148,6 +159,28 @@ pub trait JobQueue: Send + Sync + 'static {
     /// `Invalid` for an empty kind or queue name, and `Unavailable` when the
     /// queue's store cannot be reached.
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueJobError>;
+
+    /// Removes every job tagged with `owner` (see [`NewJob::owned_by`])
+    /// that is waiting (pending, scheduled, waiting to retry) or dead. A
+    /// job already running is left to finish and counted in `running`; a
+    /// later call removes it if it comes back to wait for a retry.
+    /// Idempotent: a second call removes nothing more.
+    async fn cancel_owned(&self, owner: &str) -> Result<CancelledJobs, CancelJobsError>;
+}
+
+/// What [`JobQueue::cancel_owned`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancelledJobs {
+    pub cancelled: u64,
+    pub running: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum CancelJobsError {
+    #[error("job queue unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
 }
 
 /// What a handler is given: one attempt of one job.

@@ -31,8 +31,8 @@ pub use events::{
 };
 pub use health::{HealthProbe, ProbeError};
 pub use jobs::{
-    EnqueueJobError, HandleJob, Job, JobContext, JobFailure, JobHandler, JobId, JobQueue, NewJob,
-    Typed, UniqueKey,
+    CancelJobsError, CancelledJobs, EnqueueJobError, HandleJob, Job, JobContext, JobFailure,
+    JobHandler, JobId, JobQueue, NewJob, Typed, UniqueKey,
 };
 pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,

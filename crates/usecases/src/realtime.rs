@@ -92,6 +92,7 @@ impl SocketFirst {
         };
         let new = NewJob::of(&job)
             .map_err(|e| NotifyUserError::Unknown(e.into()))?
+            .owned_by(uid.as_str())
             .timeout(self.ack_wait + Duration::from_secs(30))
             .unique(format!("deliver:{delivery}"), Duration::from_secs(3600));
         match self.jobs.enqueue(new).await {

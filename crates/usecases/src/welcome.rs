@@ -125,6 +125,7 @@ impl EventHandler for WelcomeMailTrigger {
         };
         let job = NewJob::of(&payload)
             .map_err(|e| HandleEventError::Reject(format!("cannot encode the job: {e}")))?
+            .owned_by(payload.uid.as_str())
             .unique(WelcomeMailJob::unique_key(&payload.uid), WELCOME_UNIQUE_TTL);
         match self.jobs.enqueue(job).await {
             Ok(id) => {

@@ -3,7 +3,7 @@
 use crate::auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 use crate::clock::Clock;
 use crate::events::{EventPublisher, PublishEventError};
-use crate::jobs::{EnqueueJobError, JobId, JobQueue, NewJob};
+use crate::jobs::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob};
 use crate::mail::{Mailer, SendMailError};
 use crate::realtime::{Audience, Disconnect, Notification, Notifier, NotifyError};
 use async_trait::async_trait;
@@ -115,6 +115,21 @@ impl JobQueue for RecordingJobQueue {
         let id = JobId::new();
         jobs.push((id, job));
         Ok(id)
+    }
+
+    async fn cancel_owned(&self, owner: &str) -> Result<CancelledJobs, CancelJobsError> {
+        if *lock(&self.down) {
+            return Err(CancelJobsError::Unavailable(anyhow::anyhow!(
+                "queue is down"
+            )));
+        }
+        let mut jobs = lock(&self.jobs);
+        let before = jobs.len();
+        jobs.retain(|(_, j)| j.owner.as_deref() != Some(owner));
+        Ok(CancelledJobs {
+            cancelled: (before - jobs.len()) as u64,
+            running: 0,
+        })
     }
 }
 

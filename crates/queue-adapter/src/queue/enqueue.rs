@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// How long an owner's set of job ids outlives the due time of the last
+/// job added to it (a finished job's id ages out with it).
+const OWNER_SET_TTL_MS: i64 = 30 * 86_400 * 1000;
+
 /// How long a periodic tick's claim is kept.
 const TICK_CLAIM_TTL_SECS: i64 = 86_400;
 
@@ -73,6 +77,10 @@ impl RedisJobQueue {
                 || format!("{cron}-"),
                 |(name, tick)| format!("{cron}{name}:{tick}"),
             ),
+            self.key(
+                queue,
+                &format!("owner:{}", job.owner.as_deref().unwrap_or("")),
+            ),
         ];
         let run_at = job.run_at.map_or(0, |t| t.timestamp_millis());
         let mut inv = self.inner.scripts.enqueue.prepare_invoke();
@@ -84,7 +92,9 @@ impl RedisJobQueue {
             .arg(claim_ttl)
             .arg(body)
             .arg(job.max_retries)
-            .arg(&unique_key);
+            .arg(&unique_key)
+            .arg(job.owner.as_deref().unwrap_or(""))
+            .arg(OWNER_SET_TTL_MS);
         let added: i64 = self.run_script(&inv).await.map_err(|e| match e {
             QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
             QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
@@ -119,5 +129,36 @@ impl JobQueue for RedisJobQueue {
                 "enqueue without a tick claim reported a claimed tick"
             ))),
         }
+    }
+
+    async fn cancel_owned(&self, owner: &str) -> Result<CancelledJobs, CancelJobsError> {
+        let classify = |e: QueueError| match e {
+            QueueError::Unavailable(e) => CancelJobsError::Unavailable(e),
+            QueueError::Unknown(e) => CancelJobsError::Unknown(e),
+            QueueError::Invalid(e) => CancelJobsError::Unknown(anyhow::anyhow!(e)),
+        };
+        let mut done = CancelledJobs::default();
+        // One script per queue: each queue's keys share one hash slot.
+        for queue in self.queues().await.map_err(classify)? {
+            let mut keys = self.keys(&queue, &["pending", "scheduled", "retry", "dead"]);
+            keys.push(self.key(&queue, &format!("owner:{owner}")));
+            let (cancelled, running): (u64, u64) = self
+                .run_script(
+                    self.inner
+                        .scripts
+                        .cancel_owned
+                        .key(keys)
+                        .arg(self.job_prefix(&queue))
+                        .arg(self.unique_prefix(&queue)),
+                )
+                .await
+                .map_err(classify)?;
+            done.cancelled += cancelled;
+            done.running += running;
+        }
+        if done.cancelled > 0 {
+            metrics::counter!("jobs_cancelled_total").increment(done.cancelled);
+        }
+        Ok(done)
     }
 }

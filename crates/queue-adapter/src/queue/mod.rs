@@ -30,7 +30,7 @@ use crate::redis::{Conn, PoolError, RedisPool, SharedConnection};
 use crate::scripts;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands as _, RedisError, Script};
-use ports::{EnqueueJobError, JobId, JobQueue, NewJob};
+use ports::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +101,7 @@ struct Scripts {
     requeue: Script,
     revive: Script,
     delete: Script,
+    cancel_owned: Script,
     resume: Script,
     run_now: Script,
 }
@@ -174,6 +175,7 @@ impl RedisJobQueue {
                     requeue: Script::new(&scripts::requeue()),
                     revive: Script::new(&scripts::revive()),
                     delete: Script::new(&scripts::delete()),
+                    cancel_owned: Script::new(&scripts::cancel_owned()),
                     resume: Script::new(&scripts::resume()),
                     run_now: Script::new(&scripts::run_now()),
                 },

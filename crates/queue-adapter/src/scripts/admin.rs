@@ -66,3 +66,32 @@ redis.call('DEL', key)
 return 1"
     )
 }
+
+/// KEYS: pending, scheduled, retry, dead, owner set. ARGV: job prefix,
+/// unique prefix.
+/// Deletes the owner's jobs that are waiting or dead; a running one stays
+/// (and stays named in the set, so a later call finds it if it comes
+/// back to wait for a retry). Returns `{deleted, still_running}`.
+pub(crate) fn cancel_owned() -> String {
+    format!(
+        "{RELEASE_UNIQUE}
+local deleted, running = 0, 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  local key = ARGV[1] .. id
+  local state = redis.call('HGET', key, 'state')
+  if state == 'active' then
+    running = running + 1
+  else
+    if state then
+      release_unique(key, id, ARGV[2])
+      redis.call('LREM', KEYS[1], 0, id)
+      for i = 2, 4 do redis.call('ZREM', KEYS[i], id) end
+      redis.call('DEL', key)
+      deleted = deleted + 1
+    end
+    redis.call('SREM', KEYS[5], id)
+  end
+end
+return {{deleted, running}}"
+    )
+}

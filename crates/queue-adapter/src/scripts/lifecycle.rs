@@ -3,9 +3,13 @@
 
 use super::*;
 
-/// KEYS: job, pending, scheduled, unique, wake, tick claim.
+/// KEYS: job, pending, scheduled, unique, wake, tick claim, owner set.
 /// ARGV: id, queue, run_at ms (0: now), unique_ttl_ms (0: none),
-/// tick claim ttl s (0: no claim), body, max_retries, unique key.
+/// tick claim ttl s (0: no claim), body, max_retries, unique key, owner
+/// ('' none), owner set ttl ms.
+/// An owned job is named in its owner's set (per queue, same slot), which
+/// lives `owner set ttl` past the job's due time so that
+/// `cancel_owned` finds it; ids of finished jobs age out with the set.
 /// The unique key is held for its TTL counted from when the job is due
 /// (`max(ttl, run_at - now + ttl)`). A periodic tick is claimed in the same
 /// step, so it is enqueued once or not at all. Only the fields a job needs
@@ -32,6 +36,12 @@ if ARGV[7] ~= '0' then f[#f + 1] = 'max_retries'; f[#f + 1] = ARGV[7] end
 if ttl > 0 then
   f[#f + 1] = 'unique_key'; f[#f + 1] = ARGV[8]
   f[#f + 1] = 'unique_ttl_ms'; f[#f + 1] = ARGV[4]
+end
+if ARGV[9] ~= '' then
+  f[#f + 1] = 'owner'; f[#f + 1] = ARGV[9]
+  redis.call('SADD', KEYS[7], ARGV[1])
+  local keep = math.max(run_at - now, 0) + tonumber(ARGV[10])
+  if redis.call('PTTL', KEYS[7]) < keep then redis.call('PEXPIRE', KEYS[7], keep) end
 end
 if run_at > now then
   redis.call('HSET', KEYS[1], 'state', 'scheduled', unpack(f))

@@ -138,3 +138,84 @@ async fn the_last_hour_counts_what_completed_failed_and_was_recovered() {
     let failed: u64 = hour.iter().map(|m| m.failed).sum();
     assert_eq!((processed, failed), (4, 3));
 }
+
+#[tokio::test]
+async fn a_users_waiting_jobs_are_cancelled_on_every_queue_and_a_running_one_is_left_to_finish() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    // u1's first job is leased: it is running when the cancel comes.
+    q.enqueue(job(1).owned_by("u1")).await.unwrap();
+    let running = q
+        .fetch_many("default", Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    let pending = q.enqueue(job(2).owned_by("u1")).await.unwrap();
+    let scheduled = q
+        .enqueue(
+            job(3)
+                .owned_by("u1")
+                .run_at(Utc::now() + chrono::Duration::hours(1))
+                .unique("welcome:u1", Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let elsewhere = q
+        .enqueue(job(4).owned_by("u1").on_queue("mail"))
+        .await
+        .unwrap();
+    let someone_else = q.enqueue(job(5).owned_by("u2")).await.unwrap();
+    let nobodys = q.enqueue(job(6)).await.unwrap();
+
+    let done = q.cancel_owned("u1").await.unwrap();
+    assert_eq!(
+        done,
+        ports::CancelledJobs {
+            cancelled: 3,
+            running: 1
+        }
+    );
+    for id in [pending, scheduled, elsewhere] {
+        assert!(
+            q.job(&id.to_string()).await.unwrap().is_none(),
+            "{id} is gone"
+        );
+    }
+    for id in [someone_else, nobodys] {
+        assert!(
+            q.job(&id.to_string()).await.unwrap().is_some(),
+            "{id} stays"
+        );
+    }
+    let stats = q.stats("default").await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (2, 0));
+    assert_eq!(q.stats("mail").await.unwrap().pending, 0);
+    // The cancelled job's unique key was released with it.
+    q.enqueue(job(7).unique("welcome:u1", Duration::from_secs(600)))
+        .await
+        .unwrap();
+
+    // Again: nothing more to cancel; the running job is still reported
+    // until it finishes.
+    assert_eq!(
+        q.cancel_owned("u1").await.unwrap(),
+        ports::CancelledJobs {
+            cancelled: 0,
+            running: 1
+        }
+    );
+    let leased = &running[0];
+    q.complete(
+        "default",
+        queue_adapter::Lease {
+            id: leased.id,
+            token: leased.token,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        q.cancel_owned("u1").await.unwrap(),
+        ports::CancelledJobs::default()
+    );
+}

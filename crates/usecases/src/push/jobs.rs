@@ -78,6 +78,7 @@ impl HandleJob for FanOutPush {
                 };
                 let new = NewJob::of(&device)
                     .map_err(|e| JobFailure::permanent(format!("cannot encode the job: {e}")))?
+                    .owned_by(payload.uid.as_str())
                     .max_retries(DEVICE_JOB_RETRIES)
                     .timeout(Duration::from_secs(60))
                     .unique(

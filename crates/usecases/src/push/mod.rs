@@ -115,6 +115,7 @@ impl PushNotifications {
         };
         let job = NewJob::of(&payload)
             .map_err(|e| NotifyUserError::Unknown(e.into()))?
+            .owned_by(uid.as_str())
             .timeout(Duration::from_secs(60));
         match self.jobs.enqueue(job).await {
             Ok(id) => Ok(id),
