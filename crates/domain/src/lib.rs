@@ -5,6 +5,7 @@ pub mod identity;
 pub mod mail;
 pub mod pagination;
 pub mod push;
+pub mod upload;
 pub mod user;
 
 pub use events::{
@@ -15,6 +16,7 @@ pub use identity::VerifiedIdentity;
 pub use mail::{Mail, WelcomeMail};
 pub use pagination::{CursorCodec, CursorPage, InvalidCursor, KeysetPage, Page, PageRequest};
 pub use push::{InvalidPlatform, InvalidPushToken, Platform, PushToken, PushTokenRecord};
+pub use upload::{InvalidUpload, Upload, UploadId, UploadLimits, UploadPurpose, UploadStatus};
 pub use user::{
     DisplayName, Email, FirebaseUid, InvalidDisplayName, InvalidEmail, InvalidFirebaseUid,
     InvalidPhotoUrl, PhotoUrl, ProfileDefaults, ProfilePatch, User, UserId,

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod problem;
 pub mod push;
 pub mod realtime;
+pub mod storage;
 pub mod users;
 
 #[cfg(feature = "testing")]
@@ -46,6 +47,10 @@ pub use realtime::{
     HistoryOptions, HistoryRead, MessageDoc, NamespaceOptions, Notification, Notifier, NotifyError,
     PresenceEntry, PresenceStore, Publication, Realtime, SocketDelivery, StreamPosition,
     TopicHistory, TopicPolicy,
+};
+pub use storage::{
+    CompletedUpload, CreateUploadError, ObjectInfo, ObjectStore, PostPolicy, PresignedPost,
+    StorageError, UploadRepository, UploadStoreError,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

@@ -63,3 +63,32 @@ mod presence {
 
     ports::presence_contract!(async { Arc::new(InMemoryPresence::new()) });
 }
+
+mod object_store {
+    use ports::testing::InMemoryObjectStore;
+    use ports::testing::contract::storage::StoreUnderTest;
+    use std::sync::Arc;
+
+    ports::object_store_contract!(async {
+        let store = Arc::new(InMemoryObjectStore::new());
+        StoreUnderTest {
+            store: store.clone(),
+            client: store,
+            prefix: "t/".into(),
+        }
+    });
+}
+
+mod upload_repository {
+    use ports::testing::InMemoryStore;
+    use ports::testing::contract::storage::UploadsUnderTest;
+    use std::sync::Arc;
+
+    ports::upload_repository_contract!(async {
+        let store = Arc::new(InMemoryStore::new());
+        UploadsUnderTest {
+            uploads: store.clone(),
+            users: store,
+        }
+    });
+}

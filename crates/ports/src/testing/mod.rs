@@ -9,6 +9,7 @@ mod cache;
 pub mod contract;
 mod fakes;
 mod ledger;
+pub mod objects;
 mod push;
 pub mod realtime;
 mod store;
@@ -19,6 +20,7 @@ pub use fakes::{
     RecordingNotifier, RecordingPublisher,
 };
 pub use ledger::InMemoryWelcomeLedger;
+pub use objects::{InMemoryObjectStore, ObjectClient};
 pub use push::{PushOutcome, RecordingPushSender};
 pub use realtime::{InMemoryFanout, InMemoryPresence};
 pub use store::InMemoryStore;

@@ -4,6 +4,7 @@
 //! its invariants, and split apart they would each need to reach into it.)
 
 use crate::outbox::{Outbox, OutboxError, OutboxRecord};
+use crate::storage::{CompletedUpload, CreateUploadError, UploadRepository, UploadStoreError};
 use crate::users::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use domain::{
     DomainEvent, Email, EmailVerified, EventEnvelope, FirebaseUid, KeysetPage, Platform,
     ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, RawEvent, User, UserCreated, UserId,
 };
+use domain::{Upload, UploadId, UploadPurpose, UploadStatus};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ struct State {
     tokens: Vec<TokenRow>,
     outbox: Vec<OutboxRow>,
     next_seq: i64,
+    uploads: Vec<Upload>,
 }
 
 impl State {
@@ -234,6 +237,7 @@ impl UserRepository for InMemoryStore {
             .ok_or(DeleteUserError::NotFound)?;
         s.verified.remove(uid.as_str());
         s.tokens.retain(|t| t.record.user_id != user.id);
+        s.uploads.retain(|u| u.user_id != user.id);
         s.append(DomainEvent::UserDeleted((&user).into()));
         Ok(user)
     }
@@ -431,5 +435,132 @@ impl Outbox for InMemoryStore {
 
     async fn wait_for_rows(&self, timeout: Duration) {
         tokio::time::sleep(timeout.min(Duration::from_millis(20))).await;
+    }
+}
+
+#[async_trait]
+impl UploadRepository for InMemoryStore {
+    async fn create(&self, upload: &Upload, max_pending: u32) -> Result<(), CreateUploadError> {
+        let mut s = self.lock();
+        if !s.users.values().any(|u| u.id == upload.user_id) {
+            return Err(CreateUploadError::NoUser);
+        }
+        let now = Utc::now();
+        let pending = s
+            .uploads
+            .iter()
+            .filter(|u| {
+                u.user_id == upload.user_id
+                    && u.status == UploadStatus::Pending
+                    && u.expires_at > now
+            })
+            .count();
+        if pending >= max_pending as usize {
+            return Err(CreateUploadError::TooManyPending { max: max_pending });
+        }
+        s.uploads.push(upload.clone());
+        Ok(())
+    }
+
+    async fn find(&self, user: UserId, id: UploadId) -> Result<Option<Upload>, UploadStoreError> {
+        Ok(self
+            .lock()
+            .uploads
+            .iter()
+            .find(|u| u.id == id && u.user_id == user)
+            .cloned())
+    }
+
+    async fn find_any(&self, id: UploadId) -> Result<Option<Upload>, UploadStoreError> {
+        Ok(self.lock().uploads.iter().find(|u| u.id == id).cloned())
+    }
+
+    async fn complete(
+        &self,
+        user: UserId,
+        id: UploadId,
+        size: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CompletedUpload>, UploadStoreError> {
+        let mut s = self.lock();
+        let Some(i) = s
+            .uploads
+            .iter()
+            .position(|u| u.id == id && u.user_id == user)
+        else {
+            return Ok(None);
+        };
+        match s.uploads[i].status {
+            UploadStatus::Completed => {
+                return Ok(Some(CompletedUpload {
+                    upload: s.uploads[i].clone(),
+                    replaced: None,
+                }));
+            }
+            UploadStatus::Replaced => return Ok(None),
+            UploadStatus::Pending => {}
+        }
+        let mut replaced = None;
+        if s.uploads[i].purpose == UploadPurpose::Avatar {
+            for u in &mut s.uploads {
+                if u.user_id == user
+                    && u.id != id
+                    && u.purpose == UploadPurpose::Avatar
+                    && u.status == UploadStatus::Completed
+                {
+                    u.status = UploadStatus::Replaced;
+                    u.replaced_at = Some(now);
+                    replaced = Some(u.clone());
+                }
+            }
+        }
+        let u = &mut s.uploads[i];
+        u.status = UploadStatus::Completed;
+        u.size = size;
+        u.completed_at = Some(now);
+        Ok(Some(CompletedUpload {
+            upload: u.clone(),
+            replaced,
+        }))
+    }
+
+    async fn list(&self, user: UserId, limit: u32) -> Result<Vec<Upload>, UploadStoreError> {
+        let s = self.lock();
+        let mut mine: Vec<Upload> = s
+            .uploads
+            .iter()
+            .filter(|u| u.user_id == user)
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        mine.truncate(limit as usize);
+        Ok(mine)
+    }
+
+    async fn stale(
+        &self,
+        pending_before: DateTime<Utc>,
+        replaced_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Upload>, UploadStoreError> {
+        let s = self.lock();
+        let mut old: Vec<Upload> = s
+            .uploads
+            .iter()
+            .filter(|u| match u.status {
+                UploadStatus::Pending => u.expires_at < pending_before,
+                UploadStatus::Replaced => u.replaced_at.is_some_and(|t| t < replaced_before),
+                UploadStatus::Completed => false,
+            })
+            .cloned()
+            .collect();
+        old.sort_by_key(|u| u.created_at);
+        old.truncate(limit as usize);
+        Ok(old)
+    }
+
+    async fn remove(&self, id: UploadId) -> Result<(), UploadStoreError> {
+        self.lock().uploads.retain(|u| u.id != id);
+        Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod outbox;
 pub mod push;
 pub mod realtime;
+pub mod storage;
 pub mod users;
 
 use std::future::Future;
