@@ -75,6 +75,7 @@ mod object_store {
             store: store.clone(),
             client: store,
             prefix: "t/".into(),
+            guard: Box::new(()),
         }
     });
 }
@@ -89,6 +90,7 @@ mod upload_repository {
         UploadsUnderTest {
             uploads: store.clone(),
             users: store,
+            guard: Box::new(()),
         }
     });
 }

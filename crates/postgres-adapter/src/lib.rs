@@ -9,6 +9,7 @@ mod rows;
 mod schema;
 mod shared;
 mod support;
+mod uploads;
 mod users;
 mod welcome;
 
@@ -20,5 +21,6 @@ pub use pool::{
 };
 pub use push_tokens::PgPushTokenRepository;
 pub use support::PgSupport;
+pub use uploads::PgUploadRepository;
 pub use users::PgUserRepository;
 pub use welcome::PgWelcomeLedger;

@@ -51,4 +51,22 @@ diesel::table! {
 }
 
 diesel::joinable!(push_tokens -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox, welcome_mails);
+diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox, welcome_mails, uploads);
+
+diesel::table! {
+    uploads (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        purpose -> Text,
+        object_key -> Text,
+        content_type -> Text,
+        size -> Int8,
+        status -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+        replaced_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(uploads -> users (user_id));

@@ -239,3 +239,18 @@ async fn a_row_a_newer_version_wrote_is_claimed_as_written_in_its_place() {
         "this version cannot decode it"
     );
 }
+
+mod upload_repository {
+    use super::*;
+    use ports::testing::contract::storage::UploadsUnderTest;
+
+    ports::upload_repository_contract!(async {
+        let db = TestDb::new().await;
+        let pool = build_pool(&PgSettings::new(db.url())).unwrap();
+        UploadsUnderTest {
+            uploads: Arc::new(postgres_adapter::PgUploadRepository::new(pool.clone())),
+            users: Arc::new(PgUserRepository::new(pool)),
+            guard: Box::new(db),
+        }
+    });
+}

@@ -42,7 +42,7 @@ async fn migrations_go_up_down_and_up_again() {
     assert!(!applied.is_empty());
     assert_eq!(
         tables(&db).await,
-        ["outbox", "push_tokens", "users", "welcome_mails"]
+        ["outbox", "push_tokens", "uploads", "users", "welcome_mails"]
     );
 
     let reverted = revert_all_migrations(db.url()).await.unwrap();
@@ -56,7 +56,7 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(again, applied);
     assert_eq!(
         tables(&db).await,
-        ["outbox", "push_tokens", "users", "welcome_mails"]
+        ["outbox", "push_tokens", "uploads", "users", "welcome_mails"]
     );
     assert!(
         run_migrations(db.url()).await.unwrap().is_empty(),
@@ -69,10 +69,15 @@ async fn users_from_before_the_welcome_ledger_count_as_welcomed() {
     use ports::{ClaimWelcomeOutcome, JobId, SendHolder, WelcomeLedger as _};
     let db = TestDb::empty().await;
     run_migrations(db.url()).await.unwrap();
+    assert_eq!(
+        revert_last_migration(db.url()).await.unwrap(),
+        "20261207000001",
+        "uploads came after the ledger"
+    );
     let reverted = revert_last_migration(db.url()).await.unwrap();
     assert_eq!(
         reverted, "20261206000001",
-        "the ledger's migration is the newest"
+        "the ledger's migration came before it"
     );
     // Users of the earlier version: one got a welcome mail, one had no address.
     TestDb::execute(

@@ -22,11 +22,16 @@ fn policy(key: &str, max_bytes: u64) -> PostPolicy {
 
 /// A store and a client that talks to it, and a fresh key prefix (ending
 /// in `/`) no other test uses.
-#[expect(missing_debug_implementations, reason = "a test fixture of trait objects")]
+#[expect(
+    missing_debug_implementations,
+    reason = "a test fixture of trait objects"
+)]
 pub struct StoreUnderTest {
     pub store: std::sync::Arc<dyn ObjectStore>,
     pub client: std::sync::Arc<dyn ObjectClient>,
     pub prefix: String,
+    /// Whatever must live as long as the test (a server process, a schema).
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
 }
 
 pub async fn an_upload_within_the_policy_is_stored_and_read_back(t: StoreUnderTest) {
@@ -117,10 +122,15 @@ macro_rules! object_store_contract {
 }
 
 /// Uploads and the users they belong to (uploads need a user row).
-#[expect(missing_debug_implementations, reason = "a test fixture of trait objects")]
+#[expect(
+    missing_debug_implementations,
+    reason = "a test fixture of trait objects"
+)]
 pub struct UploadsUnderTest {
     pub uploads: std::sync::Arc<dyn UploadRepository>,
     pub users: std::sync::Arc<dyn UserRepository>,
+    /// Whatever must live as long as the test (a schema).
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
 }
 
 async fn user(t: &UploadsUnderTest, uid: &str) -> UserId {
