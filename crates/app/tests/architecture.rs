@@ -16,6 +16,7 @@ const ADAPTERS: &[&str] = &[
     "mail-adapter",
     "auth-adapter",
     "push-adapter",
+    "storage-adapter",
     "ws-hub",
 ];
 const IO_CRATES: &[&str] = &[

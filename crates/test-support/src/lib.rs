@@ -11,6 +11,8 @@ mod postgres;
 mod processes;
 mod redis;
 mod redis_cluster;
+#[cfg(feature = "s3")]
+mod s3;
 mod smtp;
 #[cfg(feature = "app")]
 mod spawn;
@@ -26,6 +28,8 @@ pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;
 pub use redis_cluster::TestRedisCluster;
+#[cfg(feature = "s3")]
+pub use s3::{HttpObjectClient, S3Server};
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
 pub use spawn::{

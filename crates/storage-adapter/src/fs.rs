@@ -1,0 +1,477 @@
+//! `FsStore`: objects in a directory, for local development, with the
+//! same presigned flow as S3: `presign_post` signs a policy the app checks
+//! when the form arrives at `POST /storage/upload`, and `read_url` signs a
+//! link `GET /storage/o/<key>` serves until it expires. [`configure`]
+//! mounts both routes on the app.
+
+use crate::sigv4::hex;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use base64::Engine as _;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use ports::{ObjectInfo, ObjectStore, PostPolicy, PresignedPost, StorageError};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest form `POST /storage/upload` reads (the largest purpose's
+/// limit plus room for the other fields).
+const MAX_FORM_BYTES: usize = 20 * 1024 * 1024 + 64 * 1024;
+
+/// What a local form allows (signed; the client cannot change it).
+#[derive(Debug, Serialize, Deserialize)]
+struct LocalPolicy {
+    key: String,
+    content_type: String,
+    min: u64,
+    max: u64,
+    /// Unix seconds.
+    expires: i64,
+}
+
+/// A directory of objects, served by the app under `/storage`.
+#[derive(Clone)]
+pub struct FsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// Where the app is reached, e.g. `http://localhost:8080`.
+    base_url: String,
+    public_base: Option<String>,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for FsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStore")
+            .field("root", &self.inner.root)
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage_error(e: std::io::Error) -> StorageError {
+    StorageError::Unavailable(anyhow::Error::new(e).context("local object store"))
+}
+
+/// Keys are `/`-separated segments of `[A-Za-z0-9._-]`, none `.` or `..`.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 1024
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+impl FsStore {
+    /// Objects under `root`; links and forms point at `base_url` (the
+    /// app's own address); `signing_key` signs them (a server secret).
+    pub fn new(root: impl Into<PathBuf>, base_url: &str, signing_key: &[u8]) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                root: root.into(),
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                public_base: None,
+                key: signing_key.to_vec(),
+            }),
+        }
+    }
+
+    /// Read links under `base` instead of signed ones.
+    pub fn with_public_base(self, base: Option<String>) -> Self {
+        let inner = Inner {
+            root: self.inner.root.clone(),
+            base_url: self.inner.base_url.clone(),
+            public_base: base.map(|b| b.trim_end_matches('/').to_owned()),
+            key: self.inner.key.clone(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn sign(&self, what: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"trellis:storage:");
+        mac.update(what.as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    fn verify(&self, what: &str, signature: &str) -> bool {
+        // Both are hex of equal length when genuine; compare without
+        // stopping at the first difference.
+        let want = self.sign(what);
+        want.len() == signature.len()
+            && want
+                .bytes()
+                .zip(signature.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    fn object_path(&self, key: &str) -> PathBuf {
+        self.inner.root.join("objects").join(key)
+    }
+
+    fn type_path(&self, key: &str) -> PathBuf {
+        self.inner.root.join("types").join(key)
+    }
+
+    async fn write(&self, key: &str, content_type: &str, bytes: &[u8]) -> std::io::Result<()> {
+        for (path, data) in [
+            (self.type_path(key), content_type.as_bytes()),
+            (self.object_path(key), bytes),
+        ] {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+            tokio::fs::write(&tmp, data).await?;
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> std::io::Result<Option<(Vec<u8>, String)>> {
+        match tokio::fs::read(self.object_path(key)).await {
+            Ok(bytes) => {
+                let content_type = tokio::fs::read_to_string(self.type_path(key))
+                    .await
+                    .unwrap_or_else(|_| "application/octet-stream".into());
+                Ok(Some((bytes, content_type)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn remove_file(path: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn count_files(dir: &Path) -> std::io::Result<u64> {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries = match tokio::fs::read_dir(&d).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_type().await?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    fn presign_post(&self, policy: &PostPolicy) -> Result<PresignedPost, StorageError> {
+        if !valid_key(&policy.key) {
+            return Err(StorageError::Unknown(anyhow::anyhow!(
+                "invalid key {:?}",
+                policy.key
+            )));
+        }
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(policy.expires_in)
+                .map_err(|e| StorageError::Unknown(e.into()))?;
+        let local = LocalPolicy {
+            key: policy.key.clone(),
+            content_type: policy.content_type.clone(),
+            min: policy.min_bytes,
+            max: policy.max_bytes,
+            expires: expires_at.timestamp(),
+        };
+        let json = serde_json::to_string(&local).map_err(|e| StorageError::Unknown(e.into()))?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+        let signature = self.sign(&format!("post\n{encoded}"));
+        Ok(PresignedPost {
+            url: format!("{}/storage/upload", self.inner.base_url),
+            fields: BTreeMap::from([
+                ("key".to_owned(), policy.key.clone()),
+                ("Content-Type".to_owned(), policy.content_type.clone()),
+                ("policy".to_owned(), encoded),
+                ("x-amz-signature".to_owned(), signature),
+            ]),
+            expires_at,
+        })
+    }
+
+    fn read_url(&self, key: &str, expires_in: Duration) -> Result<String, StorageError> {
+        if !valid_key(key) {
+            return Err(StorageError::Unknown(anyhow::anyhow!(
+                "invalid key {key:?}"
+            )));
+        }
+        if let Some(base) = &self.inner.public_base {
+            return Ok(format!("{base}/{key}"));
+        }
+        let expires =
+            Utc::now().timestamp() + i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
+        let signature = self.sign(&format!("get\n{key}\n{expires}"));
+        Ok(format!(
+            "{}/storage/o/{key}?expires={expires}&signature={signature}",
+            self.inner.base_url
+        ))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        if !valid_key(key) {
+            return Ok(None);
+        }
+        match tokio::fs::metadata(self.object_path(key)).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                size: meta.len(),
+                content_type: tokio::fs::read_to_string(self.type_path(key)).await.ok(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        if !valid_key(key) {
+            return Ok(());
+        }
+        remove_file(&self.object_path(key))
+            .await
+            .map_err(storage_error)?;
+        remove_file(&self.type_path(key))
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
+        let dir = prefix.strip_suffix('/').unwrap_or_default();
+        if !valid_key(dir) {
+            return Err(StorageError::Unknown(anyhow::anyhow!(
+                "delete_prefix needs a prefix ending in '/', got {prefix:?}"
+            )));
+        }
+        let objects = self.inner.root.join("objects").join(dir);
+        let n = count_files(&objects).await.map_err(storage_error)?;
+        remove_dir(&objects).await.map_err(storage_error)?;
+        remove_dir(&self.inner.root.join("types").join(dir))
+            .await
+            .map_err(storage_error)?;
+        Ok(n)
+    }
+}
+
+/// An S3-style error answer.
+fn refuse(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/xml")
+        .body(format!("<Error><Code>{code}</Code></Error>"))
+}
+
+/// The parts of a `multipart/form-data` body: (name, bytes), in order.
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| i + from)
+    }
+    let delimiter = format!("--{boundary}");
+    let next_part = format!("\r\n--{boundary}");
+    let mut at = find(body, delimiter.as_bytes(), 0)? + delimiter.len();
+    let mut parts = Vec::new();
+    loop {
+        if body.get(at..at + 2)? == b"--" {
+            return Some(parts);
+        }
+        at += 2; // CRLF after the delimiter
+        let headers_end = find(body, b"\r\n\r\n", at)?;
+        let headers = std::str::from_utf8(body.get(at..headers_end)?).ok()?;
+        let name = headers.lines().find_map(|line| {
+            let (h, v) = line.split_once(':')?;
+            if !h.trim().eq_ignore_ascii_case("content-disposition") {
+                return None;
+            }
+            v.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix("name=")
+                    .map(|n| n.trim_matches('"').to_owned())
+            })
+        })?;
+        let start = headers_end + 4;
+        let end = find(body, next_part.as_bytes(), start)?;
+        parts.push((name, body[start..end].to_vec()));
+        at = end + next_part.len();
+    }
+}
+
+fn boundary(req: &HttpRequest) -> Option<String> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let (mime, params) = ct.split_once(';')?;
+    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        p.trim()
+            .strip_prefix("boundary=")
+            .map(|b| b.trim_matches('"').to_owned())
+    })
+}
+
+async fn upload(store: web::Data<FsStore>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let Some(parts) = boundary(&req).and_then(|b| parse_multipart(&body, &b)) else {
+        return refuse(StatusCode::BAD_REQUEST, "MalformedPOSTRequest");
+    };
+    let mut fields = BTreeMap::new();
+    let mut file = None;
+    for (name, value) in parts {
+        if name == "file" {
+            file = Some(value);
+            break; // S3 ignores what follows the file
+        }
+        fields.insert(name, String::from_utf8_lossy(&value).into_owned());
+    }
+    let (Some(file), Some(encoded), Some(signature)) =
+        (file, fields.get("policy"), fields.get("x-amz-signature"))
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "InvalidArgument");
+    };
+    if !store.verify(&format!("post\n{encoded}"), signature) {
+        return refuse(StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
+    }
+    let Some(policy) = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<LocalPolicy>(&json).ok())
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "InvalidPolicyDocument");
+    };
+    if Utc::now().timestamp() > policy.expires {
+        return refuse(StatusCode::FORBIDDEN, "AccessDenied");
+    }
+    if fields.get("key") != Some(&policy.key)
+        || fields.get("Content-Type") != Some(&policy.content_type)
+    {
+        return refuse(StatusCode::FORBIDDEN, "AccessDenied");
+    }
+    let size = file.len() as u64;
+    if size < policy.min {
+        return refuse(StatusCode::BAD_REQUEST, "EntityTooSmall");
+    }
+    if size > policy.max {
+        return refuse(StatusCode::BAD_REQUEST, "EntityTooLarge");
+    }
+    match store.write(&policy.key, &policy.content_type, &file).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store an uploaded object");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    expires: i64,
+    signature: String,
+}
+
+async fn read(
+    store: web::Data<FsStore>,
+    key: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let key = key.into_inner();
+    if !valid_key(&key)
+        || Utc::now().timestamp() > query.expires
+        || !store.verify(&format!("get\n{key}\n{}", query.expires), &query.signature)
+    {
+        return refuse(StatusCode::FORBIDDEN, "AccessDenied");
+    }
+    match store.read(&key).await {
+        Ok(Some((bytes, content_type))) => HttpResponse::Ok()
+            .content_type(content_type)
+            // User content on the app's own origin: never sniffed, never
+            // run as a page.
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"))
+            .insert_header((header::CACHE_CONTROL, "private, max-age=300"))
+            .body(bytes),
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "NoSuchKey"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a stored object");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        }
+    }
+}
+
+/// Mounts `POST /storage/upload` and `GET /storage/o/{key}` for `store`.
+pub fn configure(store: FsStore) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::scope("/storage")
+                .app_data(web::Data::new(store.clone()))
+                .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
+                .route("/upload", web::post().to(upload))
+                .route("/o/{key:.*}", web::get().to(read)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_leave_the_root() {
+        assert!(valid_key("users/1/2"));
+        for bad in [
+            "", "/a", "a//b", "../a", "a/../b", "a/./b", "a b", "a\\b", "a/",
+        ] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn multipart_bodies_are_split_into_named_parts() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nusers/1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x00\r\n\x01\r\n--XyZ--\r\n";
+        let parts = parse_multipart(body, "XyZ").unwrap();
+        assert_eq!(parts[0], ("key".to_owned(), b"users/1".to_vec()));
+        assert_eq!(parts[1], ("file".to_owned(), b"\x00\r\n\x01".to_vec()));
+        assert!(parse_multipart(b"garbage", "XyZ").is_none());
+        assert!(parse_multipart(b"--XyZ\r\nno end", "XyZ").is_none());
+    }
+}
