@@ -204,6 +204,34 @@ async fn worker_realtime(
     Ok(Arc::new(HubNotifier::new(hub)))
 }
 
+/// The object store: the bucket when `STORAGE_BUCKET` is set, else the
+/// local directory, whose forms and links the API serves under `/storage`
+/// (returned too, to be mounted) at `port`.
+pub(crate) fn object_store(
+    settings: &Settings,
+    port: u16,
+) -> anyhow::Result<(
+    Arc<dyn ports::ObjectStore>,
+    Option<storage_adapter::FsStore>,
+)> {
+    let storage = &settings.storage;
+    if let Some(bucket) = &storage.bucket {
+        let store = storage_adapter::S3Store::new(&storage.storage_settings(), bucket)?;
+        return Ok((Arc::new(store), None));
+    }
+    let base = storage
+        .local_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{port}"));
+    let store = storage_adapter::FsStore::new(
+        &storage.local_dir,
+        &base,
+        settings.http.cursor_secret.as_bytes(),
+    )
+    .with_public_base(storage.public_base_url.clone());
+    Ok((Arc::new(store.clone()), Some(store)))
+}
+
 fn metrics_renderer() -> Option<http_api::MetricsRenderer> {
     telemetry::metrics_handle()
         .map(|h| -> http_api::MetricsRenderer { Arc::new(move || h.render()) })
@@ -409,6 +437,22 @@ async fn api_server(
         ..settings.database.pg_settings()
     };
     let shared_pool = infra.pg.clone();
+    let (objects, local_store) = object_store(settings, listener.local_addr()?.port())?;
+    match &local_store {
+        Some(fs) => {
+            if settings.env == AppEnv::Production {
+                tracing::warn!(
+                    "uploads are kept on this pod's disk: set STORAGE_BUCKET (and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) to use object storage in production"
+                );
+            }
+            tracing::info!(dir = %fs.root().display(), "uploads stored locally, served under /storage");
+        }
+        None => tracing::info!(
+            "uploads stored in bucket {}",
+            settings.storage.bucket.as_deref().unwrap_or_default()
+        ),
+    }
+    let upload_settings = usecases::UploadSettings::default();
     let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
         infra.pg.clone(),
         settings.http.cursor_secret.as_bytes(),
@@ -427,13 +471,22 @@ async fn api_server(
         let pool =
             postgres_adapter::build_pool(&per_worker).unwrap_or_else(|_| shared_pool.clone());
         let users = PgUserRepository::new(pool.clone()).with_pipelined_reads(&per_worker, 2);
+        let profiles = ProfileService::new(Arc::new(users.clone())).with_notifier(notifier.clone());
+        let uploads = usecases::UploadService::new(
+            Arc::new(postgres_adapter::PgUploadRepository::new(pool.clone())),
+            objects.clone(),
+            profiles.clone(),
+            upload_settings.clone(),
+        );
         let state = ApiState {
             data: UserData::new(
                 Arc::new(users.clone()),
                 Arc::new(PgPushTokenRepository::new(pool.clone())),
                 ledger.clone(),
+                uploads.clone(),
             ),
-            profiles: ProfileService::new(Arc::new(users)).with_notifier(notifier.clone()),
+            uploads,
+            profiles,
             push_tokens: PushTokenService::new(
                 Arc::new(PgPushTokenRepository::new(pool)),
                 cursors.clone(),
@@ -446,8 +499,14 @@ async fn api_server(
         };
         let ws = ws_hub::configure(hub.clone(), verifier.clone());
         let console = console.clone().map(ops_console::configure);
+        let local_files = local_store
+            .clone()
+            .map(storage_adapter::configure_fs_routes);
         http_api::build_app(state, spec.clone(), move |cfg| {
             ws(cfg);
+            if let Some(mount) = local_files {
+                mount(cfg);
+            }
             if let Some(mount) = console {
                 mount(cfg);
             }
@@ -559,8 +618,16 @@ pub(crate) async fn start_workers(
             queue,
             settings.ws.ack_wait,
         )));
+    let (objects, _) = object_store(settings, settings.http.port)?;
+    worker.register(Arc::new(usecases::CleanUpUploads::new(
+        Arc::new(postgres_adapter::PgUploadRepository::new(infra.pg.clone())),
+        objects,
+        usecases::UploadSettings::default(),
+    )));
     // Daily at 04:17 UTC.
     worker.every("0 17 4 * * *", &ForgetRecipientsJob::default())?;
+    // Every ten minutes.
+    worker.every("0 */10 * * * *", &usecases::CleanUpUploadsJob::default())?;
     tasks.spawn(worker.run(shutdown.clone()));
     tracing::info!(instance = %settings.instance_id, "worker role started");
     Ok(())

@@ -21,6 +21,10 @@ pub use routes::export::{ExportedDeviceResponse, UserExportResponse, WelcomeMail
 pub use routes::me::{ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
 pub use routes::test_push::{TestPushResponse, TestPushResult};
+pub use routes::uploads::{
+    CompletedUploadResponse, CreateUploadRequest, CreatedUploadResponse, UploadList,
+    UploadResponse, UploadSlots,
+};
 pub use state::{ApiState, HttpSettings, MetricsRenderer, OpsState};
 
 use actix_web::body::MessageBody;
@@ -83,6 +87,7 @@ pub fn build_app(
         .route("/openapi.json", web::get().to(routes::docs::openapi_json))
         .route("/docs", web::get().to(routes::docs::docs))
         .route("/docs/init.js", web::get().to(routes::docs::docs_init))
+        .configure(routes::links)
         .configure(extra)
 }
 

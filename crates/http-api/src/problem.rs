@@ -55,6 +55,11 @@ pub enum ApiError {
         code: &'static str,
         detail: &'static str,
     },
+    /// The request cannot be done in the resource's present state.
+    Conflict {
+        code: &'static str,
+        detail: String,
+    },
     PayloadTooLarge {
         limit: usize,
     },
@@ -102,6 +107,9 @@ impl ApiError {
             ),
             ApiError::NotFound { code, detail } => {
                 Problem::of(StatusCode::NOT_FOUND, code, *detail)
+            }
+            ApiError::Conflict { code, detail } => {
+                Problem::of(StatusCode::CONFLICT, code, detail.clone())
             }
             ApiError::PayloadTooLarge { limit } => Problem::of(
                 StatusCode::PAYLOAD_TOO_LARGE,

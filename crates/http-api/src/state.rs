@@ -65,6 +65,8 @@ pub struct ApiState {
     pub data: usecases::UserData,
     pub push_tokens: PushTokenService,
     pub push: PushNotifications,
+    /// Presigned uploads to the object store.
+    pub uploads: usecases::UploadService,
     pub verifier: Arc<dyn TokenVerifier>,
     pub ops: OpsState,
     pub settings: HttpSettings,

@@ -66,6 +66,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// when there is one, else a presigned GET valid for `expires_in`.
     fn read_url(&self, key: &str, expires_in: Duration) -> Result<String, StorageError>;
 
+    /// The lasting link to `key` under the public base URL, if there is
+    /// one (`None`: objects are private and read through signed links).
+    fn public_url(&self, key: &str) -> Option<String>;
+
     /// What is stored at `key`; `None` when nothing is.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
 

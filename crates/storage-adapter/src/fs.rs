@@ -237,8 +237,8 @@ impl ObjectStore for FsStore {
                 "invalid key {key:?}"
             )));
         }
-        if let Some(base) = &self.inner.public_base {
-            return Ok(format!("{base}/{key}"));
+        if let Some(url) = self.public_url(key) {
+            return Ok(url);
         }
         let expires =
             Utc::now().timestamp() + i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
@@ -247,6 +247,11 @@ impl ObjectStore for FsStore {
             "{}/storage/o/{key}?expires={expires}&signature={signature}",
             self.inner.base_url
         ))
+    }
+
+    fn public_url(&self, key: &str) -> Option<String> {
+        let base = self.inner.public_base.as_ref()?;
+        valid_key(key).then(|| format!("{base}/{key}"))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {

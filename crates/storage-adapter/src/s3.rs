@@ -206,9 +206,15 @@ impl ObjectStore for S3Store {
         })
     }
 
+    fn public_url(&self, key: &str) -> Option<String> {
+        self.public_base
+            .as_ref()
+            .map(|base| format!("{base}/{}", crate::sigv4::uri_encode(key, true)))
+    }
+
     fn read_url(&self, key: &str, expires_in: Duration) -> Result<String, StorageError> {
-        if let Some(base) = &self.public_base {
-            return Ok(format!("{base}/{}", crate::sigv4::uri_encode(key, true)));
+        if let Some(url) = self.public_url(key) {
+            return Ok(url);
         }
         Ok(self.presigned("GET", key, &[], expires_in.as_secs().clamp(1, 604_800)))
     }

@@ -2,6 +2,12 @@
 //! service stores about the caller, composed from each store's port.
 
 use crate::push::MAX_DEVICES_PER_USER;
+use crate::uploads::{UploadError, UploadService, UploadView};
+
+/// Uploads in one export: every one a user can have (pending ones are
+/// bounded, completed ones are what the app keeps; an app that lets users
+/// keep more pages through them itself).
+const MAX_EXPORTED_UPLOADS: u32 = 10_000;
 use chrono::{DateTime, Utc};
 use domain::{User, VerifiedIdentity};
 use ports::{
@@ -28,6 +34,8 @@ pub struct UserExport {
     pub devices: Vec<ExportedDevice>,
     /// The welcome mail, if one was claimed (its address is not kept).
     pub welcome_mail: Option<WelcomeRecord>,
+    /// Every upload, with read links for the completed ones.
+    pub uploads: Vec<UploadView>,
     pub exported_at: DateTime<Utc>,
 }
 
@@ -74,6 +82,7 @@ pub struct UserData {
     users: Arc<dyn UserRepository>,
     tokens: Arc<dyn PushTokenRepository>,
     ledger: Arc<dyn WelcomeLedger>,
+    uploads: UploadService,
 }
 
 impl std::fmt::Debug for UserData {
@@ -87,11 +96,13 @@ impl UserData {
         users: Arc<dyn UserRepository>,
         tokens: Arc<dyn PushTokenRepository>,
         ledger: Arc<dyn WelcomeLedger>,
+        uploads: UploadService,
     ) -> Self {
         Self {
             users,
             tokens,
             ledger,
+            uploads,
         }
     }
 
@@ -118,11 +129,20 @@ impl UserData {
             }
         }
         let welcome_mail = self.ledger.record(&caller.uid).await?;
-        tracing::info!(user_id = %profile.id, devices = devices.len(), "user data exported");
+        let uploads = self
+            .uploads
+            .list(profile.id, MAX_EXPORTED_UPLOADS)
+            .await
+            .map_err(|e| match e {
+                UploadError::Unavailable(e) => ExportError::Unavailable(e),
+                other => ExportError::Unknown(other.into()),
+            })?;
+        tracing::info!(user_id = %profile.id, devices = devices.len(), uploads = uploads.len(), "user data exported");
         Ok(UserExport {
             profile,
             devices,
             welcome_mail,
+            uploads,
             exported_at: Utc::now(),
         })
     }
@@ -137,7 +157,19 @@ mod tests {
     async fn an_export_holds_the_profile_the_devices_as_fingerprints_and_the_welcome_mail() {
         let store = Arc::new(InMemoryStore::new());
         let ledger = Arc::new(InMemoryWelcomeLedger::new());
-        let data = UserData::new(store.clone(), store.clone(), ledger.clone());
+        let objects = Arc::new(ports::testing::InMemoryObjectStore::new());
+        let uploads = UploadService::new(
+            store.clone(),
+            objects.clone(),
+            crate::ProfileService::new(store.clone()),
+            crate::UploadSettings::default(),
+        );
+        let data = UserData::new(
+            store.clone(),
+            store.clone(),
+            ledger.clone(),
+            uploads.clone(),
+        );
         let caller = VerifiedIdentity::new(domain::FirebaseUid::parse("ada").unwrap());
         assert!(matches!(
             data.export(&caller).await,
@@ -159,5 +191,21 @@ mod tests {
         assert_eq!(export.devices[0].fingerprint, token.fingerprint());
         assert_eq!(export.devices[0].platform, "ios");
         assert_eq!(export.welcome_mail, None);
+        assert!(export.uploads.is_empty());
+
+        let started = uploads
+            .start(&caller, domain::UploadPurpose::Avatar, "image/png", 3)
+            .await
+            .unwrap();
+        use ports::testing::ObjectClient as _;
+        assert_eq!(objects.post_form(&started.form, vec![1, 2, 3]).await, 204);
+        uploads
+            .complete(&caller, started.upload.id, "https://api.example.com/media")
+            .await
+            .unwrap();
+        let export = data.export(&caller).await.unwrap();
+        assert_eq!(export.uploads.len(), 1);
+        assert_eq!(export.uploads[0].upload.id, started.upload.id);
+        assert!(export.uploads[0].url.is_some(), "with a link to the file");
     }
 }

@@ -6,6 +6,7 @@ pub mod push;
 pub mod push_tokens;
 pub mod realtime;
 pub mod relay;
+pub mod uploads;
 pub mod welcome;
 
 pub use export::{ExportError, ExportedDevice, UserData, UserExport};
@@ -22,6 +23,10 @@ pub use push_tokens::{
 };
 pub use realtime::{DELIVERY_KEY, DeliverJob, SocketFirst};
 pub use relay::{OutboxRelay, RelayError, RelayPass, RelaySettings};
+pub use uploads::{
+    CleanUpUploads, CleanUpUploadsJob, CompletedView, StartedUpload, UploadError, UploadService,
+    UploadSettings, UploadView,
+};
 pub use welcome::{
     ForgetRecipientsJob, ForgetWelcomeRecipients, MAIL_QUEUE, SendWelcomeMail, WELCOME_GROUP,
     WelcomeMailJob, WelcomeMailTrigger,

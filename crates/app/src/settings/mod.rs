@@ -9,7 +9,8 @@
 //! - `reader.rs`: [`Reader`] (collects problems) and [`SettingsError`].
 //! - this file: the process itself (mode, instance id, logs, shutdown).
 //! - one file per concern: `http`, `database`, `redis`, `auth`, `mail`,
-//!   `push`, `worker` (jobs and stream consumers), `ws`, `rate_limit`.
+//!   `push`, `storage`, `worker` (jobs and stream consumers), `ws`,
+//!   `rate_limit`.
 //!
 //! A new variable goes in its section's `read` and `VARIABLES`; a test
 //! checks that every variable read is listed and every listed one read.
@@ -23,6 +24,7 @@ mod push;
 mod rate_limit;
 mod reader;
 mod redis;
+mod storage;
 mod worker;
 mod ws;
 
@@ -37,6 +39,7 @@ pub use push::PushSection;
 pub use rate_limit::RateLimitSection;
 pub use reader::SettingsError;
 pub use redis::{DEFAULT_REDIS_URL, RedisSection};
+pub use storage::StorageSection;
 pub use worker::WorkerSection;
 pub use ws::WsSection;
 
@@ -79,6 +82,7 @@ pub struct Settings {
     pub auth: AuthSection,
     pub mail: MailSection,
     pub push: PushSection,
+    pub storage: StorageSection,
     pub worker: WorkerSection,
     pub ws: WsSection,
     pub rate_limit: RateLimitSection,
@@ -122,6 +126,7 @@ pub static KNOWN_VARIABLES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         auth::VARIABLES,
         mail::VARIABLES,
         push::VARIABLES,
+        storage::VARIABLES,
         worker::VARIABLES,
         ws::VARIABLES,
         rate_limit::VARIABLES,
@@ -183,6 +188,7 @@ impl Settings {
         let auth = AuthSection::read(&mut r, env);
         let mail = MailSection::read(&mut r);
         let push = PushSection::read(&mut r, env);
+        let storage = StorageSection::read(&mut r);
         if let Some(filter) = r.raw("RUST_LOG")
             && tracing_subscriber::EnvFilter::try_new(&filter).is_err()
         {
@@ -238,6 +244,7 @@ impl Settings {
             auth,
             mail,
             push,
+            storage,
             worker,
             ws,
             rate_limit,

@@ -41,6 +41,8 @@ pub struct UserExportResponse {
     pub devices: Vec<ExportedDeviceResponse>,
     /// The welcome mail, if one was sent or is being sent.
     pub welcome_mail: Option<WelcomeMailResponse>,
+    /// Every upload; completed ones with a read link valid for minutes.
+    pub uploads: Vec<super::uploads::UploadResponse>,
     /// What is not kept: push notifications and realtime messages are not
     /// stored once delivered (a user's recent realtime messages live in
     /// Redis for minutes, for reconnecting clients).
@@ -66,6 +68,7 @@ impl From<UserExport> for UserExportResponse {
                 claimed_at: w.claimed_at,
                 sent_at: w.sent_at,
             }),
+            uploads: e.uploads.into_iter().map(Into::into).collect(),
             not_kept: vec![
                 "push notification history".to_owned(),
                 "realtime message history beyond its few minutes".to_owned(),
@@ -98,7 +101,7 @@ pub(crate) const PROBLEMS: &[RouteProblem] = &[RouteProblem {
 ///
 /// Everything the service stores about the caller, as one JSON document:
 /// the profile, the registered devices (push tokens as fingerprints), the
-/// welcome mail record. 404 `profile_not_found` before the profile exists.
+/// welcome mail record, the uploads (with read links). 404 `profile_not_found` before the profile exists.
 #[api_v2_operation(tags(Profile), operation_id = "exportMe")]
 pub(crate) async fn export_me(
     state: web::Data<ApiState>,

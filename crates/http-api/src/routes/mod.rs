@@ -6,6 +6,7 @@ pub(crate) mod health;
 pub(crate) mod me;
 pub(crate) mod push_tokens;
 pub(crate) mod test_push;
+pub(crate) mod uploads;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, Responder};
@@ -43,8 +44,59 @@ pub(crate) fn documented(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/push-tokens/{token}")
                     .route(web::delete().to(push_tokens::unregister)),
+            )
+            .service(
+                web::resource("/uploads")
+                    .route(web::get().to(uploads::list))
+                    .route(web::post().to(uploads::create)),
+            )
+            .service(
+                web::resource("/uploads/{id}/complete").route(web::post().to(uploads::complete)),
             ),
     );
+}
+
+/// The routes outside the API's documented surface: `/media/{id}`, the
+/// lasting link an avatar's `photo_url` holds.
+pub(crate) fn links(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.route("/media/{id}", actix_web::web::get().to(uploads::media));
+}
+
+/// A JSON body with 201 Created.
+#[derive(Debug)]
+pub(crate) struct Created<T>(pub T);
+
+impl<T: Serialize> Responder for Created<T> {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        HttpResponse::Created().json(self.0)
+    }
+}
+
+impl<T: Apiv2Schema> Apiv2Schema for Created<T> {
+    fn name() -> Option<String> {
+        T::name()
+    }
+
+    fn raw_schema() -> paperclip::v2::models::DefaultSchemaRaw {
+        T::raw_schema()
+    }
+}
+
+impl<T: Apiv2Schema> OperationModifier for Created<T> {
+    fn update_response(op: &mut DefaultOperationRaw) {
+        let mut schema = T::schema_with_ref();
+        schema.retain_ref();
+        op.responses.insert(
+            "201".into(),
+            Either::Right(Response {
+                description: Some("Created".into()),
+                schema: Some(schema),
+                ..Default::default()
+            }),
+        );
+    }
 }
 
 /// A JSON body with 201 Created when the request created the resource and
@@ -110,7 +162,12 @@ pub(crate) struct RouteProblem {
 
 /// Every route module's [`RouteProblem`]s.
 pub(crate) fn problems() -> impl Iterator<Item = &'static RouteProblem> {
-    [me::PROBLEMS, export::PROBLEMS, push_tokens::PROBLEMS]
-        .into_iter()
-        .flatten()
+    [
+        me::PROBLEMS,
+        export::PROBLEMS,
+        push_tokens::PROBLEMS,
+        uploads::PROBLEMS,
+    ]
+    .into_iter()
+    .flatten()
 }

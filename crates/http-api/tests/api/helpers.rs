@@ -53,6 +53,7 @@ pub(crate) struct Harness {
     pub(crate) redis: Arc<Probe>,
     pub(crate) postgres: Arc<Probe>,
     pub(crate) push: Arc<RecordingPushSender>,
+    pub(crate) objects: Arc<ports::testing::InMemoryObjectStore>,
     pub(crate) state: ApiState,
 }
 
@@ -77,12 +78,21 @@ pub(crate) fn harness_with(
         hangs: AtomicBool::new(false),
     });
     let push = Arc::new(RecordingPushSender::new());
+    let objects = Arc::new(ports::testing::InMemoryObjectStore::new());
+    let uploads = usecases::UploadService::new(
+        store.clone(),
+        objects.clone(),
+        ProfileService::new(users.clone()),
+        usecases::UploadSettings::default(),
+    );
     let state = ApiState {
         data: usecases::UserData::new(
             users.clone(),
             store.clone(),
             Arc::new(ports::testing::InMemoryWelcomeLedger::new()),
+            uploads.clone(),
         ),
+        uploads,
         profiles: ProfileService::new(users),
         push_tokens: PushTokenService::new(store.clone(), CursorCodec::new(b"test".to_vec())),
         push: PushNotifications::new(
@@ -112,6 +122,7 @@ pub(crate) fn harness_with(
         redis,
         postgres,
         push,
+        objects,
         state,
     }
 }

@@ -13,3 +13,4 @@ mod helpers;
 mod me;
 mod push_tokens;
 mod rate_limits;
+mod uploads;

@@ -108,6 +108,10 @@ impl ObjectStore for InMemoryObjectStore {
         Ok(format!("{READ_PREFIX}{key}"))
     }
 
+    fn public_url(&self, _key: &str) -> Option<String> {
+        None
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         Ok(self.lock().objects.get(key).map(|o| ObjectInfo {
             size: o.bytes.len() as u64,

@@ -1,0 +1,191 @@
+use super::*;
+use domain::FirebaseUid;
+use ports::testing::{InMemoryObjectStore, InMemoryStore, ObjectClient as _};
+
+struct World {
+    store: Arc<InMemoryStore>,
+    objects: Arc<InMemoryObjectStore>,
+    service: UploadService,
+    cleanup: CleanUpUploads,
+}
+
+fn world() -> World {
+    let store = Arc::new(InMemoryStore::new());
+    let objects = Arc::new(InMemoryObjectStore::new());
+    let settings = UploadSettings::default();
+    World {
+        service: UploadService::new(
+            store.clone(),
+            objects.clone(),
+            ProfileService::new(store.clone()),
+            settings.clone(),
+        ),
+        cleanup: CleanUpUploads::new(store.clone(), objects.clone(), settings),
+        store,
+        objects,
+    }
+}
+
+fn caller(uid: &str) -> VerifiedIdentity {
+    VerifiedIdentity::new(FirebaseUid::parse(uid).unwrap())
+}
+
+const MEDIA: &str = "https://api.example.com/media";
+
+async fn uploaded_avatar(w: &World, who: &VerifiedIdentity, bytes: usize) -> CompletedView {
+    let started = w
+        .service
+        .start(who, UploadPurpose::Avatar, "image/png", bytes as u64)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.objects.post_form(&started.form, vec![9; bytes]).await,
+        204
+    );
+    w.service
+        .complete(who, started.upload.id, MEDIA)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_completed_avatar_becomes_the_photo_and_the_one_it_replaced_goes_after_the_grace() {
+    let w = world();
+    let ada = caller("ada");
+    let first = uploaded_avatar(&w, &ada, 100).await;
+    let id = first.upload.upload.id;
+    assert_eq!(first.upload.upload.status, UploadStatus::Completed);
+    assert_eq!(first.upload.upload.size, 100);
+    assert!(first.upload.url.is_some(), "a completed upload has a link");
+    let photo = first.profile.unwrap().photo_url.unwrap();
+    assert_eq!(photo.as_str(), format!("{MEDIA}/{id}"));
+    assert_eq!(
+        w.service.avatar_link(id).await.unwrap(),
+        first.upload.url,
+        "/media/<id> leads to the object"
+    );
+    // Completing again changes nothing.
+    let again = w.service.complete(&ada, id, MEDIA).await.unwrap();
+    assert_eq!(again.upload.upload, first.upload.upload);
+
+    let second = uploaded_avatar(&w, &ada, 50).await;
+    let second_id = second.upload.upload.id;
+    assert_eq!(
+        second.profile.unwrap().photo_url.unwrap().as_str(),
+        format!("{MEDIA}/{second_id}")
+    );
+    assert_eq!(w.objects.keys().len(), 2, "the old avatar stays a while");
+    let grace = UploadSettings::default().replaced_grace;
+    let now = Utc::now();
+    assert_eq!(w.cleanup.run_once(now).await.unwrap(), 0);
+    let later = now + chrono_duration(grace) + chrono::Duration::seconds(1);
+    assert_eq!(w.cleanup.run_once(later).await.unwrap(), 1);
+    assert_eq!(
+        w.objects.keys(),
+        vec![second.upload.upload.object_key.clone()]
+    );
+    assert_eq!(w.service.avatar_link(id).await.unwrap(), None);
+    assert!(w.service.avatar_link(second_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn limits_are_enforced_before_anything_is_signed() {
+    let w = world();
+    let ada = caller("ada");
+    assert!(matches!(
+        w.service
+            .start(&ada, UploadPurpose::Avatar, "text/html", 10)
+            .await,
+        Err(UploadError::Invalid(InvalidUpload::ContentType(_)))
+    ));
+    assert!(matches!(
+        w.service
+            .start(&ada, UploadPurpose::Avatar, "image/png", 6 * 1024 * 1024)
+            .await,
+        Err(UploadError::Invalid(InvalidUpload::Size(_)))
+    ));
+    let max = UploadSettings::default().max_pending;
+    for _ in 0..max {
+        w.service
+            .start(&ada, UploadPurpose::Attachment, "application/pdf", 10)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        w.service
+            .start(&ada, UploadPurpose::Attachment, "application/pdf", 10)
+            .await,
+        Err(UploadError::TooManyPending { max: m }) if m == max
+    ));
+    // Another user is not affected.
+    w.service
+        .start(&caller("bob"), UploadPurpose::Avatar, "image/png", 10)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn completion_checks_the_stored_object_and_the_owner() {
+    let w = world();
+    let (ada, bob) = (caller("ada"), caller("bob"));
+    let started = w
+        .service
+        .start(&ada, UploadPurpose::Avatar, "image/png", 10)
+        .await
+        .unwrap();
+    let id = started.upload.id;
+    assert!(matches!(
+        w.service.complete(&ada, id, MEDIA).await,
+        Err(UploadError::NotUploaded)
+    ));
+    // Bob cannot complete (or learn about) Ada's upload.
+    w.service
+        .start(&bob, UploadPurpose::Avatar, "image/png", 10)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.service.complete(&bob, id, MEDIA).await,
+        Err(UploadError::NotFound)
+    ));
+    // An object of another type under the key (a store that enforced
+    // less than the policy) is refused and deleted.
+    w.objects.put(
+        &started.upload.object_key,
+        "text/html",
+        b"<script>".to_vec(),
+    );
+    assert!(matches!(
+        w.service.complete(&ada, id, MEDIA).await,
+        Err(UploadError::Rejected(_))
+    ));
+    assert!(w.objects.keys().is_empty());
+    let profile = ProfileService::new(w.store.clone())
+        .get(&ada)
+        .await
+        .unwrap();
+    assert_eq!(profile.photo_url, None);
+}
+
+#[tokio::test]
+async fn abandoned_uploads_are_deleted_once_their_form_expired_long_enough() {
+    let w = world();
+    let ada = caller("ada");
+    let started = w
+        .service
+        .start(&ada, UploadPurpose::Attachment, "application/pdf", 10)
+        .await
+        .unwrap();
+    assert_eq!(w.objects.post_form(&started.form, vec![1; 10]).await, 204);
+    let s = UploadSettings::default();
+    let just_expired = started.upload.expires_at + chrono::Duration::seconds(1);
+    assert_eq!(w.cleanup.run_once(just_expired).await.unwrap(), 0);
+    let abandoned = started.upload.expires_at
+        + chrono_duration(s.abandoned_after)
+        + chrono::Duration::seconds(1);
+    assert_eq!(w.cleanup.run_once(abandoned).await.unwrap(), 1);
+    assert!(w.objects.keys().is_empty());
+    assert!(matches!(
+        w.service.complete(&ada, started.upload.id, MEDIA).await,
+        Err(UploadError::NotFound)
+    ));
+}
