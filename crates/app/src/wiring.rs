@@ -196,12 +196,43 @@ async fn worker_realtime(
     settings: &Settings,
     infra: &Infrastructure,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<dyn ports::Realtime>> {
+) -> anyhow::Result<Arc<HubNotifier>> {
     let (hub, fanout) = realtime_hub(settings, infra, shutdown)?;
     fanout
         .subscribe(Arc::new(hub.clone()), shutdown.clone())
         .await?;
     Ok(Arc::new(HubNotifier::new(hub)))
+}
+
+/// What deletes Firebase Auth accounts: the emulator when
+/// `FIREBASE_AUTH_EMULATOR_HOST` is set, else the Identity Toolkit with the
+/// service account of `GOOGLE_APPLICATION_CREDENTIALS`; `None` without
+/// either (deleted accounts then keep their Firebase user, and say so).
+pub(crate) fn identity_admin(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn ports::IdentityAdmin>>> {
+    let project = &settings.auth.firebase_project_id;
+    if let Some(host) = &settings.auth.firebase_auth_emulator_host
+        && settings.env == AppEnv::Local
+    {
+        return Ok(Some(Arc::new(push_adapter::FirebaseUserAdmin::emulator(
+            host, project,
+        )?)));
+    }
+    let Some(path) = &settings.push.google_application_credentials else {
+        tracing::warn!(
+            "deleted accounts keep their Firebase Auth user: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key that may delete users"
+        );
+        return Ok(None);
+    };
+    let key = push_adapter::ServiceAccountKey::from_file(path)
+        .context("GOOGLE_APPLICATION_CREDENTIALS")?;
+    Ok(Some(Arc::new(push_adapter::FirebaseUserAdmin::new(
+        &key,
+        project,
+        &settings.auth.identity_toolkit_url,
+        settings.push.fcm_token_url.clone(),
+    )?)))
 }
 
 /// The object store: the bucket when `STORAGE_BUCKET` is set, else the
@@ -582,6 +613,11 @@ pub(crate) async fn start_workers(
         WELCOME_GROUP,
         Arc::new(WelcomeMailTrigger::new(queue.clone())),
     );
+    groups.add(
+        USERS_TOPIC,
+        usecases::ACCOUNT_DELETION_GROUP,
+        Arc::new(usecases::AccountDeletionTrigger::new(queue.clone())),
+    );
 
     let mailer = LettreMailer::new(&settings.mail.mail_settings())?;
     if settings.env == AppEnv::Production && mailer.is_insecure_or_local() {
@@ -595,6 +631,8 @@ pub(crate) async fn start_workers(
     ));
     let tokens = Arc::new(PgPushTokenRepository::new(infra.pg.clone()));
     let realtime = worker_realtime(settings, infra, shutdown).await?;
+    let realtime_notifier: Arc<dyn ports::Notifier> = realtime.clone();
+    let queue_for_saga = queue.clone();
     let mut worker = JobWorker::new(
         infra.queue.clone(),
         settings
@@ -619,11 +657,19 @@ pub(crate) async fn start_workers(
             settings.ws.ack_wait,
         )));
     let (objects, _) = object_store(settings, settings.http.port)?;
-    worker.register(Arc::new(usecases::CleanUpUploads::new(
-        Arc::new(postgres_adapter::PgUploadRepository::new(infra.pg.clone())),
-        objects,
-        usecases::UploadSettings::default(),
-    )));
+    worker
+        .register(Arc::new(usecases::CleanUpUploads::new(
+            Arc::new(postgres_adapter::PgUploadRepository::new(infra.pg.clone())),
+            objects.clone(),
+            usecases::UploadSettings::default(),
+        )))
+        .register(Arc::new(usecases::EraseAccount::new(
+            Arc::new(PgUserRepository::new(infra.pg.clone())),
+            objects,
+            realtime_notifier,
+            queue_for_saga,
+            identity_admin(settings)?,
+        )));
     // Daily at 04:17 UTC.
     worker.every("0 17 4 * * *", &ForgetRecipientsJob::default())?;
     // Every ten minutes.

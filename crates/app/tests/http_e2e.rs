@@ -62,7 +62,7 @@ async fn the_profile_lifecycle_works_on_postgres() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
     let res = app
         .client
         .get(app.url("/api/v1/me"))

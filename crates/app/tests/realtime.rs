@@ -106,7 +106,7 @@ async fn deleting_the_account_closes_its_sockets_on_every_instance() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(res.status(), 202);
     for (name, ws) in [("A", &mut on_a), ("B", &mut on_b)] {
         let code = loop {
             match tokio::time::timeout(Duration::from_secs(10), ws.next())

@@ -18,7 +18,7 @@ pub use problem::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use rate_limit::{Cidr, RateLimitSettings, RateLimiter};
 pub use readiness::{Readiness, ReadinessReport};
 pub use routes::export::{ExportedDeviceResponse, UserExportResponse, WelcomeMailResponse};
-pub use routes::me::{ProfileResponse, UpdateProfileRequest};
+pub use routes::me::{AccountDeletionResponse, ProfileResponse, UpdateProfileRequest};
 pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
 pub use routes::test_push::{TestPushResponse, TestPushResult};
 pub use routes::uploads::{

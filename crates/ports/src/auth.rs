@@ -1,7 +1,7 @@
 //! Verifying the ID tokens clients send.
 
 use async_trait::async_trait;
-use domain::VerifiedIdentity;
+use domain::{FirebaseUid, VerifiedIdentity};
 use thiserror::Error;
 
 /// Why a token was refused. Logged, never sent to the client.
@@ -70,4 +70,25 @@ pub trait TokenVerifier: Send + Sync + 'static {
         let _ = token;
         None
     }
+}
+
+#[derive(Debug, Error)]
+pub enum IdentityAdminError {
+    /// The identity provider could not be reached or answered 5xx/429.
+    #[error("identity provider unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// It refused (credentials, project): retrying will not help.
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+/// Administers the accounts of the identity provider (Firebase Auth).
+#[async_trait]
+pub trait IdentityAdmin: Send + Sync + 'static {
+    /// Deletes the account `uid`; an account that no longer exists is
+    /// not an error (deleting is idempotent).
+    async fn delete_user(&self, uid: &FirebaseUid) -> Result<(), IdentityAdminError>;
+
+    /// What it talks to, for logs (no secrets).
+    fn describe(&self) -> String;
 }

@@ -23,7 +23,7 @@ pub use admin::{
     OutboxFailure, OutboxOverview, QueueAdmin, QueueOverview, SocketRegistry, StreamGroup,
     StreamOverview, SupportAdmin, SupportDevice, SupportUser,
 };
-pub use auth::{InvalidToken, TokenVerifier, VerifyTokenError};
+pub use auth::{IdentityAdmin, IdentityAdminError, InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};
 pub use clock::{Clock, SystemClock};
 pub use events::{

@@ -77,6 +77,7 @@ impl FcmSender {
             ),
             tokens: AccessTokens::new(
                 http.clone(),
+                crate::oauth::FCM_SCOPE,
                 key,
                 token_url,
                 settings.token_refresh_margin,

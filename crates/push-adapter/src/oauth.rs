@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The scope FCM HTTP v1 needs.
 pub const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+/// The scope the Identity Toolkit's admin calls need.
+pub const IDENTITY_SCOPE: &str = "https://www.googleapis.com/auth/identitytoolkit";
 /// How long an assertion is valid (Google's maximum).
 const ASSERTION_LIFETIME_SECS: i64 = 3600;
 /// Token endpoint answers larger than this are refused.
@@ -61,6 +63,8 @@ struct TokenError {
 
 pub(crate) struct AccessTokens {
     http: reqwest::Client,
+    /// What the tokens are for (an OAuth2 scope).
+    scope: &'static str,
     token_url: String,
     client_email: String,
     key_id: Option<String>,
@@ -90,6 +94,7 @@ impl std::fmt::Debug for AccessTokens {
 impl AccessTokens {
     pub(crate) fn new(
         http: reqwest::Client,
+        scope: &'static str,
         key: &ServiceAccountKey,
         token_url: String,
         margin: Duration,
@@ -97,6 +102,7 @@ impl AccessTokens {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             http,
+            scope,
             token_url,
             client_email: key.client_email.clone(),
             key_id: key.private_key_id.clone(),
@@ -177,7 +183,7 @@ impl AccessTokens {
         header.kid.clone_from(&self.key_id);
         let claims = AssertionClaims {
             iss: &self.client_email,
-            scope: FCM_SCOPE,
+            scope: self.scope,
             aud: &self.token_url,
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,

@@ -7,6 +7,7 @@
 #[cfg(feature = "browser")]
 mod browser;
 mod fcm;
+mod firebase;
 mod postgres;
 mod processes;
 mod redis;
@@ -24,6 +25,7 @@ pub use fcm::{
     FAKE_FCM_CLIENT_EMAIL, FAKE_FCM_KEY_ID, FAKE_FCM_PROJECT, FakeFcm, FcmReply, FcmRequest,
     OAuthRequest,
 };
+pub use firebase::{AuthEmulator, EMULATOR_PROJECT};
 pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;

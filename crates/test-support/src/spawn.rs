@@ -33,6 +33,7 @@ pub const TEST_DEV_TOKEN_SECRET: &str = "trellis-test-dev-token-secret";
 /// Settings for a test app: local mode, port 0, this test's schema and prefix.
 pub fn test_settings(db: &TestDb, redis: &TestRedis, overrides: &[(&str, &str)]) -> Settings {
     let mail_dir = std::env::temp_dir().join(format!("trellis-mail-{}", unique_suffix()));
+    let storage_dir = std::env::temp_dir().join(format!("trellis-storage-{}", unique_suffix()));
     let mut vars: HashMap<String, String> = [
         ("APP_ENV", "local".to_owned()),
         ("DEV_TOKEN_SECRET", TEST_DEV_TOKEN_SECRET.to_owned()),
@@ -45,6 +46,7 @@ pub fn test_settings(db: &TestDb, redis: &TestRedis, overrides: &[(&str, &str)])
         ("MIGRATE_ON_START", "false".to_owned()),
         ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ("MAIL_OUTBOX_DIR", mail_dir.display().to_string()),
+        ("STORAGE_LOCAL_DIR", storage_dir.display().to_string()),
         ("INSTANCE_ID", format!("test-{}", unique_suffix())),
     ]
     .into_iter()

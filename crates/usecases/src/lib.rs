@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod account;
 pub mod export;
 pub mod profiles;
 pub mod push;
@@ -9,6 +10,9 @@ pub mod relay;
 pub mod uploads;
 pub mod welcome;
 
+pub use account::{
+    ACCOUNT_DELETION_GROUP, AccountDeletionTrigger, EraseAccount, EraseAccountJob, EraseStep,
+};
 pub use export::{ExportError, ExportedDevice, UserData, UserExport};
 pub use profiles::{
     DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService, UpdateProfileError,

@@ -8,6 +8,7 @@ pub(crate) const VARIABLES: &[&str] = &[
     "FIREBASE_PROJECT_ID",
     "FIREBASE_AUTH_EMULATOR_HOST",
     "FIREBASE_KEYS_URL",
+    "IDENTITY_TOOLKIT_URL",
     "DEV_TOKEN_SECRET",
 ];
 
@@ -24,6 +25,8 @@ pub struct AuthSection {
     pub firebase_project_id: String,
     pub firebase_auth_emulator_host: Option<String>,
     pub firebase_keys_url: String,
+    /// Where Firebase Auth users are deleted (the Identity Toolkit API).
+    pub identity_toolkit_url: String,
     /// Local mode only; never printed.
     pub dev_token_secret: Option<String>,
 }
@@ -68,6 +71,11 @@ impl AuthSection {
         }
         // Keys fetched over plain HTTP could be swapped on the way.
         let firebase_keys_url = r.url("FIREBASE_KEYS_URL", GOOGLE_X509_URL, secure_schemes(env));
+        let identity_toolkit_url = r.url(
+            "IDENTITY_TOOLKIT_URL",
+            push_adapter::IDENTITY_TOOLKIT_URL,
+            secure_schemes(env),
+        );
         // Local mode with no secret set: `from_env` uses the checkout's own.
         let dev_token_secret = r.raw("DEV_TOKEN_SECRET").filter(|_| local);
         if let Some(secret) = &dev_token_secret
@@ -79,6 +87,7 @@ impl AuthSection {
             firebase_project_id,
             firebase_auth_emulator_host,
             firebase_keys_url,
+            identity_toolkit_url,
             dev_token_secret,
         }
     }

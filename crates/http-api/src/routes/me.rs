@@ -6,7 +6,7 @@ use crate::problem::ApiError;
 use crate::state::ApiState;
 use chrono::{DateTime, Utc};
 use domain::{DisplayName, Email, PhotoUrl, ProfilePatch, User};
-use paperclip::actix::{Apiv2Schema, NoContent, api_v2_operation, web};
+use paperclip::actix::{Apiv2Schema, api_v2_operation, web};
 use ports::UpsertOutcome;
 use serde::{Deserialize, Serialize};
 use usecases::{DeleteAccountError, GetProfileError, UpdateProfileError};
@@ -149,15 +149,31 @@ pub(crate) async fn patch_me(
     })
 }
 
+/// The deletion was accepted: the profile and push tokens are gone; the
+/// rest follows within minutes.
+#[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
+pub struct AccountDeletionResponse {
+    /// Always `accepted`.
+    pub status: String,
+    /// What happens next, for people.
+    pub detail: String,
+}
+
 /// Delete my account
 ///
-/// Deletes the profile and every push token (204), and closes the
-/// account's WebSockets. 404 when there is no profile.
+/// Deletes the profile and every push token at once and answers 202:
+/// the rest follows in the background, retried until done: the stored
+/// uploads, the account's WebSockets on every instance, its queued jobs
+/// and, where the service may, the Firebase Auth account. 404 when there
+/// is no profile.
 #[api_v2_operation(tags(Profile), operation_id = "deleteMe")]
 pub(crate) async fn delete_me(
     state: web::Data<ApiState>,
     caller: Authenticated,
-) -> Result<NoContent, ApiError> {
+) -> Result<super::Accepted<AccountDeletionResponse>, ApiError> {
     state.profiles.delete(&caller.0).await?;
-    Ok(NoContent)
+    Ok(super::Accepted(AccountDeletionResponse {
+        status: "accepted".into(),
+        detail: "Your profile and devices are deleted. Your uploads, open sessions, pending notifications and sign-in account are being deleted and will be gone within minutes.".into(),
+    }))
 }

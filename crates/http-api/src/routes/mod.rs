@@ -62,42 +62,49 @@ pub(crate) fn links(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.route("/media/{id}", actix_web::web::get().to(uploads::media));
 }
 
-/// A JSON body with 201 Created.
-#[derive(Debug)]
-pub(crate) struct Created<T>(pub T);
+/// A JSON body answered with one fixed status (and documented so).
+macro_rules! fixed_status {
+    ($name:ident, $status:ident, $code:literal, $description:literal) => {
+        #[derive(Debug)]
+        pub(crate) struct $name<T>(pub T);
 
-impl<T: Serialize> Responder for Created<T> {
-    type Body = actix_web::body::BoxBody;
+        impl<T: Serialize> Responder for $name<T> {
+            type Body = actix_web::body::BoxBody;
 
-    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
-        HttpResponse::Created().json(self.0)
-    }
+            fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+                HttpResponse::build(StatusCode::$status).json(self.0)
+            }
+        }
+
+        impl<T: Apiv2Schema> Apiv2Schema for $name<T> {
+            fn name() -> Option<String> {
+                T::name()
+            }
+
+            fn raw_schema() -> paperclip::v2::models::DefaultSchemaRaw {
+                T::raw_schema()
+            }
+        }
+
+        impl<T: Apiv2Schema> OperationModifier for $name<T> {
+            fn update_response(op: &mut DefaultOperationRaw) {
+                let mut schema = T::schema_with_ref();
+                schema.retain_ref();
+                op.responses.insert(
+                    $code.into(),
+                    Either::Right(Response {
+                        description: Some($description.into()),
+                        schema: Some(schema),
+                        ..Default::default()
+                    }),
+                );
+            }
+        }
+    };
 }
 
-impl<T: Apiv2Schema> Apiv2Schema for Created<T> {
-    fn name() -> Option<String> {
-        T::name()
-    }
-
-    fn raw_schema() -> paperclip::v2::models::DefaultSchemaRaw {
-        T::raw_schema()
-    }
-}
-
-impl<T: Apiv2Schema> OperationModifier for Created<T> {
-    fn update_response(op: &mut DefaultOperationRaw) {
-        let mut schema = T::schema_with_ref();
-        schema.retain_ref();
-        op.responses.insert(
-            "201".into(),
-            Either::Right(Response {
-                description: Some("Created".into()),
-                schema: Some(schema),
-                ..Default::default()
-            }),
-        );
-    }
-}
+fixed_status!(Created, CREATED, "201", "Created");
+fixed_status!(Accepted, ACCEPTED, "202", "Accepted");
 
 /// A JSON body with 201 Created when the request created the resource and
 /// 200 OK when it changed or confirmed an existing one.

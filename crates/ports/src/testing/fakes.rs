@@ -292,3 +292,42 @@ impl Clock for ManualClock {
         *lock(&self.now)
     }
 }
+
+/// Records the accounts it deleted; can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingIdentityAdmin {
+    deleted: Mutex<Vec<FirebaseUid>>,
+    down: Mutex<bool>,
+}
+
+impl RecordingIdentityAdmin {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn deleted(&self) -> Vec<FirebaseUid> {
+        lock(&self.deleted).clone()
+    }
+
+    /// While down, every call fails with `Unavailable`.
+    pub fn set_down(&self, down: bool) {
+        *lock(&self.down) = down;
+    }
+}
+
+#[async_trait]
+impl crate::auth::IdentityAdmin for RecordingIdentityAdmin {
+    async fn delete_user(&self, uid: &FirebaseUid) -> Result<(), crate::auth::IdentityAdminError> {
+        if *lock(&self.down) {
+            return Err(crate::auth::IdentityAdminError::Unavailable(
+                anyhow::anyhow!("identity provider is down"),
+            ));
+        }
+        lock(&self.deleted).push(uid.clone());
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "recording identity admin".into()
+    }
+}

@@ -16,8 +16,8 @@ mod store;
 
 pub use cache::InMemoryCache;
 pub use fakes::{
-    FakeTokenVerifier, MailOutcome, ManualClock, RecordingJobQueue, RecordingMailer,
-    RecordingNotifier, RecordingPublisher,
+    FakeTokenVerifier, MailOutcome, ManualClock, RecordingIdentityAdmin, RecordingJobQueue,
+    RecordingMailer, RecordingNotifier, RecordingPublisher,
 };
 pub use ledger::InMemoryWelcomeLedger;
 pub use objects::{InMemoryObjectStore, ObjectClient};

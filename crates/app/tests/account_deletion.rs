@@ -1,0 +1,178 @@
+//! `DELETE /api/v1/me` end to end: the saga the outbox starts removes the
+//! user's stored objects, cancels their queued jobs and deletes their
+//! Firebase Auth account (in the real Auth emulator).
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use ports::JobQueue as _;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use test_support::{AuthEmulator, EMULATOR_PROJECT, HttpObjectClient, spawn_app_with};
+
+/// Whether the emulator still has account `uid`.
+async fn firebase_has(emulator: &AuthEmulator, uid: &str) -> bool {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{}/accounts:lookup", emulator.identity_toolkit()))
+        .bearer_auth("owner")
+        .json(&json!({ "localId": [uid] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["users"].as_array().is_some_and(|u| !u.is_empty())
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_leaves_nothing_behind() {
+    let emulator = AuthEmulator::start();
+    let host = emulator.host();
+    let app = spawn_app_with(
+        app::Role::All,
+        &[
+            ("FIREBASE_AUTH_EMULATOR_HOST", host.as_str()),
+            ("FIREBASE_PROJECT_ID", EMULATOR_PROJECT),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for uid in ["zoe", "yan"] {
+        let status = http
+            .post(format!("{}/accounts", emulator.identity_toolkit()))
+            .bearer_auth("owner")
+            .json(&json!({ "localId": uid }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+    let token = app.token_with("zoe", Some("zoe@example.com"), Some("Zoe"));
+
+    // An avatar in the store.
+    let created: Value = app
+        .client
+        .post(app.url("/api/v1/uploads"))
+        .bearer_auth(&token)
+        .json(&json!({"purpose": "avatar", "content_type": "image/png", "size": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let form = ports::PresignedPost {
+        url: created["url"].as_str().unwrap().to_owned(),
+        fields: serde_json::from_value(created["fields"].clone()).unwrap(),
+        expires_at: serde_json::from_value(created["expires_at"].clone()).unwrap(),
+    };
+    let (s, _) = HttpObjectClient::new().post(&form, vec![7; 10]).await;
+    assert!(s.to_string().starts_with('2'));
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/uploads/{}/complete",
+            created["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let storage = app.settings.storage.local_dir.join("objects");
+    assert_eq!(files_under(&storage), 1);
+
+    // A job that would carry Zoe's data tomorrow, and one of someone else.
+    let queue = queue_adapter::RedisJobQueue::new(
+        queue_adapter::build_pool(&app.settings.redis.pool_settings()).unwrap(),
+        app.settings.redis.queue_settings(),
+    );
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let zoes = queue
+        .enqueue(
+            ports::NewJob::new("push:send", 1, &json!({"uid": "zoe"}))
+                .unwrap()
+                .run_at(tomorrow)
+                .owned_by("zoe"),
+        )
+        .await
+        .unwrap();
+    let yans = queue
+        .enqueue(
+            ports::NewJob::new("push:send", 1, &json!({"uid": "yan"}))
+                .unwrap()
+                .run_at(tomorrow)
+                .owned_by("yan"),
+        )
+        .await
+        .unwrap();
+
+    let res = app
+        .client
+        .delete(app.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "accepted");
+
+    // The saga: the outbox relay, the consumer group, then four jobs each
+    // enqueued by the one before (an enqueue wakes an idle worker). A
+    // few seconds normally; 30 s leaves room for a busy machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let gone = !firebase_has(&emulator, "zoe").await
+            && files_under(&storage) == 0
+            && queue.job(&zoes.to_string()).await.unwrap().is_none();
+        if gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion saga did not finish: firebase={} files={} job={}",
+            firebase_has(&emulator, "zoe").await,
+            files_under(&storage),
+            queue.job(&zoes.to_string()).await.unwrap().is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(firebase_has(&emulator, "yan").await, "only Zoe's account");
+    assert!(
+        queue.job(&yans.to_string()).await.unwrap().is_some(),
+        "only Zoe's jobs"
+    );
+    for state in [
+        queue_adapter::JobState::Retry,
+        queue_adapter::JobState::Dead,
+    ] {
+        let stuck = queue
+            .list_of_kind("default", state, "account:erase", None, 10)
+            .await
+            .unwrap();
+        assert!(stuck.jobs.is_empty(), "no step failed: {:?}", stuck.jobs);
+    }
+}

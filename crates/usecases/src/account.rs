@@ -1,0 +1,301 @@
+//! Account deletion, after `DELETE /api/v1/me`: a saga driven by the
+//! outbox. The user row (and with it push tokens and upload records) went
+//! in the request's transaction with a `UserDeleted` event; from that
+//! event the `account-deletion` consumer group starts a chain of jobs, one
+//! per step, each idempotent and retried until it succeeds:
+//!
+//! 1. `objects`: every stored object of the user (`users/<id>/...`);
+//! 2. `sockets`: their WebSocket connections, on every instance;
+//! 3. `jobs`: their queued jobs (welcome mail, pushes, deliveries); a job
+//!    still running is waited for, so none is left behind;
+//! 4. `identity`: the Firebase Auth account, when service-account
+//!    credentials (or the emulator) are configured.
+//!
+//! Steps 2 to 4 act on the uid, not the deleted row: if the same uid has
+//! signed up again meanwhile (a new profile, a new user id), they are
+//! skipped, so the new account keeps its sockets, jobs and sign-in.
+//!
+//! Each step enqueues the next under a unique key, so a step that runs
+//! twice (a worker killed after it, before its ack) starts the next once.
+//! The steps are jobs in the queue: the ops console shows where a deletion
+//! is, and a step that keeps failing ends in the dead set for an operator.
+//! The end is logged and counted (`account_deletions_completed_total`).
+
+use async_trait::async_trait;
+use domain::{DomainEvent, EventEnvelope, FirebaseUid, Upload, UserId};
+use ports::{
+    Audience, Disconnect, EnqueueJobError, EventHandler, HandleEventError, HandleJob,
+    IdentityAdmin, Job, JobContext, JobFailure, JobQueue, NewJob, Notifier, ObjectStore,
+    UserRepository,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The consumer group that starts deletion sagas.
+pub const ACCOUNT_DELETION_GROUP: &str = "account-deletion";
+/// How long a step's unique key outlives it.
+const STEP_UNIQUE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Retries of one step before it is dead (with backoff: days).
+const STEP_RETRIES: u32 = 25;
+
+/// A step of the saga, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EraseStep {
+    Objects,
+    Sockets,
+    Jobs,
+    Identity,
+}
+
+impl EraseStep {
+    pub const ALL: [Self; 4] = [Self::Objects, Self::Sockets, Self::Jobs, Self::Identity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Objects => "objects",
+            Self::Sockets => "sockets",
+            Self::Jobs => "jobs",
+            Self::Identity => "identity",
+        }
+    }
+
+    fn next(self) -> Option<Self> {
+        match self {
+            Self::Objects => Some(Self::Sockets),
+            Self::Sockets => Some(Self::Jobs),
+            Self::Jobs => Some(Self::Identity),
+            Self::Identity => None,
+        }
+    }
+}
+
+/// `account:erase`: one step of one user's deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseAccountJob {
+    pub user_id: UserId,
+    pub uid: FirebaseUid,
+    pub step: EraseStep,
+}
+
+impl Job for EraseAccountJob {
+    const KIND: &'static str = "account:erase";
+    const QUEUE: &'static str = "default";
+    const VERSION: u16 = 1;
+}
+
+impl EraseAccountJob {
+    /// The job for `step`, unique per user and step.
+    pub fn new_job(
+        user_id: UserId,
+        uid: FirebaseUid,
+        step: EraseStep,
+    ) -> Result<NewJob, serde_json::Error> {
+        let job = Self { user_id, uid, step };
+        Ok(NewJob::of(&job)?
+            .max_retries(STEP_RETRIES)
+            .timeout(Duration::from_secs(300))
+            .unique(
+                format!("erase:{user_id}:{}", step.as_str()),
+                STEP_UNIQUE_TTL,
+            ))
+    }
+}
+
+/// Enqueues `step` of a deletion; a step already queued is fine.
+async fn enqueue_step(
+    jobs: &dyn JobQueue,
+    user_id: UserId,
+    uid: &FirebaseUid,
+    step: EraseStep,
+) -> Result<(), EnqueueJobError> {
+    let job = EraseAccountJob::new_job(user_id, uid.clone(), step)
+        .map_err(|e| EnqueueJobError::Invalid(e.to_string()))?;
+    match jobs.enqueue(job).await {
+        Ok(_) | Err(EnqueueJobError::Duplicate { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts the saga for every `UserDeleted`.
+#[derive(Clone)]
+pub struct AccountDeletionTrigger {
+    jobs: Arc<dyn JobQueue>,
+}
+
+impl std::fmt::Debug for AccountDeletionTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountDeletionTrigger")
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccountDeletionTrigger {
+    pub fn new(jobs: Arc<dyn JobQueue>) -> Self {
+        Self { jobs }
+    }
+}
+
+#[async_trait]
+impl EventHandler for AccountDeletionTrigger {
+    fn handles(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::UserDeleted(_))
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {
+        let DomainEvent::UserDeleted(deleted) = &event.event else {
+            return Ok(());
+        };
+        match enqueue_step(
+            self.jobs.as_ref(),
+            deleted.user_id,
+            &deleted.uid,
+            EraseStep::Objects,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(user_id = %deleted.user_id, event_id = %event.id, "account deletion started");
+                metrics::counter!("account_deletions_started_total").increment(1);
+                Ok(())
+            }
+            Err(EnqueueJobError::Invalid(why)) => Err(HandleEventError::Reject(why)),
+            Err(EnqueueJobError::Unavailable(e) | EnqueueJobError::Unknown(e)) => {
+                Err(HandleEventError::Retry(e))
+            }
+            Err(e @ EnqueueJobError::Duplicate { .. }) => Err(HandleEventError::Retry(e.into())),
+        }
+    }
+}
+
+/// Runs the steps of `account:erase`.
+#[derive(Clone)]
+pub struct EraseAccount {
+    users: Arc<dyn UserRepository>,
+    store: Arc<dyn ObjectStore>,
+    notifier: Arc<dyn Notifier>,
+    jobs: Arc<dyn JobQueue>,
+    identity: Option<Arc<dyn IdentityAdmin>>,
+}
+
+impl std::fmt::Debug for EraseAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EraseAccount")
+            .field("identity", &self.identity.as_ref().map(|i| i.describe()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EraseAccount {
+    /// `identity`: `None` when no credentials can delete Firebase accounts
+    /// (the step then only says so).
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        store: Arc<dyn ObjectStore>,
+        notifier: Arc<dyn Notifier>,
+        jobs: Arc<dyn JobQueue>,
+        identity: Option<Arc<dyn IdentityAdmin>>,
+    ) -> Self {
+        Self {
+            users,
+            store,
+            notifier,
+            jobs,
+            identity,
+        }
+    }
+
+    async fn step(&self, job: &EraseAccountJob) -> Result<(), JobFailure> {
+        let user_id = job.user_id;
+        if job.step != EraseStep::Objects {
+            let now = self
+                .users
+                .find_by_uid(&job.uid)
+                .await
+                .map_err(JobFailure::retry)?;
+            if let Some(again) = now.filter(|u| u.id != user_id) {
+                tracing::info!(%user_id, new_user_id = %again.id, step = job.step.as_str(), "deleted account: the uid signed up again; its new account is left alone");
+                return Ok(());
+            }
+        }
+        match job.step {
+            EraseStep::Objects => {
+                let n = self
+                    .store
+                    .delete_prefix(&Upload::user_prefix(user_id))
+                    .await
+                    .map_err(JobFailure::retry)?;
+                tracing::info!(%user_id, objects = n, "deleted account: stored objects deleted");
+            }
+            EraseStep::Sockets => {
+                self.notifier
+                    .disconnect(
+                        &Audience::User(job.uid.clone()),
+                        &Disconnect::account_deleted(),
+                    )
+                    .await
+                    .map_err(JobFailure::retry)?;
+                tracing::info!(%user_id, "deleted account: sockets closed");
+            }
+            EraseStep::Jobs => {
+                let done = self
+                    .jobs
+                    .cancel_owned(job.uid.as_str())
+                    .await
+                    .map_err(JobFailure::retry)?;
+                tracing::info!(%user_id, cancelled = done.cancelled, running = done.running, "deleted account: queued jobs cancelled");
+                if done.running > 0 {
+                    // Back when they are done (or waiting for a retry,
+                    // which the next attempt cancels).
+                    return Err(JobFailure::retry(format!(
+                        "{} of the user's jobs are still running",
+                        done.running
+                    )));
+                }
+            }
+            EraseStep::Identity => match &self.identity {
+                Some(identity) => {
+                    identity
+                        .delete_user(&job.uid)
+                        .await
+                        .map_err(JobFailure::retry)?;
+                    tracing::info!(%user_id, "deleted account: Firebase Auth user deleted");
+                }
+                None => {
+                    tracing::warn!(%user_id, "deleted account: the Firebase Auth user is NOT deleted (no service-account credentials); delete it from the Firebase console or configure GOOGLE_APPLICATION_CREDENTIALS");
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl HandleJob for EraseAccount {
+    type Job = EraseAccountJob;
+
+    async fn run(&self, job: EraseAccountJob, _ctx: &JobContext) -> Result<(), JobFailure> {
+        let step = job.step.as_str();
+        if let Err(e) = self.step(&job).await {
+            metrics::counter!("account_deletion_steps_total", "step" => step, "outcome" => "retry")
+                .increment(1);
+            return Err(e);
+        }
+        metrics::counter!("account_deletion_steps_total", "step" => step, "outcome" => "done")
+            .increment(1);
+        match job.step.next() {
+            Some(next) => enqueue_step(self.jobs.as_ref(), job.user_id, &job.uid, next)
+                .await
+                .map_err(JobFailure::retry)?,
+            None => {
+                tracing::info!(user_id = %job.user_id, "account deletion complete: nothing of the user is left");
+                metrics::counter!("account_deletions_completed_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
