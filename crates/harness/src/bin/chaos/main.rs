@@ -13,6 +13,7 @@ mod bad_input;
 mod bad_websocket;
 mod fault_outage;
 mod fault_redis;
+mod fault_saga;
 mod fault_sigterm;
 mod fault_websocket;
 mod faults;
@@ -50,10 +51,10 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=10).collect());
+        .unwrap_or_else(|| (1..=11).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=10).contains(n)),
-        "--only takes scenario numbers from 1 to 10, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=11).contains(n)),
+        "--only takes scenario numbers from 1 to 11, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +131,12 @@ fn main() -> anyhow::Result<()> {
             "worker SIGKILLed while sending welcome mails",
             (180, 120),
             Box::pin(fault_outage::killed_while_sending(quick)),
+        ),
+        (
+            11,
+            "worker SIGKILLed in the middle of account-deletion sagas",
+            (180, 120),
+            Box::pin(fault_saga::killed_mid_saga(quick)),
         ),
     ];
     for (n, name, (full_secs, quick_secs), run) in scenarios {
