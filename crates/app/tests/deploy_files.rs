@@ -207,10 +207,22 @@ fn the_config_map_loads_as_production_settings_with_metrics_off_the_service() {
             )
         })
         .collect();
-    // What the Secret adds (placeholders of the right shape).
+    // What the Secret adds: its template's keys (the storage credentials
+    // among them), with a placeholder of the right shape where one matters.
+    let secret = &documents("deploy/k8s/secret.example.yaml")[0];
+    for (k, v) in secret["stringData"].as_mapping().unwrap() {
+        vars.insert(
+            k.as_str().unwrap().to_owned(),
+            v.as_str().unwrap().to_owned(),
+        );
+    }
     vars.insert("CURSOR_SECRET".into(), "0123456789abcdef0123".into());
     let settings = app::Settings::from_lookup(&|k| vars.get(k).cloned())
-        .unwrap_or_else(|e| panic!("configmap.yaml as settings: {e}"));
+        .unwrap_or_else(|e| panic!("configmap.yaml and the Secret as settings: {e}"));
+    assert!(
+        settings.storage.bucket.is_some() && settings.storage.access_key_id.is_some(),
+        "uploads go to a bucket in production, its credentials from the Secret"
+    );
     assert!(
         !settings.rate_limit.trusted_proxies.is_empty(),
         "the ingress is a listed proxy"

@@ -346,3 +346,30 @@ fn the_ops_console_is_loopback_locally_off_in_production_and_signed_in_with_a_pa
     let err = load(&no_secret).unwrap_err();
     assert_eq!(err.problems[0].0, "OPS_SESSION_SECRET");
 }
+
+#[test]
+fn a_bucket_needs_its_credentials_and_without_one_uploads_stay_local() {
+    let s = load(&[]).unwrap();
+    assert_eq!(s.storage.bucket, None);
+    assert_eq!(s.storage.local_dir, std::path::PathBuf::from("var/storage"));
+    assert_eq!(s.storage.region, "us-east-1");
+    let err = load(&[("STORAGE_BUCKET", "uploads")]).unwrap_err();
+    assert_eq!(err.problems[0].0, "STORAGE_BUCKET");
+    let s = load(&[
+        ("STORAGE_BUCKET", "uploads"),
+        ("STORAGE_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+        ("STORAGE_REGION", "auto"),
+        ("AWS_ACCESS_KEY_ID", "key"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ])
+    .unwrap();
+    let adapter = s.storage.storage_settings();
+    assert_eq!(adapter.bucket.as_deref(), Some("uploads"));
+    assert_eq!(adapter.region, "auto");
+    assert!(
+        !format!("{:?}", s.storage).contains("secret"),
+        "never printed"
+    );
+    let err = load(&[("STORAGE_ENDPOINT", "ftp://x")]).unwrap_err();
+    assert_eq!(err.problems[0].0, "STORAGE_ENDPOINT");
+}
