@@ -102,6 +102,20 @@ fn complete(mut spec: Value) -> Value {
             refine_schema(name, schema);
         }
     }
+    // `/media/{id}` answers a redirect, which paperclip cannot describe.
+    spec["paths"]["/media/{id}"] = json!({ "get": {
+        "operationId": "getMedia",
+        "tags": ["Uploads"],
+        "summary": "Read an avatar",
+        "description": "An avatar's lasting link (what `photo_url` holds when the service has no CDN): a redirect to a fresh read link valid for minutes. No token needed: avatars are shown to others, and the id is random.",
+        "parameters": [{ "name": "id", "in": "path", "required": true,
+                         "schema": { "type": "string", "format": "uuid" } }],
+        "responses": {
+            "302": { "description": "To the picture.",
+                     "headers": { "Location": { "schema": { "type": "string", "format": "uri" } } } },
+            "404": problem_response("No such avatar (`media_not_found`).")
+        }
+    }});
     let Some(paths) = spec["paths"].as_object_mut() else {
         return spec;
     };
@@ -188,6 +202,15 @@ fn refine_schema(name: &str, schema: &mut Value) {
     refine_object(schema, response);
     match name {
         "RegisterPushTokenRequest" => schema["required"] = json!(["token", "platform"]),
+        "CreateUploadRequest" => {
+            schema["required"] = json!(["purpose", "content_type", "size"]);
+            schema["properties"]["purpose"]["enum"] = json!(["avatar", "attachment"]);
+            schema["properties"]["size"]["minimum"] = json!(1);
+        }
+        "UploadResponse" => {
+            schema["properties"]["purpose"]["enum"] = json!(["avatar", "attachment"]);
+            schema["properties"]["status"]["enum"] = json!(["pending", "completed", "replaced"]);
+        }
         "UpdateProfileRequest" => {
             if let Some(props) = schema["properties"].as_object_mut() {
                 for prop in props.values_mut() {
@@ -252,6 +275,10 @@ mod tests {
             "/api/v1/me",
             "/api/v1/push-tokens",
             "/api/v1/push-tokens/{token}",
+            "/api/v1/uploads",
+            "/api/v1/uploads/{id}/complete",
+            "/api/v1/me/export",
+            "/media/{id}",
         ] {
             assert!(paths.contains_key(p), "{p} is missing from the spec");
         }
