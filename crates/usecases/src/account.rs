@@ -289,7 +289,7 @@ impl HandleJob for EraseAccount {
                 .await
                 .map_err(JobFailure::retry)?,
             None => {
-                tracing::info!(user_id = %job.user_id, "account deletion complete: nothing of the user is left");
+                tracing::info!(user_id = %job.user_id, "account deletion complete");
                 metrics::counter!("account_deletions_completed_total").increment(1);
             }
         }
