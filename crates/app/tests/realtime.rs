@@ -263,3 +263,43 @@ async fn presence_on_a_public_topic_spans_instances() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_older_than_its_minimum_is_refused_before_the_upgrade() {
+    let app = test_support::spawn_app_with(
+        Role::All,
+        &[
+            ("MIN_APP_VERSION_ANDROID", "3.0.0"),
+            (
+                "APP_STORE_URL_ANDROID",
+                "https://play.google.com/store/apps/details?id=app",
+            ),
+        ],
+    )
+    .await;
+    let token = app.token("old-phone");
+    let request = |version: &str| {
+        let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+            .into_client_request()
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        h.insert("x-app-platform", "android".parse().unwrap());
+        h.insert("x-app-version", version.parse().unwrap());
+        req
+    };
+    match tokio_tungstenite::connect_async(request("2.9.9")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 426);
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+            let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["code"], "upgrade_required");
+            assert_eq!(body["min_version"], "3.0.0");
+        }
+        other => panic!("expected 426, got {other:?}"),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request("3.0.0"))
+        .await
+        .unwrap();
+    ready(&mut ws).await;
+}

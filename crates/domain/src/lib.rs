@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod client;
 pub mod events;
 pub mod identity;
 pub mod mail;
@@ -8,6 +9,7 @@ pub mod push;
 pub mod upload;
 pub mod user;
 
+pub use client::{AppPlatform, AppVersion, AppVersionPolicy, InvalidAppVersion, VersionVerdict};
 pub use events::{
     DomainEvent, EmailVerified, EventEnvelope, ProfileUpdated, RawEvent, UndecodableEvent,
     UserCreated, UserDeleted,

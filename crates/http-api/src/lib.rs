@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod app_version;
 mod extract;
 mod middleware;
 mod openapi;
@@ -9,6 +10,7 @@ mod readiness;
 mod routes;
 mod state;
 
+pub use app_version::{APP_PLATFORM_HEADER, APP_VERSION_HEADER};
 pub use extract::{
     Authenticated, ParseBody, Slots, ValidJson, bearer_token, parse_into, required_into,
 };
@@ -19,7 +21,10 @@ pub use rate_limit::{Cidr, RateLimitSettings, RateLimiter};
 pub use readiness::{Readiness, ReadinessReport};
 pub use routes::export::{ExportedDeviceResponse, UserExportResponse, WelcomeMailResponse};
 pub use routes::me::{AccountDeletionResponse, ProfileResponse, UpdateProfileRequest};
-pub use routes::push_tokens::{PushTokenPage, PushTokenResponse, RegisterPushTokenRequest};
+pub use routes::push_tokens::{
+    PushTokenPage, PushTokenResponse, RegisterPushTokenRequest, UnregisterPushTokenRequest,
+    UnregisterSlots,
+};
 pub use routes::test_push::{TestPushResponse, TestPushResult};
 pub use routes::uploads::{
     CompletedUploadResponse, CreateUploadRequest, CreatedUploadResponse, UploadList,
@@ -77,6 +82,7 @@ pub fn build_app(
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(routes::docs::SpecJson(spec)))
         .wrap(actix_web::middleware::from_fn(middleware::rate_limit))
+        .wrap(actix_web::middleware::from_fn(app_version::gate))
         .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
         .wrap(middleware::security_headers())
         .wrap(actix_web::middleware::from_fn(middleware::observe))
@@ -87,6 +93,10 @@ pub fn build_app(
         .route("/openapi.json", web::get().to(routes::docs::openapi_json))
         .route("/docs", web::get().to(routes::docs::docs))
         .route("/docs/init.js", web::get().to(routes::docs::docs_init))
+        .route(
+            "/docs/assets/{version}/{file}",
+            web::get().to(routes::docs::docs_asset),
+        )
         .configure(routes::links)
         .configure(extra)
 }

@@ -121,6 +121,16 @@ pub(crate) async fn observe(
     let elapsed = start.elapsed();
     let status = res.status();
     let pattern = res.request().match_pattern();
+    if let Some(d) = crate::routes::DEPRECATED
+        .iter()
+        .find(|d| pattern.as_deref() == Some(d.route) && method == d.method)
+    {
+        for (name, value) in deprecation_headers(d) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.headers_mut().insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
     let route = pattern.clone().unwrap_or_else(|| "unmatched".to_owned());
     let path = if pattern.is_some() {
         "-"
@@ -166,6 +176,32 @@ pub(crate) async fn observe(
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     Ok(res)
+}
+
+/// `Deprecation` (RFC 9745: `@<unix time>`), `Sunset` (RFC 8594: an
+/// HTTP date) and a `Link` to the successor.
+pub(crate) fn deprecation_headers(d: &crate::routes::Deprecated) -> Vec<(&'static str, String)> {
+    let at = |date: &str| {
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    };
+    let mut headers = Vec::new();
+    if let Some(since) = at(d.since) {
+        headers.push(("deprecation", format!("@{}", since.timestamp())));
+    }
+    if let Some(sunset) = at(d.sunset) {
+        headers.push((
+            "sunset",
+            sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        ));
+    }
+    headers.push((
+        "link",
+        format!("<{}>; rel=\"successor-version\"", d.successor),
+    ));
+    headers
 }
 
 /// Routes that are never rate limited (probes and scrapes must always answer).

@@ -163,6 +163,25 @@ fn complete(mut spec: Value) -> Value {
             );
             if path.starts_with("/api/") {
                 op["security"] = json!([{ "bearerAuth": [] }]);
+                let mut parameters = op["parameters"].as_array().cloned().unwrap_or_default();
+                parameters.extend([
+                    json!({ "name": "X-App-Platform", "in": "header", "required": false,
+                            "description": "The client app's platform; with `X-App-Version`, checked against the minimum version.",
+                            "schema": { "type": "string", "enum": ["ios", "android", "web"] } }),
+                    json!({ "name": "X-App-Version", "in": "header", "required": false,
+                            "description": "The client app's version (`major.minor.patch`).",
+                            "schema": { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+){0,2}([-+].*)?$" } }),
+                ]);
+                op["parameters"] = json!(parameters);
+                let responses = &mut op["responses"];
+                responses["426"] = problem_response(
+                    "This app version is too old (`upgrade_required`); the body adds `min_version` and `store_url`.",
+                );
+                if responses.get("400").is_none() {
+                    responses["400"] = problem_response(
+                        "`X-App-Platform` or `X-App-Version` does not parse (`invalid_app_version`).",
+                    );
+                }
                 let responses = &mut op["responses"];
                 responses["401"] =
                     problem_response("Missing or invalid ID token (`unauthorized`).");
@@ -171,8 +190,9 @@ fn complete(mut spec: Value) -> Value {
             }
             let responses = &mut op["responses"];
             if op_has_body(path, method) {
-                responses["400"] =
-                    problem_response("Malformed JSON or unknown fields (`invalid_request_body`).");
+                responses["400"] = problem_response(
+                    "Malformed JSON or unknown fields (`invalid_request_body`), or `X-App-Platform`/`X-App-Version` that do not parse (`invalid_app_version`).",
+                );
                 responses["413"] =
                     problem_response("Body over the size limit (`payload_too_large`).");
                 responses["415"] = problem_response("Body is not JSON (`unsupported_media_type`).");
@@ -180,6 +200,22 @@ fn complete(mut spec: Value) -> Value {
                     problem_response("Invalid fields (`validation_failed`); see `errors`.");
             }
             let operation = op["operationId"].as_str().unwrap_or_default().to_owned();
+            if let Some(d) = routes::DEPRECATED.iter().find(|d| d.operation == operation) {
+                op["deprecated"] = json!(true);
+                op["x-sunset"] = json!(d.sunset);
+                let headers = json!({
+                    "Deprecation": { "description": "RFC 9745: when the route was deprecated (`@<unix time>`).", "schema": { "type": "string" } },
+                    "Sunset": { "description": "RFC 8594: when the route goes away.", "schema": { "type": "string" } },
+                    "Link": { "description": "The successor (`rel=\"successor-version\"`).", "schema": { "type": "string" } }
+                });
+                if let Some(responses) = op["responses"].as_object_mut() {
+                    for (status, response) in responses.iter_mut() {
+                        if status.starts_with('2') {
+                            response["headers"] = headers.clone();
+                        }
+                    }
+                }
+            }
             let responses = &mut op["responses"];
             for p in routes::problems().filter(|p| p.operation == operation) {
                 responses[p.status.to_string()] = problem_response(p.description);

@@ -16,6 +16,8 @@ pub struct HttpSettings {
     pub json_limit: usize,
     /// Origins allowed by CORS; empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// The oldest app versions served (see `app_version`).
+    pub app_versions: std::sync::Arc<domain::AppVersionPolicy>,
 }
 
 impl Default for HttpSettings {
@@ -23,6 +25,7 @@ impl Default for HttpSettings {
         Self {
             json_limit: 64 * 1024,
             cors_origins: Vec::new(),
+            app_versions: std::sync::Arc::default(),
         }
     }
 }

@@ -25,6 +25,18 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium. `name` names the
     /// screenshot a failing test leaves.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with the network unplugged: every
+    /// request that is not to loopback goes to a proxy that is not there
+    /// (so a page that needs a CDN fails to load it).
+    pub async fn start_offline(name: &str) -> Self {
+        let dead = format!("--proxy-server=http://127.0.0.1:{}", crate::free_port());
+        Self::start_with(name, &[dead.as_str()]).await
+    }
+
+    async fn start_with(name: &str, extra_args: &[&str]) -> Self {
         let port = crate::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -40,12 +52,21 @@ impl Browser {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         let http = reqwest::Client::new();
+        let args: Vec<&str> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .collect();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium_binary(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900"],
+                "args": args,
             },
         }}});
         let reply: Value = http

@@ -12,6 +12,13 @@ pub(crate) const VARIABLES: &[&str] = &[
     "HTTP_JSON_LIMIT_BYTES",
     "CURSOR_SECRET",
     "METRICS_ADDR",
+    "MIN_APP_VERSION_IOS",
+    "MIN_APP_VERSION_ANDROID",
+    "MIN_APP_VERSION_WEB",
+    "APP_STORE_URL_IOS",
+    "APP_STORE_URL_ANDROID",
+    "APP_STORE_URL_WEB",
+    "REQUIRE_APP_VERSION",
 ];
 
 const LOCAL_CURSOR_SECRET: &str = "trellis-local-cursor-secret";
@@ -28,6 +35,9 @@ pub struct HttpSection {
     /// Where `/metrics` is served instead of the public listener
     /// (`METRICS_ADDR`); `None`: on the public listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// The oldest app versions served (`MIN_APP_VERSION_*`), where to get
+    /// a newer one (`APP_STORE_URL_*`), and `REQUIRE_APP_VERSION`.
+    pub app_versions: domain::AppVersionPolicy,
 }
 
 /// The cursor secret is never printed.
@@ -45,6 +55,7 @@ impl std::fmt::Debug for HttpSection {
 
 impl HttpSection {
     pub(crate) fn read(r: &mut Reader<'_>, env: AppEnv) -> Self {
+        let app_versions = read_app_versions(r);
         let host = r.string("HTTP_HOST", "0.0.0.0");
         let port = r.parsed("HTTP_PORT", 8080_u16, "a port number 0-65535");
         let cors_allowed_origins = r
@@ -97,6 +108,7 @@ impl HttpSection {
             json_limit_bytes,
             cursor_secret,
             metrics_addr,
+            app_versions,
         }
     }
 
@@ -105,12 +117,55 @@ impl HttpSection {
         http_api::HttpSettings {
             json_limit: self.json_limit_bytes,
             cors_origins: self.cors_allowed_origins.clone(),
+            app_versions: std::sync::Arc::new(self.app_versions.clone()),
         }
     }
 
     /// The codec of pagination cursors.
     pub fn cursor_codec(&self) -> domain::CursorCodec {
         domain::CursorCodec::new(self.cursor_secret.as_bytes().to_vec())
+    }
+}
+
+/// `MIN_APP_VERSION_{IOS,ANDROID,WEB}` (versions like `2.4.0`),
+/// `APP_STORE_URL_*` (https URLs) and `REQUIRE_APP_VERSION`.
+fn read_app_versions(r: &mut Reader<'_>) -> domain::AppVersionPolicy {
+    let mut version = |var: &str| {
+        let raw = r.raw(var)?.trim().to_owned();
+        if raw.is_empty() {
+            return None;
+        }
+        match raw.parse::<domain::AppVersion>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                r.problem(var, format!("must be a version like 2.4.0 (got {raw:?})"));
+                None
+            }
+        }
+    };
+    let (min_ios, min_android, min_web) = (
+        version("MIN_APP_VERSION_IOS"),
+        version("MIN_APP_VERSION_ANDROID"),
+        version("MIN_APP_VERSION_WEB"),
+    );
+    let mut store = |var: &str| {
+        r.raw(var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|_| r.url(var, "", &["https"]))
+    };
+    let (store_url_ios, store_url_android, store_url_web) = (
+        store("APP_STORE_URL_IOS"),
+        store("APP_STORE_URL_ANDROID"),
+        store("APP_STORE_URL_WEB"),
+    );
+    domain::AppVersionPolicy {
+        min_ios,
+        min_android,
+        min_web,
+        store_url_ios,
+        store_url_android,
+        store_url_web,
+        require: r.bool("REQUIRE_APP_VERSION", false),
     }
 }
 

@@ -4,19 +4,24 @@ use crate::state::OpsState;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-/// The current Swagger UI 5 from a CDN. paperclip's embedded UI is from 2021
-/// (with known CVEs) and is deliberately not used.
+/// Swagger UI, vendored (`assets/swagger-ui-5.36.0`, from the npm package
+/// `swagger-ui-dist`, Apache-2.0) and served by the app itself, so the
+/// docs work offline and in air-gapped clusters. paperclip's embedded UI
+/// is from 2021 (with known CVEs) and is deliberately not used.
+pub(crate) const SWAGGER_UI_VERSION: &str = "5.36.0";
+
 const DOCS_HTML: &str = r#"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Trellis API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/assets/5.36.0/favicon-32x32.png">
+  <link rel="stylesheet" href="/docs/assets/5.36.0/swagger-ui.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin="anonymous"></script>
+  <script src="/docs/assets/5.36.0/swagger-ui-bundle.js"></script>
   <script src="/docs/init.js"></script>
 </body>
 </html>
@@ -24,9 +29,29 @@ const DOCS_HTML: &str = r#"<!doctype html>
 
 const DOCS_INIT_JS: &str = "window.addEventListener('load', function () {\n  window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', persistAuthorization: true });\n});\n";
 
-const DOCS_CSP: &str = "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net; \
-style-src https://cdn.jsdelivr.net 'unsafe-inline'; img-src 'self' data: https://cdn.jsdelivr.net; \
-connect-src 'self'; frame-ancestors 'none'";
+/// Only this origin: the page, its assets and the spec. Swagger UI sets
+/// inline styles, and renders schemas' example images as `data:` URLs.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+/// The vendored files, by name.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "swagger-ui-bundle.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/swagger-ui-5.36.0/swagger-ui-bundle.js"),
+    ),
+    (
+        "swagger-ui.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/swagger-ui-5.36.0/swagger-ui.css"),
+    ),
+    (
+        "favicon-32x32.png",
+        "image/png",
+        include_bytes!("../../assets/swagger-ui-5.36.0/favicon-32x32.png"),
+    ),
+];
 
 pub(crate) async fn docs() -> HttpResponse {
     HttpResponse::Ok()
@@ -39,6 +64,18 @@ pub(crate) async fn docs_init() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .body(DOCS_INIT_JS)
+}
+
+/// `/docs/assets/{version}/{file}`: immutable (the version is in the path).
+pub(crate) async fn docs_asset(path: web::Path<(String, String)>) -> HttpResponse {
+    let (version, file) = path.into_inner();
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) if version == SWAGGER_UI_VERSION => HttpResponse::Ok()
+            .content_type(*content_type)
+            .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+            .body(web::Bytes::from_static(bytes)),
+        _ => HttpResponse::NotFound().finish(),
+    }
 }
 
 /// The spec, computed once at startup.

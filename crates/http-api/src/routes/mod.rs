@@ -42,6 +42,10 @@ pub(crate) fn documented(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(push_tokens::register)),
             )
             .service(
+                web::resource("/push-tokens/unregister")
+                    .route(web::post().to(push_tokens::unregister_in_body)),
+            )
+            .service(
                 web::resource("/push-tokens/{token}")
                     .route(web::delete().to(push_tokens::unregister)),
             )
@@ -153,6 +157,33 @@ impl<T: Apiv2Schema> OperationModifier for Upserted<T> {
         }
     }
 }
+
+/// A route on its way out: it answers with `Deprecation` (RFC 9745) and
+/// `Sunset` (RFC 8594) headers and a `Link` to its successor, and the spec
+/// marks it `deprecated`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deprecated {
+    /// The operation's `operation_id`.
+    pub operation: &'static str,
+    pub method: &'static str,
+    /// The route pattern, as actix matches it.
+    pub route: &'static str,
+    /// When it was deprecated and when it goes (RFC 3339 dates).
+    pub since: &'static str,
+    pub sunset: &'static str,
+    /// What to use instead (a path on this API).
+    pub successor: &'static str,
+}
+
+/// Every deprecated route.
+pub(crate) const DEPRECATED: &[Deprecated] = &[Deprecated {
+    operation: "unregisterPushToken",
+    method: "DELETE",
+    route: "/api/v1/push-tokens/{token}",
+    since: "2026-12-06",
+    sunset: "2027-06-30",
+    successor: "/api/v1/push-tokens/unregister",
+}];
 
 /// A problem one operation answers beyond those every route shares (the
 /// extractors' 400/401/413/415/422/429 and the 500/503 of any failure).

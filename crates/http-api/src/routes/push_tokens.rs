@@ -88,6 +88,11 @@ pub(crate) const PROBLEMS: &[RouteProblem] = &[
         description: "Not your token (`push_token_not_found`).",
     },
     RouteProblem {
+        operation: "unregisterPushTokenInBody",
+        status: 404,
+        description: "Not your token (`push_token_not_found`).",
+    },
+    RouteProblem {
         operation: "listPushTokens",
         status: 400,
         description: "Invalid cursor or query (`invalid_cursor`, `bad_request`).",
@@ -150,8 +155,54 @@ pub(crate) async fn register(
     Ok(web::Json(registered.record.into()))
 }
 
+/// A device token to unregister.
+#[derive(Debug, Deserialize, garde::Validate, Apiv2Schema)]
+#[serde(deny_unknown_fields)]
+#[garde(context(Slots<UnregisterSlots>))]
+pub struct UnregisterPushTokenRequest {
+    /// The FCM registration token (1 to 4096 printable ASCII characters).
+    #[garde(custom(required_into(PushToken::parse, |d: &mut UnregisterSlots, v| d.token = Some(v))))]
+    pub token: Option<String>,
+}
+
+/// What validating an unregistration parsed.
+#[derive(Debug, Default)]
+pub struct UnregisterSlots {
+    token: Option<PushToken>,
+}
+
+impl ParseBody for UnregisterPushTokenRequest {
+    type Parsed = PushToken;
+
+    fn context() -> Slots<UnregisterSlots> {
+        Slots::default()
+    }
+
+    fn parsed(self, context: Slots<UnregisterSlots>) -> Option<PushToken> {
+        context.into_inner().token
+    }
+}
+
 /// Unregister a device token
 ///
+/// The token travels in the body, never in a URL (URLs end up in proxy and
+/// CDN logs, and a push token is a credential for the device). 204 when
+/// removed; 404 when the token is not registered to the caller.
+#[api_v2_operation(tags(PushTokens), operation_id = "unregisterPushTokenInBody")]
+pub(crate) async fn unregister_in_body(
+    state: web::Data<ApiState>,
+    caller: Authenticated,
+    body: ValidJson<UnregisterPushTokenRequest>,
+) -> Result<NoContent, ApiError> {
+    state.push_tokens.unregister(&caller.0, &body.0).await?;
+    Ok(NoContent)
+}
+
+/// Unregister a device token (deprecated)
+///
+/// Deprecated: the token is in the URL, where proxies and CDNs log it. Use
+/// `POST /api/v1/push-tokens/unregister`; this route answers with
+/// `Deprecation` and `Sunset` headers until it is removed.
 /// 204 when removed; 404 when the token is not registered to the caller.
 #[api_v2_operation(tags(PushTokens), operation_id = "unregisterPushToken")]
 pub(crate) async fn unregister(

@@ -6,6 +6,7 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
+mod app_version;
 mod docs;
 mod edge;
 mod health;

@@ -185,3 +185,68 @@ async fn push_tokens_register_list_and_unregister() {
     .await;
     assert_problem(s, &hd, &b, StatusCode::NOT_FOUND, "push_token_not_found");
 }
+
+#[actix_web::test]
+async fn the_token_in_the_path_route_is_deprecated_and_its_successor_takes_the_token_in_the_body() {
+    let h = harness();
+    let app = app(&h).await;
+    for token in ["device-one", "device-two"] {
+        let (s, _, _) = call(
+            &app,
+            authed(TestRequest::post().uri("/api/v1/push-tokens"), ALICE)
+                .set_json(json!({"token": token, "platform": "ios"})),
+        )
+        .await;
+        assert!(s.is_success(), "{token}: {s}");
+    }
+    let (s, headers, _) = call(
+        &app,
+        authed(
+            TestRequest::delete().uri("/api/v1/push-tokens/device-one"),
+            ALICE,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        headers.get("deprecation").unwrap(),
+        "@1796515200",
+        "2026-12-06"
+    );
+    assert_eq!(
+        headers.get("sunset").unwrap(),
+        "Wed, 30 Jun 2027 00:00:00 GMT"
+    );
+    assert_eq!(
+        headers.get("link").unwrap(),
+        "</api/v1/push-tokens/unregister>; rel=\"successor-version\""
+    );
+
+    let unregister = |token: &str| {
+        authed(
+            TestRequest::post().uri("/api/v1/push-tokens/unregister"),
+            ALICE,
+        )
+        .set_json(json!({ "token": token }))
+    };
+    let (s, headers, _) = call(&app, unregister("device-two")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(!headers.contains_key("deprecation"));
+    let (s, h2, body) = call(&app, unregister("device-two")).await;
+    assert_problem(s, &h2, &body, StatusCode::NOT_FOUND, "push_token_not_found");
+    let (s, h2, body) = call(&app, unregister("")).await;
+    assert_problem(
+        s,
+        &h2,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+
+    let spec = http_api::openapi_spec();
+    assert_eq!(
+        spec["paths"]["/api/v1/push-tokens/{token}"]["delete"]["deprecated"],
+        true
+    );
+    assert!(spec["paths"]["/api/v1/push-tokens/unregister"]["post"]["deprecated"].is_null());
+}
