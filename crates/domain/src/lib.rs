@@ -6,6 +6,7 @@ pub mod identity;
 pub mod mail;
 pub mod pagination;
 pub mod push;
+pub mod schema;
 pub mod upload;
 pub mod user;
 
@@ -18,6 +19,7 @@ pub use identity::VerifiedIdentity;
 pub use mail::{Mail, WelcomeMail};
 pub use pagination::{CursorCodec, CursorPage, InvalidCursor, KeysetPage, Page, PageRequest};
 pub use push::{InvalidPlatform, InvalidPushToken, Platform, PushToken, PushTokenRecord};
+pub use schema::FieldRule;
 pub use upload::{InvalidUpload, Upload, UploadId, UploadLimits, UploadPurpose, UploadStatus};
 pub use user::{
     DisplayName, Email, FirebaseUid, InvalidDisplayName, InvalidEmail, InvalidFirebaseUid,

@@ -225,6 +225,62 @@ fn complete(mut spec: Value) -> Value {
     spec
 }
 
+/// Each request field's rule, from the domain type whose parser (run by
+/// the garde rule of the field) decides it, or the garde rule itself.
+const REQUEST_RULES: &[(&str, &str, domain::FieldRule)] = &[
+    (
+        "UpdateProfileRequest",
+        "display_name",
+        domain::DisplayName::RULE,
+    ),
+    ("UpdateProfileRequest", "email", domain::Email::RULE),
+    ("UpdateProfileRequest", "photo_url", domain::PhotoUrl::RULE),
+    ("RegisterPushTokenRequest", "token", domain::PushToken::RULE),
+    (
+        "RegisterPushTokenRequest",
+        "platform",
+        domain::Platform::RULE,
+    ),
+    (
+        "UnregisterPushTokenRequest",
+        "token",
+        domain::PushToken::RULE,
+    ),
+    (
+        "CreateUploadRequest",
+        "purpose",
+        domain::UploadPurpose::RULE,
+    ),
+    (
+        "CreateUploadRequest",
+        "content_type",
+        // garde: length(min = 1, max = 255)
+        domain::FieldRule {
+            min_length: Some(1),
+            max_length: Some(255),
+            format: None,
+            pattern: None,
+            one_of: None,
+            minimum: None,
+            maximum: None,
+        },
+    ),
+    (
+        "CreateUploadRequest",
+        "size",
+        // garde: range(min = 1)
+        domain::FieldRule {
+            min_length: None,
+            max_length: None,
+            format: None,
+            pattern: None,
+            one_of: None,
+            minimum: Some(1),
+            maximum: None,
+        },
+    ),
+];
+
 /// What paperclip cannot infer from the types:
 /// - responses send every field, `null` when empty: all are `required`, the
 ///   optional ones `nullable` (strict generated clients reject a `null`
@@ -236,13 +292,24 @@ fn complete(mut spec: Value) -> Value {
 fn refine_schema(name: &str, schema: &mut Value) {
     let response = name.ends_with("Response") || name.ends_with("Page");
     refine_object(schema, response);
+    if name.ends_with("Request") {
+        // Every request body refuses unknown fields (`deny_unknown_fields`).
+        schema["additionalProperties"] = json!(false);
+    }
+    for (_, field, rule) in REQUEST_RULES.iter().filter(|(s, _, _)| *s == name) {
+        if let (Some(prop), Value::Object(keywords)) = (
+            schema["properties"][*field].as_object_mut(),
+            rule.keywords(),
+        ) {
+            prop.extend(keywords);
+        }
+    }
     match name {
         "RegisterPushTokenRequest" => schema["required"] = json!(["token", "platform"]),
         "CreateUploadRequest" => {
             schema["required"] = json!(["purpose", "content_type", "size"]);
-            schema["properties"]["purpose"]["enum"] = json!(["avatar", "attachment"]);
-            schema["properties"]["size"]["minimum"] = json!(1);
         }
+        "UnregisterPushTokenRequest" => schema["required"] = json!(["token"]),
         "UploadResponse" => {
             schema["properties"]["purpose"]["enum"] = json!(["avatar", "attachment"]);
             schema["properties"]["status"]["enum"] = json!(["pending", "completed", "replaced"]);
@@ -299,6 +366,44 @@ fn op_has_body(path: &str, method: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every field a request body validates states its rule, and every
+    /// body refuses unknown fields, as the server does.
+    #[test]
+    fn every_request_field_states_its_rule() {
+        let spec = openapi_spec();
+        let mut bodies = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let Some(reference) =
+                    op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+                else {
+                    continue;
+                };
+                bodies += 1;
+                let name = reference.rsplit('/').next().unwrap();
+                let schema = &spec["components"]["schemas"][name];
+                assert_eq!(
+                    schema["additionalProperties"], false,
+                    "{method} {path}: {name}"
+                );
+                for (field, prop) in schema["properties"].as_object().unwrap() {
+                    let stated = [
+                        "minLength",
+                        "maxLength",
+                        "format",
+                        "pattern",
+                        "enum",
+                        "minimum",
+                    ]
+                    .iter()
+                    .any(|k| prop.get(*k).is_some());
+                    assert!(stated, "{method} {path}: {name}.{field} states no rule");
+                }
+            }
+        }
+        assert!(bodies >= 4, "request bodies found: {bodies}");
+    }
 
     #[test]
     fn every_api_operation_is_secured_and_documents_its_errors() {
