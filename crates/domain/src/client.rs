@@ -145,27 +145,26 @@ impl AppVersionPolicy {
 
     /// Whether a request with these header values is served.
     pub fn check(&self, platform: Option<&str>, version: Option<&str>) -> VersionVerdict {
+        // Each header that is there must parse.
+        let platform = match platform.map(str::parse::<AppPlatform>).transpose() {
+            Ok(p) => p,
+            Err(e) => return VersionVerdict::Invalid(e),
+        };
+        let version = match version.map(str::parse::<AppVersion>).transpose() {
+            Ok(v) => v,
+            Err(e) => return VersionVerdict::Invalid(e),
+        };
         let (platform, version) = match (platform, version) {
-            (None, None) if !self.require => return VersionVerdict::Allowed(None),
-            (None, None) => {
+            (Some(p), Some(v)) => (p, v),
+            // One without the other cannot be checked: the app is unnamed.
+            _ if !self.require => return VersionVerdict::Allowed(None),
+            _ => {
                 return VersionVerdict::UpgradeRequired {
                     platform: None,
                     min: None,
                     store_url: None,
                 };
             }
-            (Some(p), Some(v)) => (p, v),
-            // One without the other cannot be checked.
-            (None, Some(_)) => return VersionVerdict::Invalid(InvalidAppVersion::Platform),
-            (Some(_), None) => return VersionVerdict::Invalid(InvalidAppVersion::Version),
-        };
-        let platform = match platform.parse::<AppPlatform>() {
-            Ok(p) => p,
-            Err(e) => return VersionVerdict::Invalid(e),
-        };
-        let version = match version.parse::<AppVersion>() {
-            Ok(v) => v,
-            Err(e) => return VersionVerdict::Invalid(e),
         };
         match self.min(platform) {
             Some(min) if version < *min => VersionVerdict::UpgradeRequired {
@@ -236,16 +235,24 @@ mod tests {
             VersionVerdict::Invalid(InvalidAppVersion::Version)
         );
         assert_eq!(
-            policy.check(None, Some("2.0.0")),
-            VersionVerdict::Invalid(InvalidAppVersion::Platform)
+            policy.check(None, Some("1.0.0")),
+            VersionVerdict::Allowed(None),
+            "a version without its platform names no app"
+        );
+        assert_eq!(
+            policy.check(None, Some("{}")),
+            VersionVerdict::Invalid(InvalidAppVersion::Version),
+            "but what is sent must parse"
         );
         let strict = AppVersionPolicy {
             require: true,
             ..policy
         };
-        assert!(matches!(
-            strict.check(None, None),
-            VersionVerdict::UpgradeRequired { platform: None, .. }
-        ));
+        for (p, v) in [(None, None), (Some("ios"), None), (None, Some("3.0.0"))] {
+            assert!(matches!(
+                strict.check(p, v),
+                VersionVerdict::UpgradeRequired { platform: None, .. }
+            ));
+        }
     }
 }

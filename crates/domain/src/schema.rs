@@ -87,7 +87,11 @@ impl PhotoUrl {
         min_length: Some(8),
         max_length: Some(Self::MAX_CHARS),
         format: Some("uri"),
-        pattern: Some("^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"),
+        // A DNS name (labels of at most 63, starting with a letter, at most
+        // 253 in all), a small port, a path of URL characters.
+        pattern: Some(
+            "^https?://(?=[^/:?#]{1,253}(?:[:/?#]|$))(?:[A-Za-z][A-Za-z0-9-]{0,62}\\.)*[A-Za-z][A-Za-z0-9-]{0,62}(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$",
+        ),
         one_of: None,
         minimum: None,
         maximum: None,

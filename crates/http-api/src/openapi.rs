@@ -170,7 +170,7 @@ fn complete(mut spec: Value) -> Value {
                             "schema": { "type": "string", "enum": ["ios", "android", "web"] } }),
                     json!({ "name": "X-App-Version", "in": "header", "required": false,
                             "description": "The client app's version (`major.minor.patch`).",
-                            "schema": { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+){0,2}([-+].*)?$" } }),
+                            "schema": { "type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,9}){0,2}([-+][0-9A-Za-z.+-]*)?$", "maxLength": 64 } }),
                 ]);
                 op["parameters"] = json!(parameters);
                 let responses = &mut op["responses"];
@@ -290,7 +290,7 @@ const REQUEST_RULES: &[(&str, &str, domain::FieldRule)] = &[
 ///   rather than the type;
 /// - `platform` is one of three names.
 fn refine_schema(name: &str, schema: &mut Value) {
-    let response = name.ends_with("Response") || name.ends_with("Page");
+    let response = name.ends_with("Response") || name.ends_with("Page") || name.ends_with("List");
     refine_object(schema, response);
     if name.ends_with("Request") {
         // Every request body refuses unknown fields (`deny_unknown_fields`).
@@ -306,14 +306,8 @@ fn refine_schema(name: &str, schema: &mut Value) {
     }
     match name {
         "RegisterPushTokenRequest" => schema["required"] = json!(["token", "platform"]),
-        "CreateUploadRequest" => {
-            schema["required"] = json!(["purpose", "content_type", "size"]);
-        }
+        "CreateUploadRequest" => *schema = upload_request_schema(schema),
         "UnregisterPushTokenRequest" => schema["required"] = json!(["token"]),
-        "UploadResponse" => {
-            schema["properties"]["purpose"]["enum"] = json!(["avatar", "attachment"]);
-            schema["properties"]["status"]["enum"] = json!(["pending", "completed", "replaced"]);
-        }
         "UpdateProfileRequest" => {
             if let Some(props) = schema["properties"].as_object_mut() {
                 for prop in props.values_mut() {
@@ -323,6 +317,33 @@ fn refine_schema(name: &str, schema: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// One variant per purpose, each with its own content types and size
+/// limit (from `UploadPurpose::limits`, what `complete` and the store's
+/// policy enforce): a request the schema allows is one the server takes.
+fn upload_request_schema(generated: &Value) -> Value {
+    let variants: Vec<Value> = domain::UploadPurpose::ALL
+        .iter()
+        .map(|purpose| {
+            let limits = purpose.limits();
+            let mut properties = generated["properties"].clone();
+            properties["purpose"]["enum"] = json!([purpose.as_str()]);
+            properties["content_type"]["enum"] = json!(limits.content_types);
+            properties["size"]["maximum"] = json!(limits.max_bytes);
+            json!({
+                "type": "object",
+                "title": format!("{} upload", purpose.as_str()),
+                "additionalProperties": false,
+                "required": ["purpose", "content_type", "size"],
+                "properties": properties,
+            })
+        })
+        .collect();
+    json!({
+        "description": generated["description"],
+        "oneOf": variants,
+    })
 }
 
 fn refine_object(schema: &mut Value, response: bool) {
@@ -337,18 +358,29 @@ fn refine_object(schema: &mut Value, response: bool) {
     let Some(props) = schema["properties"].as_object_mut() else {
         return;
     };
+    let is_upload = props.contains_key("purpose") && props.contains_key("content_type");
     let mut all = Vec::new();
     for (field, prop) in props.iter_mut() {
         all.push(field.clone());
         if field == "platform" && prop["type"] == "string" {
             prop["enum"] = json!(["ios", "android", "web"]);
         }
+        if is_upload && response && field == "purpose" {
+            prop["enum"] = json!(domain::UploadPurpose::ALL.map(domain::UploadPurpose::as_str));
+        }
+        if is_upload && response && field == "status" {
+            prop["enum"] = json!(["pending", "completed", "replaced"]);
+        }
         if response {
             if !required.contains(field) {
                 prop["nullable"] = json!(true);
             }
+            // Nested objects (inline, as paperclip writes them) are answers too.
             if prop["type"] == "array" && prop["items"]["properties"].is_object() {
                 refine_object(&mut prop["items"], true);
+            }
+            if prop["properties"].is_object() {
+                refine_object(prop, true);
             }
         }
     }
@@ -383,22 +415,28 @@ mod tests {
                 bodies += 1;
                 let name = reference.rsplit('/').next().unwrap();
                 let schema = &spec["components"]["schemas"][name];
-                assert_eq!(
-                    schema["additionalProperties"], false,
-                    "{method} {path}: {name}"
-                );
-                for (field, prop) in schema["properties"].as_object().unwrap() {
-                    let stated = [
-                        "minLength",
-                        "maxLength",
-                        "format",
-                        "pattern",
-                        "enum",
-                        "minimum",
-                    ]
-                    .iter()
-                    .any(|k| prop.get(*k).is_some());
-                    assert!(stated, "{method} {path}: {name}.{field} states no rule");
+                let variants: Vec<&Value> = match schema["oneOf"].as_array() {
+                    Some(variants) => variants.iter().collect(),
+                    None => vec![schema],
+                };
+                for schema in variants {
+                    assert_eq!(
+                        schema["additionalProperties"], false,
+                        "{method} {path}: {name}"
+                    );
+                    for (field, prop) in schema["properties"].as_object().unwrap() {
+                        let stated = [
+                            "minLength",
+                            "maxLength",
+                            "format",
+                            "pattern",
+                            "enum",
+                            "minimum",
+                        ]
+                        .iter()
+                        .any(|k| prop.get(*k).is_some());
+                        assert!(stated, "{method} {path}: {name}.{field} states no rule");
+                    }
                 }
             }
         }

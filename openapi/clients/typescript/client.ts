@@ -12,6 +12,8 @@ import type { components, paths } from "./schema";
 
 export type Schemas = components["schemas"];
 export type Platform = "ios" | "android" | "web";
+export type NewUpload = Schemas["CreateUploadRequest"];
+export type AvatarUpload = Extract<NewUpload, { purpose: "avatar" }>;
 
 export interface AppInfo {
   platform: Platform;
@@ -44,8 +46,7 @@ export function trellis(baseUrl: string, idToken: () => Promise<string>, app: Ap
     /** @deprecated the token ends up in URLs; use unregisterPushToken. */
     unregisterPushTokenInPath: (token: string) =>
       client.DELETE("/api/v1/push-tokens/{token}", { params: { path: { token } } }),
-    createUpload: (purpose: "avatar" | "attachment", contentType: string, size: number) =>
-      client.POST("/api/v1/uploads", { body: { purpose, content_type: contentType, size } }),
+    createUpload: (upload: NewUpload) => client.POST("/api/v1/uploads", { body: upload }),
     listUploads: () => client.GET("/api/v1/uploads"),
     completeUpload: (id: string) =>
       client.POST("/api/v1/uploads/{id}/complete", { params: { path: { id } } }),
@@ -60,7 +61,11 @@ export async function uploadAvatar(
   api: ReturnType<typeof trellis>,
   file: Blob,
 ): Promise<string | null> {
-  const { data: upload, error } = await api.createUpload("avatar", file.type, file.size);
+  const { data: upload, error } = await api.createUpload({
+    purpose: "avatar",
+    content_type: file.type as AvatarUpload["content_type"],
+    size: file.size,
+  });
   if (error || !upload) {
     return null;
   }
