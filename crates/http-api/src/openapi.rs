@@ -199,6 +199,37 @@ fn complete(mut spec: Value) -> Value {
                 responses["422"] =
                     problem_response("Invalid fields (`validation_failed`); see `errors`.");
             }
+            // The query parameters' rules, as the server reads them.
+            if let Some(params) = op["parameters"].as_array_mut() {
+                for p in params.iter_mut() {
+                    match (p["in"].as_str(), p["name"].as_str()) {
+                        (Some("query"), Some("cursor")) => {
+                            p["schema"] = json!({
+                                "type": "string",
+                                "format": "opaque-cursor",
+                                "pattern": "^[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]+$",
+                                "maxLength": 1024,
+                                "description": "Opaque and signed: pass a page's `next_cursor` back unchanged; anything else is 400 `invalid_cursor`."
+                            });
+                        }
+                        (Some("query"), Some("limit")) => {
+                            p["schema"]["minimum"] = json!(1);
+                            p["schema"]["maximum"] = json!(100);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // When to retry, on the answers that say so.
+            let retry_after = json!({ "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": { "type": "integer", "minimum": 0 }
+            }});
+            for status in ["429", "503"] {
+                if op["responses"][status].is_object() {
+                    op["responses"][status]["headers"] = retry_after.clone();
+                }
+            }
             let operation = op["operationId"].as_str().unwrap_or_default().to_owned();
             if let Some(d) = routes::DEPRECATED.iter().find(|d| d.operation == operation) {
                 op["deprecated"] = json!(true);
