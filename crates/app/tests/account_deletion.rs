@@ -11,7 +11,7 @@ use ports::JobQueue as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use test_support::{AuthEmulator, EMULATOR_PROJECT, HttpObjectClient, spawn_app_with};
+use test_support::{AuthEmulator, EMULATOR_PROJECT, HttpObjectClient, files_under, spawn_app_with};
 
 /// Whether the emulator still has account `uid`.
 async fn firebase_has(emulator: &AuthEmulator, uid: &str) -> bool {
@@ -26,23 +26,6 @@ async fn firebase_has(emulator: &AuthEmulator, uid: &str) -> bool {
         .await
         .unwrap();
     body["users"].as_array().is_some_and(|u| !u.is_empty())
-}
-
-/// Files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                files_under(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,11 +66,7 @@ async fn a_deleted_account_leaves_nothing_behind() {
         .json()
         .await
         .unwrap();
-    let form = ports::PresignedPost {
-        url: created["url"].as_str().unwrap().to_owned(),
-        fields: serde_json::from_value(created["fields"].clone()).unwrap(),
-        expires_at: serde_json::from_value(created["expires_at"].clone()).unwrap(),
-    };
+    let form = HttpObjectClient::form_of(&created).unwrap();
     let (s, _) = HttpObjectClient::new().post(&form, vec![7; 10]).await;
     assert!(s.to_string().starts_with('2'));
     let res = app
@@ -110,24 +89,17 @@ async fn a_deleted_account_leaves_nothing_behind() {
         app.settings.redis.queue_settings(),
     );
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
-    let zoes = queue
-        .enqueue(
-            ports::NewJob::new("push:send", 1, &json!({"uid": "zoe"}))
-                .unwrap()
-                .run_at(tomorrow)
-                .owned_by("zoe"),
-        )
-        .await
-        .unwrap();
-    let yans = queue
-        .enqueue(
-            ports::NewJob::new("push:send", 1, &json!({"uid": "yan"}))
-                .unwrap()
-                .run_at(tomorrow)
-                .owned_by("yan"),
-        )
-        .await
-        .unwrap();
+    let mut queued = Vec::new();
+    for uid in ["zoe", "yan"] {
+        let job = ports::NewJob::new("push:send", 1, &json!({ "uid": uid }))
+            .unwrap()
+            .run_at(tomorrow)
+            .owned_by(uid);
+        queued.push(queue.enqueue(job).await.unwrap());
+    }
+    let [zoes, yans] = queued[..] else {
+        unreachable!("two jobs were queued")
+    };
 
     let res = app
         .client

@@ -8,7 +8,6 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use ports::PresignedPost;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::{HttpObjectClient, S3Server, TestApp, spawn_app, spawn_app_with};
@@ -21,14 +20,6 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Option<Value>) -> (S
     let res = req.send().await.unwrap();
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
-}
-
-fn form_of(body: &Value) -> PresignedPost {
-    PresignedPost {
-        url: body["url"].as_str().unwrap().to_owned(),
-        fields: serde_json::from_value(body["fields"].clone()).unwrap(),
-        expires_at: serde_json::from_value(body["expires_at"].clone()).unwrap(),
-    }
 }
 
 /// Presign, refused uploads, upload, complete, fetch through the avatar's
@@ -45,7 +36,7 @@ async fn walk_through(app: &TestApp) {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let form = form_of(&created);
+    let form = HttpObjectClient::form_of(&created).unwrap();
     let complete = format!("/api/v1/uploads/{id}/complete");
 
     let (s, problem) = post(app, &token, &complete, None).await;

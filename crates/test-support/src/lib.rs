@@ -77,3 +77,19 @@ where
         eprintln!("test-support: cleanup thread panicked");
     }
 }
+
+/// Files under `dir`, recursively (0 when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}

@@ -114,6 +114,18 @@ impl HttpObjectClient {
         Self::default()
     }
 
+    /// The presigned form of a `POST /api/v1/uploads` answer.
+    pub fn form_of(created: &serde_json::Value) -> anyhow::Result<ports::PresignedPost> {
+        Ok(ports::PresignedPost {
+            url: created["url"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("no url in {created}"))?
+                .to_owned(),
+            fields: serde_json::from_value(created["fields"].clone())?,
+            expires_at: serde_json::from_value(created["expires_at"].clone())?,
+        })
+    }
+
     /// Posts `form`'s fields then `file` (as `file`), answering the status
     /// and body.
     pub async fn post(&self, form: &ports::PresignedPost, file: Vec<u8>) -> (u16, String) {

@@ -10,25 +10,8 @@ use crate::auth::Keys;
 use crate::faults::{env, kill9, patch_me};
 use crate::tools;
 use ports::{JobQueue as _, NewJob};
-use std::path::Path;
 use std::time::{Duration, Instant};
-use test_support::{HttpObjectClient, TestDb, TestRedis};
-
-/// Files under `dir`, recursively (0 if it is gone).
-fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|e| {
-                if e.path().is_dir() {
-                    files_under(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    })
-}
+use test_support::{HttpObjectClient, TestDb, TestRedis, files_under};
 
 /// Uploads and completes an avatar for the holder of `token`.
 async fn avatar(client: &reqwest::Client, port: u16, token: &str) -> anyhow::Result<()> {
@@ -42,11 +25,7 @@ async fn avatar(client: &reqwest::Client, port: u16, token: &str) -> anyhow::Res
         .error_for_status()?
         .json()
         .await?;
-    let form = ports::PresignedPost {
-        url: created["url"].as_str().unwrap_or_default().to_owned(),
-        fields: serde_json::from_value(created["fields"].clone())?,
-        expires_at: serde_json::from_value(created["expires_at"].clone())?,
-    };
+    let form = HttpObjectClient::form_of(&created)?;
     let (status, body) = HttpObjectClient::new().post(&form, vec![9; 64]).await;
     anyhow::ensure!(
         (200..300).contains(&status),
