@@ -640,10 +640,10 @@ pub(crate) async fn start_workers(
             .worker_settings(&settings.instance_id, settings.shutdown_timeout),
     );
     worker
-        .register(Arc::new(SendWelcomeMail::new(
-            Arc::new(mailer),
-            ledger.clone(),
-        )))
+        .register(Arc::new(
+            SendWelcomeMail::new(Arc::new(mailer), ledger.clone())
+                .with_users(Arc::new(PgUserRepository::new(infra.pg.clone()))),
+        ))
         .register(Arc::new(ForgetWelcomeRecipients::new(ledger)))
         .register(Arc::new(FanOutPush::new(tokens.clone(), queue.clone())))
         .register(Arc::new(SendPushToDevice::new(

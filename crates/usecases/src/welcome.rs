@@ -15,7 +15,8 @@ use domain::{
 };
 use ports::{
     ClaimWelcomeOutcome, EnqueueJobError, EventHandler, HandleEventError, HandleJob, Job,
-    JobContext, JobFailure, JobQueue, Mailer, NewJob, SendHolder, SendMailError, WelcomeLedger,
+    JobContext, JobFailure, JobQueue, Mailer, NewJob, SendHolder, SendMailError, UserRepository,
+    WelcomeLedger,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -153,6 +154,9 @@ impl EventHandler for WelcomeMailTrigger {
 pub struct SendWelcomeMail {
     mailer: Arc<dyn Mailer>,
     ledger: Arc<dyn WelcomeLedger>,
+    /// When set, no mail goes to a uid that has no account any more (it
+    /// was deleted while the job waited).
+    users: Option<Arc<dyn UserRepository>>,
 }
 
 impl std::fmt::Debug for SendWelcomeMail {
@@ -166,7 +170,17 @@ const MARK_ATTEMPTS: u32 = 3;
 
 impl SendWelcomeMail {
     pub fn new(mailer: Arc<dyn Mailer>, ledger: Arc<dyn WelcomeLedger>) -> Self {
-        Self { mailer, ledger }
+        Self {
+            mailer,
+            ledger,
+            users: None,
+        }
+    }
+
+    /// Checks, before claiming the send, that the uid still has an account.
+    pub fn with_users(mut self, users: Arc<dyn UserRepository>) -> Self {
+        self.users = Some(users);
+        self
     }
 
     async fn mark_sent(&self, uid: &FirebaseUid, holder: SendHolder) {
@@ -195,6 +209,16 @@ impl HandleJob for SendWelcomeMail {
             lease: job.lease,
         };
         let user_id = payload.user_id;
+        if let Some(users) = &self.users {
+            let account = users
+                .find_by_uid(&payload.uid)
+                .await
+                .map_err(|e| JobFailure::retry(format!("cannot look the user up: {e}")))?;
+            if account.is_none() {
+                tracing::info!(%user_id, "the account was deleted before its welcome mail went out; not sending");
+                return Ok(());
+            }
+        }
         let claimed = self
             .ledger
             .claim(

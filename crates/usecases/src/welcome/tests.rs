@@ -237,3 +237,30 @@ async fn a_down_queue_means_retry() {
     });
     assert!(!trigger.handles(&deleted));
 }
+
+#[tokio::test]
+async fn an_account_deleted_before_its_welcome_mail_went_out_gets_none() {
+    let users = Arc::new(ports::testing::InMemoryStore::new());
+    let mailer = Arc::new(RecordingMailer::new());
+    let handler = Typed(Arc::new(
+        SendWelcomeMail::new(mailer.clone(), Arc::new(InMemoryWelcomeLedger::new()))
+            .with_users(users.clone()),
+    ));
+    let p = payload("gone", "gone@example.com");
+    handler.handle(&job_for(&p, JobId::new(), 1)).await.unwrap();
+    assert!(
+        mailer.sent().is_empty(),
+        "no account: no mail, and the job is done"
+    );
+
+    ports::UserRepository::upsert_profile(
+        users.as_ref(),
+        &uid("gone"),
+        &domain::ProfilePatch::default(),
+        &domain::ProfileDefaults::default(),
+    )
+    .await
+    .unwrap();
+    handler.handle(&job_for(&p, JobId::new(), 1)).await.unwrap();
+    assert_eq!(mailer.sent().len(), 1, "an account again: the mail goes");
+}
