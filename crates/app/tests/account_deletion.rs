@@ -2,31 +2,11 @@
 //! user's stored objects, cancels their queued jobs and deletes their
 //! Firebase Auth account (in the real Auth emulator).
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test"
-)]
-
 use ports::JobQueue as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use test_support::{AuthEmulator, EMULATOR_PROJECT, HttpObjectClient, files_under, spawn_app_with};
-
-/// Whether the emulator still has account `uid`.
-async fn firebase_has(emulator: &AuthEmulator, uid: &str) -> bool {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{}/accounts:lookup", emulator.identity_toolkit()))
-        .bearer_auth("owner")
-        .json(&json!({ "localId": [uid] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["users"].as_array().is_some_and(|u| !u.is_empty())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_account_leaves_nothing_behind() {
@@ -40,17 +20,8 @@ async fn a_deleted_account_leaves_nothing_behind() {
         ],
     )
     .await;
-    let http = reqwest::Client::new();
     for uid in ["zoe", "yan"] {
-        let status = http
-            .post(format!("{}/accounts", emulator.identity_toolkit()))
-            .bearer_auth("owner")
-            .json(&json!({ "localId": uid }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
+        emulator.create_user(uid, None).await;
     }
     let token = app.token_with("zoe", Some("zoe@example.com"), Some("Zoe"));
 
@@ -117,7 +88,7 @@ async fn a_deleted_account_leaves_nothing_behind() {
     // few seconds normally; 30 s leaves room for a busy machine.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let gone = !firebase_has(&emulator, "zoe").await
+        let gone = !emulator.has_user("zoe").await
             && files_under(&storage) == 0
             && queue.job(&zoes.to_string()).await.unwrap().is_none();
         if gone {
@@ -126,13 +97,13 @@ async fn a_deleted_account_leaves_nothing_behind() {
         assert!(
             std::time::Instant::now() < deadline,
             "the deletion saga did not finish: firebase={} files={} job={}",
-            firebase_has(&emulator, "zoe").await,
+            emulator.has_user("zoe").await,
             files_under(&storage),
             queue.job(&zoes.to_string()).await.unwrap().is_some()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(firebase_has(&emulator, "yan").await, "only Zoe's account");
+    assert!(emulator.has_user("yan").await, "only Zoe's account");
     assert!(
         queue.job(&yans.to_string()).await.unwrap().is_some(),
         "only Zoe's jobs"

@@ -195,12 +195,8 @@ impl ObjectStore for S3Store {
         ]);
         let fields = self.signer.post_fields(conditions, fields, expires_at, now);
         // POST goes to the bucket itself.
-        let url = format!("{}://{}{}", self.base.scheme(), self.host(), {
-            let p = self.base.path();
-            if p.is_empty() { "/" } else { p }
-        });
         Ok(PresignedPost {
-            url,
+            url: self.base.to_string(),
             fields,
             expires_at,
         })

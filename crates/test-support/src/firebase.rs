@@ -90,6 +90,40 @@ impl AuthEmulator {
     }
 }
 
+#[cfg(feature = "auth-emulator")]
+impl AuthEmulator {
+    /// Creates account `uid` (with `email`), as the Admin SDK would.
+    pub async fn create_user(&self, uid: &str, email: Option<&str>) {
+        let status = reqwest::Client::new()
+            .post(format!("{}/accounts", self.identity_toolkit()))
+            .bearer_auth("owner")
+            .json(&match email {
+                Some(email) => serde_json::json!({ "localId": uid, "email": email }),
+                None => serde_json::json!({ "localId": uid }),
+            })
+            .send()
+            .await
+            .expect("the Auth emulator answers")
+            .status();
+        assert!(status.is_success(), "creating {uid}: {status}");
+    }
+
+    /// Whether account `uid` exists.
+    pub async fn has_user(&self, uid: &str) -> bool {
+        let body: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/accounts:lookup", self.identity_toolkit()))
+            .bearer_auth("owner")
+            .json(&serde_json::json!({ "localId": [uid] }))
+            .send()
+            .await
+            .expect("the Auth emulator answers")
+            .json()
+            .await
+            .expect("a JSON answer");
+        body["users"].as_array().is_some_and(|u| !u.is_empty())
+    }
+}
+
 impl Drop for AuthEmulator {
     fn drop(&mut self) {
         crate::processes::kill(&mut self.child);

@@ -103,7 +103,7 @@ impl EraseAccountJob {
     }
 }
 
-/// Enqueues `step` of a deletion; a step already queued is fine.
+/// Enqueues `step` of a deletion (`Duplicate`: it is already queued).
 async fn enqueue_step(
     jobs: &dyn JobQueue,
     user_id: UserId,
@@ -112,10 +112,7 @@ async fn enqueue_step(
 ) -> Result<(), EnqueueJobError> {
     let job = EraseAccountJob::new_job(user_id, uid.clone(), step)
         .map_err(|e| EnqueueJobError::Invalid(e.to_string()))?;
-    match jobs.enqueue(job).await {
-        Ok(_) | Err(EnqueueJobError::Duplicate { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    jobs.enqueue(job).await.map(|_| ())
 }
 
 /// Starts the saga for every `UserDeleted`.
@@ -160,11 +157,12 @@ impl EventHandler for AccountDeletionTrigger {
                 metrics::counter!("account_deletions_started_total").increment(1);
                 Ok(())
             }
+            // The event delivered again: its saga is already under way.
+            Err(EnqueueJobError::Duplicate { .. }) => Ok(()),
             Err(EnqueueJobError::Invalid(why)) => Err(HandleEventError::Reject(why)),
             Err(EnqueueJobError::Unavailable(e) | EnqueueJobError::Unknown(e)) => {
                 Err(HandleEventError::Retry(e))
             }
-            Err(e @ EnqueueJobError::Duplicate { .. }) => Err(HandleEventError::Retry(e.into())),
         }
     }
 }
@@ -285,9 +283,12 @@ impl HandleJob for EraseAccount {
         metrics::counter!("account_deletion_steps_total", "step" => step, "outcome" => "done")
             .increment(1);
         match job.step.next() {
-            Some(next) => enqueue_step(self.jobs.as_ref(), job.user_id, &job.uid, next)
-                .await
-                .map_err(JobFailure::retry)?,
+            // A step that ran twice finds its next one already queued.
+            Some(next) => match enqueue_step(self.jobs.as_ref(), job.user_id, &job.uid, next).await
+            {
+                Ok(()) | Err(EnqueueJobError::Duplicate { .. }) => {}
+                Err(e) => return Err(JobFailure::retry(e)),
+            },
             None => {
                 tracing::info!(user_id = %job.user_id, "account deletion complete");
                 metrics::counter!("account_deletions_completed_total").increment(1);

@@ -8,24 +8,52 @@ use actix_web::{HttpResponse, web};
 /// `swagger-ui-dist`, Apache-2.0) and served by the app itself, so the
 /// docs work offline and in air-gapped clusters. paperclip's embedded UI
 /// is from 2021 (with known CVEs) and is deliberately not used.
-pub(crate) const SWAGGER_UI_VERSION: &str = "5.36.0";
+/// The vendored version, once: the asset directory, the URLs and the
+/// route's check all come from it.
+macro_rules! swagger_ui_version {
+    () => {
+        "5.36.0"
+    };
+}
 
-const DOCS_HTML: &str = r#"<!doctype html>
+pub(crate) const SWAGGER_UI_VERSION: &str = swagger_ui_version!();
+
+/// A vendored file: its bytes, from `assets/swagger-ui-<version>/`.
+macro_rules! swagger_ui_file {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            "../../assets/swagger-ui-",
+            swagger_ui_version!(),
+            "/",
+            $name
+        ))
+    };
+}
+
+const DOCS_HTML: &str = concat!(
+    r#"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Trellis API</title>
-  <link rel="icon" type="image/png" href="/docs/assets/5.36.0/favicon-32x32.png">
-  <link rel="stylesheet" href="/docs/assets/5.36.0/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/assets/"#,
+    swagger_ui_version!(),
+    r#"/favicon-32x32.png">
+  <link rel="stylesheet" href="/docs/assets/"#,
+    swagger_ui_version!(),
+    r#"/swagger-ui.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
-  <script src="/docs/assets/5.36.0/swagger-ui-bundle.js"></script>
+  <script src="/docs/assets/"#,
+    swagger_ui_version!(),
+    r#"/swagger-ui-bundle.js"></script>
   <script src="/docs/init.js"></script>
 </body>
 </html>
-"#;
+"#
+);
 
 const DOCS_INIT_JS: &str = "window.addEventListener('load', function () {\n  window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', persistAuthorization: true });\n});\n";
 
@@ -39,17 +67,17 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "swagger-ui-bundle.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../assets/swagger-ui-5.36.0/swagger-ui-bundle.js"),
+        swagger_ui_file!("swagger-ui-bundle.js"),
     ),
     (
         "swagger-ui.css",
         "text/css; charset=utf-8",
-        include_bytes!("../../assets/swagger-ui-5.36.0/swagger-ui.css"),
+        swagger_ui_file!("swagger-ui.css"),
     ),
     (
         "favicon-32x32.png",
         "image/png",
-        include_bytes!("../../assets/swagger-ui-5.36.0/favicon-32x32.png"),
+        swagger_ui_file!("favicon-32x32.png"),
     ),
 ];
 
