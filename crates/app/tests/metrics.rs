@@ -137,3 +137,32 @@ async fn with_metrics_addr_metrics_leave_the_public_listener() {
         .unwrap();
     assert_eq!(other.status(), 404, "nothing else is served there");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_a_client_invents_never_become_metric_labels() {
+    let app = spawn_app_with(Role::Serve, &[]).await;
+    let before = app.metrics().await.len();
+    // Tokens of 2 kB each; every one used to add a counter and a histogram
+    // series of its own, kept for the life of the process.
+    for i in 0..40 {
+        let method =
+            reqwest::Method::from_bytes(format!("X{i:02}{}", "M".repeat(2000)).as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    let text = app.metrics().await;
+    assert!(!text.contains("MMMMMMMM"), "a method token became a label");
+    let other = sum(&text, "http_requests_total{method=\"other\"");
+    assert_eq!(other, Some(40.0), "{text}");
+    // The 40 requests added a handful of series, not 80 of 2 kB each.
+    assert!(
+        text.len() < before + 8 * 1024,
+        "/metrics grew by {} bytes",
+        text.len() - before
+    );
+}

@@ -29,6 +29,19 @@ fn incoming_request_id(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
+/// The label of a request's method: one of the methods HTTP defines, or
+/// `other` (a client may send any token as a method, and every distinct
+/// label is a series kept for the process's life).
+pub(crate) fn method_label(method: &actix_web::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
 fn code_for(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
@@ -93,7 +106,9 @@ pub(crate) async fn observe(
     let request_id =
         incoming_request_id(req.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().to_string();
+    // actix takes any method token up to the head limit: only the known
+    // ones reach a label or a log line.
+    let method = method_label(req.method());
     // Paths can hold secrets (`/push-tokens/{token}`): logged only for
     // requests no route matched, and shortened.
     let path: String = req.path().chars().take(128).collect();
@@ -169,7 +184,7 @@ pub(crate) async fn observe(
         "request served"
     );
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", status.as_u16().to_string()),
     ];
@@ -277,6 +292,22 @@ pub(crate) fn security_headers() -> actix_web::middleware::DefaultHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_methods_become_labels() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for token in ["FOO", "get", &"X".repeat(20_000)] {
+            let m = Method::from_bytes(token.as_bytes()).unwrap();
+            assert_eq!(
+                method_label(&m),
+                "other",
+                "{}",
+                &token[..token.len().min(10)]
+            );
+        }
+    }
 
     #[test]
     fn client_request_ids_are_kept_only_when_well_formed() {
