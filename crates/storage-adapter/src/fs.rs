@@ -134,19 +134,22 @@ impl FsStore {
         self.inner.root.join("types").join(key)
     }
 
-    async fn write(&self, key: &str, content_type: &str, bytes: &[u8]) -> std::io::Result<()> {
-        for (path, data) in [
-            (self.type_path(key), content_type.as_bytes()),
-            (self.object_path(key), bytes),
-        ] {
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await?;
-            }
-            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-            tokio::fs::write(&tmp, data).await?;
-            tokio::fs::rename(&tmp, &path).await?;
+    /// A new object for `key`, written to a temporary file beside it and
+    /// put in place by [`Staged::commit`] (blocking I/O: called on a
+    /// blocking thread).
+    fn stage(&self, key: &str) -> std::io::Result<Staged> {
+        let path = self.object_path(key);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
-        Ok(())
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        Ok(Staged {
+            file: Some(file),
+            tmp,
+            path,
+            type_path: self.type_path(key),
+        })
     }
 
     async fn read(&self, key: &str) -> std::io::Result<Option<(Vec<u8>, String)>> {
@@ -159,6 +162,58 @@ impl FsStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// An object being written; removed unless committed.
+struct Staged {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+    type_path: PathBuf,
+}
+
+impl Staged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        match &mut self.file {
+            Some(f) => f.write_all(bytes),
+            None => Err(std::io::Error::other("already committed")),
+        }
+    }
+
+    /// Puts the object and its content type in place.
+    fn commit(mut self, content_type: &str) -> std::io::Result<()> {
+        let done = self.put_in_place(content_type);
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done
+    }
+
+    fn put_in_place(&mut self, content_type: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        if let Some(mut f) = self.file.take() {
+            f.flush()?;
+        }
+        if let Some(dir) = self.type_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let type_tmp = self
+            .type_path
+            .with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&type_tmp, content_type)?;
+        std::fs::rename(&type_tmp, &self.type_path)?;
+        std::fs::rename(&self.tmp, &self.path)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Not committed (refused, or the client went away): no trace.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
@@ -304,105 +359,161 @@ fn refuse(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
         .body(format!("<Error><Code>{code}</Code></Error>"))
 }
 
-/// The parts of a `multipart/form-data` body: (name, bytes), in order.
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<(String, Vec<u8>)>> {
-    fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-        hay.get(from..)?
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|i| i + from)
-    }
-    let delimiter = format!("--{boundary}");
-    let next_part = format!("\r\n--{boundary}");
-    let mut at = find(body, delimiter.as_bytes(), 0)? + delimiter.len();
-    let mut parts = Vec::new();
-    loop {
-        if body.get(at..at + 2)? == b"--" {
-            return Some(parts);
-        }
-        at += 2; // CRLF after the delimiter
-        let headers_end = find(body, b"\r\n\r\n", at)?;
-        let headers = std::str::from_utf8(body.get(at..headers_end)?).ok()?;
-        let name = headers.lines().find_map(|line| {
-            let (h, v) = line.split_once(':')?;
-            if !h.trim().eq_ignore_ascii_case("content-disposition") {
-                return None;
-            }
-            v.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix("name=")
-                    .map(|n| n.trim_matches('"').to_owned())
-            })
-        })?;
-        let start = headers_end + 4;
-        let end = find(body, next_part.as_bytes(), start)?;
-        parts.push((name, body[start..end].to_vec()));
-        at = end + next_part.len();
-    }
+/// RFC 2046 §5.1.1: a boundary is 1 to 70 of these characters (a space
+/// only inside).
+fn valid_boundary(b: &str) -> bool {
+    (1..=70).contains(&b.len())
+        && !b.ends_with(' ')
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&c))
 }
 
 fn boundary(req: &HttpRequest) -> Option<String> {
     let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let (mime, params) = ct.split_once(';')?;
-    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
-        return None;
+    multer::parse_boundary(ct)
+        .ok()
+        .filter(|b| valid_boundary(b))
+}
+
+/// The most bytes a form field other than the file may hold (the policy,
+/// its signature, the key and the content type are far shorter).
+const MAX_FIELD_BYTES: u64 = 16 * 1024;
+/// Fields before the file (S3's form has five or six).
+const MAX_FIELDS: usize = 32;
+
+/// Why a form was refused: the S3 error code and its status.
+type Refusal = (actix_web::http::StatusCode, &'static str);
+
+fn malformed(e: &multer::Error) -> Refusal {
+    use actix_web::http::StatusCode;
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            (StatusCode::BAD_REQUEST, "EntityTooLarge")
+        }
+        _ => (StatusCode::BAD_REQUEST, "MalformedPOSTRequest"),
     }
-    params.split(';').find_map(|p| {
-        p.trim()
-            .strip_prefix("boundary=")
-            .map(|b| b.trim_matches('"').to_owned())
+}
+
+/// Reads a form and stores its file, on a blocking thread (never on an
+/// async worker): the fields before the file, then the policy and its
+/// signature are checked, and only then is the file read, in chunks, to a
+/// temporary file, never more than the policy allows. multer finds the
+/// boundary in linear time.
+fn receive_form(
+    store: &FsStore,
+    boundary: String,
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+) -> Result<(), Refusal> {
+    use actix_web::http::StatusCode;
+    futures_executor::block_on(async move {
+        let limits = multer::SizeLimit::new()
+            .whole_stream(MAX_FORM_BYTES as u64)
+            .per_field(MAX_FIELD_BYTES)
+            .for_field("file", MAX_FORM_BYTES as u64);
+        let mut form = multer::Multipart::with_constraints(
+            body,
+            boundary,
+            multer::Constraints::new().size_limit(limits),
+        );
+        let mut fields = BTreeMap::new();
+        let mut file = loop {
+            let Some(field) = form.next_field().await.map_err(|e| malformed(&e))? else {
+                return Err((StatusCode::BAD_REQUEST, "InvalidArgument"));
+            };
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "file" {
+                break field; // S3 ignores what follows the file
+            }
+            if fields.len() >= MAX_FIELDS {
+                return Err((StatusCode::BAD_REQUEST, "MalformedPOSTRequest"));
+            }
+            let value = field.text().await.map_err(|e| malformed(&e))?;
+            fields.insert(name, value);
+        };
+        let (Some(encoded), Some(signature)) =
+            (fields.get("policy"), fields.get("x-amz-signature"))
+        else {
+            return Err((StatusCode::BAD_REQUEST, "InvalidArgument"));
+        };
+        if !store.verify(&format!("post\n{encoded}"), signature) {
+            return Err((StatusCode::FORBIDDEN, "SignatureDoesNotMatch"));
+        }
+        let Some(policy) = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<LocalPolicy>(&json).ok())
+        else {
+            return Err((StatusCode::BAD_REQUEST, "InvalidPolicyDocument"));
+        };
+        if Utc::now().timestamp() > policy.expires {
+            return Err((StatusCode::FORBIDDEN, "AccessDenied"));
+        }
+        if fields.get("key") != Some(&policy.key)
+            || fields.get("Content-Type") != Some(&policy.content_type)
+            || !valid_key(&policy.key)
+        {
+            return Err((StatusCode::FORBIDDEN, "AccessDenied"));
+        }
+        let unavailable = |e: std::io::Error| {
+            tracing::error!(error = %e, "cannot store an uploaded object");
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        };
+        let mut staged = store.stage(&policy.key).map_err(unavailable)?;
+        let mut size = 0u64;
+        while let Some(chunk) = file.chunk().await.map_err(|e| malformed(&e))? {
+            size += chunk.len() as u64;
+            if size > policy.max {
+                return Err((StatusCode::BAD_REQUEST, "EntityTooLarge"));
+            }
+            staged.write(&chunk).map_err(unavailable)?;
+        }
+        if size < policy.min {
+            return Err((StatusCode::BAD_REQUEST, "EntityTooSmall"));
+        }
+        staged.commit(&policy.content_type).map_err(unavailable)
     })
 }
 
-async fn upload(store: web::Data<FsStore>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    use actix_web::http::StatusCode;
-    let Some(parts) = boundary(&req).and_then(|b| parse_multipart(&body, &b)) else {
-        return refuse(StatusCode::BAD_REQUEST, "MalformedPOSTRequest");
+async fn upload(
+    store: web::Data<FsStore>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    use futures_util::StreamExt as _;
+    let Some(boundary) = boundary(&req) else {
+        return refuse(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "MalformedPOSTRequest",
+        );
     };
-    let mut fields = BTreeMap::new();
-    let mut file = None;
-    for (name, value) in parts {
-        if name == "file" {
-            file = Some(value);
-            break; // S3 ignores what follows the file
+    // The actix worker only hands the body's chunks over (a few at a
+    // time); the form is parsed and written on a blocking thread.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let store = store.get_ref().clone();
+    let parse = tokio::task::spawn_blocking(move || receive_form(&store, boundary, body));
+    let forward = async move {
+        let mut payload = payload;
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = chunk.is_err();
+            // The parser stopped (it refused the form, or has the file):
+            // nothing more is read.
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
         }
-        fields.insert(name, String::from_utf8_lossy(&value).into_owned());
-    }
-    let (Some(file), Some(encoded), Some(signature)) =
-        (file, fields.get("policy"), fields.get("x-amz-signature"))
-    else {
-        return refuse(StatusCode::BAD_REQUEST, "InvalidArgument");
     };
-    if !store.verify(&format!("post\n{encoded}"), signature) {
-        return refuse(StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
-    }
-    let Some(policy) = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
-        .and_then(|json| serde_json::from_slice::<LocalPolicy>(&json).ok())
-    else {
-        return refuse(StatusCode::BAD_REQUEST, "InvalidPolicyDocument");
-    };
-    if Utc::now().timestamp() > policy.expires {
-        return refuse(StatusCode::FORBIDDEN, "AccessDenied");
-    }
-    if fields.get("key") != Some(&policy.key)
-        || fields.get("Content-Type") != Some(&policy.content_type)
-    {
-        return refuse(StatusCode::FORBIDDEN, "AccessDenied");
-    }
-    let size = file.len() as u64;
-    if size < policy.min {
-        return refuse(StatusCode::BAD_REQUEST, "EntityTooSmall");
-    }
-    if size > policy.max {
-        return refuse(StatusCode::BAD_REQUEST, "EntityTooLarge");
-    }
-    match store.write(&policy.key, &policy.content_type, &file).await {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    let ((), parsed) = tokio::join!(forward, parse);
+    match parsed {
+        Ok(Ok(())) => HttpResponse::NoContent().finish(),
+        Ok(Err((status, code))) => refuse(status, code),
         Err(e) => {
-            tracing::error!(error = %e, "cannot store an uploaded object");
-            refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            tracing::error!(error = %e, "the upload form's parser failed");
+            refuse(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+            )
         }
     }
 }
@@ -471,12 +582,14 @@ mod tests {
     }
 
     #[test]
-    fn multipart_bodies_are_split_into_named_parts() {
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nusers/1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x00\r\n\x01\r\n--XyZ--\r\n";
-        let parts = parse_multipart(body, "XyZ").unwrap();
-        assert_eq!(parts[0], ("key".to_owned(), b"users/1".to_vec()));
-        assert_eq!(parts[1], ("file".to_owned(), b"\x00\r\n\x01".to_vec()));
-        assert!(parse_multipart(b"garbage", "XyZ").is_none());
-        assert!(parse_multipart(b"--XyZ\r\nno end", "XyZ").is_none());
+    fn boundaries_follow_rfc_2046() {
+        assert!(valid_boundary("XyZ"));
+        assert!(valid_boundary(&"a".repeat(70)));
+        assert!(valid_boundary("----WebKitFormBoundary7MA4YWxkTrZu0gW"));
+        for bad in ["", "a ", "a\"b", "a;b", "\u{e9}"] {
+            assert!(!valid_boundary(bad), "{bad:?}");
+        }
+        assert!(!valid_boundary(&"a".repeat(71)));
+        assert!(!valid_boundary(&"-".repeat(100_000)));
     }
 }

@@ -132,3 +132,109 @@ async fn forged_forms_and_links_are_refused() {
         403
     );
 }
+
+/// Posts `body` to the store's form endpoint with `boundary`.
+async fn post_raw(served: &Served, boundary: &str, body: Vec<u8>) -> (u16, String) {
+    let form = served
+        .store
+        .presign_post(&PostPolicy {
+            key: "users/1/raw".into(),
+            content_type: "image/png".into(),
+            min_bytes: 1,
+            max_bytes: 100,
+            expires_in: Duration::from_secs(300),
+        })
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(&form.url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn boundaries_longer_than_rfc_2046_allows_are_refused_unread() {
+    let served = serve();
+    let boundary = "-".repeat(100_000);
+    let (status, body) = post_raw(&served, &boundary, b"-".repeat(1024 * 1024)).await;
+    assert_eq!(
+        (status, body.contains("MalformedPOSTRequest")),
+        (400, true),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_built_to_defeat_a_naive_boundary_search_is_refused() {
+    let served = serve();
+    // The longest boundary RFC 2046 allows, and 20 MiB of what almost
+    // matches it: a scan that restarts at every byte does 70 comparisons a
+    // byte; the parser's search is linear.
+    let boundary = "-".repeat(70);
+    let mut body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"policy\"\r\n\r\n")
+            .into_bytes();
+    body.extend(std::iter::repeat_n(b'-', 20 * 1024 * 1024));
+    let (status, text) = post_raw(&served, &boundary, body).await;
+    assert_eq!(status, 400, "{text}");
+    // And the store still answers.
+    let client = HttpObjectClient::new();
+    let form = served
+        .store
+        .presign_post(&PostPolicy {
+            key: "users/1/after".into(),
+            content_type: "image/png".into(),
+            min_bytes: 1,
+            max_bytes: 100,
+            expires_in: Duration::from_secs(300),
+        })
+        .unwrap();
+    assert_eq!(client.post(&form, vec![7; 10]).await.0, 204);
+}
+
+#[tokio::test]
+async fn a_file_over_the_policy_is_refused_and_leaves_nothing() {
+    let served = serve();
+    let client = HttpObjectClient::new();
+    let form = served
+        .store
+        .presign_post(&PostPolicy {
+            key: "users/1/big".into(),
+            content_type: "image/png".into(),
+            min_bytes: 1,
+            max_bytes: 100,
+            expires_in: Duration::from_secs(300),
+        })
+        .unwrap();
+    assert_eq!(client.post(&form, vec![1; 101]).await.0, 400);
+    assert_eq!(served.store.head("users/1/big").await.unwrap(), None);
+    let leftovers: Vec<_> = walk(&served.dir);
+    assert!(
+        leftovers
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("tmp-")),
+        "{leftovers:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
