@@ -544,6 +544,10 @@ async fn api_server(
         })
     })
     .workers(workers)
+    // A handle on each socket, so the hub can end a closed WebSocket's
+    // connection that actix would otherwise keep for a client that never
+    // reads.
+    .on_connect(ws_hub::on_connect)
     .listen(listener)?
     .tcp_nodelay(true)
     .shutdown_signal(shutdown.cancelled_owned())

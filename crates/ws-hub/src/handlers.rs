@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use bytestring::ByteString;
 use domain::FirebaseUid;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// What a handler knows about the message it handles.
@@ -19,9 +20,46 @@ pub struct HandlerContext {
     /// Cancelled when the connection closes or the hub shuts down.
     pub cancel: CancellationToken,
     pub(crate) hub: Hub,
+    /// The hub-wide handler slot this call holds, given back before the
+    /// call waits for room in its connection's queue: a client that does
+    /// not read must never hold a slot every other user needs.
+    pub(crate) hub_slot: HubSlot,
+}
+
+/// A hub-wide handler slot, held until given back.
+#[derive(Clone, Default)]
+pub(crate) struct HubSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl std::fmt::Debug for HubSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubSlot")
+    }
+}
+
+impl HubSlot {
+    pub(crate) fn hold(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    pub(crate) fn release(&self) {
+        drop(
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+    }
 }
 
 impl HandlerContext {
+    /// Queues a message for this connection, waiting for room (after
+    /// giving the hub slot back): the backpressure a client that sends
+    /// requests gets.
+    pub(crate) async fn reply(&self, kind: &str, text: ByteString) {
+        self.hub_slot.release();
+        self.hub.reply_to(self.conn, kind, text).await;
+    }
+
     /// Sends a message to this connection (besides the handler's reply).
     pub fn push(&self, kind: &str, data: &Value) {
         let text = ByteString::from(crate::envelope::render(kind, None, data));
@@ -186,9 +224,7 @@ impl MessageHandler for Subscribe {
         };
         // The reply goes first, then what was missed, then live messages.
         let text = crate::envelope::render("subscribed", ctx.id.as_deref(), &reply);
-        ctx.hub
-            .reply_to(ctx.conn, "subscribed", ByteString::from(text))
-            .await;
+        ctx.reply("subscribed", ByteString::from(text)).await;
         if let Some((publications, position)) = missed {
             if let Some(position) = &position {
                 for p in publications {
@@ -198,8 +234,7 @@ impl MessageHandler for Subscribe {
                     };
                     let text =
                         crate::envelope::render_message(&p.notification, Some(&topic), Some(&at));
-                    ctx.hub
-                        .reply_to(ctx.conn, &p.notification.kind, ByteString::from(text))
+                    ctx.reply(&p.notification.kind, ByteString::from(text))
                         .await;
                 }
             }

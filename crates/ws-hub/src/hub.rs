@@ -28,6 +28,13 @@ pub struct HubSettings {
     /// Messages queued for one connection; a client too slow to drain it is
     /// disconnected.
     pub outbound_queue: usize,
+    /// Bytes queued for one connection (its replies and notifications
+    /// waiting to be written). Replies to its own requests wait for room,
+    /// so a client that sends and never reads stops being read (the
+    /// requests it sends wait in its own socket), and is closed once it
+    /// has drained nothing for `idle_timeout`; a notification to a full
+    /// queue drops the client at once.
+    pub outbound_bytes: usize,
     pub ping_interval: Duration,
     /// A connection silent (no pong, no message) this long is closed.
     pub idle_timeout: Duration,
@@ -57,6 +64,7 @@ impl HubSettings {
             instance_id: instance_id.into(),
             max_message_bytes: 64 * 1024,
             outbound_queue: 256,
+            outbound_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             handler_concurrency: 64,
@@ -302,6 +310,15 @@ impl Hub {
             .map_or(0, HashSet::len)
     }
 
+    /// How many connections here are subscribed to `topic`.
+    #[cfg(test)]
+    pub(crate) fn local_sockets_in(&self, topic: &str) -> usize {
+        read(&self.inner.registry)
+            .by_topic
+            .get(topic)
+            .map_or(0, HashMap::len)
+    }
+
     /// Waits for `<uid> <delivery>` to be acknowledged (see `acked`).
     pub(crate) fn await_ack(&self, key: String) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -355,7 +372,10 @@ impl Hub {
             return None;
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crate::outbox::channel(self.inner.settings.outbound_queue);
+        let (tx, rx) = crate::outbox::channel(
+            self.inner.settings.outbound_queue,
+            self.inner.settings.outbound_bytes,
+        );
         let kick = Kick {
             token: self.inner.shutdown.child_token(),
             reason: Arc::new(OnceLock::new()),

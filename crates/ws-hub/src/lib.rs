@@ -7,12 +7,14 @@ mod handlers;
 mod hub;
 mod notifier;
 mod outbox;
+mod socket;
 mod topics;
 mod upgrade;
 
 pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply};
 pub use hub::{ConnId, Hub, HubSettings};
 pub use notifier::HubNotifier;
+pub use socket::{CLOSE_LINGER, SocketHandle, on_connect};
 pub use topics::{AnyUser, INSUFFICIENT_STATE, MAX_TOPIC_NAME, OwnUser};
 pub use upgrade::{BEARER_PROTOCOL, configure};
 

@@ -1,4 +1,5 @@
-//! A connection's outbound queue: bounded, many senders, one receiver.
+//! A connection's outbound queue: bounded in messages and in bytes, many
+//! senders, one receiver.
 //!
 //! Unlike `tokio::sync::mpsc`, which allocates a block of 32 slots per
 //! channel up front, it holds nothing until a message waits, and gives the
@@ -24,6 +25,8 @@ pub(crate) struct Closed;
 #[derive(Default)]
 struct State {
     queue: VecDeque<ByteString>,
+    /// The bytes of the messages in `queue`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -34,6 +37,10 @@ pub(crate) struct Outbox {
     /// Wakes senders waiting for room.
     writable: Notify,
     capacity: usize,
+    /// The most bytes queued at once; one message is always let in when
+    /// the queue is empty, however big (it is bounded by the hub's
+    /// largest message), so a queue never refuses a message forever.
+    max_bytes: usize,
 }
 
 /// The receiving end; dropping it closes the queue.
@@ -45,14 +52,15 @@ impl Drop for Receiver {
     }
 }
 
-/// A queue of `capacity` messages: its sending side (cheap to clone) and
-/// its receiver.
-pub(crate) fn channel(capacity: usize) -> (Arc<Outbox>, Receiver) {
+/// A queue of `capacity` messages and `max_bytes` bytes: its sending side
+/// (cheap to clone) and its receiver.
+pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (Arc<Outbox>, Receiver) {
     let outbox = Arc::new(Outbox {
         state: Mutex::default(),
         readable: Notify::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
+        max_bytes: max_bytes.max(1),
     });
     (outbox.clone(), Receiver(outbox))
 }
@@ -70,9 +78,12 @@ impl Outbox {
         if state.closed {
             return Err((TrySendError::Closed, text));
         }
-        if state.queue.len() >= self.capacity {
+        let over_bytes =
+            !state.queue.is_empty() && state.bytes.saturating_add(text.len()) > self.max_bytes;
+        if state.queue.len() >= self.capacity || over_bytes {
             return Err((TrySendError::Full, text));
         }
+        state.bytes += text.len();
         state.queue.push_back(text);
         drop(state);
         self.readable.notify_one();
@@ -106,6 +117,7 @@ impl Receiver {
     pub(crate) fn try_recv(&mut self) -> Option<ByteString> {
         let mut state = self.0.lock();
         let text = state.queue.pop_front()?;
+        state.bytes -= text.len();
         if state.queue.is_empty() && state.queue.capacity() > KEEP_ROOM {
             state.queue = VecDeque::new();
         }
@@ -138,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn it_holds_up_to_its_capacity_in_order_and_closes_with_its_receiver() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel(2, 1024);
         assert!(tx.try_send(text("a")).is_ok());
         assert!(tx.try_send(text("b")).is_ok());
         assert_eq!(tx.try_send(text("c")).unwrap_err().0, TrySendError::Full);
@@ -154,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_waits_for_room_and_the_receiver_for_a_message() {
-        let (tx, mut rx) = channel(1);
+        let (tx, mut rx) = channel(1, 1024);
         tx.try_send(text("first")).unwrap();
         let waiting = tokio::spawn({
             let tx = tx.clone();
@@ -170,9 +182,30 @@ mod tests {
         assert_eq!(reader.await.unwrap().as_deref(), Some("third"));
     }
 
+    #[tokio::test]
+    async fn it_holds_no_more_bytes_than_its_budget_but_always_one_message() {
+        let (tx, mut rx) = channel(100, 10);
+        let big = text(&"x".repeat(64));
+        assert!(tx.try_send(big.clone()).is_ok(), "an empty queue takes one");
+        assert_eq!(tx.try_send(text("y")).unwrap_err().0, TrySendError::Full);
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(text("12345")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "waits for bytes to leave");
+        assert_eq!(rx.recv().await, Some(big));
+        waiting.await.unwrap().unwrap();
+        assert!(tx.try_send(text("67890")).is_ok(), "10 bytes fit in 10");
+        assert_eq!(tx.try_send(text("!")).unwrap_err().0, TrySendError::Full);
+        assert_eq!(rx.0.lock().bytes, 10);
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.0.lock().bytes, 0);
+    }
+
     #[test]
     fn a_drained_queue_gives_its_room_back() {
-        let (tx, mut rx) = channel(1000);
+        let (tx, mut rx) = channel(1000, 1 << 20);
         for i in 0..500 {
             tx.try_send(text(&i.to_string())).unwrap();
         }

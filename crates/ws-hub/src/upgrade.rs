@@ -158,6 +158,7 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
             id,
             uid: identity.uid,
             expires_at: identity.expires_at,
+            socket: req.conn_data::<crate::SocketHandle>().cloned(),
         },
         session,
         stream,

@@ -784,3 +784,84 @@ mod closing_handshake {
         assert_eq!(close_code(&mut ws).await, 1002);
     }
 }
+
+/// A loopback socket with kernel buffers of `bytes` each way (the kernel
+/// doubles what it is asked for and no longer grows it by itself).
+fn small_buffers(bytes: u32) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.set_send_buffer_size(bytes).unwrap();
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_sends_and_never_reads_stops_being_read_then_is_closed() {
+    const KERNEL: u32 = 64 * 1024;
+    let listener = small_buffers(KERNEL);
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = listener.listen(64).unwrap().into_std().unwrap();
+    let settings = HubSettings {
+        ping_interval: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(5),
+        ..settings()
+    };
+    let s = server_on(listener, settings.clone(), |_| {});
+    let url = format!("ws://127.0.0.1:{}/ws?access_token=token-alice", s.port);
+    let stream = small_buffers(KERNEL)
+        .connect(format!("127.0.0.1:{}", s.port).parse().unwrap())
+        .await
+        .unwrap();
+    let (mut flooder, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+
+    // Echoes of 60 KiB, never reading a reply. What the server may take in
+    // before it stops reading: the kernel buffers of both sockets both ways
+    // (doubled by the kernel), the hub queue's byte budget, a reply per
+    // connection slot, what actix-ws holds (its 32-frame channel, and as
+    // many drained into its body), and slack for the frames being read
+    // and written. A server that keeps reading takes everything sent.
+    let message = json!({"type": "echo", "data": "z".repeat(60 * 1024)}).to_string();
+    let frame = message.len();
+    let bound = 8 * KERNEL as usize
+        + settings.outbound_bytes
+        + (settings.per_connection_concurrency + 2 * 32 + 8) * frame;
+    let cap = 8 * bound;
+    let mut written = 0;
+    let mut bystander_served = false;
+    let ended = loop {
+        if written >= cap {
+            break None;
+        }
+        // A write waits at most until the server closes a client that
+        // drained nothing for its idle timeout (plus the close's second).
+        match tokio::time::timeout(
+            settings.idle_timeout * 3,
+            flooder.send(Message::text(message.clone())),
+        )
+        .await
+        {
+            Ok(Ok(())) => written += frame,
+            Ok(Err(e)) => break Some(e),
+            Err(_) => panic!("the server neither read nor closed the flooder"),
+        }
+        // Meanwhile everyone else is served.
+        if written == 16 * frame {
+            let mut bystander = connect(&s, "bob").await;
+            send(&mut bystander, json!({"type": "echo", "id": "b"})).await;
+            assert_eq!(recv(&mut bystander).await["id"], "b");
+            bystander_served = true;
+        }
+    };
+    assert!(
+        ended.is_some(),
+        "the server read {cap} bytes from a client that never read"
+    );
+    assert!(
+        written <= bound,
+        "the server read {written} bytes before it stopped reading (bound {bound})"
+    );
+    assert!(bystander_served);
+    eventually("the flooder to be gone", settings.idle_timeout, || async {
+        (s.hub.connection_count() == 0).then_some(())
+    })
+    .await;
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 pub(crate) const VARIABLES: &[&str] = &[
     "WS_MAX_MESSAGE_BYTES",
     "WS_OUTBOUND_QUEUE",
+    "WS_OUTBOUND_BYTES",
     "WS_PING_INTERVAL_SECS",
     "WS_IDLE_TIMEOUT_SECS",
     "WS_HANDLER_CONCURRENCY",
@@ -22,6 +23,9 @@ pub(crate) const VARIABLES: &[&str] = &[
 pub struct WsSection {
     pub max_message_bytes: usize,
     pub outbound_queue: usize,
+    /// Bytes queued for one socket (a client that sends and never reads
+    /// stops being read once its replies fill it).
+    pub outbound_bytes: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub handler_concurrency: usize,
@@ -52,6 +56,13 @@ impl WsSection {
             "bytes",
         );
         let outbound_queue = r.ranged("WS_OUTBOUND_QUEUE", 256_usize, 1, 65_536, "messages");
+        let outbound_bytes = r.ranged(
+            "WS_OUTBOUND_BYTES",
+            1024 * 1024_usize,
+            1024,
+            256 * 1024 * 1024,
+            "bytes",
+        );
         let ping_interval = r.seconds("WS_PING_INTERVAL_SECS", 15, 1, 3600);
         let idle_timeout = r.seconds("WS_IDLE_TIMEOUT_SECS", 45, 2, 86_400);
         if idle_timeout <= ping_interval {
@@ -95,6 +106,7 @@ impl WsSection {
             ack_wait,
             max_message_bytes,
             outbound_queue,
+            outbound_bytes,
             ping_interval,
             idle_timeout,
             handler_concurrency,
@@ -115,6 +127,7 @@ impl WsSection {
         ws_hub::HubSettings {
             max_message_bytes: self.max_message_bytes,
             outbound_queue: self.outbound_queue,
+            outbound_bytes: self.outbound_bytes,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
             handler_concurrency: self.handler_concurrency,

@@ -123,57 +123,140 @@ impl Connection {
             id: env.id.clone(),
             cancel: self.shared.stop.child_token(),
             hub: self.hub.clone(),
+            hub_slot: crate::handlers::HubSlot::default(),
         };
-        let kind = env.kind;
         let hub_permits = self.hub.inner.handler_permits.clone();
-        actix_web::rt::spawn(async move {
-            // The hub-wide slot is waited for here, not in the reader: busy
-            // handlers elsewhere never stall this connection's traffic.
-            let hub_permit = tokio::select! {
-                p = hub_permits.acquire_owned() => p.ok(),
-                () = ctx.cancel.cancelled() => None,
-            };
-            let Some(hub_permit) = hub_permit else {
-                return;
-            };
-            let started = Instant::now();
-            let call = AssertUnwindSafe(handler.handle(&ctx, env.data)).catch_unwind();
-            let outcome = tokio::select! {
-                r = call => Some(r),
-                () = ctx.cancel.cancelled() => None,
-            };
-            drop((conn_permit, hub_permit));
-            metrics::histogram!("ws_handler_duration_seconds", "type" => kind.clone())
-                .record(started.elapsed().as_secs_f64());
-            let (reply_kind, text) = match outcome {
-                None | Some(Ok(Ok(None))) => return,
-                Some(Ok(Ok(Some(reply)))) => {
-                    let text = envelope::render(&reply.kind, ctx.id.as_deref(), &reply.data);
-                    (reply.kind, text)
-                }
-                Some(Ok(Err(e))) => (
-                    envelope::ERROR_TYPE.to_owned(),
-                    envelope::render_error(&EnvelopeError {
-                        code: e.code,
-                        message: e.message,
-                        id: ctx.id.clone(),
-                    }),
-                ),
-                Some(Err(_)) => {
-                    tracing::error!(conn = ctx.conn, r#type = %kind, "websocket handler panicked");
-                    (
-                        envelope::ERROR_TYPE.to_owned(),
-                        envelope::render_error(&EnvelopeError {
-                            code: "internal_error",
-                            message: "the handler failed".into(),
-                            id: ctx.id.clone(),
-                        }),
-                    )
-                }
-            };
-            ctx.hub
-                .reply_to(ctx.conn, &reply_kind, ByteString::from(text))
-                .await;
+        actix_web::rt::spawn(dispatch(
+            handler,
+            ctx,
+            env.kind,
+            env.data,
+            conn_permit,
+            hub_permits,
+        ));
+    }
+}
+
+/// Runs one handler call and queues its reply. The hub-wide slot is waited
+/// for here, not in the reader (busy handlers elsewhere never stall this
+/// connection's traffic), and held only while the handler runs; the
+/// connection's own slot is held until the reply is queued, so a client
+/// that sends and never reads has at most its own bound of replies
+/// waiting, and then is not read any more.
+pub(super) async fn dispatch(
+    handler: Arc<dyn MessageHandler>,
+    mut ctx: HandlerContext,
+    kind: String,
+    data: serde_json::Value,
+    conn_permit: OwnedSemaphorePermit,
+    hub_permits: Arc<Semaphore>,
+) {
+    let hub_permit = tokio::select! {
+        p = hub_permits.acquire_owned() => p.ok(),
+        () = ctx.cancel.cancelled() => None,
+    };
+    let Some(hub_permit) = hub_permit else {
+        return;
+    };
+    ctx.hub_slot = crate::handlers::HubSlot::hold(hub_permit);
+    let started = Instant::now();
+    let call = AssertUnwindSafe(handler.handle(&ctx, data)).catch_unwind();
+    let outcome = tokio::select! {
+        r = call => Some(r),
+        () = ctx.cancel.cancelled() => None,
+    };
+    ctx.hub_slot.release();
+    metrics::histogram!("ws_handler_duration_seconds", "type" => kind.clone())
+        .record(started.elapsed().as_secs_f64());
+    let (reply_kind, text) = match outcome {
+        None | Some(Ok(Ok(None))) => return,
+        Some(Ok(Ok(Some(reply)))) => {
+            let text = envelope::render(&reply.kind, ctx.id.as_deref(), &reply.data);
+            (reply.kind, text)
+        }
+        Some(Ok(Err(e))) => (
+            envelope::ERROR_TYPE.to_owned(),
+            envelope::render_error(&EnvelopeError {
+                code: e.code,
+                message: e.message,
+                id: ctx.id.clone(),
+            }),
+        ),
+        Some(Err(_)) => {
+            tracing::error!(conn = ctx.conn, r#type = %kind, "websocket handler panicked");
+            (
+                envelope::ERROR_TYPE.to_owned(),
+                envelope::render_error(&EnvelopeError {
+                    code: "internal_error",
+                    message: "the handler failed".into(),
+                    id: ctx.id.clone(),
+                }),
+            )
+        }
+    };
+    ctx.reply(&reply_kind, ByteString::from(text)).await;
+    drop(conn_permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubSettings;
+
+    #[tokio::test]
+    async fn a_reply_waiting_for_room_holds_its_connection_slot_but_never_the_hub_slot() {
+        let hub = Hub::new(HubSettings {
+            handler_concurrency: 1,
+            outbound_queue: 1,
+            idle_timeout: Duration::from_secs(30),
+            ..HubSettings::new("test")
         });
+        let uid = FirebaseUid::parse("never-reads").unwrap();
+        let (id, mut rx, _kick) = hub.register(uid.clone()).unwrap();
+        // Its queue is full: the client reads nothing.
+        assert_eq!(
+            hub.send_to(id, ByteString::from_static("unread")),
+            crate::hub::SendOutcome::Queued
+        );
+        let conn_slots = Arc::new(Semaphore::new(1));
+        let ctx = HandlerContext {
+            uid,
+            conn: id,
+            id: Some("s1".into()),
+            cancel: CancellationToken::new(),
+            hub: hub.clone(),
+            hub_slot: crate::handlers::HubSlot::default(),
+        };
+        let hub_slots = hub.inner.handler_permits.clone();
+        let call = tokio::spawn(dispatch(
+            hub.handler("subscribe").unwrap(),
+            ctx,
+            "subscribe".into(),
+            serde_json::json!({"topic": "public:news"}),
+            conn_slots.clone().acquire_owned().await.unwrap(),
+            hub_slots.clone(),
+        ));
+        // The subscribe ran and now waits to queue its reply (for up to
+        // the idle timeout): the hub's only slot is free for everyone
+        // else meanwhile, the connection's own is still taken.
+        let deadline = Instant::now() + hub.settings().idle_timeout / 2;
+        while hub_slots.available_permits() == 0 || hub.local_sockets_in("public:news") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the hub slot was never given back"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!call.is_finished());
+        assert_eq!(conn_slots.available_permits(), 0);
+        // The client reads: the reply goes out, the connection's slot too.
+        assert_eq!(rx.recv().await.as_deref(), Some("unread"));
+        call.await.unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&rx.recv().await.unwrap()).unwrap();
+        assert_eq!(
+            (reply["type"].as_str(), reply["id"].as_str()),
+            (Some("subscribed"), Some("s1"))
+        );
+        assert_eq!(conn_slots.available_permits(), 1);
     }
 }

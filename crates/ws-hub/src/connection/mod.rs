@@ -2,7 +2,7 @@
 //! and a writer (queue out, pings, the idle timeout and the token's expiry).
 
 use crate::envelope::{self, EnvelopeError};
-use crate::handlers::HandlerContext;
+use crate::handlers::{HandlerContext, MessageHandler};
 use crate::hub::{ConnId, Hub, Kick};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
@@ -16,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 mod messages;
@@ -29,6 +29,8 @@ pub(crate) struct Connected {
     pub(crate) id: ConnId,
     pub(crate) uid: FirebaseUid,
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// Its TCP socket, when the server keeps handles (`on_connect`).
+    pub(crate) socket: Option<crate::SocketHandle>,
 }
 
 /// Unix milliseconds, `i64::MAX` for "never".
@@ -292,6 +294,7 @@ pub(crate) fn run(
         id,
         uid,
         expires_at,
+        socket,
     } = connected;
     // Copy what the loops need rather than hold a clone of the settings.
     let (per_connection, ping_interval, idle_timeout) = {
@@ -330,6 +333,7 @@ pub(crate) fn run(
             shared,
             ping_interval,
             idle_timeout,
+            socket,
         },
         session,
         rx,
@@ -344,6 +348,7 @@ struct Writer {
     shared: Arc<Shared>,
     ping_interval: Duration,
     idle_timeout: Duration,
+    socket: Option<crate::SocketHandle>,
 }
 
 /// One task per connection: the reader and the writer run side by side in
@@ -370,7 +375,7 @@ async fn connection(
     tokio::join!(reader, writer);
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
-    Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared)).await;
+    Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared, w.socket)).await;
 }
 
 async fn finish(
@@ -380,6 +385,7 @@ async fn finish(
     mut rx: crate::outbox::Receiver,
     kick: Kick,
     shared: Arc<Shared>,
+    socket: Option<crate::SocketHandle>,
 ) {
     hub.unregister(id);
     let ordered = kick.reason.get().cloned();
@@ -396,8 +402,22 @@ async fn finish(
         })
     });
     let code = close.as_ref().map(|c| u16::from(c.code));
-    // The close frame waits behind what the client has not read yet; a
-    // client that reads nothing more gets EOF when actix drops the socket.
+    let not_reading = close.as_ref().is_some_and(|c| {
+        c.code == CloseCode::Policy
+            && c.description
+                .as_deref()
+                .is_some_and(|d| d.starts_with("too slow"))
+    });
+    // The close frame waits behind what the client has not read yet.
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
     tracing::info!(conn = id, close_code = ?code, "websocket closed");
+    // Then the socket goes, whatever actix still buffers for it: at once
+    // for a client that reads nothing, after a moment for one that may
+    // still be reading its last frames.
+    if let Some(socket) = socket {
+        if !not_reading {
+            tokio::time::sleep(crate::CLOSE_LINGER).await;
+        }
+        socket.shut();
+    }
 }

@@ -36,13 +36,23 @@ pub(crate) fn settings() -> HubSettings {
 }
 
 pub(crate) async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub)) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    server_on(listener, settings, setup)
+}
+
+/// A server on `listener` (one whose sockets have small kernel buffers,
+/// say).
+pub(crate) fn server_on(
+    listener: std::net::TcpListener,
+    settings: HubSettings,
+    setup: impl FnOnce(&Hub),
+) -> Server {
     let verifier = Arc::new(FakeTokenVerifier::new());
     for uid in ["alice", "bob", "carol"] {
         verifier.allow_uid(&format!("token-{uid}"), uid);
     }
     let hub = Hub::new(settings);
     setup(&hub);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (h, v) = (hub.clone(), verifier.clone());
     let server = actix_web::HttpServer::new(move || {
@@ -52,6 +62,7 @@ pub(crate) async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub))
         ))
     })
     .workers(2)
+    .on_connect(ws_hub::on_connect)
     .listen(listener)
     .unwrap()
     .disable_signals()
