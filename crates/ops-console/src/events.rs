@@ -32,9 +32,11 @@ fn valid_entry_id(id: &str) -> bool {
 }
 
 fn pretty(event: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(event)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| event.to_owned())
+    match serde_json::from_str::<serde_json::Value>(event) {
+        Ok(v) => crate::redact::shown(&v),
+        // Not JSON: nothing to show field by field, so nothing shown.
+        Err(_) => format!("[{} bytes that are not JSON]", event.len()),
+    }
 }
 
 /// A stream's length and its consumer groups: how far behind each is.

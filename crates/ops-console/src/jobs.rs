@@ -40,7 +40,7 @@ pub(crate) struct QueueQuery {
 }
 
 fn job_row(job: &JobSummary, now_ms: i64, csrf: &str, back: &str) -> Markup {
-    let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
+    let payload = crate::redact::shown(&job.payload);
     markup! {
         tr {
             td { a href={ "/ops/jobs/" (job.id) } { code { (job.id) } } br; span.muted { (job.kind) } }
@@ -182,7 +182,7 @@ pub(crate) async fn job(
     let now_ms = chrono::Utc::now().timestamp_millis();
     let j = &detail.summary;
     let back = format!("/ops/queues/{}?state={}", j.queue, j.state.as_str());
-    let payload = serde_json::to_string_pretty(&j.payload).unwrap_or_default();
+    let payload = crate::redact::shown(&j.payload);
     let body = markup! {
         div.scroll { table.detail {
             tbody {

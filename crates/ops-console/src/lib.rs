@@ -20,6 +20,7 @@ mod actions;
 mod events;
 mod jobs;
 mod pages;
+mod redact;
 mod users;
 
 pub use access::{

@@ -916,3 +916,35 @@ async fn a_job_has_its_own_page_runs_now_and_dead_jobs_retry_by_kind() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].kind, "email:digest");
 }
+
+#[actix_web::test]
+async fn push_tokens_in_job_payloads_are_shown_as_fingerprints() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let token = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx";
+    let fingerprint = domain::PushToken::parse(token).unwrap().fingerprint();
+    let job = NewJob::new(
+        "push:send-device",
+        1,
+        &serde_json::json!({"uid": "u1", "token": token, "message": {"title": "Hi"}}),
+    )
+    .unwrap()
+    .on_queue("push");
+    let id = q.enqueue(job).await.unwrap().to_string();
+    let app = test::init_service(
+        App::new().configure(ops_console::configure(OpsConsole::new(Arc::new(q.clone())))),
+    )
+    .await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+    for uri in [
+        "/ops/queues/push?state=pending".to_owned(),
+        format!("/ops/jobs/{id}"),
+    ] {
+        let res = test::call_service(&app, page_get(&uri, peer, &[])).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let page = body_text(&test::read_body(res).await);
+        assert!(page.contains(&id), "{uri}: the job is shown");
+        assert!(!page.contains(token), "{uri}: the token is shown: {page}");
+        assert!(page.contains(&fingerprint), "{uri}: {page}");
+    }
+}

@@ -64,8 +64,23 @@ impl Default for StorageSettings {
     }
 }
 
+/// A request that got no answer. reqwest's error names the URL it was
+/// sending to, and a presigned URL carries its signature in the query: only
+/// the scheme, host and path are kept.
 pub(crate) fn transport_error(e: reqwest::Error) -> StorageError {
-    StorageError::Unavailable(anyhow::Error::new(e).context("object store request failed"))
+    let target = e.url().map(|u| {
+        let mut u = u.clone();
+        u.set_query(None);
+        u.set_fragment(None);
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        u.to_string()
+    });
+    let e = anyhow::Error::new(e.without_url());
+    StorageError::Unavailable(match target {
+        Some(t) => e.context(format!("object store request to {t} failed")),
+        None => e.context("object store request failed"),
+    })
 }
 
 /// 5xx and throttling are worth retrying; anything else is a refusal.
@@ -84,4 +99,23 @@ fn s3_error_code(body: &str) -> &str {
     body.split_once("<Code>")
         .and_then(|(_, rest)| rest.split_once("</Code>"))
         .map_or("", |(code, _)| code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_never_carry_a_presigned_urls_signature() {
+        // Nothing listens on port 1.
+        let url = "http://127.0.0.1:1/bucket/users/1/a?X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=deadbeefcafe";
+        let e = reqwest::get(url).await.unwrap_err();
+        let StorageError::Unavailable(e) = transport_error(e) else {
+            panic!("a transport failure is Unavailable");
+        };
+        let text = format!("{e:#} {e:?}");
+        assert!(!text.contains("deadbeefcafe"), "{text}");
+        assert!(!text.contains("AKIDEXAMPLE"), "{text}");
+        assert!(text.contains("127.0.0.1:1/bucket/users/1/a"), "{text}");
+    }
 }
