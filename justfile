@@ -1,6 +1,10 @@
 # Trellis tasks. `just --list` shows them all.
 # (`just` is `pip install rust-just`; every recipe also works as `scripts/dev ...` or plain cargo.)
 
+# Recipes run the app as a developer's machine does (an app whose APP_ENV
+# is unset runs with production's rules).
+export APP_ENV := env_var_or_default("APP_ENV", "local")
+
 default:
     @just --list
 

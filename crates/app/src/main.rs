@@ -248,7 +248,16 @@ async fn main() -> ExitCode {
         };
     }
 
-    let settings = match load_settings() {
+    // A developer's token tool reads an unset APP_ENV as local; every
+    // other command (the servers among them) as production.
+    let loaded = match command {
+        Command::DevToken { .. } => Settings::from_env_for_tools().map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }),
+        _ => load_settings(),
+    };
+    let settings = match loaded {
         Ok(s) => s,
         Err(code) => return code,
     };

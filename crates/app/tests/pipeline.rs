@@ -67,6 +67,7 @@ impl Env<'_> {
         let mut cmd = Command::new(BIN);
         cmd.arg(role)
             .env_clear()
+            .env("APP_ENV", "local")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", self.db.url())
             .env("REDIS_URL", self.redis.url())

@@ -19,6 +19,7 @@ fn role_command(role: &str, db: &TestDb, redis_url: &str, port: u16) -> Command 
     let mut cmd = Command::new(BIN);
     cmd.arg(role)
         .env_clear()
+        .env("APP_ENV", "local")
         .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
         .env(
             "REDIS_KEY_PREFIX",
@@ -91,6 +92,52 @@ fn a_bad_setting_exits_non_zero_naming_the_variable() {
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_server_whose_app_env_was_forgotten_refuses_to_start_as_local() {
+    let dir = std::env::temp_dir().join(format!("trellis-noenv-{}", test_support::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .current_dir(&dir)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "FIREBASE_PROJECT_ID",
+        "CURSOR_SECRET",
+        "APP_ENV: is not set, so production's rules apply",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // A developer's token tool still works there, with the checkout's own
+    // random secret (made under var/), never a constant.
+    let out = Command::new(BIN)
+        .args(["dev-token", "--uid", "alice"])
+        .env_clear()
+        .current_dir(&dir)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
+    let secret = std::fs::read_to_string(dir.join("var/dev-token-secret")).unwrap();
+    assert!(secret.trim().len() >= 32);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,6 +235,7 @@ async fn migrate_creates_a_missing_database_and_applies_every_migration() {
         Command::new(BIN)
             .arg("migrate")
             .env_clear()
+            .env("APP_ENV", "local")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
             .env("DATABASE_URL", scratch.url())

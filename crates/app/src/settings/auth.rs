@@ -105,9 +105,9 @@ impl AuthSection {
     }
 }
 
-/// Reads the checkout's dev-token secret at `path`, making a random one on
-/// first use (readable by its owner only).
-pub fn checkout_dev_token_secret(path: &std::path::Path) -> std::io::Result<String> {
+/// Reads a checkout's secret at `path` (the dev-token secret, the cursor
+/// secret), making a random one on first use (readable by its owner only).
+pub fn checkout_secret(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Write as _;
     let read = || {
         std::fs::read_to_string(path)

@@ -21,7 +21,9 @@ pub(crate) const VARIABLES: &[&str] = &[
     "REQUIRE_APP_VERSION",
 ];
 
-const LOCAL_CURSOR_SECRET: &str = "trellis-local-cursor-secret";
+/// Where local mode keeps its cursor secret when `CURSOR_SECRET` is not
+/// set: random per checkout, made on first use.
+pub const LOCAL_CURSOR_SECRET_FILE: &str = "var/cursor-secret";
 
 #[derive(Clone)]
 pub struct HttpSection {
@@ -32,6 +34,9 @@ pub struct HttpSection {
     /// Signs pagination cursors; also keys the welcome ledger's digests of
     /// addresses.
     pub cursor_secret: String,
+    /// Whether `CURSOR_SECRET` was set (otherwise local mode takes the
+    /// checkout's own, or a random one per process).
+    pub(crate) cursor_secret_set: bool,
     /// Where `/metrics` is served instead of the public listener
     /// (`METRICS_ADDR`); `None`: on the public listener.
     pub metrics_addr: Option<SocketAddr>,
@@ -81,7 +86,13 @@ impl HttpSection {
                 r.problem("CURSOR_SECRET", "must be at least 16 characters");
                 String::new()
             }
-            None if env == AppEnv::Local => LOCAL_CURSOR_SECRET.to_owned(),
+            // Random per process until `Settings::from_env` puts the
+            // checkout's own (kept under var/) in its place.
+            None if env == AppEnv::Local => format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
             None => {
                 r.problem(
                     "CURSOR_SECRET",
@@ -90,6 +101,7 @@ impl HttpSection {
                 String::new()
             }
         };
+        let cursor_secret_set = r.raw("CURSOR_SECRET").is_some();
         let metrics_addr = r.raw("METRICS_ADDR").and_then(|v| {
             v.trim()
                 .parse::<SocketAddr>()
@@ -107,6 +119,7 @@ impl HttpSection {
             cors_allowed_origins,
             json_limit_bytes,
             cursor_secret,
+            cursor_secret_set,
             metrics_addr,
             app_versions,
         }

@@ -28,11 +28,9 @@ mod storage;
 mod worker;
 mod ws;
 
-pub use auth::{
-    AuthSection, LOCAL_DEV_TOKEN_SECRET_FILE, LOCAL_PROJECT_ID, checkout_dev_token_secret,
-};
+pub use auth::{AuthSection, LOCAL_DEV_TOKEN_SECRET_FILE, LOCAL_PROJECT_ID, checkout_secret};
 pub use database::{DEFAULT_DATABASE_URL, DatabaseSection};
-pub use http::HttpSection;
+pub use http::{HttpSection, LOCAL_CURSOR_SECRET_FILE};
 pub use mail::MailSection;
 pub use ops::OpsSection;
 pub use push::PushSection;
@@ -48,8 +46,11 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-/// `local` (the default: dev tokens accepted, database created if missing,
-/// migrations on start) or `production` (none of that; more is required).
+/// `local` (dev tokens accepted, database created if missing, migrations
+/// on start, the ops console open on loopback) or `production` (none of
+/// that; more is required). A process whose `APP_ENV` is unset runs as
+/// `production`: a server whose mode was forgotten opens nothing. The
+/// developer commands (`scripts/dev run`, `just run`) say `local`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
     Local,
@@ -154,24 +155,63 @@ impl Settings {
                 problems: vec![(".env".into(), format!("cannot be read: {e}"))],
             });
         }
-        let mut settings = Self::from_lookup(&|var| std::env::var(var).ok())?;
-        if settings.env == AppEnv::Local && settings.auth.dev_token_secret.is_none() {
-            let path = std::path::Path::new(LOCAL_DEV_TOKEN_SECRET_FILE);
-            settings.auth.dev_token_secret =
-                Some(checkout_dev_token_secret(path).map_err(|e| SettingsError {
-                    problems: vec![(
-                        "DEV_TOKEN_SECRET".into(),
-                        format!("is not set and {} cannot be made: {e}", path.display()),
-                    )],
-                })?);
+        Self::from_lookup(&|var| std::env::var(var).ok())?.with_checkout_secrets()
+    }
+
+    /// Like [`Settings::from_env`], for a developer's own tools (`app
+    /// dev-token`): an unset `APP_ENV` means `local` here, never for a
+    /// server.
+    pub fn from_env_for_tools() -> Result<Self, SettingsError> {
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(SettingsError {
+                problems: vec![(".env".into(), format!("cannot be read: {e}"))],
+            });
         }
-        Ok(settings)
+        Self::from_lookup(&|var| {
+            std::env::var(var)
+                .ok()
+                .or_else(|| (var == "APP_ENV").then(|| "local".to_owned()))
+        })?
+        .with_checkout_secrets()
+    }
+
+    /// In local mode, the secrets not set are this checkout's own: random,
+    /// made on first use under `var/` and kept (so `serve`, `worker` and
+    /// `dev-token` of one checkout agree). No constant signs anything.
+    fn with_checkout_secrets(mut self) -> Result<Self, SettingsError> {
+        if self.env != AppEnv::Local {
+            return Ok(self);
+        }
+        let from_file = |var: &str, file: &str| {
+            let path = std::path::Path::new(file);
+            checkout_secret(path).map_err(|e| SettingsError {
+                problems: vec![(
+                    var.into(),
+                    format!("is not set and {} cannot be made: {e}", path.display()),
+                )],
+            })
+        };
+        if self.auth.dev_token_secret.is_none() {
+            self.auth.dev_token_secret =
+                Some(from_file("DEV_TOKEN_SECRET", LOCAL_DEV_TOKEN_SECRET_FILE)?);
+        }
+        if !self.http.cursor_secret_set {
+            self.http.cursor_secret = from_file("CURSOR_SECRET", LOCAL_CURSOR_SECRET_FILE)?;
+        }
+        Ok(self)
     }
 
     /// Reads settings through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let mut r = Reader::new(lookup);
-        let env = match r.string("APP_ENV", "local").to_ascii_lowercase().as_str() {
+        let app_env_set = r.raw("APP_ENV").is_some();
+        let env = match r
+            .string("APP_ENV", "production")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "local" | "development" | "dev" => AppEnv::Local,
             "production" | "prod" => AppEnv::Production,
             other => {
@@ -227,9 +267,14 @@ impl Settings {
         let ops = OpsSection::read(&mut r, env);
 
         if !r.problems.is_empty() {
-            return Err(SettingsError {
-                problems: r.problems,
-            });
+            let mut problems = r.problems;
+            if env == AppEnv::Production && !app_env_set {
+                problems.push((
+                    "APP_ENV".into(),
+                    "is not set, so production's rules apply; on a developer's machine set APP_ENV=local (scripts/dev run does)".into(),
+                ));
+            }
+            return Err(SettingsError { problems });
         }
         Ok(Self {
             env,

@@ -1,12 +1,50 @@
 use super::*;
 use std::collections::HashMap;
 
+/// Settings from `vars`, in local mode unless they say otherwise.
 fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-    let map: HashMap<String, String> = vars
+    let mut map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect();
+    map.entry("APP_ENV".into())
+        .or_insert_with(|| "local".into());
     Settings::from_lookup(&move |k| map.get(k).cloned())
+}
+
+#[test]
+fn a_process_whose_app_env_was_forgotten_is_production_and_opens_nothing() {
+    let err = Settings::from_lookup(&|_| None).unwrap_err();
+    let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+    assert!(vars.contains(&"FIREBASE_PROJECT_ID"), "{vars:?}");
+    assert!(vars.contains(&"CURSOR_SECRET"), "{vars:?}");
+    assert!(
+        err.to_string()
+            .contains("APP_ENV: is not set, so production's rules apply"),
+        "{err}"
+    );
+    let s = Settings::from_lookup(&|k| match k {
+        "FIREBASE_PROJECT_ID" => Some("p".into()),
+        "CURSOR_SECRET" => Some("0123456789abcdef0123".into()),
+        "DEV_TOKEN_SECRET" => Some("a-dev-secret-of-some-length".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(s.env, AppEnv::Production);
+    assert!(s.auth.dev_token_secret.is_none(), "no dev tokens");
+    assert!(s.ops.access.is_none(), "no ops console without a password");
+    assert!(!s.migrate_on_start);
+    // With the mode forgotten, dev tokens are refused even where the
+    // settings were built by hand with a secret.
+    assert!(s.auth.auth_settings(s.env).dev_secret.is_none());
+}
+
+#[test]
+fn local_mode_signs_with_no_constant() {
+    let (a, b) = (load(&[]).unwrap(), load(&[]).unwrap());
+    assert!(a.http.cursor_secret.len() >= 32);
+    assert_ne!(a.http.cursor_secret, b.http.cursor_secret, "random");
+    assert_ne!(a.http.cursor_secret, "trellis-local-cursor-secret");
 }
 
 #[test]
@@ -195,9 +233,9 @@ fn production_talks_to_fcm_over_https_only() {
 fn the_checkout_dev_secret_is_random_private_and_kept() {
     let dir = std::env::temp_dir().join(format!("trellis-secret-{}", uuid::Uuid::new_v4()));
     let path = dir.join("var").join("dev-token-secret");
-    let first = checkout_dev_token_secret(&path).unwrap();
+    let first = checkout_secret(&path).unwrap();
     assert!(first.len() >= 32);
-    assert_eq!(checkout_dev_token_secret(&path).unwrap(), first, "kept");
+    assert_eq!(checkout_secret(&path).unwrap(), first, "kept");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -205,9 +243,9 @@ fn the_checkout_dev_secret_is_random_private_and_kept() {
         assert_eq!(mode & 0o077, 0, "readable by its owner only");
     }
     let other = dir.join("other");
-    assert_ne!(checkout_dev_token_secret(&other).unwrap(), first, "random");
+    assert_ne!(checkout_secret(&other).unwrap(), first, "random");
     std::fs::write(&path, "short").unwrap();
-    let replaced = checkout_dev_token_secret(&path).unwrap();
+    let replaced = checkout_secret(&path).unwrap();
     assert!(replaced.len() >= 32 && replaced != first);
     let _ = std::fs::remove_dir_all(&dir);
 }
