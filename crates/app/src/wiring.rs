@@ -423,6 +423,11 @@ pub(crate) fn ops_console(
                 &settings.redis.key_prefix,
             )))
             .with_support(Arc::new(postgres_adapter::PgSupport::new(infra.pg.clone())))
+            .with_trusted_proxies(settings.rate_limit.trusted_proxies.clone())
+            .with_session_store(Arc::new(RedisCache::new(
+                infra.fred.clone(),
+                &settings.redis.key_prefix,
+            )))
             .with_sockets(Arc::new(streams_adapter::RedisSocketRegistry::new(
                 infra.fred.clone(),
                 &settings.redis.key_prefix,

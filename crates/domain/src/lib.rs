@@ -4,6 +4,7 @@ pub mod client;
 pub mod events;
 pub mod identity;
 pub mod mail;
+pub mod network;
 pub mod pagination;
 pub mod push;
 pub mod schema;

@@ -7,88 +7,11 @@
 
 use crate::problem::ApiError;
 use actix_web::{HttpMessage as _, HttpRequest};
+pub use domain::network::Cidr;
 use ports::Cache;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A block of addresses, `10.0.0.0/8` or `fd00::/8` (a bare address is a
-/// block of one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `address/prefix` or a bare address. Host bits must be zero, so
-    /// a typo such as `10.0.0.1/8` is caught rather than silently widened.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{text:?} is not an address or address/prefix"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
-        };
-        let cidr = Self { network, prefix };
-        if cidr.masked(network) != network {
-            return Err(format!(
-                "{text:?} has host bits set (did you mean {}/{prefix}?)",
-                cidr.masked(network)
-            ));
-        }
-        Ok(cidr)
-    }
-
-    fn masked(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(bits & mask))
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(bits & mask))
-            }
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-/// An IPv4 client seen through an IPv6 socket is still an IPv4 client.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
@@ -208,58 +131,26 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// The bucket a client's requests count in: its IPv4 address, or the
-    /// /64 of its IPv6 address (one subscriber's whole allocation: a client
-    /// can use every address in it).
+    /// The bucket a client's requests count in (`domain::network`): its
+    /// IPv4 address or its IPv6 /64, behind the trusted proxies.
     pub(crate) fn client_bucket(&self, req: &HttpRequest) -> String {
-        match self.client_ip(req) {
-            None => "unknown".to_owned(),
-            Some(IpAddr::V4(v4)) => v4.to_string(),
-            Some(IpAddr::V6(v6)) => {
-                let net = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
-                format!("{net}/64")
-            }
-        }
+        domain::network::client_bucket(self.client_ip(req))
     }
 
     /// The client's address: the peer, or, when the peer is a trusted
     /// proxy, the last `X-Forwarded-For` entry that is not one.
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let peer = canonical(req.peer_addr()?.ip());
-        let trusted = |ip: IpAddr| self.settings.trusted_proxies.iter().any(|c| c.contains(ip));
-        if !trusted(peer) {
-            return Some(peer);
-        }
-        let entries: Vec<&str> = req
+        let peer = req.peer_addr()?.ip();
+        let forwarded = req
             .headers()
             .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        let mut client = peer;
-        for entry in entries.iter().rev() {
-            // An address, not whatever text a misconfigured proxy passed
-            // on: stop at the nearest hop we can name.
-            let Some(ip) = parse_forwarded(entry) else {
-                break;
-            };
-            client = ip;
-            if !trusted(ip) {
-                break;
-            }
-        }
-        Some(client)
+            .filter_map(|v| v.to_str().ok());
+        Some(domain::network::client_ip(
+            peer,
+            forwarded,
+            &self.settings.trusted_proxies,
+        ))
     }
-}
-
-fn parse_forwarded(entry: &str) -> Option<IpAddr> {
-    entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .map(canonical)
 }
 
 #[cfg(test)]
@@ -318,32 +209,6 @@ mod tests {
         assert_ne!(l.client_bucket(&a), l.client_bucket(&other));
         let mapped = request("[::ffff:192.0.2.1]:1", None);
         assert_eq!(l.client_bucket(&mapped), "192.0.2.1");
-    }
-
-    #[test]
-    fn cidrs_parse_strictly() {
-        let c = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(c.contains("10.255.1.2".parse().unwrap()));
-        assert!(!c.contains("11.0.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.1.1".parse().unwrap()));
-        assert!(
-            Cidr::parse("fd00::/8")
-                .unwrap()
-                .contains("fd12::1".parse().unwrap())
-        );
-        assert!(
-            Cidr::parse("0.0.0.0/0")
-                .unwrap()
-                .contains("8.8.8.8".parse().unwrap())
-        );
-        assert!(
-            Cidr::parse("192.0.2.1")
-                .unwrap()
-                .contains("192.0.2.1".parse().unwrap())
-        );
-        for bad in ["10.0.0.1/8", "10.0.0.0/33", "true", "10.0.0.0/x", ""] {
-            assert!(Cidr::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[actix_web::test]

@@ -1,8 +1,16 @@
-//! Who gets in: on a developer's machine anyone on loopback; elsewhere an
-//! operator who signed in with a password (stored as an argon2 hash) and
-//! holds a session cookie signed by the server (HMAC-SHA256; `HttpOnly`,
-//! `Secure`, `SameSite=Strict`). An operator is an admin or a viewer: a
-//! viewer can look but not act.
+//! Who gets in: on a developer's machine anyone on loopback whose request
+//! no proxy forwarded; elsewhere an operator who signed in with a password
+//! (stored as an argon2 hash, checked on a blocking thread) or a Firebase
+//! ID token with the operator claim, and holds a session cookie signed by
+//! the server (HMAC-SHA256; `HttpOnly`, `Secure`, `SameSite=Strict`). An
+//! operator is an admin or a viewer: a viewer can look but not act.
+//!
+//! A session names its operator (the password's role, or the token's uid)
+//! and the server-side session version it was issued under; signing out
+//! moves that operator's version on (in the shared cache when there is
+//! one), which ends every session of theirs. A session from a token lasts
+//! no longer than the token: an operator whose claim was taken away is out
+//! once the token they signed in with expires (within the hour).
 
 use crate::pages::{layout, refusal, send};
 use crate::{OpsConsole, Refusal, csrf_ok, csrf_token};
@@ -99,43 +107,113 @@ impl std::fmt::Debug for SignIn {
     }
 }
 
-/// Failed sign-ins allowed per peer address within [`THROTTLE_WINDOW`];
-/// past that every sign-in from it is refused (429) until the window ends.
+/// Failed sign-ins allowed per client within [`THROTTLE_WINDOW`]; past
+/// that every sign-in from it is refused (429) until the window ends. A
+/// client is what the API's rate limits count: its address behind the
+/// trusted proxies (`TRUST_FORWARDED_FOR`), an IPv6 client by its /64.
 pub const MAX_FAILED_SIGN_INS: u32 = 10;
 /// See [`MAX_FAILED_SIGN_INS`].
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Failed sign-ins per peer address, shared by every worker of a console:
+/// Failed sign-ins per client bucket, shared by every worker of a console:
 /// a password cannot be guessed faster than [`MAX_FAILED_SIGN_INS`] a
-/// minute per address (the argon2 check itself costs tens of ms).
+/// minute per client (the argon2 check itself costs tens of ms).
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
-    failures:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+    failures: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
 }
 
 impl Throttle {
-    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+    fn blocked(&self, ip: &str) -> bool {
         let Ok(map) = self.failures.lock() else {
             return false;
         };
-        map.get(&ip).is_some_and(|(since, n)| {
+        map.get(ip).is_some_and(|(since, n)| {
             since.elapsed() < THROTTLE_WINDOW && *n >= MAX_FAILED_SIGN_INS
         })
     }
 
-    fn failed(&self, ip: std::net::IpAddr) {
+    fn failed(&self, ip: &str) {
         let Ok(mut map) = self.failures.lock() else {
             return;
         };
         if map.len() >= 10_000 {
             map.retain(|_, (since, _)| since.elapsed() < THROTTLE_WINDOW);
         }
-        let entry = map.entry(ip).or_insert((std::time::Instant::now(), 0));
+        let entry = map
+            .entry(ip.to_owned())
+            .or_insert((std::time::Instant::now(), 0));
         if entry.0.elapsed() >= THROTTLE_WINDOW {
             *entry = (std::time::Instant::now(), 0);
         }
         entry.1 += 1;
+    }
+}
+
+/// The server-side session version of each operator: a session is valid
+/// only while its operator's version is the one it was issued under.
+pub(crate) enum SessionVersions {
+    /// In the shared cache (Redis): every instance agrees.
+    Shared(std::sync::Arc<dyn ports::Cache>),
+    /// In this process (a console without a cache: tests, one instance).
+    Local(std::sync::Mutex<std::collections::HashMap<String, u64>>),
+}
+
+impl Default for SessionVersions {
+    fn default() -> Self {
+        Self::Local(std::sync::Mutex::default())
+    }
+}
+
+impl std::fmt::Debug for SessionVersions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Shared(_) => "SessionVersions::Shared",
+            Self::Local(_) => "SessionVersions::Local",
+        })
+    }
+}
+
+/// How long a version counter lives in the cache: longer than any session
+/// issued before it moved (a counter that expires resets to 0, which ends
+/// the sessions issued since, never revives older ones).
+const VERSION_TTL: Duration = Duration::from_secs(31 * 24 * 3600);
+
+impl SessionVersions {
+    fn key(subject: &str) -> String {
+        let hex: String = subject.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("ops:session-version:{hex}")
+    }
+
+    async fn current(&self, subject: &str) -> Result<u64, ports::CacheError> {
+        match self {
+            Self::Shared(cache) => Ok(cache
+                .get(&Self::key(subject))
+                .await?
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)),
+            Self::Local(map) => Ok(map
+                .lock()
+                .map(|m| m.get(subject).copied().unwrap_or(0))
+                .unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Ends every session of `subject`.
+    async fn end(&self, subject: &str) -> Result<(), ports::CacheError> {
+        match self {
+            Self::Shared(cache) => cache
+                .incr_window(&Self::key(subject), VERSION_TTL)
+                .await
+                .map(|_| ()),
+            Self::Local(map) => {
+                if let Ok(mut m) = map.lock() {
+                    *m.entry(subject.to_owned()).or_default() += 1;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -144,28 +222,57 @@ impl Throttle {
 pub(crate) struct Operator {
     pub(crate) name: String,
     pub(crate) role: Role,
+    /// Whose sessions a sign-out ends: `password:<role>` or `uid:<uid>`.
+    pub(crate) subject: String,
+    /// The session version this session was issued under.
+    pub(crate) version: u64,
 }
 
+/// Headers a proxy adds: a request carrying one came through a proxy,
+/// however local its TCP peer looks.
+const FORWARDING_HEADERS: &[&str] = &["forwarded", "x-forwarded-for", "x-real-ip", "via"];
+
 /// Lets the request in, or says why not.
-pub(crate) fn admit(req: &HttpRequest, console: &OpsConsole) -> Result<Operator, Refusal> {
+pub(crate) async fn admit(req: &HttpRequest, console: &OpsConsole) -> Result<Operator, Refusal> {
     match &console.access {
-        Access::Loopback => match req.peer_addr() {
-            Some(peer) if peer.ip().is_loopback() => Ok(Operator {
-                name: format!("local ({peer})"),
-                role: Role::Admin,
-            }),
-            _ => Err(Refusal {
-                status: StatusCode::FORBIDDEN,
-                why: "The ops console opens on this machine only (loopback).",
-            }),
-        },
-        Access::SignIn(s) => req
-            .cookie(SESSION_COOKIE)
-            .and_then(|c| open_session(&s.session_key, c.value(), now_secs()))
-            .ok_or(Refusal {
+        Access::Loopback => {
+            let proxied = FORWARDING_HEADERS
+                .iter()
+                .any(|h| req.headers().contains_key(*h));
+            match req.peer_addr() {
+                Some(peer) if peer.ip().is_loopback() && !proxied => Ok(Operator {
+                    name: format!("local ({peer})"),
+                    role: Role::Admin,
+                    subject: "local".into(),
+                    version: 0,
+                }),
+                _ => Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    why: "The ops console opens on this machine only (loopback, not through a proxy).",
+                }),
+            }
+        }
+        Access::SignIn(s) => {
+            let signed_out = Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 why: "Sign in first.",
-            }),
+            };
+            let who = req
+                .cookie(SESSION_COOKIE)
+                .and_then(|c| open_session(&s.session_key, c.value(), now_secs()))
+                .ok_or(signed_out)?;
+            match console.sessions.current(&who.subject).await {
+                Ok(v) if v == who.version => Ok(who),
+                Ok(_) => Err(signed_out),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ops console: cannot check a session's version");
+                    Err(Refusal {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        why: "Your session cannot be checked right now. Try again shortly.",
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -182,8 +289,11 @@ pub(crate) fn refused_page(refusal: Refusal) -> HttpResponse {
 }
 
 /// Admits an operator who may act.
-pub(crate) fn admit_admin(req: &HttpRequest, console: &OpsConsole) -> Result<Operator, Refusal> {
-    let who = admit(req, console)?;
+pub(crate) async fn admit_admin(
+    req: &HttpRequest,
+    console: &OpsConsole,
+) -> Result<Operator, Refusal> {
+    let who = admit(req, console).await?;
     if who.role != Role::Admin {
         tracing::warn!(operator = %who.name, path = %req.path(), "ops console: a viewer tried to act");
         return Err(Refusal {
@@ -228,10 +338,27 @@ fn sign(key: &[u8], payload: &str) -> String {
         .collect()
 }
 
-/// `v1.<expires>.<role>.<name as hex>.<hmac>`.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// `v2.<expires>.<role>.<name as hex>.<subject as hex>.<version>.<hmac>`.
 fn seal_session(key: &[u8], who: &Operator, expires: i64) -> String {
-    let name: String = who.name.bytes().map(|b| format!("{b:02x}")).collect();
-    let payload = format!("v1.{expires}.{}.{name}", who.role.as_str());
+    let payload = format!(
+        "v2.{expires}.{}.{}.{}.{}",
+        who.role.as_str(),
+        hex(&who.name),
+        hex(&who.subject),
+        who.version
+    );
     let mac = sign(key, &payload);
     format!("{payload}.{mac}")
 }
@@ -250,8 +377,10 @@ fn open_session(key: &[u8], value: &str, now: i64) -> Option<Operator> {
         return None;
     }
     let mut parts = payload.split('.');
-    let (v, expires, role, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if v != "v1" || parts.next().is_some() || expires.parse::<i64>().ok()? <= now {
+    let mut next = || parts.next();
+    let (v, expires, role, name, subject, version) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
+    if v != "v2" || next().is_some() || expires.parse::<i64>().ok()? <= now {
         return None;
     }
     let role = match role {
@@ -259,13 +388,11 @@ fn open_session(key: &[u8], value: &str, now: i64) -> Option<Operator> {
         "viewer" => Role::Viewer,
         _ => return None,
     };
-    let bytes: Option<Vec<u8>> = (0..name.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
-        .collect();
     Some(Operator {
-        name: String::from_utf8(bytes?).ok()?,
+        name: unhex(name)?,
         role,
+        subject: unhex(subject)?,
+        version: version.parse().ok()?,
     })
 }
 
@@ -335,10 +462,10 @@ pub(crate) async fn login(
             "The sign-in form came without a valid token. Reload the page and try again.",
         );
     }
-    let ip = req
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-    let peer = ip.to_string();
+    // The client as the API's limits count it (behind trusted proxies,
+    // an IPv6 client by its /64): a client cannot lock others out.
+    let peer = console.client_bucket(&req);
+    let ip = peer.as_str();
     if console.throttle.blocked(ip) {
         tracing::warn!(peer = %peer, "ops console: sign-ins refused, too many failures");
         return refusal(
@@ -355,21 +482,33 @@ pub(crate) async fn login(
             login_html(&console, &csrf, Some(why)),
         )
     };
-    let who = match (&form.password, &form.id_token, &s.token) {
+    let ttl = i64::try_from(s.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let mut expires = now_secs().saturating_add(ttl);
+    let mut who = match (&form.password, &form.id_token, &s.token) {
         (Some(password), _, _) if !s.passwords.is_empty() => {
-            let role = s.passwords.iter().find_map(|(role, hash)| {
-                let parsed = PasswordHash::new(hash).ok()?;
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .ok()
-                    .map(|()| *role)
-            });
+            // argon2 takes tens of milliseconds of CPU: never on an async
+            // worker, where it would stall every request it serves.
+            let (password, hashes) = (password.clone(), s.passwords.clone());
+            let role = web::block(move || {
+                hashes.iter().find_map(|(role, hash)| {
+                    let parsed = PasswordHash::new(hash).ok()?;
+                    argon2::Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .ok()
+                        .map(|()| *role)
+                })
+            })
+            .await
+            .ok()
+            .flatten();
             let Some(role) = role else {
                 return refuse("That password is not right.");
             };
             Operator {
                 name: format!("{} operator from {peer}", role.as_str()),
                 role,
+                subject: format!("password:{}", role.as_str()),
+                version: 0,
             }
         }
         (_, Some(token), Some(t)) => {
@@ -379,18 +518,34 @@ pub(crate) async fn login(
             let Some(role) = t.role(&id) else {
                 return refuse("That account is not an operator.");
             };
+            // No longer than the token that proved the claim.
+            if let Some(at) = id.expires_at {
+                expires = expires.min(at.timestamp());
+            }
             Operator {
                 name: format!("{} {}", id.uid.as_str(), id.email.as_deref().unwrap_or(""))
                     .trim()
                     .to_owned(),
                 role,
+                subject: format!("uid:{}", id.uid.as_str()),
+                version: 0,
             }
         }
         _ => return refuse("Sign in with one of the forms below."),
     };
+    who.version = match console.sessions.current(&who.subject).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "ops console: cannot read the session version");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sessions cannot be started right now. Try again shortly.",
+            );
+        }
+    };
     let role = who.role;
-    let ttl = i64::try_from(s.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let value = seal_session(&s.session_key, &who, now_secs() + ttl);
+    let ttl = expires.saturating_sub(now_secs()).max(0);
+    let value = seal_session(&s.session_key, &who, expires);
     let cookie = Cookie::build(SESSION_COOKIE, value)
         .path("/ops")
         .http_only(true)
@@ -406,13 +561,25 @@ pub(crate) async fn login(
     res
 }
 
-/// `POST /ops/logout`.
+/// `POST /ops/logout`: ends the operator's sessions (on every browser and
+/// instance), not only this cookie.
 pub(crate) async fn logout(
     req: HttpRequest,
+    console: web::Data<OpsConsole>,
     form: web::Form<crate::actions::ActionForm>,
 ) -> HttpResponse {
     if !csrf_ok(&req, form.csrf()) {
         return refusal(StatusCode::FORBIDDEN, "No valid form token.");
+    }
+    if let (Access::SignIn(_), Ok(who)) = (&console.access, admit(&req, &console).await) {
+        if let Err(e) = console.sessions.end(&who.subject).await {
+            tracing::warn!(error = %e, "ops console: cannot end the operator's sessions");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your session could not be ended right now. Try again shortly.",
+            );
+        }
+        tracing::info!(operator = %who.name, "ops console: signed out");
     }
     let mut gone = Cookie::build(SESSION_COOKIE, "").path("/ops").finish();
     gone.make_removal();
@@ -433,20 +600,29 @@ mod tests {
         let who = Operator {
             name: "viewer operator from 10.0.0.1".into(),
             role: Role::Viewer,
+            subject: "password:viewer".into(),
+            version: 7,
         };
         let sealed = seal_session(key, &who, 2_000);
         let opened = open_session(key, &sealed, 1_000).unwrap();
         assert_eq!(
-            (opened.name.as_str(), opened.role),
-            (who.name.as_str(), Role::Viewer)
+            (
+                opened.name.as_str(),
+                opened.role,
+                opened.subject.as_str(),
+                opened.version
+            ),
+            (who.name.as_str(), Role::Viewer, "password:viewer", 7)
         );
         assert!(open_session(key, &sealed, 2_000).is_none(), "expired");
         assert!(open_session(b"another key, also 32 bytes long!", &sealed, 1_000).is_none());
         let promoted = sealed.replacen(".viewer.", ".admin.", 1);
         assert!(open_session(key, &promoted, 1_000).is_none(), "tampered");
-        let extended = sealed.replacen("v1.2000.", "v1.9999.", 1);
+        let extended = sealed.replacen("v2.2000.", "v2.9999.", 1);
         assert!(open_session(key, &extended, 1_000).is_none(), "tampered");
-        for junk in ["", ".", "v1", "v1.x.admin.00.ff"] {
+        let older = sealed.replacen(".7.", ".6.", 1);
+        assert!(open_session(key, &older, 1_000).is_none(), "tampered");
+        for junk in ["", ".", "v1", "v1.x.admin.00.ff", "v2.x.admin.00.00.0.ff"] {
             assert!(open_session(key, junk, 1_000).is_none(), "{junk}");
         }
     }

@@ -24,12 +24,12 @@ impl ActionForm {
 }
 
 /// Admits the operator and checks the token.
-pub(crate) fn authorize(
+pub(crate) async fn authorize(
     req: &HttpRequest,
     console: &OpsConsole,
     form: &ActionForm,
 ) -> Result<Operator, Refusal> {
-    let who = admit_admin(req, console)?;
+    let who = admit_admin(req, console).await?;
     if !csrf_ok(req, &form.csrf) {
         tracing::warn!(operator = %who.name, path = %req.path(), "ops console: action refused, no valid CSRF token");
         return Err(Refusal {
@@ -62,7 +62,7 @@ pub(crate) async fn act(
     run: impl std::future::Future<Output = Result<bool, AdminError>>,
     not_done: &str,
 ) -> HttpResponse {
-    let who = match authorize(&req, console, &form) {
+    let who = match authorize(&req, console, &form).await {
         Ok(w) => w,
         Err(refused) => return refused.response(),
     };

@@ -98,7 +98,7 @@ fn letters_table(topic: &str, letters: &[DeadLetter], csrf: &str) -> maud::Marku
 
 /// `GET /ops/events`: every topic's dead letters, newest first.
 pub(crate) async fn page(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused_page(refused);
     }
     let (admin, topics) = match events(&console) {
@@ -169,7 +169,7 @@ pub(crate) async fn replay(
     path: web::Path<(String, String)>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused.response();
     }
     let (topic, id) = path.into_inner();
@@ -205,7 +205,7 @@ pub(crate) async fn replay_all(
     topic: web::Path<String>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused.response();
     }
     let topic = topic.into_inner();

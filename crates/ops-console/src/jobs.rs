@@ -62,7 +62,7 @@ pub(crate) async fn queue(
     path: web::Path<String>,
     query: web::Query<QueueQuery>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused_page(refused);
     }
     let name = path.into_inner();
@@ -169,7 +169,7 @@ pub(crate) async fn job(
     console: web::Data<OpsConsole>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused_page(refused);
     }
     let id = id.into_inner();

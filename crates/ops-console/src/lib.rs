@@ -55,8 +55,13 @@ pub struct OpsConsole {
     pub(crate) support: Option<Arc<dyn SupportAdmin>>,
     /// Each user's open sockets per instance.
     pub(crate) sockets: Option<Arc<dyn SocketRegistry>>,
-    /// Failed sign-ins per address (shared by every HTTP worker).
+    /// Failed sign-ins per client (shared by every HTTP worker).
     pub(crate) throttle: Arc<access::Throttle>,
+    /// The proxies whose `X-Forwarded-For` names the client (the API's
+    /// `TRUST_FORWARDED_FOR`).
+    pub(crate) trusted_proxies: Vec<domain::network::Cidr>,
+    /// Each operator's session version.
+    pub(crate) sessions: Arc<access::SessionVersions>,
 }
 
 impl std::fmt::Debug for OpsConsole {
@@ -75,7 +80,36 @@ impl OpsConsole {
             support: None,
             sockets: None,
             throttle: Arc::default(),
+            trusted_proxies: Vec::new(),
+            sessions: Arc::default(),
         }
+    }
+
+    /// The proxies in front of the console (`TRUST_FORWARDED_FOR`): the
+    /// sign-in throttle counts the client behind them, as the API's rate
+    /// limits do, not the proxy every operator shares.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<domain::network::Cidr>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Keeps session versions in `cache` (Redis), so that a sign-out ends
+    /// the operator's sessions on every instance.
+    pub fn with_session_store(mut self, cache: Arc<dyn ports::Cache>) -> Self {
+        self.sessions = Arc::new(access::SessionVersions::Shared(cache));
+        self
+    }
+
+    /// The client's bucket, as the API's rate limits name it.
+    pub(crate) fn client_bucket(&self, req: &HttpRequest) -> String {
+        let ip = req.peer_addr().map(|peer| {
+            let forwarded = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok());
+            domain::network::client_ip(peer.ip(), forwarded, &self.trusted_proxies)
+        });
+        domain::network::client_bucket(ip)
     }
 
     /// A user's open sockets on the users page (counted per live instance).

@@ -205,9 +205,10 @@ async fn live(console: &OpsConsole, csrf: &str) -> Result<Markup, ports::AdminEr
 /// `GET /ops`: every queue at a glance, and the live instances, refreshed
 /// every few seconds.
 pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
-        return refused_page(refused);
-    }
+    let who = match admit(&req, &console).await {
+        Ok(who) => who,
+        Err(refused) => return refused_page(refused),
+    };
     let (csrf, cookie) = csrf_token(&req);
     match live(&console, &csrf).await {
         Ok(part) => send(
@@ -216,7 +217,7 @@ pub(crate) async fn overview(req: HttpRequest, console: web::Data<OpsConsole>) -
                 "Queues",
                 markup! {
                     @if matches!(console.access, crate::Access::SignIn(_)) {
-                        @if let Ok(who) = admit(&req, &console) {
+                        {
                             p.muted {
                                 "Signed in: " (who.name)
                                 @if who.role == crate::Role::Viewer { " (can look, not act)" }
@@ -241,7 +242,7 @@ pub(crate) async fn queues_fragment(
     req: HttpRequest,
     console: web::Data<OpsConsole>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused_page(refused);
     }
     let (csrf, cookie) = csrf_token(&req);

@@ -77,7 +77,7 @@ pub(crate) async fn page(
     console: web::Data<OpsConsole>,
     query: web::Query<UserQuery>,
 ) -> HttpResponse {
-    if let Err(refused) = admit(&req, &console) {
+    if let Err(refused) = admit(&req, &console).await {
         return refused_page(refused);
     }
     let Some(support) = &console.support else {

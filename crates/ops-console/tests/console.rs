@@ -559,6 +559,177 @@ mod sign_in {
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
     }
 
+    /// A CSRF cookie and its token, from the sign-in page.
+    async fn csrf_of<S>(app: &S) -> (actix_web::cookie::Cookie<'static>, String)
+    where
+        S: actix_web::dev::Service<
+                actix_http::Request,
+                Response = actix_web::dev::ServiceResponse,
+                Error = actix_web::Error,
+            >,
+    {
+        let res = test::call_service(app, get("/ops/login", &[])).await;
+        let csrf = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == CSRF_COOKIE)
+            .unwrap()
+            .into_owned();
+        let token = csrf.value().to_owned();
+        (csrf, token)
+    }
+
+    #[actix_web::test]
+    async fn behind_a_proxy_the_throttle_stops_the_guesser_not_every_operator() {
+        let redis = TestRedis::new().await;
+        let q = queue(&redis);
+        let app =
+            test::init_service(App::new().configure(ops_console::configure(
+                console(&q).with_trusted_proxies(vec![
+                    domain::network::Cidr::parse("10.0.0.0/8").unwrap(),
+                ]),
+            )))
+            .await;
+        let (csrf, token) = csrf_of(&app).await;
+        // Every request comes from the ingress; X-Forwarded-For names the client.
+        let ingress: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let via = |client: &str, password: &str| {
+            let mut r = test::TestRequest::post()
+                .uri("/ops/login")
+                .peer_addr(ingress)
+                .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                .insert_header(("x-forwarded-for", client.to_owned()))
+                .set_payload(format!(
+                    "csrf={token}&password={}",
+                    password.replace(' ', "+")
+                ));
+            r = r.cookie(csrf.clone());
+            r.to_request()
+        };
+        for n in 0..ops_console::MAX_FAILED_SIGN_INS {
+            let res = test::call_service(&app, via("203.0.113.66", &format!("guess {n}"))).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+        let res = test::call_service(&app, via("203.0.113.66", "correct horse battery")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the guesser is stopped"
+        );
+        let res = test::call_service(&app, via("198.51.100.7", "correct horse battery")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "an operator behind the same ingress is not"
+        );
+    }
+
+    /// Signs in with `password` (or `id_token=`) and returns the session cookie.
+    async fn sign_in<S>(app: &S, body: &str) -> actix_web::cookie::Cookie<'static>
+    where
+        S: actix_web::dev::Service<
+                actix_http::Request,
+                Response = actix_web::dev::ServiceResponse,
+                Error = actix_web::Error,
+            >,
+    {
+        let (csrf, token) = csrf_of(app).await;
+        let res = test::call_service(
+            app,
+            form(
+                "/ops/login",
+                format!("csrf={token}&{body}"),
+                std::slice::from_ref(&csrf),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{body}");
+        res.response()
+            .cookies()
+            .find(|c| c.name() == SESSION_COOKIE)
+            .unwrap()
+            .into_owned()
+    }
+
+    #[actix_web::test]
+    async fn signing_out_ends_the_operators_sessions_on_every_instance() {
+        let redis = TestRedis::new().await;
+        let q = queue(&redis);
+        let fred = streams_adapter::connect(redis.url(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let shared = || {
+            console(&q).with_session_store(Arc::new(streams_adapter::RedisCache::new(
+                fred.clone(),
+                redis.prefix(),
+            )))
+        };
+        // Two instances of the console, one Redis.
+        let one = test::init_service(App::new().configure(ops_console::configure(shared()))).await;
+        let two = test::init_service(App::new().configure(ops_console::configure(shared()))).await;
+        let here = sign_in(&one, "password=correct+horse+battery").await;
+        let there = sign_in(&two, "password=correct+horse+battery").await;
+        let viewer = sign_in(&two, "password=look+but+do+not+touch").await;
+        for (app, cookie) in [(&one, &here), (&two, &there), (&one, &there)] {
+            let res = test::call_service(app, get("/ops", std::slice::from_ref(cookie))).await;
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let (csrf, token) = csrf_of(&one).await;
+        let res = test::call_service(
+            &one,
+            form(
+                "/ops/logout",
+                format!("csrf={token}"),
+                &[csrf, here.clone()],
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        // The cookie kept after signing out, and the same operator's
+        // session in another browser, no longer open anything anywhere.
+        for (app, cookie) in [(&one, &here), (&two, &here), (&two, &there)] {
+            let res = test::call_service(app, get("/ops", std::slice::from_ref(cookie))).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER);
+            assert_eq!(res.headers().get(header::LOCATION).unwrap(), "/ops/login");
+        }
+        // Another operator is not signed out.
+        let res = test::call_service(&one, get("/ops", &[viewer])).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        // Signing in again works.
+        let again = sign_in(&two, "password=correct+horse+battery").await;
+        let res = test::call_service(&one, get("/ops", &[again])).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[actix_web::test]
+    async fn a_session_from_a_token_ends_when_the_token_would() {
+        let redis = TestRedis::new().await;
+        let q = queue(&redis);
+        let v = verifier();
+        let mut id = domain::VerifiedIdentity::new(domain::FirebaseUid::parse("short").unwrap());
+        id.custom_claims
+            .insert("ops".into(), serde_json::json!("admin"));
+        id.expires_at = Some(chrono::Utc::now() + chrono::Duration::seconds(120));
+        v.allow("tok-short", id);
+        let c = OpsConsole::new(Arc::new(q.clone())).with_access(Access::SignIn(SignIn {
+            passwords: vec![],
+            session_key: b"a session key of thirty-two bytes!".to_vec(),
+            session_ttl: Duration::from_secs(8 * 3600),
+            secure_cookies: true,
+            token: Some(TokenSignIn {
+                verifier: v,
+                claim: "ops".into(),
+            }),
+        }));
+        let app = test::init_service(App::new().configure(ops_console::configure(c))).await;
+        let session = sign_in(&app, "id_token=tok-short").await;
+        let max_age = session.max_age().unwrap().whole_seconds();
+        assert!(
+            (1..=120).contains(&max_age),
+            "a session of {max_age} s outlives its token's 120 s"
+        );
+    }
+
     fn token_value(c: &actix_web::cookie::Cookie<'_>) -> String {
         c.value().to_owned()
     }
@@ -946,5 +1117,31 @@ async fn push_tokens_in_job_payloads_are_shown_as_fingerprints() {
         assert!(page.contains(&id), "{uri}: the job is shown");
         assert!(!page.contains(token), "{uri}: the token is shown: {page}");
         assert!(page.contains(&fingerprint), "{uri}: {page}");
+    }
+}
+
+#[actix_web::test]
+async fn on_loopback_a_request_a_proxy_forwarded_is_not_local() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis);
+    let app = test::init_service(
+        App::new().configure(ops_console::configure(OpsConsole::new(Arc::new(q.clone())))),
+    )
+    .await;
+    let peer: SocketAddr = LOCAL.parse().unwrap();
+    let res = test::call_service(&app, page_get("/ops", peer, &[])).await;
+    assert_eq!(res.status(), StatusCode::OK, "loopback is local");
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+    ] {
+        let req = test::TestRequest::get()
+            .uri("/ops")
+            .peer_addr(peer)
+            .insert_header((name, value))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{name}");
     }
 }
