@@ -187,6 +187,7 @@ fn realtime_hub(
         infra.fred.clone(),
         &settings.redis.key_prefix,
     )));
+    hub.set_account_tombstones(Arc::new(PgUserRepository::new(infra.pg.clone())));
     Ok((hub, fanout))
 }
 
@@ -489,6 +490,7 @@ async fn api_server(
         ),
     }
     let upload_settings = usecases::UploadSettings::default();
+    let jobs: Arc<dyn ports::JobQueue> = Arc::new(infra.queue.clone());
     let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
         infra.pg.clone(),
         settings.http.cursor_secret.as_bytes(),
@@ -520,6 +522,7 @@ async fn api_server(
                 Arc::new(PgPushTokenRepository::new(pool.clone())),
                 ledger.clone(),
                 uploads.clone(),
+                jobs.clone(),
             ),
             uploads,
             profiles,
@@ -620,7 +623,10 @@ pub(crate) async fn start_workers(
     groups.add(
         USERS_TOPIC,
         WELCOME_GROUP,
-        Arc::new(WelcomeMailTrigger::new(queue.clone())),
+        Arc::new(WelcomeMailTrigger::new(
+            queue.clone(),
+            Arc::new(PgUserRepository::new(infra.pg.clone())),
+        )),
     );
     groups.add(
         USERS_TOPIC,
@@ -672,17 +678,25 @@ pub(crate) async fn start_workers(
             objects.clone(),
             usecases::UploadSettings::default(),
         )))
-        .register(Arc::new(usecases::EraseAccount::new(
-            Arc::new(PgUserRepository::new(infra.pg.clone())),
-            objects,
-            realtime_notifier,
-            queue_for_saga,
-            identity_admin(settings)?,
-        )));
+        .register(Arc::new(
+            usecases::EraseAccount::new(
+                Arc::new(PgUserRepository::new(infra.pg.clone())),
+                objects,
+                realtime_notifier,
+                queue_for_saga,
+                identity_admin(settings)?,
+            )
+            .with_late_sweep(settings.worker.deletion_late_sweep),
+        ))
+        .register(Arc::new(usecases::ForgetDeletions::new(Arc::new(
+            PgUserRepository::new(infra.pg.clone()),
+        ))));
     // Daily at 04:17 UTC.
     worker.every("0 17 4 * * *", &ForgetRecipientsJob::default())?;
     // Every ten minutes.
     worker.every("0 */10 * * * *", &usecases::CleanUpUploadsJob::default())?;
+    // Hourly, at 23 past.
+    worker.every("0 23 * * * *", &usecases::ForgetDeletionsJob::default())?;
     tasks.spawn(worker.run(shutdown.clone()));
     tracing::info!(instance = %settings.instance_id, "worker role started");
     Ok(())

@@ -71,7 +71,11 @@ async fn the_profile_lifecycle_works_on_postgres() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the token was issued before the deletion"
+    );
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 
     let events = app.db.scalar("SELECT count(*) AS value FROM outbox").await;

@@ -116,6 +116,7 @@ pub(crate) fn check(
             picture: claims.picture,
             sign_in_provider: claims.firebase.and_then(|f| f.sign_in_provider),
             expires_at: chrono::DateTime::from_timestamp(exp, 0),
+            issued_at: chrono::DateTime::from_timestamp(iat, 0),
             custom_claims: claims.custom.into_iter().collect(),
         },
         exp,

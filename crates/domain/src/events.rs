@@ -1,6 +1,14 @@
 //! Domain events: facts that other parts of the system react to. They travel
 //! through the transactional outbox and the event bus, so their JSON shape is a
 //! contract: add optional fields freely, never rename or remove one.
+//!
+//! Events carry identifiers, never personal data: they are kept in the
+//! outbox, the stream and its dead letters long after the fact, where an
+//! account's deletion cannot reach them. A consumer that needs a user's
+//! address or name reads it from the users table when it acts (and finds
+//! none once the account is gone). The personal fields of earlier versions
+//! (`email`, `display_name`, `photo_url`, `verified_email`) still decode,
+//! and are never written.
 
 use crate::user::{DisplayName, Email, FirebaseUid, PhotoUrl, User, UserId};
 use chrono::{DateTime, Utc};
@@ -181,34 +189,50 @@ impl DomainEvent {
 pub struct UserCreated {
     pub user_id: UserId,
     pub uid: FirebaseUid,
-    /// The profile's address: whatever the client or the token gave, not
-    /// necessarily the holder's.
+    /// Whether the token that created the user vouched for an address
+    /// (the users table has it): the only kind a welcome mail goes to.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// Written by earlier versions only (personal data stays in the users
+    /// table now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Email>,
+    /// Written by earlier versions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<DisplayName>,
-    /// The address the identity provider verified for the token that
-    /// created the user, if any: the only one a welcome mail goes to.
+    /// Written by earlier versions only: the verified address itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_email: Option<Email>,
 }
 
 /// A user's token vouched for an address for the first time (or for a new
-/// one): the identity provider verified that the user receives mail there.
+/// one): the identity provider verified that the user receives mail there
+/// (the users table has it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailVerified {
     pub user_id: UserId,
     pub uid: FirebaseUid,
-    /// The verified address.
-    pub email: Email,
+    /// Written by earlier versions only: the verified address itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// Written by earlier versions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<DisplayName>,
 }
 
-/// A profile changed; carries the profile as it is now.
+/// A profile changed (read it from the users table, or `GET /api/v1/me`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileUpdated {
     pub user_id: UserId,
     pub uid: FirebaseUid,
+    /// Written by earlier versions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Email>,
+    /// Written by earlier versions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<DisplayName>,
+    /// Written by earlier versions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub photo_url: Option<PhotoUrl>,
 }
 
@@ -220,26 +244,33 @@ pub struct UserDeleted {
 }
 
 impl UserCreated {
-    /// The event for a user just created by a token that vouched for
-    /// `verified_email` (or for no address).
-    pub fn new(u: &User, verified_email: Option<Email>) -> Self {
+    /// The event for a user just created by a token that vouched for an
+    /// address (`email_verified`) or for none.
+    pub fn new(u: &User, email_verified: bool) -> Self {
         Self {
             user_id: u.id,
             uid: u.uid.clone(),
-            email: u.email.clone(),
-            display_name: u.display_name.clone(),
-            verified_email,
+            email_verified,
+            email: None,
+            display_name: None,
+            verified_email: None,
         }
+    }
+
+    /// Whether a verified address came with the creation (in this
+    /// version's flag, or an earlier version's address).
+    pub fn vouched_for_an_address(&self) -> bool {
+        self.email_verified || self.verified_email.is_some()
     }
 }
 
 impl EmailVerified {
-    pub fn new(u: &User, email: Email) -> Self {
+    pub fn new(u: &User) -> Self {
         Self {
             user_id: u.id,
             uid: u.uid.clone(),
-            email,
-            display_name: u.display_name.clone(),
+            email: None,
+            display_name: None,
         }
     }
 }
@@ -249,9 +280,9 @@ impl From<&User> for ProfileUpdated {
         Self {
             user_id: u.id,
             uid: u.uid.clone(),
-            email: u.email.clone(),
-            display_name: u.display_name.clone(),
-            photo_url: u.photo_url.clone(),
+            email: None,
+            display_name: None,
+            photo_url: None,
         }
     }
 }
@@ -269,14 +300,20 @@ impl From<&User> for UserDeleted {
 mod tests {
     use super::*;
 
-    fn created() -> DomainEvent {
-        DomainEvent::UserCreated(UserCreated {
-            user_id: UserId::new(),
+    fn user() -> User {
+        User {
+            id: UserId::new(),
             uid: FirebaseUid::parse("uid-1").unwrap(),
             email: Some(Email::parse("ada@example.com").unwrap()),
-            display_name: Some(DisplayName::parse("Ada").unwrap()),
-            verified_email: Some(Email::parse("ada@example.com").unwrap()),
-        })
+            display_name: Some(DisplayName::parse("Ada Lovelace").unwrap()),
+            photo_url: Some(PhotoUrl::parse("https://example.com/ada.png").unwrap()),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn created() -> DomainEvent {
+        DomainEvent::UserCreated(UserCreated::new(&user(), true))
     }
 
     #[test]
@@ -285,7 +322,7 @@ mod tests {
         let json = serde_json::to_value(&env).unwrap();
         assert_eq!(json["type"], "user.created");
         assert_eq!(json["data"]["uid"], "uid-1");
-        assert_eq!(json["data"]["display_name"], "Ada");
+        assert_eq!(json["data"]["email_verified"], true);
         assert!(json["id"].is_string());
         assert!(json["occurred_at"].is_string());
         let back: EventEnvelope = serde_json::from_value(json).unwrap();
@@ -300,6 +337,40 @@ mod tests {
     }
 
     #[test]
+    fn no_event_carries_personal_data() {
+        let u = user();
+        for event in [
+            created(),
+            DomainEvent::EmailVerified(EmailVerified::new(&u)),
+            DomainEvent::ProfileUpdated((&u).into()),
+            DomainEvent::UserDeleted((&u).into()),
+        ] {
+            let json = event.payload().to_string();
+            for personal in ["ada@example.com", "Ada Lovelace", "ada.png"] {
+                assert!(!json.contains(personal), "{}: {json}", event.event_type());
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_of_an_earlier_version_with_personal_data_still_decodes() {
+        let old = serde_json::json!({
+            "user_id": UserId::new(),
+            "uid": "u",
+            "email": "typed@example.com",
+            "display_name": "Ada",
+            "verified_email": "ada@example.com"
+        });
+        let DomainEvent::UserCreated(e) = DomainEvent::from_parts("user.created", old).unwrap()
+        else {
+            panic!("not a UserCreated");
+        };
+        assert!(e.vouched_for_an_address() && !e.email_verified);
+        let old = serde_json::json!({"user_id": UserId::new(), "uid": "u", "email": "a@b.com", "display_name": null});
+        assert!(DomainEvent::from_parts("user.email_verified", old).is_ok());
+    }
+
+    #[test]
     fn an_event_from_before_verified_addresses_still_decodes() {
         let old = serde_json::json!({
             "user_id": UserId::new(),
@@ -311,7 +382,7 @@ mod tests {
         else {
             panic!("not a UserCreated");
         };
-        assert!(e.verified_email.is_none());
+        assert!(!e.vouched_for_an_address());
     }
 
     #[test]
@@ -323,7 +394,7 @@ mod tests {
             DomainEvent::EmailVerified(EmailVerified {
                 user_id: UserId::new(),
                 uid: uid.clone(),
-                email,
+                email: Some(email),
                 display_name: None,
             }),
             DomainEvent::UserDeleted(UserDeleted {

@@ -18,6 +18,8 @@ pub struct VerifiedIdentity {
     /// When the token stops proving this (its `exp`): a WebSocket opened
     /// with it closes then, unless the client sends a fresh token first.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the token was issued (its `iat`, whole seconds).
+    pub issued_at: Option<DateTime<Utc>>,
     /// The token's other claims, custom claims set with the Admin SDK among
     /// them (`{"ops": "admin"}`), as JSON.
     pub custom_claims: std::collections::BTreeMap<String, serde_json::Value>,
@@ -34,8 +36,18 @@ impl VerifiedIdentity {
             picture: None,
             sign_in_provider: None,
             expires_at: None,
+            issued_at: None,
             custom_claims: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Whether the token was issued before (or in the same second as) the
+    /// deletion of its uid's account at `deleted_at`: such a token no
+    /// longer proves anything, however long it still has to run. `iat` is
+    /// in whole seconds, so a token of the deletion's own second counts as
+    /// older; one without `iat` is older than any deletion.
+    pub fn issued_before(&self, deleted_at: DateTime<Utc>) -> bool {
+        self.issued_at.is_none_or(|iat| iat <= deleted_at)
     }
 
     /// The profile values these claims give a newly created user. Claims that
@@ -43,6 +55,7 @@ impl VerifiedIdentity {
     pub fn profile_defaults(&self) -> ProfileDefaults {
         let email = self.email.as_deref().and_then(|e| Email::parse(e).ok());
         ProfileDefaults {
+            issued_at: self.issued_at,
             verified_email: email.clone().filter(|_| self.email_verified),
             email,
             display_name: self

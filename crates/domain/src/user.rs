@@ -358,6 +358,9 @@ pub struct ProfileDefaults {
     /// matters after creation too: the first time a user's token vouches
     /// for an address, `EmailVerified` is appended.
     pub verified_email: Option<Email>,
+    /// When the token was issued (`iat`): a user is never created from a
+    /// token issued before the uid's account was deleted.
+    pub issued_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[cfg(test)]

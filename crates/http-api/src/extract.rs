@@ -80,7 +80,18 @@ impl FromRequest for Authenticated {
                             if let Some(limiter) = &state.rate_limiter {
                                 limiter.check_user(identity.uid.as_str()).await?;
                             }
-                            return Ok(Authenticated(identity));
+                            // A token issued before its account was deleted
+                            // proves nothing: it cannot undo the deletion.
+                            return match state.profiles.token_revoked(&identity).await {
+                                Ok(false) => Ok(Authenticated(identity)),
+                                Ok(true) => {
+                                    Err(refused("token issued before the account was deleted"))
+                                }
+                                Err(usecases::GetProfileError::Unavailable(e)) => {
+                                    Err(ApiError::Unavailable(e))
+                                }
+                                Err(e) => Err(ApiError::Internal(e.into())),
+                            };
                         }
                         Err(VerifyTokenError::Invalid(reason)) => refused(&reason.to_string()),
                         Err(VerifyTokenError::Unavailable(e)) => {

@@ -166,6 +166,22 @@ pub trait JobQueue: Send + Sync + 'static {
     /// later call removes it if it comes back to wait for a retry.
     /// Idempotent: a second call removes nothing more.
     async fn cancel_owned(&self, owner: &str) -> Result<CancelledJobs, CancelJobsError>;
+
+    /// The jobs tagged with `owner` that the queue still holds (waiting,
+    /// running, dead), with their payloads: what it stores about a user,
+    /// for the user's data export.
+    async fn owned_jobs(&self, owner: &str) -> Result<Vec<OwnedJob>, CancelJobsError>;
+}
+
+/// A job the queue holds for its owner (see [`JobQueue::owned_jobs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedJob {
+    pub id: String,
+    pub queue: String,
+    pub kind: String,
+    /// `pending`, `scheduled`, `active`, `retry` or `dead`.
+    pub state: String,
+    pub payload: serde_json::Value,
 }
 
 /// What [`JobQueue::cancel_owned`] did.

@@ -33,7 +33,7 @@ pub use events::{
 pub use health::{HealthProbe, ProbeError};
 pub use jobs::{
     CancelJobsError, CancelledJobs, EnqueueJobError, HandleJob, Job, JobContext, JobFailure,
-    JobHandler, JobId, JobQueue, NewJob, Typed, UniqueKey,
+    JobHandler, JobId, JobQueue, NewJob, OwnedJob, Typed, UniqueKey,
 };
 pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,
@@ -54,6 +54,6 @@ pub use storage::{
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,
-    PushTokenRepository, RegisterPushTokenError, RegisteredPushToken, UnregisterPushTokenError,
-    UpsertOutcome, UpsertProfileError, UpsertedProfile, UserRepository,
+    PushTokenRepository, RegisterPushTokenError, RegisteredPushToken, StoredEvent,
+    UnregisterPushTokenError, UpsertOutcome, UpsertProfileError, UpsertedProfile, UserRepository,
 };

@@ -99,6 +99,11 @@ pub trait Notifier: Send + Sync + 'static {
     /// fan-out to other instances.
     async fn disconnect(&self, audience: &Audience, reason: &Disconnect)
     -> Result<(), NotifyError>;
+
+    /// Drops what realtime keeps about `uid` (the history of the user's own
+    /// topic, where `profile.updated` and deliveries are recorded): part of
+    /// an account's deletion.
+    async fn forget_user(&self, uid: &FirebaseUid) -> Result<(), NotifyError>;
 }
 
 /// A notification crossing instances, or an order to close sockets.
@@ -231,6 +236,11 @@ pub trait TopicHistory: Send + Sync + 'static {
         since: Option<&StreamPosition>,
         history: &HistoryOptions,
     ) -> Result<HistoryRead, FanoutError>;
+
+    /// Drops the topic's history and position (a deleted user's own
+    /// topic): what it held is gone, and a later message starts a new
+    /// epoch, so no client recovers across it.
+    async fn forget(&self, topic: &str) -> Result<(), FanoutError>;
 }
 
 /// One socket subscribed to a topic with presence on.

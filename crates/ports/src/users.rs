@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord,
-    User,
+    Email, FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch, PushToken,
+    PushTokenRecord, User,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -42,6 +42,10 @@ pub enum FindUserError {
 
 #[derive(Debug, Error)]
 pub enum UpsertProfileError {
+    /// The uid's account was deleted after the token was issued: the token
+    /// no longer proves the uid, and no user is created from it.
+    #[error("the account was deleted after this token was issued")]
+    AccountDeleted,
     /// The store could not be reached or timed out, or the row kept changing
     /// under the upsert (a concurrent delete) past its retries.
     #[error("user store unavailable")]
@@ -88,10 +92,46 @@ pub trait UserRepository: Send + Sync + 'static {
     ) -> Result<UpsertedProfile, UpsertProfileError>;
 
     /// Deletes the user and (cascading) their push tokens, appending
-    /// `UserDeleted`. Returns the user as it was.
+    /// `UserDeleted`, and records when (the uid's tombstone, in the same
+    /// transaction): from then on, no token issued before it proves the
+    /// uid, and none creates the user again. Returns the user as it was.
     ///
     /// MUST return `NotFound` when no user has this uid (and append nothing).
     async fn delete_by_uid(&self, uid: &FirebaseUid) -> Result<User, DeleteUserError>;
+
+    /// The address the identity provider last vouched for (the only one
+    /// mail goes to), of the uid's user; `None` without a user or such an
+    /// address. Events carry no address: consumers read it here when they
+    /// act.
+    async fn verified_email(&self, uid: &FirebaseUid) -> Result<Option<Email>, FindUserError>;
+
+    /// The events the outbox holds about the uid (its accounts', a
+    /// deleted one's too), oldest first, at most `limit`: what the event
+    /// log stores about a user, for their data export.
+    async fn events_about(
+        &self,
+        uid: &FirebaseUid,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, FindUserError>;
+
+    /// When the uid's account was last deleted (its tombstone), if it was
+    /// within the retention of [`UserRepository::forget_deletions`].
+    /// `upsert_profile` (and every write that creates a user) MUST NOT
+    /// create a user from defaults whose `issued_at` is not after it.
+    async fn deleted_at(&self, uid: &FirebaseUid) -> Result<Option<DateTime<Utc>>, FindUserError>;
+
+    /// Drops tombstones older than `older_than` (no token issued before
+    /// them is still valid by then). Returns how many.
+    async fn forget_deletions(&self, older_than: std::time::Duration)
+    -> Result<u64, FindUserError>;
+}
+
+/// An event as the outbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event: domain::RawEvent,
+    /// When the relay published it; `None` while it waits.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 /// The position after which the next page of a user's push tokens starts.
@@ -110,6 +150,9 @@ pub struct RegisteredPushToken {
 
 #[derive(Debug, Error)]
 pub enum RegisterPushTokenError {
+    /// The uid's account was deleted after the token was issued.
+    #[error("the account was deleted after this token was issued")]
+    AccountDeleted,
     #[error("push token store unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]

@@ -56,9 +56,8 @@ async fn register_once(
     defaults: &ProfileDefaults,
 ) -> Result<Option<RegisteredPushToken>, TxError> {
     let initial = ProfilePatch::default().or_defaults(defaults);
-    let verified = defaults.verified_email.as_ref();
     let (user_id, user_created) =
-        match create_user_or_note_verified(conn, uid, &initial, verified).await? {
+        match create_user_or_note_verified(conn, uid, &initial, defaults).await? {
             Some(user) => (user.id.as_uuid(), true),
             None => {
                 // FOR SHARE keeps a concurrent delete from removing the user
@@ -72,6 +71,9 @@ async fn register_once(
                     .optional()?;
                 match existing {
                     Some(row) => (row.id, false),
+                    None if crate::rows::revoked(conn, uid, defaults.issued_at).await? => {
+                        return Err(TxError::AccountDeleted);
+                    }
                     None => return Ok(None),
                 }
             }
@@ -110,12 +112,17 @@ impl PushTokenRepository for PgPushTokenRepository {
     ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
         let mut conn = checkout(&self.pool).await?;
         for _ in 0..REGISTER_ATTEMPTS {
-            let done = conn
+            let done = match conn
                 .transaction::<_, TxError, _>(async |conn| {
                     register_once(conn, uid, token, platform, defaults).await
                 })
                 .await
-                .map_err(PgError::from)?;
+            {
+                Err(TxError::AccountDeleted) => {
+                    return Err(RegisterPushTokenError::AccountDeleted);
+                }
+                done => done.map_err(PgError::from)?,
+            };
             if let Some(done) = done {
                 return Ok(done);
             }

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
-    DisplayName, DomainEvent, Email, EmailVerified, FirebaseUid, PhotoUrl, Platform, ProfilePatch,
-    PushToken, PushTokenRecord, User, UserCreated, UserId,
+    DisplayName, DomainEvent, Email, EmailVerified, FirebaseUid, PhotoUrl, Platform,
+    ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, User, UserCreated, UserId,
 };
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct UserRow {
     pub id: Uuid,
@@ -117,30 +117,54 @@ pub(crate) async fn append_event(
         .map(drop)
 }
 
-/// Inserts the user if no row has this uid. Returns the new row, or `None`
-/// when one exists (including one a concurrent transaction just committed:
-/// `ON CONFLICT DO NOTHING` waits for it).
+/// Inserts the user unless a row has this uid or the uid's account was
+/// deleted after the token was issued (`issued_at`; unknown counts as
+/// before). Returns the new row, or `None` (a concurrent transaction's row
+/// included: `ON CONFLICT DO NOTHING` waits for it).
+const INSERT_USER: &str = "
+INSERT INTO users (id, firebase_uid, email, display_name, photo_url, verified_email)
+SELECT $1, $2, $3, $4, $5, $6
+ WHERE NOT EXISTS (SELECT 1 FROM account_deletions d
+                    WHERE d.firebase_uid = $2
+                      AND ($7::timestamptz IS NULL OR d.deleted_at >= $7))
+ON CONFLICT (firebase_uid) DO NOTHING
+RETURNING id, firebase_uid, email, display_name, photo_url, created_at, updated_at, verified_email";
+
 pub(crate) async fn insert_user_if_absent(
     conn: &mut AsyncPgConnection,
     uid: &FirebaseUid,
     initial: &ProfilePatch,
-    verified_email: Option<&Email>,
+    defaults: &ProfileDefaults,
 ) -> QueryResult<Option<UserRow>> {
-    diesel::insert_into(users::table)
-        .values((
-            users::id.eq(Uuid::now_v7()),
-            users::firebase_uid.eq(uid.as_str()),
-            users::email.eq(initial.email.as_ref().map(Email::as_str)),
-            users::display_name.eq(initial.display_name.as_ref().map(DisplayName::as_str)),
-            users::photo_url.eq(initial.photo_url.as_ref().map(PhotoUrl::as_str)),
-            users::verified_email.eq(verified_email.map(Email::as_str)),
-        ))
-        .on_conflict(users::firebase_uid)
-        .do_nothing()
-        .returning(UserRow::as_returning())
+    use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    diesel::sql_query(INSERT_USER)
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<Text, _>(uid.as_str())
+        .bind::<Nullable<Text>, _>(initial.email.as_ref().map(Email::as_str))
+        .bind::<Nullable<Text>, _>(initial.display_name.as_ref().map(DisplayName::as_str))
+        .bind::<Nullable<Text>, _>(initial.photo_url.as_ref().map(PhotoUrl::as_str))
+        .bind::<Nullable<Text>, _>(defaults.verified_email.as_ref().map(Email::as_str))
+        .bind::<Nullable<Timestamptz>, _>(defaults.issued_at)
         .get_result(conn)
         .await
         .optional()
+}
+
+/// Whether a token issued at `issued_at` was issued before the uid's
+/// account was deleted (on the path where no user row was found).
+pub(crate) async fn revoked(
+    conn: &mut AsyncPgConnection,
+    uid: &FirebaseUid,
+    issued_at: Option<DateTime<Utc>>,
+) -> QueryResult<bool> {
+    use crate::schema::account_deletions as d;
+    let deleted: Option<DateTime<Utc>> = d::table
+        .filter(d::firebase_uid.eq(uid.as_str()))
+        .select(d::deleted_at)
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(deleted.is_some_and(|at| issued_at.is_none_or(|iat| iat <= at)))
 }
 
 /// Inserts the user with `initial` if absent and appends `UserCreated`
@@ -151,12 +175,13 @@ pub(crate) async fn create_user_or_note_verified(
     conn: &mut AsyncPgConnection,
     uid: &FirebaseUid,
     initial: &ProfilePatch,
-    verified_email: Option<&Email>,
+    defaults: &ProfileDefaults,
 ) -> Result<Option<User>, crate::users::TxError> {
     use crate::users::TxError;
-    if let Some(row) = insert_user_if_absent(conn, uid, initial, verified_email).await? {
+    let verified_email = defaults.verified_email.as_ref();
+    if let Some(row) = insert_user_if_absent(conn, uid, initial, defaults).await? {
         let user = row.into_domain().map_err(TxError::Data)?;
-        let event = UserCreated::new(&user, verified_email.cloned());
+        let event = UserCreated::new(&user, verified_email.is_some());
         append_event(conn, &DomainEvent::UserCreated(event)).await?;
         return Ok(Some(user));
     }
@@ -188,7 +213,7 @@ pub(crate) async fn note_verified_email(
     .optional()?;
     if let Some(row) = row {
         let user = row.into_domain().map_err(crate::users::TxError::Data)?;
-        let event = EmailVerified::new(&user, email.clone());
+        let event = EmailVerified::new(&user);
         append_event(conn, &DomainEvent::EmailVerified(event)).await?;
     }
     Ok(())

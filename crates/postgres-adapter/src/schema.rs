@@ -50,6 +50,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    account_deletions (firebase_uid) {
+        firebase_uid -> Text,
+        deleted_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(push_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(users, push_tokens, outbox, welcome_mails, uploads);
 

@@ -3,17 +3,18 @@
 use crate::error::{PgError, port_error};
 use crate::pool::{PgConn, PgPool, PgSettings};
 use crate::rows::{UserRow, append_event, create_user_or_note_verified};
-use crate::schema::users;
+use crate::schema::{account_deletions, users};
 use crate::shared::SharedReads;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use domain::{
     DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, ProfileDefaults, ProfilePatch, User,
 };
 use ports::{
-    DeleteUserError, FindUserError, UpsertOutcome, UpsertProfileError, UpsertedProfile,
-    UserRepository,
+    DeleteUserError, FindUserError, StoredEvent, UpsertOutcome, UpsertProfileError,
+    UpsertedProfile, UserRepository,
 };
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ const UPSERT_ATTEMPTS: usize = 3;
 pub(crate) enum TxError {
     Db(diesel::result::Error),
     Data(anyhow::Error),
+    /// The uid's account was deleted after the token was issued.
+    AccountDeleted,
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -41,6 +44,8 @@ impl From<TxError> for PgError {
         match e {
             TxError::Db(e) => e.into(),
             TxError::Data(e) => PgError::Unknown(e),
+            // Mapped to the port's own variant before this; never reached.
+            TxError::AccountDeleted => PgError::Unknown(anyhow::anyhow!("the account was deleted")),
         }
     }
 }
@@ -98,8 +103,7 @@ async fn upsert_once(
     defaults: &ProfileDefaults,
 ) -> Result<Option<UpsertedProfile>, TxError> {
     let initial = patch.or_defaults(defaults);
-    let verified = defaults.verified_email.as_ref();
-    if let Some(user) = create_user_or_note_verified(conn, uid, &initial, verified).await? {
+    if let Some(user) = create_user_or_note_verified(conn, uid, &initial, defaults).await? {
         return Ok(Some(UpsertedProfile {
             user,
             outcome: UpsertOutcome::Created,
@@ -113,6 +117,9 @@ async fn upsert_once(
         .await
         .optional()?
     else {
+        if crate::rows::revoked(conn, uid, defaults.issued_at).await? {
+            return Err(TxError::AccountDeleted);
+        }
         return Ok(None);
     };
     let current = row.into_domain().map_err(TxError::Data)?;
@@ -175,12 +182,15 @@ impl UserRepository for PgUserRepository {
     ) -> Result<UpsertedProfile, UpsertProfileError> {
         let mut conn = checkout(&self.pool).await?;
         for _ in 0..UPSERT_ATTEMPTS {
-            let done = conn
+            let done = match conn
                 .transaction::<_, TxError, _>(async |conn| {
                     upsert_once(conn, uid, patch, defaults).await
                 })
                 .await
-                .map_err(PgError::from)?;
+            {
+                Err(TxError::AccountDeleted) => return Err(UpsertProfileError::AccountDeleted),
+                done => done.map_err(PgError::from)?,
+            };
             if let Some(done) = done {
                 return Ok(done);
             }
@@ -205,10 +215,127 @@ impl UserRepository for PgUserRepository {
                 };
                 let user = row.into_domain().map_err(TxError::Data)?;
                 append_event(conn, &DomainEvent::UserDeleted((&user).into())).await?;
+                // The tombstone: tokens issued until now prove nothing more.
+                diesel::insert_into(account_deletions::table)
+                    .values((
+                        account_deletions::firebase_uid.eq(uid.as_str()),
+                        account_deletions::deleted_at.eq(diesel::dsl::now),
+                    ))
+                    .on_conflict(account_deletions::firebase_uid)
+                    .do_update()
+                    .set(account_deletions::deleted_at.eq(diesel::dsl::now))
+                    .execute(conn)
+                    .await?;
                 Ok(Some(user))
             })
             .await
             .map_err(PgError::from)?;
         deleted.ok_or(DeleteUserError::NotFound)
+    }
+
+    async fn events_about(
+        &self,
+        uid: &FirebaseUid,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, FindUserError> {
+        use crate::schema::outbox;
+        let mut conn = checkout(&self.pool).await?;
+        // Served by the index on the payload's uid.
+        let rows: Vec<(
+            uuid::Uuid,
+            String,
+            String,
+            serde_json::Value,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+        )> = outbox::table
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("payload ->> 'uid' = ")
+                    .bind::<diesel::sql_types::Text, _>(uid.as_str()),
+            )
+            .order(outbox::seq.asc())
+            .limit(i64::from(limit))
+            .select((
+                outbox::event_id,
+                outbox::topic,
+                outbox::event_type,
+                outbox::payload,
+                outbox::created_at,
+                outbox::published_at,
+            ))
+            .load(&mut conn)
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, topic, event_type, payload, created_at, published_at)| StoredEvent {
+                    event: domain::RawEvent {
+                        id,
+                        occurred_at: created_at,
+                        topic,
+                        event_type,
+                        payload,
+                    },
+                    published_at,
+                },
+            )
+            .collect())
+    }
+
+    async fn verified_email(&self, uid: &FirebaseUid) -> Result<Option<Email>, FindUserError> {
+        let mut conn = checkout(&self.pool).await?;
+        let raw: Option<Option<String>> = users::table
+            .filter(users::firebase_uid.eq(uid.as_str()))
+            .select(users::verified_email)
+            .get_result(&mut conn)
+            .await
+            .optional()
+            .map_err(PgError::from)?;
+        raw.flatten()
+            .map(|e| Email::parse(&e))
+            .transpose()
+            .map_err(|e| FindUserError::Unknown(anyhow::anyhow!("stored verified address: {e}")))
+    }
+
+    async fn deleted_at(&self, uid: &FirebaseUid) -> Result<Option<DateTime<Utc>>, FindUserError> {
+        let query = account_deletions::table
+            .filter(account_deletions::firebase_uid.eq(uid.as_str()))
+            .select(account_deletions::deleted_at);
+        let at = match &self.reads {
+            Some(reads) => {
+                let (i, conn) = reads.get().await?;
+                let result = query.get_result(&mut &*conn).await.optional();
+                if result.as_ref().is_err_and(crate::error::is_transient) {
+                    reads.discard(i, &conn).await;
+                }
+                result.map_err(PgError::from)?
+            }
+            None => {
+                let mut conn = checkout(&self.pool).await?;
+                query
+                    .get_result(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(PgError::from)?
+            }
+        };
+        Ok(at)
+    }
+
+    async fn forget_deletions(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<u64, FindUserError> {
+        let secs = older_than.as_secs_f64();
+        let mut conn = checkout(&self.pool).await?;
+        let n = diesel::sql_query(
+            "DELETE FROM account_deletions WHERE deleted_at < now() - make_interval(secs => $1)",
+        )
+        .bind::<diesel::sql_types::Double, _>(secs)
+        .execute(&mut conn)
+        .await
+        .map_err(PgError::from)?;
+        Ok(n as u64)
     }
 }

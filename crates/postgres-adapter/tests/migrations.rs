@@ -42,7 +42,14 @@ async fn migrations_go_up_down_and_up_again() {
     assert!(!applied.is_empty());
     assert_eq!(
         tables(&db).await,
-        ["outbox", "push_tokens", "uploads", "users", "welcome_mails"]
+        [
+            "account_deletions",
+            "outbox",
+            "push_tokens",
+            "uploads",
+            "users",
+            "welcome_mails"
+        ]
     );
 
     let reverted = revert_all_migrations(db.url()).await.unwrap();
@@ -56,7 +63,14 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(again, applied);
     assert_eq!(
         tables(&db).await,
-        ["outbox", "push_tokens", "uploads", "users", "welcome_mails"]
+        [
+            "account_deletions",
+            "outbox",
+            "push_tokens",
+            "uploads",
+            "users",
+            "welcome_mails"
+        ]
     );
     assert!(
         run_migrations(db.url()).await.unwrap().is_empty(),
@@ -69,6 +83,11 @@ async fn users_from_before_the_welcome_ledger_count_as_welcomed() {
     use ports::{ClaimWelcomeOutcome, JobId, SendHolder, WelcomeLedger as _};
     let db = TestDb::empty().await;
     run_migrations(db.url()).await.unwrap();
+    assert_eq!(
+        revert_last_migration(db.url()).await.unwrap(),
+        "20261208000001",
+        "account deletions came last"
+    );
     assert_eq!(
         revert_last_migration(db.url()).await.unwrap(),
         "20261207000001",

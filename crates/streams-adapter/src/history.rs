@@ -133,6 +133,18 @@ pub(crate) fn decode(text: &str) -> Result<FanoutMessage, serde_json::Error> {
 
 #[async_trait]
 impl TopicHistory for RedisFanout {
+    async fn forget(&self, topic: &str) -> Result<(), FanoutError> {
+        // One hash tag: one node, one command, even on a cluster.
+        let keys = vec![
+            v(topic_key(self.prefix(), topic, "h")),
+            v(topic_key(self.prefix(), topic, "m")),
+        ];
+        command(self.publisher(), "DEL", false, keys)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn publish_recorded(
         &self,
         topic: &str,

@@ -85,6 +85,7 @@ mod tests {
             DomainEvent::UserCreated(UserCreated {
                 user_id: UserId::new(),
                 uid: FirebaseUid::parse("u").unwrap(),
+                email_verified: false,
                 email: None,
                 display_name: None,
                 verified_email: None,

@@ -79,6 +79,7 @@ fn created(topic_user: usize) -> EventEnvelope {
         DomainEvent::UserCreated(UserCreated {
             user_id: UserId::new(),
             uid: FirebaseUid::parse(&format!("user-{topic_user}")).unwrap(),
+            email_verified: false,
             email: None,
             display_name: None,
             verified_email: None,

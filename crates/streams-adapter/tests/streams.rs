@@ -31,6 +31,7 @@ fn created(i: usize) -> EventEnvelope {
         DomainEvent::UserCreated(UserCreated {
             user_id: UserId::new(),
             uid: FirebaseUid::parse(&format!("user-{i}")).unwrap(),
+            email_verified: false,
             email: None,
             display_name: None,
             verified_email: None,

@@ -5,15 +5,23 @@
 //! per step, each idempotent and retried until it succeeds:
 //!
 //! 1. `objects`: every stored object of the user (`users/<id>/...`);
-//! 2. `sockets`: their WebSocket connections, on every instance;
+//! 2. `sockets`: their WebSocket connections, on every instance, and what
+//!    realtime recorded for them (their topic's history);
 //! 3. `jobs`: their queued jobs (welcome mail, pushes, deliveries); a job
 //!    still running is waited for, so none is left behind;
 //! 4. `identity`: the Firebase Auth account, when service-account
-//!    credentials (or the emulator) are configured.
+//!    credentials (or the emulator) are configured;
+//! 5. `late_objects`: the objects again, once every upload form issued
+//!    before the deletion has expired (and a file posted with one at the
+//!    last moment has arrived): a form stays valid for minutes, and what it
+//!    brings would otherwise stay under `users/<id>/` for ever.
 //!
-//! Steps 2 to 4 act on the uid, not the deleted row: if the same uid has
-//! signed up again meanwhile (a new profile, a new user id), they are
-//! skipped, so the new account keeps its sockets, jobs and sign-in.
+//! No token issued before the deletion proves the uid any more (the
+//! deletion's tombstone), so nothing a still-running app sends brings the
+//! account back. Steps 2 to 4 act on the uid, not the deleted row: if the
+//! same uid has genuinely signed up again meanwhile (a token issued after
+//! the deletion; a new profile, a new user id), they are skipped, so the
+//! new account keeps its sockets, jobs and sign-in.
 //!
 //! Each step enqueues the next under a unique key, so a step that runs
 //! twice (a worker killed after it, before its ack) starts the next once.
@@ -47,10 +55,17 @@ pub enum EraseStep {
     Sockets,
     Jobs,
     Identity,
+    LateObjects,
 }
 
 impl EraseStep {
-    pub const ALL: [Self; 4] = [Self::Objects, Self::Sockets, Self::Jobs, Self::Identity];
+    pub const ALL: [Self; 5] = [
+        Self::Objects,
+        Self::Sockets,
+        Self::Jobs,
+        Self::Identity,
+        Self::LateObjects,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,6 +73,7 @@ impl EraseStep {
             Self::Sockets => "sockets",
             Self::Jobs => "jobs",
             Self::Identity => "identity",
+            Self::LateObjects => "late_objects",
         }
     }
 
@@ -66,10 +82,22 @@ impl EraseStep {
             Self::Objects => Some(Self::Sockets),
             Self::Sockets => Some(Self::Jobs),
             Self::Jobs => Some(Self::Identity),
-            Self::Identity => None,
+            Self::Identity => Some(Self::LateObjects),
+            Self::LateObjects => None,
         }
     }
+
+    /// Whether the step acts on the deleted account's own id (its stored
+    /// objects), which no new sign-up of the uid shares.
+    fn on_the_deleted_id(self) -> bool {
+        matches!(self, Self::Objects | Self::LateObjects)
+    }
 }
+
+/// How long after the other steps the objects are swept again, by
+/// default: an upload form's lifetime and room for a file posted with it
+/// at the last moment to arrive.
+pub const LATE_SWEEP_AFTER: Duration = Duration::from_secs(15 * 60 + 10 * 60);
 
 /// `account:erase`: one step of one user's deletion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,15 +131,20 @@ impl EraseAccountJob {
     }
 }
 
-/// Enqueues `step` of a deletion (`Duplicate`: it is already queued).
+/// Enqueues `step` of a deletion, to run at `at` (at once: `None`);
+/// `Duplicate`: it is already queued.
 async fn enqueue_step(
     jobs: &dyn JobQueue,
     user_id: UserId,
     uid: &FirebaseUid,
     step: EraseStep,
+    at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), EnqueueJobError> {
-    let job = EraseAccountJob::new_job(user_id, uid.clone(), step)
+    let mut job = EraseAccountJob::new_job(user_id, uid.clone(), step)
         .map_err(|e| EnqueueJobError::Invalid(e.to_string()))?;
+    if let Some(at) = at {
+        job = job.run_at(at);
+    }
     jobs.enqueue(job).await.map(|_| ())
 }
 
@@ -149,6 +182,7 @@ impl EventHandler for AccountDeletionTrigger {
             deleted.user_id,
             &deleted.uid,
             EraseStep::Objects,
+            None,
         )
         .await
         {
@@ -175,6 +209,7 @@ pub struct EraseAccount {
     notifier: Arc<dyn Notifier>,
     jobs: Arc<dyn JobQueue>,
     identity: Option<Arc<dyn IdentityAdmin>>,
+    late_sweep_after: Duration,
 }
 
 impl std::fmt::Debug for EraseAccount {
@@ -201,12 +236,20 @@ impl EraseAccount {
             notifier,
             jobs,
             identity,
+            late_sweep_after: LATE_SWEEP_AFTER,
         }
+    }
+
+    /// Sweeps the objects again `after` the other steps (at least the
+    /// upload forms' lifetime, see [`LATE_SWEEP_AFTER`]).
+    pub fn with_late_sweep(mut self, after: Duration) -> Self {
+        self.late_sweep_after = after;
+        self
     }
 
     async fn step(&self, job: &EraseAccountJob) -> Result<(), JobFailure> {
         let user_id = job.user_id;
-        if job.step != EraseStep::Objects {
+        if !job.step.on_the_deleted_id() {
             let now = self
                 .users
                 .find_by_uid(&job.uid)
@@ -218,13 +261,13 @@ impl EraseAccount {
             }
         }
         match job.step {
-            EraseStep::Objects => {
+            EraseStep::Objects | EraseStep::LateObjects => {
                 let n = self
                     .store
                     .delete_prefix(&Upload::user_prefix(user_id))
                     .await
                     .map_err(JobFailure::retry)?;
-                tracing::info!(%user_id, objects = n, "deleted account: stored objects deleted");
+                tracing::info!(%user_id, objects = n, step = job.step.as_str(), "deleted account: stored objects deleted");
             }
             EraseStep::Sockets => {
                 self.notifier
@@ -234,7 +277,11 @@ impl EraseAccount {
                     )
                     .await
                     .map_err(JobFailure::retry)?;
-                tracing::info!(%user_id, "deleted account: sockets closed");
+                self.notifier
+                    .forget_user(&job.uid)
+                    .await
+                    .map_err(JobFailure::retry)?;
+                tracing::info!(%user_id, "deleted account: sockets closed, realtime history dropped");
             }
             EraseStep::Jobs => {
                 let done = self
@@ -284,7 +331,18 @@ impl HandleJob for EraseAccount {
             .increment(1);
         match job.step.next() {
             // A step that ran twice finds its next one already queued.
-            Some(next) => match enqueue_step(self.jobs.as_ref(), job.user_id, &job.uid, next).await
+            Some(next) => match enqueue_step(
+                self.jobs.as_ref(),
+                job.user_id,
+                &job.uid,
+                next,
+                (next == EraseStep::LateObjects).then(|| {
+                    chrono::Utc::now()
+                        + chrono::Duration::from_std(self.late_sweep_after)
+                            .unwrap_or(chrono::Duration::MAX)
+                }),
+            )
+            .await
             {
                 Ok(()) | Err(EnqueueJobError::Duplicate { .. }) => {}
                 Err(e) => return Err(JobFailure::retry(e)),
@@ -300,3 +358,54 @@ impl HandleJob for EraseAccount {
 
 #[cfg(test)]
 mod tests;
+
+/// How long a deletion's tombstone is kept: longer than any token issued
+/// before it can still be valid (Firebase ID tokens live an hour; a local
+/// dev token as long as it was minted for, a day by default).
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `account:forget-deletions`: the periodic job that drops tombstones past
+/// [`TOMBSTONE_RETENTION`] (no payload).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetDeletionsJob {}
+
+impl Job for ForgetDeletionsJob {
+    const KIND: &'static str = "account:forget-deletions";
+    const QUEUE: &'static str = "default";
+    const VERSION: u16 = 1;
+}
+
+/// Runs [`ForgetDeletionsJob`].
+#[derive(Clone)]
+pub struct ForgetDeletions {
+    users: Arc<dyn UserRepository>,
+}
+
+impl std::fmt::Debug for ForgetDeletions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgetDeletions").finish_non_exhaustive()
+    }
+}
+
+impl ForgetDeletions {
+    pub fn new(users: Arc<dyn UserRepository>) -> Self {
+        Self { users }
+    }
+}
+
+#[async_trait]
+impl HandleJob for ForgetDeletions {
+    type Job = ForgetDeletionsJob;
+
+    async fn run(&self, _: ForgetDeletionsJob, _ctx: &JobContext) -> Result<(), JobFailure> {
+        let n = self
+            .users
+            .forget_deletions(TOMBSTONE_RETENTION)
+            .await
+            .map_err(JobFailure::retry)?;
+        if n > 0 {
+            tracing::info!(forgotten = n, "old account deletion tombstones dropped");
+        }
+        Ok(())
+    }
+}

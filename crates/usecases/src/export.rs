@@ -9,10 +9,10 @@ use crate::uploads::{UploadError, UploadService, UploadView};
 /// keep more pages through them itself).
 const MAX_EXPORTED_UPLOADS: u32 = 10_000;
 use chrono::{DateTime, Utc};
-use domain::{User, VerifiedIdentity};
+use domain::{Email, User, VerifiedIdentity};
 use ports::{
-    FindUserError, ListPushTokensError, PushTokenRepository, UserRepository, WelcomeLedger,
-    WelcomeLedgerError, WelcomeRecord,
+    CancelJobsError, FindUserError, JobQueue, ListPushTokensError, PushTokenRepository,
+    UserRepository, WelcomeLedger, WelcomeLedgerError, WelcomeRecord,
 };
 use std::sync::Arc;
 use thiserror::Error;
@@ -27,10 +27,42 @@ pub struct ExportedDevice {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// An event the outbox keeps about the user (identifiers only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedEvent {
+    pub id: uuid::Uuid,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub data: serde_json::Value,
+}
+
+/// A job the queue holds for the user, with its data (a push token in it
+/// as its fingerprint, as everywhere).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedJob {
+    pub id: String,
+    pub queue: String,
+    pub kind: String,
+    pub state: String,
+    pub data: serde_json::Value,
+}
+
+/// Events in one export: every one a user's actions append stays far
+/// below this within the outbox's retention.
+const MAX_EXPORTED_EVENTS: u32 = 10_000;
+
 /// Everything stored about one user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserExport {
     pub profile: User,
+    /// The address the identity provider last vouched for (the only one
+    /// mail goes to), kept beside the profile.
+    pub verified_email: Option<Email>,
+    /// The events about the user the outbox still keeps.
+    pub events: Vec<ExportedEvent>,
+    /// The user's jobs the queue holds (waiting, running or dead).
+    pub jobs: Vec<ExportedJob>,
     pub devices: Vec<ExportedDevice>,
     /// The welcome mail, if one was claimed (its address is not kept).
     pub welcome_mail: Option<WelcomeRecord>,
@@ -67,6 +99,29 @@ impl From<ListPushTokensError> for ExportError {
     }
 }
 
+impl From<CancelJobsError> for ExportError {
+    fn from(e: CancelJobsError) -> Self {
+        match e {
+            CancelJobsError::Unavailable(e) => Self::Unavailable(e),
+            CancelJobsError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
+
+/// A job's payload as exported: a push token (a credential for the
+/// device) by its fingerprint.
+fn shown(mut payload: serde_json::Value) -> serde_json::Value {
+    if let Some(token) = payload.get_mut("token")
+        && let Some(raw) = token.as_str()
+    {
+        *token = match domain::PushToken::parse(raw) {
+            Ok(t) => serde_json::json!({"fingerprint": t.fingerprint()}),
+            Err(_) => serde_json::Value::Null,
+        };
+    }
+    payload
+}
+
 impl From<WelcomeLedgerError> for ExportError {
     fn from(e: WelcomeLedgerError) -> Self {
         match e {
@@ -83,6 +138,7 @@ pub struct UserData {
     tokens: Arc<dyn PushTokenRepository>,
     ledger: Arc<dyn WelcomeLedger>,
     uploads: UploadService,
+    jobs: Arc<dyn JobQueue>,
 }
 
 impl std::fmt::Debug for UserData {
@@ -97,12 +153,14 @@ impl UserData {
         tokens: Arc<dyn PushTokenRepository>,
         ledger: Arc<dyn WelcomeLedger>,
         uploads: UploadService,
+        jobs: Arc<dyn JobQueue>,
     ) -> Self {
         Self {
             users,
             tokens,
             ledger,
             uploads,
+            jobs,
         }
     }
 
@@ -137,9 +195,39 @@ impl UserData {
                 UploadError::Unavailable(e) => ExportError::Unavailable(e),
                 other => ExportError::Unknown(other.into()),
             })?;
+        let verified_email = self.users.verified_email(&caller.uid).await?;
+        let events = self
+            .users
+            .events_about(&caller.uid, MAX_EXPORTED_EVENTS)
+            .await?
+            .into_iter()
+            .map(|e| ExportedEvent {
+                id: e.event.id,
+                event_type: e.event.event_type,
+                occurred_at: e.event.occurred_at,
+                published_at: e.published_at,
+                data: e.event.payload,
+            })
+            .collect();
+        let jobs = self
+            .jobs
+            .owned_jobs(caller.uid.as_str())
+            .await?
+            .into_iter()
+            .map(|j| ExportedJob {
+                id: j.id,
+                queue: j.queue,
+                kind: j.kind,
+                state: j.state,
+                data: shown(j.payload),
+            })
+            .collect();
         tracing::info!(user_id = %profile.id, devices = devices.len(), uploads = uploads.len(), "user data exported");
         Ok(UserExport {
             profile,
+            verified_email,
+            events,
+            jobs,
             devices,
             welcome_mail,
             uploads,
@@ -164,11 +252,13 @@ mod tests {
             crate::ProfileService::new(store.clone()),
             crate::UploadSettings::default(),
         );
+        let jobs = Arc::new(ports::testing::RecordingJobQueue::new());
         let data = UserData::new(
             store.clone(),
             store.clone(),
             ledger.clone(),
             uploads.clone(),
+            jobs.clone(),
         );
         let caller = VerifiedIdentity::new(domain::FirebaseUid::parse("ada").unwrap());
         assert!(matches!(
@@ -192,6 +282,34 @@ mod tests {
         assert_eq!(export.devices[0].platform, "ios");
         assert_eq!(export.welcome_mail, None);
         assert!(export.uploads.is_empty());
+        let types: Vec<&str> = export
+            .events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(types, ["user.created"]);
+        assert!(export.jobs.is_empty());
+        ports::JobQueue::enqueue(
+            jobs.as_ref(),
+            ports::NewJob::new(
+                "push:send-device",
+                1,
+                &serde_json::json!({"uid": "ada", "token": token.as_str()}),
+            )
+            .unwrap()
+            .owned_by("ada"),
+        )
+        .await
+        .unwrap();
+        let export = data.export(&caller).await.unwrap();
+        assert_eq!(export.jobs.len(), 1);
+        assert_eq!(export.jobs[0].kind, "push:send-device");
+        assert_eq!(
+            export.jobs[0].data["token"]["fingerprint"],
+            token.fingerprint(),
+            "the device's token only as its fingerprint"
+        );
+        assert!(!export.jobs[0].data.to_string().contains(token.as_str()));
 
         let started = uploads
             .start(&caller, domain::UploadPurpose::Avatar, "image/png", 3)

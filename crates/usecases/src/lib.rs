@@ -12,6 +12,7 @@ pub mod welcome;
 
 pub use account::{
     ACCOUNT_DELETION_GROUP, AccountDeletionTrigger, EraseAccount, EraseAccountJob, EraseStep,
+    ForgetDeletions, ForgetDeletionsJob, LATE_SWEEP_AFTER, TOMBSTONE_RETENTION,
 };
 pub use export::{ExportError, ExportedDevice, UserData, UserExport};
 pub use profiles::{

@@ -30,6 +30,9 @@ impl From<FindUserError> for GetProfileError {
 
 #[derive(Debug, Error)]
 pub enum UpdateProfileError {
+    /// The caller's token was issued before their account was deleted.
+    #[error("the account was deleted after this token was issued")]
+    AccountDeleted,
     #[error("profile store unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -39,6 +42,7 @@ pub enum UpdateProfileError {
 impl From<UpsertProfileError> for UpdateProfileError {
     fn from(e: UpsertProfileError) -> Self {
         match e {
+            UpsertProfileError::AccountDeleted => UpdateProfileError::AccountDeleted,
             UpsertProfileError::Unavailable(e) => UpdateProfileError::Unavailable(e),
             UpsertProfileError::Unknown(e) => UpdateProfileError::Unknown(e),
         }
@@ -123,6 +127,16 @@ impl ProfileService {
     pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifier = Some(notifier);
         self
+    }
+
+    /// Whether the caller's token was issued before their account was
+    /// deleted: it proves nothing then, however long it still runs.
+    pub async fn token_revoked(&self, caller: &VerifiedIdentity) -> Result<bool, GetProfileError> {
+        Ok(self
+            .users
+            .deleted_at(&caller.uid)
+            .await?
+            .is_some_and(|at| caller.issued_before(at)))
     }
 
     /// The caller's profile.

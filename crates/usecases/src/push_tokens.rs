@@ -36,6 +36,9 @@ impl From<ports::ListPushTokensError> for ListPushTokensError {
 
 #[derive(Debug, Error)]
 pub enum RegisterDeviceError {
+    /// The caller's token was issued before their account was deleted.
+    #[error("the account was deleted after this token was issued")]
+    AccountDeleted,
     #[error("push token store unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -45,6 +48,7 @@ pub enum RegisterDeviceError {
 impl From<RegisterPushTokenError> for RegisterDeviceError {
     fn from(e: RegisterPushTokenError) -> Self {
         match e {
+            RegisterPushTokenError::AccountDeleted => RegisterDeviceError::AccountDeleted,
             RegisterPushTokenError::Unavailable(e) => RegisterDeviceError::Unavailable(e),
             RegisterPushTokenError::Unknown(e) => RegisterDeviceError::Unknown(e),
         }

@@ -79,7 +79,18 @@ macro_rules! unavailable_or_unknown {
         }
     )*};
 }
-unavailable_or_unknown!(StorageError, UploadStoreError, UpdateProfileError);
+unavailable_or_unknown!(StorageError, UploadStoreError);
+
+impl From<UpdateProfileError> for UploadError {
+    fn from(e: UpdateProfileError) -> Self {
+        match e {
+            // The account went while the avatar was being completed.
+            UpdateProfileError::AccountDeleted => Self::NotFound,
+            UpdateProfileError::Unavailable(e) => Self::Unavailable(e),
+            UpdateProfileError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
 
 impl From<CreateUploadError> for UploadError {
     fn from(e: CreateUploadError) -> Self {

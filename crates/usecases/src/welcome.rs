@@ -2,9 +2,11 @@
 //! at most one mail per Firebase uid, ever, and per address per window.
 //!
 //! Only an address the identity provider verified is mailed (the token's
-//! `email_verified`): `UserCreated` carries it when the creating token
-//! vouched for one, `EmailVerified` when a later token does. An address a
-//! client typed into its profile is never mailed. The send is claimed in
+//! `email_verified`): `UserCreated` says so when the creating token
+//! vouched for one, `EmailVerified` when a later token does; the address
+//! itself is read from the users table when the event is handled (events
+//! carry no personal data), so an account deleted meanwhile gets no job.
+//! An address a client typed into its profile is never mailed. The send is claimed in
 //! the [`WelcomeLedger`] under the job's lease, so a rerun of the same job
 //! after its worker died takes the claim over at once, and no other attempt
 //! sends while it is held.
@@ -79,6 +81,7 @@ impl WelcomeMailJob {
 #[derive(Clone)]
 pub struct WelcomeMailTrigger {
     jobs: Arc<dyn JobQueue>,
+    users: Arc<dyn UserRepository>,
 }
 
 impl std::fmt::Debug for WelcomeMailTrigger {
@@ -88,8 +91,9 @@ impl std::fmt::Debug for WelcomeMailTrigger {
 }
 
 impl WelcomeMailTrigger {
-    pub fn new(jobs: Arc<dyn JobQueue>) -> Self {
-        Self { jobs }
+    /// Enqueues on `jobs`; reads addresses and names from `users`.
+    pub fn new(jobs: Arc<dyn JobQueue>, users: Arc<dyn UserRepository>) -> Self {
+        Self { jobs, users }
     }
 }
 
@@ -103,26 +107,36 @@ impl EventHandler for WelcomeMailTrigger {
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandleEventError> {
-        let payload = match &event.event {
+        let (user_id, uid) = match &event.event {
             DomainEvent::UserCreated(created) => {
-                let Some(email) = created.verified_email.clone() else {
+                if !created.vouched_for_an_address() {
                     tracing::info!(user_id = %created.user_id, "new user has no verified address; no welcome mail until one is verified");
                     return Ok(());
-                };
-                WelcomeMailJob {
-                    user_id: created.user_id,
-                    uid: created.uid.clone(),
-                    email,
-                    display_name: created.display_name.clone(),
                 }
+                (created.user_id, &created.uid)
             }
-            DomainEvent::EmailVerified(verified) => WelcomeMailJob {
-                user_id: verified.user_id,
-                uid: verified.uid.clone(),
-                email: verified.email.clone(),
-                display_name: verified.display_name.clone(),
-            },
+            DomainEvent::EmailVerified(verified) => (verified.user_id, &verified.uid),
             _ => return Ok(()),
+        };
+        let retry = |e: ports::FindUserError| {
+            HandleEventError::Retry(anyhow::anyhow!("cannot read the user: {e}"))
+        };
+        // The user as they are now: the same account (not a later one with
+        // the uid), and the address their provider last vouched for.
+        let user = self.users.find_by_uid(uid).await.map_err(retry)?;
+        let Some(user) = user.filter(|u| u.id == user_id) else {
+            tracing::info!(%user_id, "the account is gone; no welcome mail");
+            return Ok(());
+        };
+        let Some(email) = self.users.verified_email(uid).await.map_err(retry)? else {
+            tracing::info!(%user_id, "no verified address on the account; no welcome mail");
+            return Ok(());
+        };
+        let payload = WelcomeMailJob {
+            user_id,
+            uid: uid.clone(),
+            email,
+            display_name: user.display_name,
         };
         let job = NewJob::of(&payload)
             .map_err(|e| HandleEventError::Reject(format!("cannot encode the job: {e}")))?

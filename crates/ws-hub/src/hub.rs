@@ -139,6 +139,9 @@ pub(crate) struct HubInner {
     presence: OnceLock<Arc<dyn PresenceStore>>,
     /// Deliveries waiting for an ack: `<uid> <delivery>` -> the waiter.
     acks: std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Where the upgrade learns that a uid's account was deleted (a token
+    /// issued before that opens no socket).
+    tombstones: OnceLock<Arc<dyn ports::UserRepository>>,
 }
 
 /// The WebSocket hub. Cheap to clone.
@@ -200,6 +203,7 @@ impl Hub {
                 history: OnceLock::new(),
                 presence: OnceLock::new(),
                 acks: std::sync::Mutex::default(),
+                tombstones: OnceLock::new(),
             }),
         };
         crate::handlers::register_builtins(&hub);
@@ -296,6 +300,16 @@ impl Hub {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(crate::topics::refresh_presence(self.clone(), store));
         }
+    }
+
+    /// Refuses the upgrade to a token issued before its uid's account was
+    /// deleted (`users` keeps the tombstones). Call once, at start.
+    pub fn set_account_tombstones(&self, users: Arc<dyn ports::UserRepository>) {
+        let _ = self.inner.tombstones.set(users);
+    }
+
+    pub(crate) fn account_tombstones(&self) -> Option<&Arc<dyn ports::UserRepository>> {
+        self.inner.tombstones.get()
     }
 
     pub(crate) fn presence_store(&self) -> Option<&Arc<dyn PresenceStore>> {

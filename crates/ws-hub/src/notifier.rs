@@ -147,6 +147,16 @@ impl Notifier for HubNotifier {
         message.disconnect = Some(reason.clone());
         self.publish(message).await
     }
+
+    async fn forget_user(&self, uid: &FirebaseUid) -> Result<(), NotifyError> {
+        match self.hub.history() {
+            Some(history) => history
+                .forget(&crate::hub::user_topic(uid.as_str()))
+                .await
+                .map_err(fanout_error),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]

@@ -126,6 +126,23 @@ async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<WsState>
             );
         }
     };
+    if let Some(users) = state.hub.account_tombstones() {
+        match users.deleted_at(&identity.uid).await {
+            Ok(Some(at)) if identity.issued_before(at) => {
+                tracing::info!(uid = %identity.uid, "websocket refused: token issued before the account was deleted");
+                return unauthorized();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "websocket refused: account tombstones unavailable");
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "Try again shortly.",
+                );
+            }
+        }
+    }
     let (response, session, stream) =
         match actix_ws::handle_with_protocols(&req, body, &[BEARER_PROTOCOL]) {
             Ok(parts) => parts,

@@ -10,6 +10,7 @@ pub(crate) const VARIABLES: &[&str] = &[
     "JOB_RETRY_BASE_MS",
     "STREAM_CLAIM_IDLE_MS",
     "STREAM_MAX_LEN",
+    "DELETION_LATE_SWEEP_SECS",
 ];
 
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct WorkerSection {
     pub stream_claim_idle: Duration,
     /// Past this length a stream is trimmed of what every group acknowledged.
     pub stream_max_len: u64,
+    /// How long after the rest of an account's deletion its stored objects
+    /// are swept again (what an upload form issued before the deletion
+    /// brought while it was still valid).
+    pub deletion_late_sweep: Duration,
 }
 
 impl WorkerSection {
@@ -38,7 +43,14 @@ impl WorkerSection {
         let job_retry_base = r.millis("JOB_RETRY_BASE_MS", 2000, 1, 3_600_000);
         let stream_claim_idle = r.millis("STREAM_CLAIM_IDLE_MS", 30_000, 100, 86_400_000);
         let stream_max_len = r.ranged("STREAM_MAX_LEN", 100_000_u64, 100, 1_000_000_000, "entries");
+        let deletion_late_sweep = r.seconds(
+            "DELETION_LATE_SWEEP_SECS",
+            usecases::LATE_SWEEP_AFTER.as_secs(),
+            0,
+            7 * 86_400,
+        );
         Self {
+            deletion_late_sweep,
             concurrency,
             queues,
             job_lease,

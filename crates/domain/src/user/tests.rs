@@ -153,6 +153,7 @@ fn defaults_fill_only_missing_fields() {
         display_name: Some(DisplayName::parse("Claim").unwrap()),
         photo_url: None,
         verified_email: None,
+        issued_at: None,
     };
     let merged = patch.or_defaults(&defaults);
     assert_eq!(merged.display_name.unwrap().as_str(), "Given");

@@ -32,11 +32,47 @@ pub struct WelcomeMailResponse {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// An event the service's event log keeps about the caller. Events carry
+/// identifiers only (the personal data stays in the profile).
+#[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
+pub struct ExportedEventResponse {
+    pub id: uuid::Uuid,
+    /// e.g. `user.created`, `user.profile_updated`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    /// When it was handed to the event bus; null while it waits.
+    pub published_at: Option<DateTime<Utc>>,
+    /// The event as stored.
+    pub data: serde_json::Value,
+}
+
+/// A job the service holds for the caller (a mail or a push waiting to go,
+/// or one that failed for good), with its data; a push token in it appears
+/// as its fingerprint.
+#[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
+pub struct ExportedJobResponse {
+    pub id: String,
+    pub queue: String,
+    /// e.g. `email:welcome`, `push:send-device`.
+    pub kind: String,
+    /// `pending`, `scheduled`, `active`, `retry` or `dead`.
+    pub state: String,
+    pub data: serde_json::Value,
+}
+
 /// Everything stored about the caller, in one document.
 #[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
 pub struct UserExportResponse {
     /// The profile, as `GET /api/v1/me` answers it.
     pub profile: ProfileResponse,
+    /// The address the sign-in provider last vouched for (welcome mail goes
+    /// only there); null if none did.
+    pub verified_email: Option<String>,
+    /// The events about the caller the event log still keeps (7 days).
+    pub events: Vec<ExportedEventResponse>,
+    /// The caller's jobs the queue holds.
+    pub jobs: Vec<ExportedJobResponse>,
     /// Every registered device.
     pub devices: Vec<ExportedDeviceResponse>,
     /// The welcome mail, if one was sent or is being sent.
@@ -54,6 +90,29 @@ impl From<UserExport> for UserExportResponse {
     fn from(e: UserExport) -> Self {
         Self {
             profile: e.profile.into(),
+            verified_email: e.verified_email.map(|v| v.as_str().to_owned()),
+            events: e
+                .events
+                .into_iter()
+                .map(|ev| ExportedEventResponse {
+                    id: ev.id,
+                    event_type: ev.event_type,
+                    occurred_at: ev.occurred_at,
+                    published_at: ev.published_at,
+                    data: ev.data,
+                })
+                .collect(),
+            jobs: e
+                .jobs
+                .into_iter()
+                .map(|j| ExportedJobResponse {
+                    id: j.id,
+                    queue: j.queue,
+                    kind: j.kind,
+                    state: j.state,
+                    data: j.data,
+                })
+                .collect(),
             devices: e
                 .devices
                 .into_iter()
@@ -100,8 +159,10 @@ pub(crate) const PROBLEMS: &[RouteProblem] = &[RouteProblem {
 /// Export my data
 ///
 /// Everything the service stores about the caller, as one JSON document:
-/// the profile, the registered devices (push tokens as fingerprints), the
-/// welcome mail record, the uploads (with read links). 404 `profile_not_found` before the profile exists.
+/// the profile and the verified address, the registered devices (push
+/// tokens as fingerprints), the welcome mail record, the uploads (with read
+/// links), the events the event log keeps about the caller and the jobs the
+/// queue holds for them. 404 `profile_not_found` before the profile exists.
 #[api_v2_operation(tags(Profile), operation_id = "exportMe")]
 pub(crate) async fn export_me(
     state: web::Data<ApiState>,

@@ -86,6 +86,9 @@ impl From<GetProfileError> for ApiError {
 impl From<UpdateProfileError> for ApiError {
     fn from(e: UpdateProfileError) -> Self {
         match e {
+            UpdateProfileError::AccountDeleted => {
+                ApiError::Unauthorized("token issued before the account was deleted".into())
+            }
             UpdateProfileError::Unavailable(e) => ApiError::Unavailable(e),
             UpdateProfileError::Unknown(e) => ApiError::Internal(e),
         }

@@ -46,6 +46,9 @@ impl ParseBody for RegisterPushTokenRequest {
 impl From<RegisterDeviceError> for ApiError {
     fn from(e: RegisterDeviceError) -> Self {
         match e {
+            RegisterDeviceError::AccountDeleted => {
+                ApiError::Unauthorized("token issued before the account was deleted".into())
+            }
             RegisterDeviceError::Unavailable(e) => ApiError::Unavailable(e),
             RegisterDeviceError::Unknown(e) => ApiError::Internal(e),
         }

@@ -74,6 +74,28 @@ impl ports::UserRepository for DownStore {
     async fn delete_by_uid(&self, _: &FirebaseUid) -> Result<domain::User, ports::DeleteUserError> {
         Err(ports::DeleteUserError::Unavailable(anyhow::anyhow!("down")))
     }
+    async fn events_about(
+        &self,
+        _: &FirebaseUid,
+        _: u32,
+    ) -> Result<Vec<ports::StoredEvent>, ports::FindUserError> {
+        Ok(Vec::new())
+    }
+    async fn verified_email(
+        &self,
+        _: &FirebaseUid,
+    ) -> Result<Option<domain::Email>, ports::FindUserError> {
+        Ok(None)
+    }
+    async fn deleted_at(
+        &self,
+        _: &FirebaseUid,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ports::FindUserError> {
+        Ok(None)
+    }
+    async fn forget_deletions(&self, _: std::time::Duration) -> Result<u64, ports::FindUserError> {
+        Err(ports::FindUserError::Unavailable(anyhow::anyhow!("down")))
+    }
 }
 
 #[actix_web::test]

@@ -54,6 +54,7 @@ pub(crate) struct Harness {
     pub(crate) postgres: Arc<Probe>,
     pub(crate) push: Arc<RecordingPushSender>,
     pub(crate) objects: Arc<ports::testing::InMemoryObjectStore>,
+    pub(crate) verifier: Arc<FakeTokenVerifier>,
     pub(crate) state: ApiState,
 }
 
@@ -91,6 +92,7 @@ pub(crate) fn harness_with(
             store.clone(),
             Arc::new(ports::testing::InMemoryWelcomeLedger::new()),
             uploads.clone(),
+            Arc::new(RecordingJobQueue::new()),
         ),
         uploads,
         profiles: ProfileService::new(users),
@@ -100,7 +102,7 @@ pub(crate) fn harness_with(
             push.clone(),
             Arc::new(RecordingJobQueue::new()),
         ),
-        verifier,
+        verifier: verifier.clone(),
         ops: OpsState {
             // No caching between calls: each test flips a probe and looks.
             readiness: Readiness::new(
@@ -123,6 +125,7 @@ pub(crate) fn harness_with(
         postgres,
         push,
         objects,
+        verifier,
         state,
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/v1/me`: the profile, and the bodies and tokens it refuses.
 
 use crate::helpers::*;
+use ports::UserRepository as _;
 
 #[actix_web::test]
 async fn patch_me_creates_then_updates_and_delete_removes() {
@@ -36,10 +37,11 @@ async fn patch_me_creates_then_updates_and_delete_removes() {
 
     let (s, _, _) = call(&app, authed(TestRequest::delete().uri("/api/v1/me"), ALICE)).await;
     assert_eq!(s, StatusCode::ACCEPTED);
+    // The token was issued before the deletion: it proves nothing now.
     let (s, h2, body) = call(&app, authed(TestRequest::get().uri("/api/v1/me"), ALICE)).await;
-    assert_problem(s, &h2, &body, StatusCode::NOT_FOUND, "profile_not_found");
+    assert_problem(s, &h2, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     let (s, h2, body) = call(&app, authed(TestRequest::delete().uri("/api/v1/me"), ALICE)).await;
-    assert_problem(s, &h2, &body, StatusCode::NOT_FOUND, "profile_not_found");
+    assert_problem(s, &h2, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 
     let types: Vec<_> = h
         .store
@@ -241,4 +243,50 @@ async fn an_export_holds_everything_stored_and_no_push_token_in_the_clear() {
     );
     assert_eq!(b["welcome_mail"], Value::Null);
     assert!(b["exported_at"].is_string());
+}
+
+#[actix_web::test]
+async fn a_token_issued_before_the_deletion_cannot_bring_the_account_back() {
+    let h = harness();
+    let app = app(&h).await;
+    let (s, _, _) = call(
+        &app,
+        authed(TestRequest::patch().uri("/api/v1/me"), ALICE).set_json(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = call(&app, authed(TestRequest::delete().uri("/api/v1/me"), ALICE)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    // What an app does on its next launch, with the ID token it still holds.
+    for req in [
+        authed(TestRequest::post().uri("/api/v1/push-tokens"), ALICE)
+            .set_json(json!({"token": "fcm-after-deletion", "platform": "ios"})),
+        authed(TestRequest::patch().uri("/api/v1/me"), ALICE).set_json(json!({})),
+        authed(TestRequest::post().uri("/api/v1/uploads"), ALICE)
+            .set_json(json!({"purpose": "avatar", "content_type": "image/png", "size": 10})),
+    ] {
+        let (s, h2, body) = call(&app, req).await;
+        assert_problem(s, &h2, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let uid = FirebaseUid::parse("alice").unwrap();
+    assert!(h.store.find_by_uid(&uid).await.unwrap().is_none());
+    let types: Vec<_> = h
+        .store
+        .events()
+        .iter()
+        .map(|e| e.event.event_type())
+        .collect();
+    assert_eq!(types, ["user.created", "user.deleted"], "nothing came back");
+
+    // A genuinely new sign-in (a token issued after the deletion) works.
+    let deleted = h.store.deleted_at(&uid).await.unwrap().unwrap();
+    let mut fresh = VerifiedIdentity::new(uid.clone());
+    fresh.issued_at = Some(deleted + chrono::Duration::seconds(1));
+    h.verifier.allow("token-alice-new", fresh);
+    let (s, _, body) = call(
+        &app,
+        authed(TestRequest::patch().uri("/api/v1/me"), "token-alice-new").set_json(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
 }

@@ -3,7 +3,9 @@
 use crate::auth::{InvalidToken, TokenVerifier, VerifyTokenError};
 use crate::clock::Clock;
 use crate::events::{EventPublisher, PublishEventError};
-use crate::jobs::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob};
+use crate::jobs::{
+    CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob, OwnedJob,
+};
 use crate::mail::{Mailer, SendMailError};
 use crate::realtime::{Audience, Disconnect, Notification, Notifier, NotifyError};
 use async_trait::async_trait;
@@ -32,8 +34,11 @@ impl FakeTokenVerifier {
         Self::default()
     }
 
-    /// Makes `token` valid for `identity`.
-    pub fn allow(&self, token: &str, identity: VerifiedIdentity) {
+    /// Makes `token` valid for `identity` (issued now, unless it says when).
+    pub fn allow(&self, token: &str, mut identity: VerifiedIdentity) {
+        identity.issued_at = identity
+            .issued_at
+            .or_else(|| DateTime::from_timestamp(Utc::now().timestamp(), 0));
         lock(&self.tokens).insert(token.to_owned(), identity);
     }
 
@@ -131,6 +136,30 @@ impl JobQueue for RecordingJobQueue {
             running: 0,
         })
     }
+
+    async fn owned_jobs(&self, owner: &str) -> Result<Vec<OwnedJob>, CancelJobsError> {
+        if *lock(&self.down) {
+            return Err(CancelJobsError::Unavailable(anyhow::anyhow!(
+                "queue is down"
+            )));
+        }
+        Ok(lock(&self.jobs)
+            .iter()
+            .filter(|(_, j)| j.owner.as_deref() == Some(owner))
+            .map(|(id, j)| OwnedJob {
+                id: id.to_string(),
+                queue: j.queue.clone(),
+                kind: j.kind.clone(),
+                state: if j.run_at.is_some() {
+                    "scheduled"
+                } else {
+                    "pending"
+                }
+                .into(),
+                payload: j.payload.clone(),
+            })
+            .collect())
+    }
 }
 
 /// What a [`RecordingMailer`] answers next.
@@ -185,6 +214,7 @@ impl Mailer for RecordingMailer {
 pub struct RecordingNotifier {
     sent: Mutex<Vec<(Audience, Notification)>>,
     disconnected: Mutex<Vec<(Audience, Disconnect)>>,
+    forgotten: Mutex<Vec<FirebaseUid>>,
 }
 
 impl RecordingNotifier {
@@ -198,6 +228,11 @@ impl RecordingNotifier {
 
     pub fn disconnected(&self) -> Vec<(Audience, Disconnect)> {
         lock(&self.disconnected).clone()
+    }
+
+    /// The users whose realtime history was dropped.
+    pub fn forgotten(&self) -> Vec<FirebaseUid> {
+        lock(&self.forgotten).clone()
     }
 }
 
@@ -218,6 +253,11 @@ impl Notifier for RecordingNotifier {
         reason: &Disconnect,
     ) -> Result<(), NotifyError> {
         lock(&self.disconnected).push((audience.clone(), reason.clone()));
+        Ok(())
+    }
+
+    async fn forget_user(&self, uid: &FirebaseUid) -> Result<(), NotifyError> {
+        lock(&self.forgotten).push(uid.clone());
         Ok(())
     }
 }

@@ -94,6 +94,11 @@ impl Fanout for InMemoryFanout {
 
 #[async_trait]
 impl TopicHistory for InMemoryFanout {
+    async fn forget(&self, topic: &str) -> Result<(), FanoutError> {
+        lock(&self.topics).remove(topic);
+        Ok(())
+    }
+
     async fn publish_recorded(
         &self,
         topic: &str,

@@ -44,6 +44,8 @@ struct State {
     outbox: Vec<OutboxRow>,
     next_seq: i64,
     uploads: Vec<Upload>,
+    /// When each uid's account was last deleted (its tombstone).
+    deletions: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl State {
@@ -71,11 +73,19 @@ impl State {
         &mut self,
         uid: &FirebaseUid,
         initial: &ProfilePatch,
-        verified: Option<&Email>,
-    ) -> (User, bool) {
+        defaults: &ProfileDefaults,
+    ) -> Option<(User, bool)> {
+        let verified = defaults.verified_email.as_ref();
         if let Some(u) = self.users.get(uid.as_str()).cloned() {
             self.note_verified(&u, verified);
-            return (u, false);
+            return Some((u, false));
+        }
+        let revoked = self
+            .deletions
+            .get(uid.as_str())
+            .is_some_and(|deleted| defaults.issued_at.is_none_or(|iat| iat <= *deleted));
+        if revoked {
+            return None;
         }
         let now = Utc::now();
         let user = User {
@@ -93,9 +103,9 @@ impl State {
         }
         self.append(DomainEvent::UserCreated(UserCreated::new(
             &user,
-            verified.cloned(),
+            verified.is_some(),
         )));
-        (user, true)
+        Some((user, true))
     }
 
     fn note_verified(&mut self, user: &User, verified: Option<&Email>) {
@@ -105,10 +115,7 @@ impl State {
         }
         self.verified
             .insert(user.uid.as_str().to_owned(), email.clone());
-        self.append(DomainEvent::EmailVerified(EmailVerified::new(
-            user,
-            email.clone(),
-        )));
+        self.append(DomainEvent::EmailVerified(EmailVerified::new(user)));
     }
 }
 
@@ -197,7 +204,9 @@ impl UserRepository for InMemoryStore {
         let mut s = self.lock();
         let verified = defaults.verified_email.as_ref();
         if !s.users.contains_key(uid.as_str()) {
-            let (user, _) = s.ensure_user(uid, &patch.or_defaults(defaults), verified);
+            let (user, _) = s
+                .ensure_user(uid, &patch.or_defaults(defaults), defaults)
+                .ok_or(UpsertProfileError::AccountDeleted)?;
             return Ok(UpsertedProfile {
                 user,
                 outcome: UpsertOutcome::Created,
@@ -239,7 +248,47 @@ impl UserRepository for InMemoryStore {
         s.tokens.retain(|t| t.record.user_id != user.id);
         s.uploads.retain(|u| u.user_id != user.id);
         s.append(DomainEvent::UserDeleted((&user).into()));
+        s.deletions.insert(uid.as_str().to_owned(), Utc::now());
         Ok(user)
+    }
+
+    async fn events_about(
+        &self,
+        uid: &FirebaseUid,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, FindUserError> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|r| r.record.event.payload["uid"].as_str() == Some(uid.as_str()))
+            .take(limit as usize)
+            .map(|r| StoredEvent {
+                event: r.record.event.clone(),
+                published_at: r.published_at,
+            })
+            .collect())
+    }
+
+    async fn verified_email(&self, uid: &FirebaseUid) -> Result<Option<Email>, FindUserError> {
+        let s = self.lock();
+        Ok(s.users
+            .contains_key(uid.as_str())
+            .then(|| s.verified.get(uid.as_str()).cloned())
+            .flatten())
+    }
+
+    async fn deleted_at(&self, uid: &FirebaseUid) -> Result<Option<DateTime<Utc>>, FindUserError> {
+        Ok(self.lock().deletions.get(uid.as_str()).copied())
+    }
+
+    async fn forget_deletions(&self, older_than: Duration) -> Result<u64, FindUserError> {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let mut s = self.lock();
+        let before = s.deletions.len();
+        s.deletions.retain(|_, at| *at > cutoff);
+        Ok((before - s.deletions.len()) as u64)
     }
 }
 
@@ -253,11 +302,13 @@ impl PushTokenRepository for InMemoryStore {
         defaults: &ProfileDefaults,
     ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
         let mut s = self.lock();
-        let (user, user_created) = s.ensure_user(
-            uid,
-            &ProfilePatch::default().or_defaults(defaults),
-            defaults.verified_email.as_ref(),
-        );
+        let (user, user_created) = s
+            .ensure_user(
+                uid,
+                &ProfilePatch::default().or_defaults(defaults),
+                defaults,
+            )
+            .ok_or(RegisterPushTokenError::AccountDeleted)?;
         let now = Utc::now();
         let record = match s.tokens.iter_mut().find(|t| &t.record.token == token) {
             Some(row) => {

@@ -161,4 +161,46 @@ impl JobQueue for RedisJobQueue {
         }
         Ok(done)
     }
+
+    async fn owned_jobs(&self, owner: &str) -> Result<Vec<OwnedJob>, CancelJobsError> {
+        let classify = |e: QueueError| match e {
+            QueueError::Unavailable(e) => CancelJobsError::Unavailable(e),
+            QueueError::Unknown(e) => CancelJobsError::Unknown(e),
+            QueueError::Invalid(e) => CancelJobsError::Unknown(anyhow::anyhow!(e)),
+        };
+        let mut owned = Vec::new();
+        for queue in self.queues().await.map_err(classify)? {
+            let set = self.key(&queue, &format!("owner:{owner}"));
+            let ids: Vec<String> = self
+                .with_conn(|mut c| async move { c.smembers(set).await })
+                .await
+                .map_err(classify)?;
+            // An owner's set names its own jobs only (a user's few); ids
+            // of finished jobs linger until the set ages out, and are
+            // skipped here.
+            for id in ids.into_iter().take(MAX_OWNED_LISTED) {
+                let key = format!("{}{id}", self.job_prefix(&queue));
+                let fields: HashMap<String, String> = self
+                    .with_conn(|mut c| async move { c.hgetall(key).await })
+                    .await
+                    .map_err(classify)?;
+                let (Some(body), Some(state)) = (Body::from_fields(&fields), fields.get("state"))
+                else {
+                    continue;
+                };
+                owned.push(OwnedJob {
+                    id,
+                    queue: queue.clone(),
+                    kind: body.kind,
+                    state: state.clone(),
+                    payload: body.payload,
+                });
+            }
+        }
+        owned.sort_by(|a, b| (&a.queue, &a.id).cmp(&(&b.queue, &b.id)));
+        Ok(owned)
+    }
 }
+
+/// The most jobs of one owner listed per queue.
+const MAX_OWNED_LISTED: usize = 10_000;

@@ -30,7 +30,7 @@ use crate::redis::{Conn, PoolError, RedisPool, SharedConnection};
 use crate::scripts;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands as _, RedisError, Script};
-use ports::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob};
+use ports::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob, OwnedJob};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;

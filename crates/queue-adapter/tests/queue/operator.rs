@@ -167,6 +167,29 @@ async fn a_users_waiting_jobs_are_cancelled_on_every_queue_and_a_running_one_is_
     let someone_else = q.enqueue(job(5).owned_by("u2")).await.unwrap();
     let nobodys = q.enqueue(job(6)).await.unwrap();
 
+    // What the queue holds about u1, for u1's data export.
+    let held = q.owned_jobs("u1").await.unwrap();
+    let mut states: Vec<(String, String)> = held
+        .iter()
+        .map(|j| (j.queue.clone(), j.state.clone()))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("default".to_owned(), "active".to_owned()),
+            ("default".to_owned(), "pending".to_owned()),
+            ("default".to_owned(), "scheduled".to_owned()),
+            ("mail".to_owned(), "pending".to_owned()),
+        ]
+    );
+    assert!(
+        held.iter()
+            .all(|j| j.kind == "t" && j.payload["n"].is_number()),
+        "{held:?}"
+    );
+    assert_eq!(q.owned_jobs("nobody").await.unwrap(), vec![]);
+
     let done = q.cancel_owned("u1").await.unwrap();
     assert_eq!(
         done,
@@ -174,6 +197,11 @@ async fn a_users_waiting_jobs_are_cancelled_on_every_queue_and_a_running_one_is_
             cancelled: 3,
             running: 1
         }
+    );
+    assert_eq!(
+        q.owned_jobs("u1").await.unwrap().len(),
+        1,
+        "the running one"
     );
     for id in [pending, scheduled, elsewhere] {
         assert!(

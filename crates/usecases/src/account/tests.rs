@@ -110,12 +110,40 @@ async fn a_deletion_runs_every_step_in_order_and_leaves_nothing_behind() {
             .unwrap();
         s.erase.run(next.clone(), &ctx(&next)).await.unwrap();
         ran.push(next.step);
+        if next.step == EraseStep::Objects {
+            // A file posted with a form issued before the deletion, still
+            // valid for minutes.
+            s.objects
+                .put(&format!("{prefix}late"), "image/png", vec![4]);
+        }
     }
     assert_eq!(ran, EraseStep::ALL);
-    assert_eq!(steps(&s).len(), 4, "one job per step, no step twice");
+    assert_eq!(steps(&s).len(), 5, "one job per step, no step twice");
+    let late = s
+        .queue
+        .jobs()
+        .into_iter()
+        .find(|(_, j)| {
+            j.unique
+                .as_ref()
+                .is_some_and(|u| u.key.ends_with(":late_objects"))
+        })
+        .unwrap()
+        .1;
+    let swept_at = late.run_at.expect("the late sweep waits for the forms");
+    let due = Utc::now() + chrono::Duration::from_std(LATE_SWEEP_AFTER).unwrap();
+    assert!(
+        swept_at <= due && swept_at > due - chrono::Duration::seconds(60),
+        "{swept_at} vs {due}"
+    );
     assert_eq!(s.objects.keys(), vec!["users/someone-else/c".to_owned()]);
     assert_eq!(s.notifier.disconnected().len(), 1);
     assert_eq!(s.notifier.disconnected()[0].0, Audience::User(ada.clone()));
+    assert_eq!(
+        s.notifier.forgotten(),
+        vec![ada.clone()],
+        "its realtime history"
+    );
     let kinds: Vec<String> = s.queue.jobs().into_iter().map(|(_, j)| j.kind).collect();
     assert!(
         !kinds.contains(&"email:welcome".to_owned()),
@@ -127,7 +155,7 @@ async fn a_deletion_runs_every_step_in_order_and_leaves_nothing_behind() {
     // A step that runs again (its worker died before the ack) is harmless.
     let last = steps(&s).pop().unwrap();
     s.erase.run(last.clone(), &ctx(&last)).await.unwrap();
-    assert_eq!(steps(&s).len(), 4);
+    assert_eq!(steps(&s).len(), 5);
 }
 
 #[tokio::test]
@@ -185,4 +213,34 @@ async fn a_uid_that_signed_up_again_keeps_its_new_account() {
             .any(|(_, j)| j.kind == "email:welcome"),
         "the new account's job stays"
     );
+}
+
+#[tokio::test]
+async fn tombstones_are_kept_while_a_token_from_before_could_still_be_valid() {
+    let s = saga();
+    let ada = uid("ada");
+    s.users
+        .upsert_profile(&ada, &ProfilePatch::default(), &ProfileDefaults::default())
+        .await
+        .unwrap();
+    s.users.delete_by_uid(&ada).await.unwrap();
+    let job = ForgetDeletions::new(s.users.clone());
+    job.run(ForgetDeletionsJob {}, &ctx_of(ForgetDeletionsJob::KIND))
+        .await
+        .unwrap();
+    assert!(s.users.deleted_at(&ada).await.unwrap().is_some());
+    assert!(TOMBSTONE_RETENTION >= Duration::from_secs(24 * 3600));
+}
+
+fn ctx_of(kind: &str) -> JobContext {
+    JobContext {
+        id: JobId::new(),
+        kind: kind.into(),
+        version: 1,
+        payload: serde_json::json!({}),
+        queue: "default".into(),
+        attempt: 1,
+        max_retries: 0,
+        lease: 1,
+    }
 }

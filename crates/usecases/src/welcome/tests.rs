@@ -1,7 +1,8 @@
 use super::*;
-use chrono::Utc;
-use domain::{EmailVerified, UserCreated};
-use ports::testing::{InMemoryWelcomeLedger, MailOutcome, RecordingJobQueue, RecordingMailer};
+use domain::{ProfileDefaults, ProfilePatch};
+use ports::testing::{
+    InMemoryStore, InMemoryWelcomeLedger, MailOutcome, RecordingJobQueue, RecordingMailer,
+};
 use ports::{JobHandler as _, JobId, Typed};
 
 fn uid(s: &str) -> FirebaseUid {
@@ -12,24 +13,39 @@ fn email(s: &str) -> Email {
     Email::parse(s).unwrap()
 }
 
-fn created(typed: Option<&str>, verified: Option<&str>) -> EventEnvelope {
-    EventEnvelope::new(
-        DomainEvent::UserCreated(UserCreated {
-            user_id: UserId::new(),
-            uid: uid("u"),
-            email: typed.map(email),
-            display_name: Some(DisplayName::parse("Ada").unwrap()),
-            verified_email: verified.map(email),
-        }),
-        Utc::now(),
-    )
+/// A user created in `store` by a token that vouched for `verified` (or
+/// for nothing), with `typed` as the profile's own address; returns the
+/// store and the `UserCreated` event it appended.
+async fn signed_up(
+    typed: Option<&str>,
+    verified: Option<&str>,
+) -> (Arc<InMemoryStore>, EventEnvelope) {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .upsert_profile(
+            &uid("u"),
+            &ProfilePatch {
+                email: typed.map(email),
+                ..ProfilePatch::default()
+            },
+            &ProfileDefaults {
+                display_name: Some(DisplayName::parse("Ada").unwrap()),
+                verified_email: verified.map(email),
+                ..ProfileDefaults::default()
+            },
+        )
+        .await
+        .unwrap();
+    let event = store.events().pop().unwrap();
+    assert!(matches!(event.event, DomainEvent::UserCreated(_)));
+    (store, event)
 }
 
 #[tokio::test]
 async fn a_verified_new_user_gets_one_unique_welcome_job() {
     let jobs = Arc::new(RecordingJobQueue::new());
-    let trigger = WelcomeMailTrigger::new(jobs.clone());
-    let event = created(Some("typed@example.com"), Some("ada@example.com"));
+    let (store, event) = signed_up(Some("typed@example.com"), Some("ada@example.com")).await;
+    let trigger = WelcomeMailTrigger::new(jobs.clone(), store);
     trigger.handle(&event).await.unwrap();
     trigger.handle(&event).await.unwrap();
     let queued = jobs.jobs();
@@ -47,35 +63,47 @@ async fn a_verified_new_user_gets_one_unique_welcome_job() {
     assert_eq!(
         payload.email.as_str(),
         "ada@example.com",
-        "the verified one"
+        "the verified one, read from the table (the event has none)"
     );
+    assert_eq!(payload.display_name.unwrap().as_str(), "Ada");
     assert_eq!(payload.uid, uid("u"));
 }
 
 #[tokio::test]
 async fn a_typed_or_unverified_address_gets_no_job_until_it_is_verified() {
     let jobs = Arc::new(RecordingJobQueue::new());
-    let trigger = WelcomeMailTrigger::new(jobs.clone());
-    trigger
-        .handle(&created(Some("victim@example.com"), None))
+    let (store, event) = signed_up(Some("victim@example.com"), None).await;
+    let trigger = WelcomeMailTrigger::new(jobs.clone(), store.clone());
+    trigger.handle(&event).await.unwrap();
+    assert!(jobs.jobs().is_empty());
+    store
+        .upsert_profile(
+            &uid("u"),
+            &ProfilePatch::default(),
+            &ProfileDefaults {
+                verified_email: Some(email("me@example.com")),
+                ..ProfileDefaults::default()
+            },
+        )
         .await
         .unwrap();
-    assert!(jobs.jobs().is_empty());
-    let verified = EventEnvelope::new(
-        DomainEvent::EmailVerified(EmailVerified {
-            user_id: UserId::new(),
-            uid: uid("u"),
-            email: email("me@example.com"),
-            display_name: None,
-        }),
-        Utc::now(),
-    );
+    let verified = store.events().pop().unwrap();
     assert!(trigger.handles(&verified.event));
     trigger.handle(&verified).await.unwrap();
     let queued = jobs.jobs();
     assert_eq!(queued.len(), 1);
     let payload: WelcomeMailJob = serde_json::from_value(queued[0].1.payload.clone()).unwrap();
     assert_eq!(payload.email.as_str(), "me@example.com");
+}
+
+#[tokio::test]
+async fn an_event_of_an_account_deleted_since_starts_no_job() {
+    let jobs = Arc::new(RecordingJobQueue::new());
+    let (store, event) = signed_up(None, Some("ada@example.com")).await;
+    store.delete_by_uid(&uid("u")).await.unwrap();
+    let trigger = WelcomeMailTrigger::new(jobs.clone(), store.clone());
+    trigger.handle(&event).await.unwrap();
+    assert!(jobs.jobs().is_empty());
 }
 
 fn job_for(payload: &WelcomeMailJob, id: JobId, lease: u64) -> JobContext {
@@ -225,10 +253,11 @@ async fn a_job_from_before_verified_addresses_is_not_sent() {
 #[tokio::test]
 async fn a_down_queue_means_retry() {
     let jobs = Arc::new(RecordingJobQueue::new());
-    let trigger = WelcomeMailTrigger::new(jobs.clone());
+    let (store, event) = signed_up(None, Some("a@b.com")).await;
+    let trigger = WelcomeMailTrigger::new(jobs.clone(), store);
     jobs.set_down(true);
     assert!(matches!(
-        trigger.handle(&created(None, Some("a@b.com"))).await,
+        trigger.handle(&event).await,
         Err(HandleEventError::Retry(_))
     ));
     let deleted = DomainEvent::UserDeleted(domain::UserDeleted {

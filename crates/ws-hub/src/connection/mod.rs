@@ -125,11 +125,23 @@ async fn control(session: &mut Session, ping: bool, payload: &[u8]) -> bool {
 }
 
 /// The reader: inbound frames, dispatched to handlers. Returns when the
-/// client closes, the stream breaks or the connection is stopped.
+/// client closes, the stream breaks or the connection is stopped, handing
+/// the stream back: it is kept until the socket is shut, so that actix
+/// goes on holding a client that sends and does not read (rather than
+/// reading and discarding whatever it sends while the close lingers).
 async fn read_loop(
+    conn: Connection,
+    session: Session,
+    mut stream: AggregatedMessageStream,
+) -> AggregatedMessageStream {
+    read_frames(conn, session, &mut stream).await;
+    stream
+}
+
+async fn read_frames(
     mut conn: Connection,
     mut session: Session,
-    mut stream: AggregatedMessageStream,
+    stream: &mut AggregatedMessageStream,
 ) {
     let shared = conn.shared.clone();
     loop {
@@ -355,7 +367,7 @@ struct Writer {
 /// it (neither waits for the other; actix runs a worker's tasks on one
 /// thread anyway), then the close.
 async fn connection(
-    reader: impl std::future::Future<Output = ()>,
+    reader: impl std::future::Future<Output = AggregatedMessageStream>,
     w: Writer,
     mut session: Session,
     mut rx: crate::outbox::Receiver,
@@ -372,10 +384,11 @@ async fn connection(
         w.shared.stop.cancel();
         w.hub.unregister(w.id);
     };
-    tokio::join!(reader, writer);
+    let (stream, ()) = tokio::join!(reader, writer);
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
     Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared, w.socket)).await;
+    drop(stream);
 }
 
 async fn finish(

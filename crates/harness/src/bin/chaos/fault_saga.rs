@@ -55,6 +55,9 @@ pub(crate) async fn killed_mid_saga(quick: bool) -> anyhow::Result<Outcome> {
     e.push(("STORAGE_LOCAL_DIR", storage.display().to_string()));
     // One step at a time: the backlog takes long enough to kill into.
     e.push(("WORKER_CONCURRENCY", "1".into()));
+    // The late sweep of objects (after the upload forms' lifetime in
+    // production) comes a second after the other steps here.
+    e.push(("DELETION_LATE_SWEEP_SECS", "1".into()));
     let lease = Duration::from_secs(3);
     let retry_base = Duration::from_millis(300);
     let (serve, _) = tools::start_app("serve", &e).await?;
@@ -104,7 +107,7 @@ pub(crate) async fn killed_mid_saga(quick: bool) -> anyhow::Result<Outcome> {
     let (worker, _) = tools::start_app("worker", &e).await?;
     // The dead worker's lease ends, the new worker's recoverer moves its
     // step to retry after the first delay; then the rest of the backlog
-    // (four steps per user, one at a time) runs.
+    // (five steps per user, one at a time) runs.
     let bound = lease + lease / 4 + retry_base + Duration::from_secs(30);
     let mut o = Outcome {
         sent: users,

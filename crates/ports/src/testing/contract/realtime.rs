@@ -147,6 +147,41 @@ where
     assert!(current.recovered && current.publications.is_empty());
 }
 
+pub async fn a_forgotten_topic_keeps_nothing_and_starts_a_new_epoch<F>(fanout: &F)
+where
+    F: Fanout + TopicHistory + ?Sized,
+{
+    for n in 1..=3 {
+        let m = topic_message("user:gone", "profile.updated", n);
+        fanout
+            .publish_recorded("user:gone", &m, &KEEP)
+            .await
+            .unwrap();
+    }
+    let other = topic_message("user:stays", "profile.updated", 1);
+    fanout
+        .publish_recorded("user:stays", &other, &KEEP)
+        .await
+        .unwrap();
+    let before = fanout.history("user:gone", None, &KEEP).await.unwrap();
+    assert_eq!(before.position.offset, 3);
+    fanout.forget("user:gone").await.unwrap();
+    let start = StreamPosition {
+        offset: 0,
+        epoch: before.position.epoch.clone(),
+    };
+    let after = fanout
+        .history("user:gone", Some(&start), &KEEP)
+        .await
+        .unwrap();
+    assert!(after.publications.is_empty(), "{:?}", after.publications);
+    assert!(!after.recovered);
+    assert_ne!(after.position.epoch, before.position.epoch);
+    assert_eq!(after.position.offset, 0);
+    let kept = fanout.history("user:stays", None, &KEEP).await.unwrap();
+    assert_eq!(kept.position.offset, 1, "other topics are untouched");
+}
+
 pub async fn what_history_no_longer_covers_is_not_recovered<F>(fanout: &F)
 where
     F: Fanout + TopicHistory + ?Sized,
@@ -313,6 +348,7 @@ macro_rules! topic_history_contract {
         topic_history_case!(a_subscriber_recovers_exactly_what_it_missed);
         topic_history_case!(what_history_no_longer_covers_is_not_recovered);
         topic_history_case!(history_expires_but_the_position_stays);
+        topic_history_case!(a_forgotten_topic_keeps_nothing_and_starts_a_new_epoch);
     };
 }
 

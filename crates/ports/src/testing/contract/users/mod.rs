@@ -90,6 +90,7 @@ pub async fn first_upsert_creates_the_user_with_defaults_and_one_event(store: &d
         display_name: Some(name("From Token")),
         photo_url: None,
         verified_email: Some(email("ada@example.com")),
+        issued_at: None,
     };
     let up = store
         .users()
@@ -113,9 +114,12 @@ pub async fn first_upsert_creates_the_user_with_defaults_and_one_event(store: &d
         DomainEvent::UserCreated(e) => {
             assert_eq!(e.user_id, up.user.id);
             assert_eq!(e.uid, uid("u-create"));
-            assert_eq!(e.email, Some(email("ada@example.com")));
-            assert_eq!(e.display_name, Some(name("Ada")));
-            assert_eq!(e.verified_email, Some(email("ada@example.com")));
+            assert!(e.email_verified);
+            // Identifiers only: the address and the name stay in the table.
+            assert_eq!(
+                (&e.email, &e.display_name, &e.verified_email),
+                (&None, &None, &None)
+            );
         }
         other => panic!("expected UserCreated, got {other:?}"),
     }
@@ -185,11 +189,15 @@ pub async fn an_address_the_provider_verifies_later_is_announced_once(store: &dy
             DomainEvent::EmailVerified(first),
             DomainEvent::EmailVerified(second),
         ) => {
-            assert_eq!(created.verified_email, None, "typed, not verified");
+            assert!(!created.email_verified, "typed, not verified");
+            assert_eq!(
+                store.users().verified_email(&u).await.unwrap(),
+                Some(email("new@example.com")),
+                "the last address vouched for, in the table"
+            );
             assert_eq!(first.uid, u);
             assert_eq!(first.user_id, up.user.id);
-            assert_eq!(first.email, email("token@example.com"));
-            assert_eq!(second.email, email("new@example.com"));
+            assert_eq!((&first.email, &second.email), (&None, &None));
         }
         other => panic!("unexpected events: {other:?}"),
     }
@@ -250,7 +258,20 @@ pub async fn upsert_updates_changes_and_ignores_no_ops(store: &dyn UserStore) {
     let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
     assert_eq!(types, ["user.created", "user.profile_updated"]);
     match &events[1] {
-        DomainEvent::ProfileUpdated(e) => assert_eq!(e.photo_url, Some(photo)),
+        // Identifiers only: the new photo is read from the table.
+        DomainEvent::ProfileUpdated(e) => {
+            assert_eq!((e.user_id, &e.photo_url), (updated.user.id, &None));
+            assert_eq!(
+                store
+                    .users()
+                    .find_by_uid(&u)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .photo_url,
+                Some(photo)
+            );
+        }
         other => panic!("expected ProfileUpdated, got {other:?}"),
     }
 }
@@ -374,6 +395,120 @@ pub async fn delete_removes_the_user_and_its_tokens_once(store: &dyn UserStore) 
     assert_eq!(types, ["user.created", "user.deleted"]);
 }
 
+pub async fn the_events_about_a_user_are_listed_oldest_first(store: &dyn UserStore) {
+    let (u, other) = (uid("u-events"), uid("u-events-other"));
+    for (who, name_) in [(&u, "One"), (&other, "Else"), (&u, "Two")] {
+        store
+            .users()
+            .upsert_profile(
+                who,
+                &ProfilePatch {
+                    display_name: Some(name(name_)),
+                    ..ProfilePatch::default()
+                },
+                &ProfileDefaults::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let events = store.users().events_about(&u, 100).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(types, ["user.created", "user.profile_updated"]);
+    assert!(events.iter().all(|e| e.event.payload["uid"] == "u-events"));
+    assert!(
+        events.iter().all(|e| e.published_at.is_none()),
+        "not relayed yet"
+    );
+    assert_eq!(store.users().events_about(&u, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .users()
+            .events_about(&uid("nobody"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Defaults from a token issued at `at`.
+fn issued(at: chrono::DateTime<chrono::Utc>) -> ProfileDefaults {
+    ProfileDefaults {
+        issued_at: Some(at),
+        ..ProfileDefaults::default()
+    }
+}
+
+pub async fn a_deletion_revokes_the_tokens_issued_before_it(store: &dyn UserStore) {
+    let u = uid("u-tombstone");
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    assert_eq!(store.users().deleted_at(&u).await.unwrap(), None);
+    store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &issued(before))
+        .await
+        .unwrap();
+    store.users().delete_by_uid(&u).await.unwrap();
+    let deleted = store
+        .users()
+        .deleted_at(&u)
+        .await
+        .unwrap()
+        .expect("a tombstone");
+    assert!(deleted >= before, "{deleted} < {before}");
+    // A token from before the deletion creates nothing, either way in;
+    // one without a known issue time is taken as older.
+    for defaults in [issued(before), issued(deleted), ProfileDefaults::default()] {
+        assert!(matches!(
+            store
+                .users()
+                .upsert_profile(&u, &ProfilePatch::default(), &defaults)
+                .await,
+            Err(UpsertProfileError::AccountDeleted)
+        ));
+        assert!(matches!(
+            store
+                .tokens()
+                .register(&u, &token("tok-revoked"), Platform::Ios, &defaults)
+                .await,
+            Err(RegisterPushTokenError::AccountDeleted)
+        ));
+    }
+    assert!(store.users().find_by_uid(&u).await.unwrap().is_none());
+    // A token issued after it signs up anew.
+    let after = deleted + chrono::Duration::seconds(1);
+    let again = store
+        .users()
+        .upsert_profile(&u, &ProfilePatch::default(), &issued(after))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, UpsertOutcome::Created);
+    // Other uids are not touched, and old tombstones can be forgotten.
+    assert_eq!(
+        store.users().deleted_at(&uid("u-other")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .users()
+            .forget_deletions(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .users()
+            .forget_deletions(Duration::ZERO)
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(store.users().deleted_at(&u).await.unwrap(), None);
+    let events = drain_events(store).await;
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types, ["user.created", "user.deleted", "user.created"]);
+}
+
 /// Expands to one `#[tokio::test]` per case of the user store contract, in
 /// the scope where it is invoked (give it a module of its own). `$make` is an
 /// expression evaluating to a future of an `Arc<S>` where `S: UserStore`; it
@@ -396,6 +531,8 @@ macro_rules! user_store_contract {
         user_store_case!(upsert_updates_changes_and_ignores_no_ops);
         user_store_case!(an_address_the_provider_verifies_later_is_announced_once);
         user_store_case!(delete_removes_the_user_and_its_tokens_once);
+        user_store_case!(a_deletion_revokes_the_tokens_issued_before_it);
+        user_store_case!(the_events_about_a_user_are_listed_oldest_first);
         user_store_case!(registering_a_token_creates_the_user_once);
         user_store_case!(registering_the_same_token_again_only_bumps_last_seen);
         user_store_case!(a_token_moves_to_the_user_who_registers_it);

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS outbox_subject_uid_idx;
+DROP TABLE IF EXISTS account_deletions;
