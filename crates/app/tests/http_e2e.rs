@@ -279,6 +279,14 @@ async fn the_export_shows_the_profile_the_devices_and_the_welcome_mail_from_post
     );
     assert!(!export.to_string().contains("rae-phone-token"));
     assert!(export["welcome_mail"]["claimed_at"].is_string());
+    // What else is stored: the address the provider vouched for, and the
+    // event log's entries about her (published by now: her mail went).
+    assert_eq!(export["verified_email"], "rae@example.com");
+    let events = export["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "user.created");
+    assert_eq!(events[0]["data"]["uid"], "rae");
+    assert!(events[0]["published_at"].is_string());
+    assert!(export["jobs"].is_array());
 }
 
 /// `/docs` renders in headless Chromium with the network unplugged: Swagger
