@@ -489,7 +489,7 @@ async fn api_server(
             settings.storage.bucket.as_deref().unwrap_or_default()
         ),
     }
-    let upload_settings = usecases::UploadSettings::default();
+    let upload_settings = settings.storage.upload_settings();
     let jobs: Arc<dyn ports::JobQueue> = Arc::new(infra.queue.clone());
     let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
         infra.pg.clone(),
@@ -676,7 +676,7 @@ pub(crate) async fn start_workers(
         .register(Arc::new(usecases::CleanUpUploads::new(
             Arc::new(postgres_adapter::PgUploadRepository::new(infra.pg.clone())),
             objects.clone(),
-            usecases::UploadSettings::default(),
+            settings.storage.upload_settings(),
         )))
         .register(Arc::new(
             usecases::EraseAccount::new(

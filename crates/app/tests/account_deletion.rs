@@ -2,7 +2,6 @@
 //! user's stored objects, cancels their queued jobs and deletes their
 //! Firebase Auth account (in the real Auth emulator).
 
-
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers: a failed unwrap is a failed test"

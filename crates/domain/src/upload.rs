@@ -168,8 +168,16 @@ impl Upload {
         format!("users/{user}/")
     }
 
+    /// Where the upload form stores the object.
     pub fn object_key_for(user: UserId, id: UploadId) -> String {
         format!("{}{id}", Self::user_prefix(user))
+    }
+
+    /// Where a completed upload's object is kept: a key no form names, so
+    /// what was checked at completion is what stays (posting the form
+    /// again before it expires changes nothing).
+    pub fn stored_key_for(user: UserId, id: UploadId) -> String {
+        format!("{}stored/{id}", Self::user_prefix(user))
     }
 }
 

@@ -49,8 +49,9 @@ pub use realtime::{
     TopicHistory, TopicPolicy,
 };
 pub use storage::{
-    CompletedUpload, CreateUploadError, ObjectInfo, ObjectStore, PostPolicy, PresignedPost,
-    StorageError, UploadRepository, UploadStoreError,
+    CompleteUploadError, CompletedUpload, Completion, CreateUploadError, ObjectInfo, ObjectStore,
+    PostPolicy, PresignedPost, QuotaUse, StorageError, UploadQuota, UploadRepository,
+    UploadStoreError,
 };
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,

@@ -79,6 +79,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes every object whose key starts with `prefix` (which must end
     /// with `/`); returns how many there were. Idempotent.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError>;
+
+    /// Copies the object at `from` to `to` (content type included), as it
+    /// is at that moment: what is checked at `to` afterwards is what stays
+    /// there, whatever is posted to `from` later. `Ok(false)` when nothing
+    /// is stored at `from`.
+    async fn copy(&self, from: &str, to: &str) -> Result<bool, StorageError>;
 }
 
 #[derive(Debug, Error)]
@@ -89,11 +95,38 @@ pub enum UploadStoreError {
     Unknown(anyhow::Error),
 }
 
+/// What one user may have in the store: uploads waiting to be completed,
+/// and completed files and their bytes (a replaced avatar, kept for a
+/// grace period, no longer counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadQuota {
+    pub max_pending: u32,
+    pub max_files: u32,
+    pub max_bytes: u64,
+}
+
+/// What a user's completed uploads take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaUse {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl UploadQuota {
+    /// Whether one more file of `size` bytes fits beside `used`.
+    pub fn admits(&self, used: QuotaUse, size: u64) -> bool {
+        used.files < u64::from(self.max_files) && used.bytes.saturating_add(size) <= self.max_bytes
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum CreateUploadError {
     /// The user already has `max` uploads waiting to be completed.
     #[error("at most {max} uploads may be pending at once")]
     TooManyPending { max: u32 },
+    /// A file of the announced size would not fit in the user's quota.
+    #[error("the upload quota is used up")]
+    QuotaExceeded { quota: UploadQuota, used: QuotaUse },
     /// No user row: the caller has no profile yet.
     #[error("no such user")]
     NoUser,
@@ -101,6 +134,27 @@ pub enum CreateUploadError {
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Unknown(anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum CompleteUploadError {
+    /// The stored file would take the user past their quota.
+    #[error("the upload quota is used up")]
+    QuotaExceeded { quota: UploadQuota, used: QuotaUse },
+    #[error("upload store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+/// What completing an upload records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The stored object's size.
+    pub size: u64,
+    /// Where the checked object now is.
+    pub stored_key: String,
+    pub at: DateTime<Utc>,
 }
 
 /// What completing an upload changed.
@@ -115,9 +169,11 @@ pub struct CompletedUpload {
 #[async_trait]
 pub trait UploadRepository: Send + Sync + 'static {
     /// Stores a new pending upload, unless its user already has
-    /// `max_pending` pending uploads that have not expired (checked and
-    /// inserted atomically, so concurrent requests cannot exceed it).
-    async fn create(&self, upload: &Upload, max_pending: u32) -> Result<(), CreateUploadError>;
+    /// `quota.max_pending` pending uploads that have not expired, or the
+    /// announced size would not fit beside their completed uploads (an
+    /// avatar's beside all but the avatar it will replace); checked and
+    /// inserted atomically, so concurrent requests cannot exceed either.
+    async fn create(&self, upload: &Upload, quota: &UploadQuota) -> Result<(), CreateUploadError>;
 
     /// The upload `id` if it belongs to `user`.
     async fn find(&self, user: UserId, id: UploadId) -> Result<Option<Upload>, UploadStoreError>;
@@ -125,18 +181,20 @@ pub trait UploadRepository: Send + Sync + 'static {
     /// The upload `id` of any user (for public avatar links).
     async fn find_any(&self, id: UploadId) -> Result<Option<Upload>, UploadStoreError>;
 
-    /// Marks a pending upload completed with its stored `size`; for an
-    /// avatar, the user's previous completed avatar becomes `Replaced` in
-    /// the same transaction. Completing a completed upload changes
-    /// nothing and answers it again; `None` when there is no such upload
-    /// of `user` (or it was replaced).
+    /// Marks a pending upload completed with its stored `size`, its object
+    /// now at `stored_key` (where no upload form writes); for an avatar,
+    /// the user's previous completed avatar becomes `Replaced` in the same
+    /// transaction. `QuotaExceeded` (nothing changed) when it would take
+    /// the user past `quota` (checked under the user's lock). Completing a
+    /// completed upload changes nothing and answers it again; `None` when
+    /// there is no such upload of `user` (or it was replaced).
     async fn complete(
         &self,
         user: UserId,
         id: UploadId,
-        size: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CompletedUpload>, UploadStoreError>;
+        completion: &Completion,
+        quota: &UploadQuota,
+    ) -> Result<Option<CompletedUpload>, CompleteUploadError>;
 
     /// The user's uploads, newest first (at most `limit`).
     async fn list(&self, user: UserId, limit: u32) -> Result<Vec<Upload>, UploadStoreError>;

@@ -1,8 +1,8 @@
 //! `PgUploadRepository`: the records of uploads (the `UploadRepository`
-//! port). Creating one counts the user's live pending uploads under the
-//! user row's lock, so concurrent requests cannot exceed the bound;
-//! completing an avatar marks the previous one replaced in the same
-//! transaction.
+//! port). Creating and completing one count the user's live pending
+//! uploads and completed files under the user row's lock, so concurrent
+//! requests cannot exceed the quota; completing an avatar marks the
+//! previous one replaced in the same transaction.
 
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
@@ -13,10 +13,57 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use domain::{Upload, UploadId, UploadPurpose, UploadStatus, UserId};
-use ports::{CompletedUpload, CreateUploadError, UploadRepository, UploadStoreError};
+use ports::{
+    CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
+    UploadRepository, UploadStoreError,
+};
 use uuid::Uuid;
 
-port_error!(UploadStoreError, CreateUploadError);
+port_error!(UploadStoreError, CreateUploadError, CompleteUploadError);
+
+#[derive(diesel::QueryableByName)]
+struct UsedRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    files: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    bytes: i64,
+}
+
+/// What the user's completed uploads take, but for the avatar a new one
+/// of `purpose` would replace (call it under the user row's lock).
+async fn used(
+    conn: &mut diesel_async::AsyncPgConnection,
+    user: Uuid,
+    purpose: UploadPurpose,
+) -> QueryResult<QuotaUse> {
+    let row: UsedRow = diesel::sql_query(
+        "SELECT count(*) AS files, coalesce(sum(size), 0)::bigint AS bytes
+           FROM uploads
+          WHERE user_id = $1 AND status = 'completed'
+            AND NOT ($2 AND purpose = 'avatar')",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user)
+    .bind::<diesel::sql_types::Bool, _>(purpose == UploadPurpose::Avatar)
+    .get_result(conn)
+    .await?;
+    Ok(QuotaUse {
+        files: u64::try_from(row.files).unwrap_or(0),
+        bytes: u64::try_from(row.bytes).unwrap_or(0),
+    })
+}
+
+/// Locks the user's row (serializing this user's quota checks); false if
+/// there is none.
+async fn lock_user(conn: &mut diesel_async::AsyncPgConnection, user: Uuid) -> QueryResult<bool> {
+    let found: Option<Uuid> = users::table
+        .find(user)
+        .select(users::id)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.is_some())
+}
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(table_name = uploads)]
@@ -119,32 +166,32 @@ enum Created {
     Done,
     NoUser,
     Full,
+    OverQuota(QuotaUse),
 }
 
 /// What a completion found.
-enum Completion {
+enum Completed {
     Missing,
+    OverQuota(QuotaUse),
     Done(Box<CompletedUpload>),
 }
 
 #[async_trait]
 impl UploadRepository for PgUploadRepository {
-    async fn create(&self, upload: &Upload, max_pending: u32) -> Result<(), CreateUploadError> {
+    async fn create(&self, upload: &Upload, quota: &UploadQuota) -> Result<(), CreateUploadError> {
+        let max_pending = quota.max_pending;
         let mut conn = checkout(&self.pool).await?;
         let row = UploadRow::from_upload(upload);
         let user = upload.user_id.as_uuid();
         let outcome = conn
             .transaction::<_, TxError, _>(async |conn| {
                 // The user row's lock serializes this user's creations.
-                let found: Option<Uuid> = users::table
-                    .find(user)
-                    .select(users::id)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                if found.is_none() {
+                if !lock_user(conn, user).await? {
                     return Ok(Created::NoUser);
+                }
+                let taken = used(conn, user, upload.purpose).await?;
+                if !quota.admits(taken, upload.size) {
+                    return Ok(Created::OverQuota(taken));
                 }
                 let pending: i64 = uploads::table
                     .filter(uploads::user_id.eq(user))
@@ -168,6 +215,10 @@ impl UploadRepository for PgUploadRepository {
             Created::Done => Ok(()),
             Created::NoUser => Err(CreateUploadError::NoUser),
             Created::Full => Err(CreateUploadError::TooManyPending { max: max_pending }),
+            Created::OverQuota(used) => Err(CreateUploadError::QuotaExceeded {
+                quota: *quota,
+                used,
+            }),
         }
     }
 
@@ -187,13 +238,21 @@ impl UploadRepository for PgUploadRepository {
         &self,
         user: UserId,
         id: UploadId,
-        size: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CompletedUpload>, UploadStoreError> {
+        completion: &Completion,
+        quota: &UploadQuota,
+    ) -> Result<Option<CompletedUpload>, CompleteUploadError> {
         let mut conn = checkout(&self.pool).await?;
-        let (user, size) = (user.as_uuid(), i64::try_from(size).unwrap_or(i64::MAX));
+        let now = completion.at;
+        let (user, size) = (
+            user.as_uuid(),
+            i64::try_from(completion.size).unwrap_or(i64::MAX),
+        );
         let outcome = conn
             .transaction::<_, TxError, _>(async |conn| {
+                // This user's completions one at a time: the quota holds.
+                if !lock_user(conn, user).await? {
+                    return Ok(Completed::Missing);
+                }
                 let row: Option<UploadRow> = uploads::table
                     .filter(uploads::id.eq(id.0))
                     .filter(uploads::user_id.eq(user))
@@ -203,18 +262,22 @@ impl UploadRepository for PgUploadRepository {
                     .await
                     .optional()?;
                 let Some(row) = row else {
-                    return Ok(Completion::Missing);
+                    return Ok(Completed::Missing);
                 };
                 let upload = row.into_upload().map_err(TxError::Data)?;
                 match upload.status {
                     UploadStatus::Completed => {
-                        return Ok(Completion::Done(Box::new(CompletedUpload {
+                        return Ok(Completed::Done(Box::new(CompletedUpload {
                             upload,
                             replaced: None,
                         })));
                     }
-                    UploadStatus::Replaced => return Ok(Completion::Missing),
+                    UploadStatus::Replaced => return Ok(Completed::Missing),
                     UploadStatus::Pending => {}
+                }
+                let taken = used(conn, user, upload.purpose).await?;
+                if !quota.admits(taken, completion.size) {
+                    return Ok(Completed::OverQuota(taken));
                 }
                 let mut replaced = None;
                 if upload.purpose == UploadPurpose::Avatar {
@@ -244,11 +307,12 @@ impl UploadRepository for PgUploadRepository {
                         uploads::status.eq(UploadStatus::Completed.as_str()),
                         uploads::size.eq(size),
                         uploads::completed_at.eq(now),
+                        uploads::object_key.eq(&completion.stored_key),
                     ))
                     .returning(UploadRow::as_returning())
                     .get_result(conn)
                     .await?;
-                Ok(Completion::Done(Box::new(CompletedUpload {
+                Ok(Completed::Done(Box::new(CompletedUpload {
                     upload: done.into_upload().map_err(TxError::Data)?,
                     replaced,
                 })))
@@ -256,8 +320,14 @@ impl UploadRepository for PgUploadRepository {
             .await
             .map_err(PgError::from)?;
         Ok(match outcome {
-            Completion::Missing => None,
-            Completion::Done(c) => Some(*c),
+            Completed::Missing => None,
+            Completed::OverQuota(used) => {
+                return Err(CompleteUploadError::QuotaExceeded {
+                    quota: *quota,
+                    used,
+                });
+            }
+            Completed::Done(c) => Some(*c),
         })
     }
 

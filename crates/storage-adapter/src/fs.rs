@@ -335,6 +335,31 @@ impl ObjectStore for FsStore {
             .map_err(storage_error)
     }
 
+    async fn copy(&self, from: &str, to: &str) -> Result<bool, StorageError> {
+        if !valid_key(from) || !valid_key(to) {
+            return Err(StorageError::Unknown(anyhow::anyhow!(
+                "invalid key {from:?} or {to:?}"
+            )));
+        }
+        let (object, content_type) = match self.read(from).await.map_err(storage_error)? {
+            Some(found) => found,
+            None => return Ok(false),
+        };
+        // Written whole under a temporary name, then renamed into place:
+        // the copy is what `from` held when it was read.
+        let store = self.clone();
+        let to = to.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut staged = store.stage(&to)?;
+            staged.write(&object)?;
+            staged.commit(&content_type)
+        })
+        .await
+        .map_err(|e| StorageError::Unknown(e.into()))?
+        .map_err(storage_error)?;
+        Ok(true)
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
         let dir = prefix.strip_suffix('/').unwrap_or_default();
         if !valid_key(dir) {

@@ -259,6 +259,45 @@ impl ObjectStore for S3Store {
         Err(classify_status(status, "delete", &body))
     }
 
+    async fn copy(&self, from: &str, to: &str) -> Result<bool, StorageError> {
+        // CopyObject: a PUT of `to` naming the source in a signed header.
+        let source = format!("/{}/{}", self.bucket, crate::sigv4::uri_encode(from, true));
+        let path = self.path(to);
+        let query = self.signer.presign_query_with_headers(
+            "PUT",
+            &self.host(),
+            &path,
+            &[],
+            &[("x-amz-copy-source", &source)],
+            CALL_EXPIRY_SECS,
+            Utc::now(),
+        );
+        let url = format!(
+            "{}://{}{}?{query}",
+            self.base.scheme(),
+            self.host(),
+            crate::sigv4::uri_encode(&path, true)
+        );
+        let response = self
+            .http
+            .put(url)
+            .header("x-amz-copy-source", &source)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::NOT_FOUND && crate::s3_error_code(&body) == "NoSuchKey" {
+            return Ok(false);
+        }
+        // A copy can fail after its 200 has started: the error is then in
+        // the body.
+        if !status.is_success() || body.contains("<Error>") {
+            return Err(classify_status(status, "copy", &body));
+        }
+        Ok(true)
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
         if prefix.is_empty() || !prefix.ends_with('/') {
             return Err(StorageError::Unknown(anyhow::anyhow!(

@@ -105,6 +105,26 @@ impl Signer {
         expires_secs: u64,
         at: DateTime<Utc>,
     ) -> String {
+        self.presign_query_with_headers(method, host, path, extra, &[], expires_secs, at)
+    }
+
+    /// Like [`Signer::presign_query`], also signing `headers` (lower-case
+    /// names, sorted, none of them `host`) that the request then sends.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one request")]
+    pub(crate) fn presign_query_with_headers(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        expires_secs: u64,
+        at: DateTime<Utc>,
+    ) -> String {
+        let signed_headers = std::iter::once("host")
+            .chain(headers.iter().map(|(k, _)| *k))
+            .collect::<Vec<_>>()
+            .join(";");
         let mut params: BTreeMap<String, String> = extra
             .iter()
             .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
@@ -114,7 +134,7 @@ impl Signer {
             ("X-Amz-Credential", self.credential(at)),
             ("X-Amz-Date", amz_date(at)),
             ("X-Amz-Expires", expires_secs.to_string()),
-            ("X-Amz-SignedHeaders", "host".to_owned()),
+            ("X-Amz-SignedHeaders", signed_headers.clone()),
         ] {
             params.insert(uri_encode(k, false), uri_encode(&v, false));
         }
@@ -123,8 +143,12 @@ impl Signer {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("&");
+        let canonical_headers: String = std::iter::once(("host", host))
+            .chain(headers.iter().copied())
+            .map(|(k, v)| format!("{k}:{}\n", v.trim()))
+            .collect();
         let canonical = format!(
-            "{method}\n{}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+            "{method}\n{}\n{query}\n{canonical_headers}\n{signed_headers}\nUNSIGNED-PAYLOAD",
             uri_encode(path, true)
         );
         let to_sign = format!(

@@ -11,8 +11,9 @@ use domain::{
     VerifiedIdentity,
 };
 use ports::{
-    CreateUploadError, HandleJob, Job, JobContext, JobFailure, ObjectStore, PostPolicy,
-    PresignedPost, StorageError, UploadRepository, UploadStoreError,
+    CompleteUploadError, Completion, CreateUploadError, HandleJob, Job, JobContext, JobFailure,
+    ObjectStore, PostPolicy, PresignedPost, StorageError, UploadQuota, UploadRepository,
+    UploadStoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -33,6 +34,11 @@ pub struct UploadSettings {
     /// How long after its form expired an abandoned upload is deleted
     /// (an upload may still be arriving when the form expires).
     pub abandoned_after: Duration,
+    /// Completed files one user may keep (a replaced avatar, kept for a
+    /// grace period, does not count).
+    pub max_files: u32,
+    /// Bytes of completed files one user may keep.
+    pub max_bytes: u64,
 }
 
 impl Default for UploadSettings {
@@ -43,6 +49,18 @@ impl Default for UploadSettings {
             link_ttl: Duration::from_secs(15 * 60),
             replaced_grace: Duration::from_secs(24 * 3600),
             abandoned_after: Duration::from_secs(3600),
+            max_files: 200,
+            max_bytes: 500 * 1024 * 1024,
+        }
+    }
+}
+
+impl UploadSettings {
+    fn quota(&self) -> UploadQuota {
+        UploadQuota {
+            max_pending: self.max_pending,
+            max_files: self.max_files,
+            max_bytes: self.max_bytes,
         }
     }
 }
@@ -53,6 +71,9 @@ pub enum UploadError {
     Invalid(#[from] InvalidUpload),
     #[error("at most {max} uploads may wait to be completed at once")]
     TooManyPending { max: u32 },
+    /// The file would take the user past their quota of stored files.
+    #[error("the upload quota ({max_files} files, {max_bytes} bytes) is used up")]
+    QuotaExceeded { max_files: u32, max_bytes: u64 },
     #[error("no such upload")]
     NotFound,
     /// `complete` before the object arrived.
@@ -92,10 +113,27 @@ impl From<UpdateProfileError> for UploadError {
     }
 }
 
+impl From<CompleteUploadError> for UploadError {
+    fn from(e: CompleteUploadError) -> Self {
+        match e {
+            CompleteUploadError::QuotaExceeded { quota, .. } => Self::QuotaExceeded {
+                max_files: quota.max_files,
+                max_bytes: quota.max_bytes,
+            },
+            CompleteUploadError::Unavailable(e) => Self::Unavailable(e),
+            CompleteUploadError::Unknown(e) => Self::Unknown(e),
+        }
+    }
+}
+
 impl From<CreateUploadError> for UploadError {
     fn from(e: CreateUploadError) -> Self {
         match e {
             CreateUploadError::TooManyPending { max } => Self::TooManyPending { max },
+            CreateUploadError::QuotaExceeded { quota, .. } => Self::QuotaExceeded {
+                max_files: quota.max_files,
+                max_bytes: quota.max_bytes,
+            },
             CreateUploadError::NoUser => {
                 Self::Unknown(anyhow::anyhow!("the user vanished while uploading"))
             }
@@ -198,9 +236,7 @@ impl UploadService {
             max_bytes: purpose.limits().max_bytes,
             expires_in: self.settings.form_ttl,
         })?;
-        self.uploads
-            .create(&upload, self.settings.max_pending)
-            .await?;
+        self.uploads.create(&upload, &self.settings.quota()).await?;
         tracing::info!(user_id = %user.id, upload_id = %id, purpose = purpose.as_str(), "upload presigned");
         Ok(StartedUpload { upload, form })
     }
@@ -226,12 +262,30 @@ impl UploadService {
             .await?
             .filter(|u| u.status != UploadStatus::Replaced)
             .ok_or(UploadError::NotFound)?;
-        let size = if upload.status == UploadStatus::Completed {
-            upload.size
+        let done = if upload.status == UploadStatus::Completed {
+            self.uploads
+                .complete(
+                    user.id,
+                    id,
+                    &Completion {
+                        size: upload.size,
+                        stored_key: upload.object_key.clone(),
+                        at: upload.completed_at.unwrap_or_else(Utc::now),
+                    },
+                    &self.settings.quota(),
+                )
+                .await?
         } else {
+            // The object is copied where no form writes, then checked
+            // there: posting the form again (it stays valid for minutes)
+            // cannot swap what was checked.
+            let stored_key = Upload::stored_key_for(user.id, id);
+            if !self.store.copy(&upload.object_key, &stored_key).await? {
+                return Err(UploadError::NotUploaded);
+            }
             let info = self
                 .store
-                .head(&upload.object_key)
+                .head(&stored_key)
                 .await?
                 .ok_or(UploadError::NotUploaded)?;
             let stored_type = info.content_type.unwrap_or_default();
@@ -250,17 +304,39 @@ impl UploadService {
             if let Some(problem) = problem {
                 // What the store let through but the purpose does not
                 // allow is not kept.
+                self.store.delete(&stored_key).await?;
                 self.store.delete(&upload.object_key).await?;
                 tracing::warn!(upload_id = %id, %problem, "uploaded object refused");
                 return Err(UploadError::Rejected(problem));
             }
-            info.size
-        };
-        let done = self
-            .uploads
-            .complete(user.id, id, size, Utc::now())
-            .await?
-            .ok_or(UploadError::NotFound)?;
+            let completion = Completion {
+                size: info.size,
+                stored_key: stored_key.clone(),
+                at: Utc::now(),
+            };
+            let done = match self
+                .uploads
+                .complete(user.id, id, &completion, &self.settings.quota())
+                .await
+            {
+                Err(e @ CompleteUploadError::QuotaExceeded { .. }) => {
+                    // Not kept: the copy goes; the form's object goes with
+                    // the abandoned upload.
+                    self.store.delete(&stored_key).await?;
+                    tracing::info!(upload_id = %id, size = info.size, "upload over the user's quota");
+                    return Err(e.into());
+                }
+                done => done?,
+            };
+            // What the form stored is no longer needed (a later post of
+            // the same form lands there and is swept with the account).
+            if let Err(e) = self.store.delete(&upload.object_key).await {
+                tracing::warn!(upload_id = %id, error = %e, "the upload form's object was not deleted");
+            }
+            done
+        }
+        .ok_or(UploadError::NotFound)?;
+        let size = done.upload.size;
         let mut profile = None;
         if done.upload.purpose == UploadPurpose::Avatar {
             let link = self

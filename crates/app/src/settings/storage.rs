@@ -14,6 +14,8 @@ pub(crate) const VARIABLES: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "STORAGE_LOCAL_DIR",
     "STORAGE_LOCAL_BASE_URL",
+    "UPLOAD_QUOTA_FILES",
+    "UPLOAD_QUOTA_BYTES",
 ];
 
 #[derive(Clone)]
@@ -30,6 +32,9 @@ pub struct StorageSection {
     /// How clients reach this app for the file-system store's forms and
     /// links; `None`: `http://localhost:<HTTP_PORT>`.
     pub local_base_url: Option<String>,
+    /// Completed files one user may keep, and their bytes.
+    pub quota_files: u32,
+    pub quota_bytes: u64,
 }
 
 impl std::fmt::Debug for StorageSection {
@@ -61,7 +66,24 @@ impl StorageSection {
                 "is set, so AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be too",
             );
         }
+        let defaults = usecases::UploadSettings::default();
+        let quota_files = r.ranged(
+            "UPLOAD_QUOTA_FILES",
+            defaults.max_files,
+            1,
+            10_000_000,
+            "files",
+        );
+        let quota_bytes = r.ranged(
+            "UPLOAD_QUOTA_BYTES",
+            defaults.max_bytes,
+            1024,
+            1 << 50,
+            "bytes",
+        );
         Self {
+            quota_files,
+            quota_bytes,
             bucket,
             endpoint,
             region: r.string("STORAGE_REGION", "us-east-1"),
@@ -70,6 +92,15 @@ impl StorageSection {
             secret_access_key,
             local_dir: PathBuf::from(r.string("STORAGE_LOCAL_DIR", "var/storage")),
             local_base_url,
+        }
+    }
+
+    /// The upload flow's settings (quotas from here, the rest defaults).
+    pub fn upload_settings(&self) -> usecases::UploadSettings {
+        usecases::UploadSettings {
+            max_files: self.quota_files,
+            max_bytes: self.quota_bytes,
+            ..usecases::UploadSettings::default()
         }
     }
 

@@ -168,6 +168,15 @@ impl From<UploadError> for ApiError {
                     "You have {max} uploads waiting to be completed; complete them or wait for their forms to expire."
                 ),
             },
+            UploadError::QuotaExceeded {
+                max_files,
+                max_bytes,
+            } => ApiError::Conflict {
+                code: "upload_quota_exceeded",
+                detail: format!(
+                    "Your uploads would pass your quota of {max_files} files and {max_bytes} bytes; delete some first."
+                ),
+            },
             UploadError::NotFound => UPLOAD_NOT_FOUND,
             UploadError::NotUploaded => ApiError::Conflict {
                 code: "upload_not_received",
@@ -187,7 +196,7 @@ pub(crate) const PROBLEMS: &[RouteProblem] = &[
     RouteProblem {
         operation: "createUpload",
         status: 409,
-        description: "Too many uploads waiting to be completed (`too_many_pending_uploads`).",
+        description: "Too many uploads waiting to be completed (`too_many_pending_uploads`), or a file of this size would pass the caller's quota of stored files (`upload_quota_exceeded`).",
     },
     RouteProblem {
         operation: "completeUpload",
@@ -197,7 +206,7 @@ pub(crate) const PROBLEMS: &[RouteProblem] = &[
     RouteProblem {
         operation: "completeUpload",
         status: 409,
-        description: "The file has not arrived (`upload_not_received`), or is not what was announced and was deleted (`upload_rejected`).",
+        description: "The file has not arrived (`upload_not_received`), is not what was announced and was deleted (`upload_rejected`), or would pass the caller's quota of stored files (`upload_quota_exceeded`; it was not kept).",
     },
 ];
 

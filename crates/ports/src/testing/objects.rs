@@ -130,6 +130,15 @@ impl ObjectStore for InMemoryObjectStore {
         s.objects.retain(|k, _| !k.starts_with(prefix));
         Ok((before - s.objects.len()) as u64)
     }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<bool, StorageError> {
+        let mut s = self.lock();
+        let Some(object) = s.objects.get(from).cloned() else {
+            return Ok(false);
+        };
+        s.objects.insert(to.to_owned(), object);
+        Ok(true)
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,10 @@
 //! its invariants, and split apart they would each need to reach into it.)
 
 use crate::outbox::{Outbox, OutboxError, OutboxRecord};
-use crate::storage::{CompletedUpload, CreateUploadError, UploadRepository, UploadStoreError};
+use crate::storage::{
+    CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
+    UploadRepository, UploadStoreError,
+};
 use crate::users::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -49,6 +52,20 @@ struct State {
 }
 
 impl State {
+    /// What the user's completed uploads take, but for the avatar a new
+    /// upload of `purpose` would replace.
+    fn quota_use(&self, user: UserId, purpose: UploadPurpose) -> QuotaUse {
+        let replaced =
+            |u: &Upload| purpose == UploadPurpose::Avatar && u.purpose == UploadPurpose::Avatar;
+        self.uploads
+            .iter()
+            .filter(|u| u.user_id == user && u.status == UploadStatus::Completed && !replaced(u))
+            .fold(QuotaUse::default(), |acc, u| QuotaUse {
+                files: acc.files + 1,
+                bytes: acc.bytes + u.size,
+            })
+    }
+
     fn append(&mut self, event: DomainEvent) {
         let now = Utc::now();
         self.append_raw(RawEvent::from(&EventEnvelope::new(event, now)));
@@ -491,10 +508,18 @@ impl Outbox for InMemoryStore {
 
 #[async_trait]
 impl UploadRepository for InMemoryStore {
-    async fn create(&self, upload: &Upload, max_pending: u32) -> Result<(), CreateUploadError> {
+    async fn create(&self, upload: &Upload, quota: &UploadQuota) -> Result<(), CreateUploadError> {
+        let max_pending = quota.max_pending;
         let mut s = self.lock();
         if !s.users.values().any(|u| u.id == upload.user_id) {
             return Err(CreateUploadError::NoUser);
+        }
+        let used = s.quota_use(upload.user_id, upload.purpose);
+        if !quota.admits(used, upload.size) {
+            return Err(CreateUploadError::QuotaExceeded {
+                quota: *quota,
+                used,
+            });
         }
         let now = Utc::now();
         let pending = s
@@ -530,9 +555,10 @@ impl UploadRepository for InMemoryStore {
         &self,
         user: UserId,
         id: UploadId,
-        size: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CompletedUpload>, UploadStoreError> {
+        completion: &Completion,
+        quota: &UploadQuota,
+    ) -> Result<Option<CompletedUpload>, CompleteUploadError> {
+        let (size, now) = (completion.size, completion.at);
         let mut s = self.lock();
         let Some(i) = s
             .uploads
@@ -550,6 +576,13 @@ impl UploadRepository for InMemoryStore {
             }
             UploadStatus::Replaced => return Ok(None),
             UploadStatus::Pending => {}
+        }
+        let used = s.quota_use(user, s.uploads[i].purpose);
+        if !quota.admits(used, size) {
+            return Err(CompleteUploadError::QuotaExceeded {
+                quota: *quota,
+                used,
+            });
         }
         let mut replaced = None;
         if s.uploads[i].purpose == UploadPurpose::Avatar {
@@ -569,6 +602,7 @@ impl UploadRepository for InMemoryStore {
         u.status = UploadStatus::Completed;
         u.size = size;
         u.completed_at = Some(now);
+        u.object_key.clone_from(&completion.stored_key);
         Ok(Some(CompletedUpload {
             upload: u.clone(),
             replaced,

@@ -189,3 +189,114 @@ async fn abandoned_uploads_are_deleted_once_their_form_expired_long_enough() {
         Err(UploadError::NotFound)
     ));
 }
+
+#[tokio::test]
+async fn posting_the_form_again_after_completion_cannot_swap_what_was_checked() {
+    let w = world();
+    let ada = caller("ada");
+    let started = w
+        .service
+        .start(&ada, UploadPurpose::Avatar, "image/png", 10)
+        .await
+        .unwrap();
+    assert_eq!(w.objects.post_form(&started.form, vec![1; 10]).await, 204);
+    let done = w
+        .service
+        .complete(&ada, started.upload.id, MEDIA)
+        .await
+        .unwrap();
+    let stored = done.upload.upload.object_key.clone();
+    assert_ne!(
+        stored, started.upload.object_key,
+        "kept where no form writes"
+    );
+    // The form is still valid for minutes: whatever it brings now lands
+    // where nothing reads it.
+    assert_eq!(w.objects.post_form(&started.form, vec![6; 20]).await, 204);
+    let link = w
+        .service
+        .avatar_link(started.upload.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.objects.get(&link).await, Some(vec![1; 10]));
+    let again = w
+        .service
+        .complete(&ada, started.upload.id, MEDIA)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.upload.upload.size, again.upload.upload.object_key),
+        (10, stored)
+    );
+}
+
+#[tokio::test]
+async fn a_user_cannot_store_past_their_quota() {
+    let store = Arc::new(InMemoryStore::new());
+    let objects = Arc::new(InMemoryObjectStore::new());
+    let settings = UploadSettings {
+        max_files: 2,
+        max_bytes: 1000,
+        ..UploadSettings::default()
+    };
+    let service = UploadService::new(
+        store.clone(),
+        objects.clone(),
+        ProfileService::new(store.clone()),
+        settings,
+    );
+    let ada = caller("ada");
+    let mut completed = 0;
+    for size in [400_u64, 400] {
+        let started = service
+            .start(&ada, UploadPurpose::Attachment, "image/png", size)
+            .await
+            .unwrap();
+        assert_eq!(
+            objects
+                .post_form(&started.form, vec![1; size as usize])
+                .await,
+            204
+        );
+        service
+            .complete(&ada, started.upload.id, MEDIA)
+            .await
+            .unwrap();
+        completed += 1;
+    }
+    assert_eq!(completed, 2);
+    // A third file: refused before any form is signed.
+    assert!(matches!(
+        service
+            .start(&ada, UploadPurpose::Attachment, "image/png", 1)
+            .await,
+        Err(UploadError::QuotaExceeded {
+            max_files: 2,
+            max_bytes: 1000
+        })
+    ));
+    // Another user has their own.
+    let bob = caller("bob");
+    let small = service
+        .start(&bob, UploadPurpose::Attachment, "image/png", 10)
+        .await
+        .unwrap();
+    // Announced small, uploaded big (the form allows the purpose's
+    // limit): refused at completion and not kept.
+    let bytes = 1001;
+    assert_eq!(objects.post_form(&small.form, vec![2; bytes]).await, 204);
+    assert!(matches!(
+        service.complete(&bob, small.upload.id, MEDIA).await,
+        Err(UploadError::QuotaExceeded { .. })
+    ));
+    let bobs = domain::Upload::user_prefix(small.upload.user_id);
+    assert!(
+        objects
+            .keys()
+            .iter()
+            .all(|k| !k.starts_with(&format!("{bobs}stored/"))),
+        "{:?}",
+        objects.keys()
+    );
+}

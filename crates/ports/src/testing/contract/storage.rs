@@ -1,6 +1,9 @@
 //! The `ObjectStore` and `UploadRepository` contracts.
 
-use crate::storage::{CreateUploadError, ObjectStore, PostPolicy, UploadRepository};
+use crate::storage::{
+    CompleteUploadError, Completion, CreateUploadError, ObjectStore, PostPolicy, UploadQuota,
+    UploadRepository,
+};
 use crate::testing::objects::ObjectClient;
 use crate::users::UserRepository;
 use chrono::{DateTime, Utc};
@@ -86,6 +89,28 @@ pub async fn the_store_refuses_what_the_policy_does_not_allow(t: StoreUnderTest)
     );
 }
 
+pub async fn a_copy_is_what_the_source_held_when_copied(t: StoreUnderTest) {
+    let (from, to) = (
+        format!("{}incoming", t.prefix),
+        format!("{}stored/a", t.prefix),
+    );
+    assert!(!t.store.copy(&from, &to).await.unwrap(), "nothing to copy");
+    let form = t.store.presign_post(&policy(&from, 1000)).unwrap();
+    assert!((200..300).contains(&t.client.post_form(&form, vec![1; 10]).await));
+    assert!(t.store.copy(&from, &to).await.unwrap());
+    // The same form posted again (it is still valid) changes the source
+    // only.
+    assert!((200..300).contains(&t.client.post_form(&form, vec![2; 20]).await));
+    let info = t.store.head(&to).await.unwrap().expect("the copy");
+    assert_eq!(
+        (info.size, info.content_type.as_deref()),
+        (10, Some("image/png"))
+    );
+    let url = t.store.read_url(&to, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.client.get(&url).await, Some(vec![1; 10]));
+    assert_eq!(t.store.head(&from).await.unwrap().map(|i| i.size), Some(20));
+}
+
 pub async fn deleting_is_idempotent_and_a_prefix_takes_only_its_own(t: StoreUnderTest) {
     let mine = format!("{}u/a/", t.prefix);
     let theirs = format!("{}u/ab/", t.prefix);
@@ -118,6 +143,7 @@ macro_rules! object_store_contract {
         object_store_case!(an_upload_within_the_policy_is_stored_and_read_back);
         object_store_case!(the_store_refuses_what_the_policy_does_not_allow);
         object_store_case!(deleting_is_idempotent_and_a_prefix_takes_only_its_own);
+        object_store_case!(a_copy_is_what_the_source_held_when_copied);
     };
 }
 
@@ -163,9 +189,115 @@ fn upload(user: UserId, purpose: UploadPurpose, created_at: DateTime<Utc>) -> Up
     }
 }
 
+/// A quota that only bounds pending uploads.
+fn pending(max_pending: u32) -> UploadQuota {
+    UploadQuota {
+        max_pending,
+        max_files: 10_000,
+        max_bytes: 1 << 40,
+    }
+}
+
+fn roomy() -> UploadQuota {
+    pending(10_000)
+}
+
+/// Completing `id` of `user` with `size` bytes at `at`, its object moved
+/// to the key no form names.
+fn completion(user: UserId, id: UploadId, size: u64, at: DateTime<Utc>) -> Completion {
+    Completion {
+        size,
+        stored_key: Upload::stored_key_for(user, id),
+        at,
+    }
+}
+
 /// Timestamps as the store keeps them (Postgres: microseconds).
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap()
+}
+
+pub async fn completed_uploads_are_bounded_by_the_quota(t: UploadsUnderTest) {
+    let (ada, bob) = (user(&t, "ada").await, user(&t, "bob").await);
+    let now = micros(Utc::now());
+    let quota = UploadQuota {
+        max_pending: 10,
+        max_files: 2,
+        max_bytes: 100,
+    };
+    let sized = |u: UserId, size: u64| Upload {
+        size,
+        ..upload(u, UploadPurpose::Attachment, now)
+    };
+    // Completed uploads count; pending ones are checked as announced.
+    let first = sized(ada, 40);
+    t.uploads.create(&first, &quota).await.unwrap();
+    let done_first = t
+        .uploads
+        .complete(ada, first.id, &completion(ada, first.id, 40, now), &quota)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done_first.upload.object_key,
+        Upload::stored_key_for(ada, first.id)
+    );
+    assert!(matches!(
+        t.uploads.create(&sized(ada, 61), &quota).await,
+        Err(CreateUploadError::QuotaExceeded { .. })
+    ));
+    // Announced small, stored big: refused at completion, nothing changed.
+    let liar = sized(ada, 10);
+    t.uploads.create(&liar, &quota).await.unwrap();
+    assert!(matches!(
+        t.uploads
+            .complete(ada, liar.id, &completion(ada, liar.id, 90, now), &quota)
+            .await,
+        Err(CompleteUploadError::QuotaExceeded { .. })
+    ));
+    assert_eq!(
+        t.uploads
+            .find(ada, liar.id)
+            .await
+            .unwrap()
+            .map(|u| u.status),
+        Some(UploadStatus::Pending)
+    );
+    t.uploads
+        .complete(ada, liar.id, &completion(ada, liar.id, 60, now), &quota)
+        .await
+        .unwrap()
+        .unwrap();
+    // Two files: no third, whatever its size.
+    assert!(matches!(
+        t.uploads.create(&sized(ada, 0), &quota).await,
+        Err(CreateUploadError::QuotaExceeded { .. })
+    ));
+    // Another user's quota is their own.
+    t.uploads.create(&sized(bob, 100), &quota).await.unwrap();
+    // A new avatar takes the old one's place in the quota (from the
+    // start: a user at their limit can still change it).
+    let carl = user(&t, "carl").await;
+    let one = UploadQuota {
+        max_files: 1,
+        ..quota
+    };
+    for n in 0..3 {
+        let avatar = Upload {
+            size: 50,
+            ..upload(
+                carl,
+                UploadPurpose::Avatar,
+                now + chrono::Duration::seconds(n),
+            )
+        };
+        t.uploads.create(&avatar, &one).await.unwrap();
+        t.uploads
+            .complete(carl, avatar.id, &completion(carl, avatar.id, 50, now), &one)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
 
 pub async fn pending_uploads_are_bounded_per_user(t: UploadsUnderTest) {
@@ -173,18 +305,18 @@ pub async fn pending_uploads_are_bounded_per_user(t: UploadsUnderTest) {
     let now = micros(Utc::now());
     for _ in 0..3 {
         t.uploads
-            .create(&upload(ada, UploadPurpose::Attachment, now), 3)
+            .create(&upload(ada, UploadPurpose::Attachment, now), &pending(3))
             .await
             .unwrap();
     }
     let fourth = upload(ada, UploadPurpose::Attachment, now);
     assert!(matches!(
-        t.uploads.create(&fourth, 3).await,
+        t.uploads.create(&fourth, &pending(3)).await,
         Err(CreateUploadError::TooManyPending { max: 3 })
     ));
     assert_eq!(t.uploads.find(ada, fourth.id).await.unwrap(), None);
     t.uploads
-        .create(&upload(bob, UploadPurpose::Attachment, now), 3)
+        .create(&upload(bob, UploadPurpose::Attachment, now), &pending(3))
         .await
         .unwrap();
     // Expired pending uploads no longer count.
@@ -192,18 +324,18 @@ pub async fn pending_uploads_are_bounded_per_user(t: UploadsUnderTest) {
     let carl = user(&t, "carl").await;
     for _ in 0..3 {
         t.uploads
-            .create(&upload(carl, UploadPurpose::Attachment, old), 3)
+            .create(&upload(carl, UploadPurpose::Attachment, old), &pending(3))
             .await
             .unwrap();
     }
     t.uploads
-        .create(&upload(carl, UploadPurpose::Attachment, now), 3)
+        .create(&upload(carl, UploadPurpose::Attachment, now), &pending(3))
         .await
         .unwrap();
     let nobody = UserId::new();
     assert!(matches!(
         t.uploads
-            .create(&upload(nobody, UploadPurpose::Avatar, now), 3)
+            .create(&upload(nobody, UploadPurpose::Avatar, now), &pending(3))
             .await,
         Err(CreateUploadError::NoUser)
     ));
@@ -220,7 +352,7 @@ pub async fn completing_an_avatar_replaces_the_previous_one(t: UploadsUnderTest)
     );
     let file = upload(ada, UploadPurpose::Attachment, now);
     for u in [&first, &second, &file] {
-        t.uploads.create(u, 10).await.unwrap();
+        t.uploads.create(u, &pending(10)).await.unwrap();
     }
     assert_eq!(
         t.uploads.find(ada, first.id).await.unwrap().as_ref(),
@@ -232,13 +364,16 @@ pub async fn completing_an_avatar_replaces_the_previous_one(t: UploadsUnderTest)
         "not bob's"
     );
     assert_eq!(
-        t.uploads.complete(bob, first.id, 5, now).await.unwrap(),
+        t.uploads
+            .complete(bob, first.id, &completion(bob, first.id, 5, now), &roomy())
+            .await
+            .unwrap(),
         None
     );
 
     let done = t
         .uploads
-        .complete(ada, first.id, 5, now)
+        .complete(ada, first.id, &completion(ada, first.id, 5, now), &roomy())
         .await
         .unwrap()
         .unwrap();
@@ -247,21 +382,26 @@ pub async fn completing_an_avatar_replaces_the_previous_one(t: UploadsUnderTest)
     assert_eq!(done.replaced, None);
     let again = t
         .uploads
-        .complete(ada, first.id, 5, now)
+        .complete(ada, first.id, &completion(ada, first.id, 5, now), &roomy())
         .await
         .unwrap()
         .unwrap();
     assert_eq!((again.upload, again.replaced), (done.upload.clone(), None));
 
     t.uploads
-        .complete(ada, file.id, 9, now)
+        .complete(ada, file.id, &completion(ada, file.id, 9, now), &roomy())
         .await
         .unwrap()
         .unwrap();
     let later = now + chrono::Duration::seconds(5);
     let next = t
         .uploads
-        .complete(ada, second.id, 6, later)
+        .complete(
+            ada,
+            second.id,
+            &completion(ada, second.id, 6, later),
+            &roomy(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -272,7 +412,15 @@ pub async fn completing_an_avatar_replaces_the_previous_one(t: UploadsUnderTest)
         (UploadStatus::Replaced, Some(later))
     );
     assert_eq!(
-        t.uploads.complete(ada, first.id, 5, later).await.unwrap(),
+        t.uploads
+            .complete(
+                ada,
+                first.id,
+                &completion(ada, first.id, 5, later),
+                &roomy()
+            )
+            .await
+            .unwrap(),
         None,
         "a replaced avatar cannot come back"
     );
@@ -299,15 +447,25 @@ pub async fn stale_uploads_are_found_and_removed(t: UploadsUnderTest) {
     let old_avatar = upload(ada, UploadPurpose::Avatar, long_ago);
     let new_avatar = upload(ada, UploadPurpose::Avatar, now);
     for u in [&abandoned, &fresh, &old_avatar, &new_avatar] {
-        t.uploads.create(u, 10).await.unwrap();
+        t.uploads.create(u, &pending(10)).await.unwrap();
     }
     t.uploads
-        .complete(ada, old_avatar.id, 1, long_ago)
+        .complete(
+            ada,
+            old_avatar.id,
+            &completion(ada, old_avatar.id, 1, long_ago),
+            &roomy(),
+        )
         .await
         .unwrap()
         .unwrap();
     t.uploads
-        .complete(ada, new_avatar.id, 1, now)
+        .complete(
+            ada,
+            new_avatar.id,
+            &completion(ada, new_avatar.id, 1, now),
+            &roomy(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -346,7 +504,7 @@ pub async fn stale_uploads_are_found_and_removed(t: UploadsUnderTest) {
 pub async fn deleting_the_user_forgets_their_uploads(t: UploadsUnderTest) {
     let ada = user(&t, "ada").await;
     let u = upload(ada, UploadPurpose::Avatar, micros(Utc::now()));
-    t.uploads.create(&u, 10).await.unwrap();
+    t.uploads.create(&u, &pending(10)).await.unwrap();
     t.users
         .delete_by_uid(&FirebaseUid::parse("ada").unwrap())
         .await
@@ -367,6 +525,7 @@ macro_rules! upload_repository_contract {
             };
         }
         upload_repository_case!(pending_uploads_are_bounded_per_user);
+        upload_repository_case!(completed_uploads_are_bounded_by_the_quota);
         upload_repository_case!(completing_an_avatar_replaces_the_previous_one);
         upload_repository_case!(stale_uploads_are_found_and_removed);
         upload_repository_case!(deleting_the_user_forgets_their_uploads);
