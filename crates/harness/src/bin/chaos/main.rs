@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod bad_websocket;
+mod fault_memory;
 mod fault_outage;
 mod fault_redis;
 mod fault_saga;
@@ -51,10 +52,10 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=11).collect());
+        .unwrap_or_else(|| (1..=12).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=11).contains(n)),
-        "--only takes scenario numbers from 1 to 11, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=12).contains(n)),
+        "--only takes scenario numbers from 1 to 12, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +138,12 @@ fn main() -> anyhow::Result<()> {
             "worker SIGKILLed in the middle of account-deletion sagas",
             (180, 120),
             Box::pin(fault_saga::killed_mid_saga(quick)),
+        ),
+        (
+            12,
+            "memory floods: invented methods, a socket that never reads",
+            (180, 120),
+            Box::pin(fault_memory::memory_floods(quick)),
         ),
     ];
     for (n, name, (full_secs, quick_secs), run) in scenarios {
