@@ -20,7 +20,12 @@ pub enum EventsAction {
 
 /// Runs `action` and returns what to print.
 pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<String> {
-    let client = streams_adapter::connect(&settings.redis.url, Duration::from_secs(2)).await?;
+    let client = streams_adapter::connect_with_tls(
+        &settings.redis.url,
+        &settings.redis.tls,
+        Duration::from_secs(2),
+    )
+    .await?;
     let admin = StreamAdmin::new(client, settings.redis.key_prefix.clone());
     let mut out = String::new();
     match action {

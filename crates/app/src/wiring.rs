@@ -66,7 +66,12 @@ impl Infrastructure {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let pg = postgres_adapter::build_pool(&settings.database.pg_settings())?;
         let redis = queue_adapter::build_pool(&settings.redis.pool_settings())?;
-        let fred = streams_adapter::connect(&settings.redis.url, Duration::from_secs(2)).await?;
+        let fred = streams_adapter::connect_with_tls(
+            &settings.redis.url,
+            &settings.redis.tls,
+            Duration::from_secs(2),
+        )
+        .await?;
         let push = push_sender(settings)?;
         let queue = RedisJobQueue::new(redis.clone(), settings.redis.queue_settings());
         Ok(Self {

@@ -13,6 +13,7 @@ pub mod problem;
 pub mod push;
 pub mod realtime;
 pub mod storage;
+pub mod tls;
 pub mod users;
 
 #[cfg(feature = "testing")]
@@ -53,6 +54,7 @@ pub use storage::{
     PostPolicy, PresignedPost, QuotaUse, StorageError, UploadQuota, UploadRepository,
     UploadStoreError,
 };
+pub use tls::TlsMaterial;
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,
     PushTokenRepository, RegisterPushTokenError, RegisteredPushToken, StoredEvent,

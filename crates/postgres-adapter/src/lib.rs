@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod connect;
 mod error;
 mod health;
 mod outbox;
@@ -13,6 +14,7 @@ mod uploads;
 mod users;
 mod welcome;
 
+pub use connect::{PgTarget, PgTls, Roots, SslMode, connect, parse_target};
 pub use health::PgHealthProbe;
 pub use outbox::{OUTBOX_CHANNEL, PgOutbox};
 pub use pool::{

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Int8, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::RawEvent;
 use futures_util::StreamExt as _;
 use ports::{Outbox, OutboxError, OutboxRecord};
@@ -104,7 +104,7 @@ impl PgOutbox {
     }
 
     async fn listen(&self) -> anyhow::Result<AsyncPgConnection> {
-        let mut conn = AsyncPgConnection::establish(&self.url).await?;
+        let mut conn = crate::connect::connect(&self.url).await?;
         diesel::sql_query(format!("LISTEN {OUTBOX_CHANNEL}"))
             .execute(&mut conn)
             .await?;
@@ -155,7 +155,7 @@ impl Outbox for PgOutbox {
             }
         }
         if guard.is_none() {
-            let conn = AsyncPgConnection::establish(&self.url).await.map_err(|e| {
+            let conn = crate::connect::connect(&self.url).await.map_err(|e| {
                 OutboxError::Unavailable(
                     anyhow::Error::new(e).context("connecting to lead the relays"),
                 )

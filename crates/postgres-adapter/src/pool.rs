@@ -6,7 +6,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt as _;
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub fn build_pool(settings: &PgSettings) -> anyhow::Result<PgPool> {
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = crate::connect::connect(&url).await?;
             diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
                 .execute(&mut conn)
                 .await
@@ -114,9 +114,10 @@ where
 {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut conn =
-            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                .context("connecting to Postgres to migrate")?;
+        let conn = tokio::runtime::Handle::current()
+            .block_on(crate::connect::connect(&url))
+            .context("connecting to Postgres to migrate")?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         f(&mut conn)
     })
     .await
@@ -132,7 +133,7 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<bool> {
     // The server's message (SQLSTATE 3D000) is all the driver gives us;
     // match it with the database's own name, not any "does not exist".
     let missing = format!("database \"{name}\" does not exist");
-    match AsyncPgConnection::establish(url).await {
+    match crate::connect::connect(url).await {
         Ok(_) => return Ok(false),
         Err(e) if !e.to_string().contains(&missing) => {
             return Err(anyhow::Error::new(e).context("connecting to Postgres"));
@@ -141,7 +142,7 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<bool> {
     }
     let mut admin_url = parsed.clone();
     admin_url.set_path("/postgres");
-    let mut conn = AsyncPgConnection::establish(admin_url.as_str())
+    let mut conn = crate::connect::connect(admin_url.as_str())
         .await
         .context("connecting to the `postgres` database to create ours")?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));

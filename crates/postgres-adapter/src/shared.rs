@@ -7,7 +7,7 @@
 
 use crate::error::PgError;
 use crate::pool::PgSettings;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,7 +44,7 @@ impl SharedReads {
             return Ok((i, c.clone()));
         }
         let connect = async {
-            let mut conn = AsyncPgConnection::establish(&self.settings.url).await?;
+            let mut conn = crate::connect::connect(&self.settings.url).await?;
             diesel::sql_query(format!(
                 "SET statement_timeout = {}",
                 self.settings.statement_timeout.as_millis()

@@ -25,6 +25,9 @@ pub struct RedisSettings {
     pub acquire_timeout: Duration,
     /// Longest wait for any reply (blocking waits stay below it).
     pub response_timeout: Duration,
+    /// For `rediss://`: a CA to trust besides the system's roots, and a
+    /// client certificate.
+    pub tls: ports::TlsMaterial,
 }
 
 impl RedisSettings {
@@ -34,8 +37,51 @@ impl RedisSettings {
             max_connections: 32,
             acquire_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(5),
+            tls: ports::TlsMaterial::default(),
         }
     }
+}
+
+/// The certificates redis-rs takes for `tls`: the system's roots and the
+/// extra CA together (redis-rs trusts only the roots it is given once it
+/// is given any), and the client certificate. `None`: nothing beyond the
+/// system's roots.
+fn certificates(tls: &ports::TlsMaterial) -> Option<redis::TlsCertificates> {
+    if tls.ca_pem.is_none() && tls.client.is_none() {
+        return None;
+    }
+    let root_cert = tls.ca_pem.as_ref().map(|extra| {
+        let mut bundle = system_roots_pem();
+        bundle.extend_from_slice(b"\n");
+        bundle.extend_from_slice(extra);
+        bundle
+    });
+    Some(redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert,
+    })
+}
+
+/// The operating system's root certificates, as PEM.
+fn system_roots_pem() -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = Vec::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 /// The node URLs of a `redis-cluster://` (or `rediss-cluster://`) URL, in
@@ -236,9 +282,13 @@ delegate_connection_like!(Blocking);
 pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
     if let Some(nodes) = cluster_nodes(&settings.url) {
         let nodes = nodes.map_err(anyhow::Error::msg)?;
-        let client = ClusterClientBuilder::new(nodes)
+        let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(settings.acquire_timeout)
-            .response_timeout(settings.response_timeout)
+            .response_timeout(settings.response_timeout);
+        if let Some(certs) = certificates(&settings.tls) {
+            builder = builder.certs(certs);
+        }
+        let client = builder
             .build()
             .context("REDIS_URL is not a valid Redis Cluster URL")?;
         return Ok(RedisPool::Cluster(ClusterPool {
@@ -252,8 +302,17 @@ pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.acquire_timeout))
         .set_response_timeout(Some(settings.response_timeout));
-    let manager = Manager::new_with_config(settings.url.as_str(), config)
-        .context("REDIS_URL is not a valid Redis URL")?;
+    let manager = match certificates(&settings.tls) {
+        // The client redis-rs builds with the certificates carries them in
+        // its connection info, which the pool's manager then uses.
+        Some(certs) => {
+            let client = redis::Client::build_with_tls(settings.url.as_str(), certs)
+                .context("REDIS_URL with REDIS_TLS_* (a rediss:// URL and PEM files)")?;
+            Manager::new_with_config(client.get_connection_info().clone(), config)
+        }
+        None => Manager::new_with_config(settings.url.as_str(), config),
+    }
+    .context("REDIS_URL is not a valid Redis URL")?;
     Pool::builder(manager)
         .max_size(settings.max_connections)
         .wait_timeout(Some(settings.acquire_timeout))

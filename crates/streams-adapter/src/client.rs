@@ -9,7 +9,50 @@ use std::time::Duration;
 /// connection; if Redis is not up by then the client keeps trying in the
 /// background (readiness reports it) and this still returns the client.
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Client> {
+    connect_with_tls(url, &ports::TlsMaterial::default(), wait).await
+}
+
+/// The rustls configuration for `tls`: the system's roots and the extra CA,
+/// and the client certificate.
+pub fn rustls_config(tls: &ports::TlsMaterial) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = &tls.ca_pem {
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            roots
+                .add(cert.context("REDIS_TLS_CA_FILE is not PEM certificates")?)
+                .context("REDIS_TLS_CA_FILE")?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    Ok(match &tls.client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .context("REDIS_TLS_CERT_FILE is not PEM certificates")?;
+            let key = PrivateKeyDer::from_pem_slice(key).context("REDIS_TLS_KEY_FILE")?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE")?
+        }
+    })
+}
+
+/// Like [`connect`], with `tls` for a `rediss://` URL.
+pub async fn connect_with_tls(
+    url: &str,
+    tls: &ports::TlsMaterial,
+    wait: Duration,
+) -> anyhow::Result<Client> {
     let mut config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
+    if config.tls.is_some() && *tls != ports::TlsMaterial::default() {
+        config.tls = Some(fred::types::config::TlsConfig::from(rustls_config(tls)?));
+    }
     // Without this, a client whose first connection fails (Redis down when
     // the process starts) never tries again.
     config.fail_fast = false;

@@ -13,7 +13,7 @@ mod wire;
 
 pub use admin::{DeadLetter, StreamAdmin};
 pub use cache::RedisCache;
-pub use client::connect;
+pub use client::{connect, connect_with_tls, rustls_config};
 pub use consumer::{ConsumerSettings, RedisStreamConsumer};
 pub use fanout::RedisFanout;
 pub use fred::clients::Client as RedisClient;

@@ -18,6 +18,7 @@ mod smtp;
 #[cfg(feature = "app")]
 mod spawn;
 mod telemetry;
+mod tls;
 
 #[cfg(feature = "browser")]
 pub use browser::Browser;
@@ -39,6 +40,7 @@ pub use spawn::{
     spawn_sibling, test_settings,
 };
 pub use telemetry::init_tracing;
+pub use tls::{Issued, TestCa, TlsPostgres, TlsRedis};
 
 /// A short random suffix for names that must not collide between tests.
 pub fn unique_suffix() -> String {

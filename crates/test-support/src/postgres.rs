@@ -1,12 +1,9 @@
 //! A Postgres schema of its own for each test.
 
 use crate::{LEFTOVER_AGE_SECS, block_on_fresh_runtime, now_secs, unique_suffix};
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::OnceCell;
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/trellis_test";
 const SCHEMA_PREFIX: &str = "test_";
 
@@ -44,16 +41,11 @@ impl TestDb {
     /// A fresh schema with every migration applied.
     pub async fn new() -> Self {
         let db = Self::empty().await;
-        let url = db.url.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn =
-                <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                    .unwrap_or_else(|e| unreachable(&url, e));
-            conn.run_pending_migrations(MIGRATIONS)
-                .unwrap_or_else(|e| panic!("migrating the test schema failed: {e}"));
-        })
-        .await
-        .expect("migration task");
+        // Through the adapter's own connection (TLS with the URL's
+        // libpq parameters, as everywhere).
+        postgres_adapter::run_migrations(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("migrating the test schema failed: {e:#}"));
         db
     }
 
@@ -90,7 +82,7 @@ impl Drop for TestDb {
         let base = self.base.clone();
         let schema = self.schema.clone();
         block_on_fresh_runtime(async move {
-            if let Ok(mut conn) = AsyncPgConnection::establish(&base).await {
+            if let Ok(mut conn) = postgres_adapter::connect(&base).await {
                 let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .execute(&mut conn)
                     .await;
@@ -100,7 +92,7 @@ impl Drop for TestDb {
 }
 
 async fn connect(url: &str) -> AsyncPgConnection {
-    AsyncPgConnection::establish(url)
+    postgres_adapter::connect(url)
         .await
         .unwrap_or_else(|e| unreachable(url, e))
 }
@@ -121,7 +113,7 @@ async fn prepare(base: String) {
     let parsed =
         url::Url::parse(&base).unwrap_or_else(|e| panic!("TEST_DATABASE_URL {base:?}: {e}"));
     let name = parsed.path().trim_start_matches('/').to_owned();
-    if let Err(e) = AsyncPgConnection::establish(&base).await {
+    if let Err(e) = postgres_adapter::connect(&base).await {
         if !e.to_string().contains("does not exist") {
             unreachable(&base, e);
         }
@@ -278,7 +270,7 @@ impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         block_on_fresh_runtime(async move {
-            if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
+            if let Ok(mut conn) = postgres_adapter::connect(&admin).await {
                 let _ =
                     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                         .execute(&mut conn)
@@ -294,7 +286,7 @@ async fn sweep_scratch_databases(base: &str) {
         return;
     };
     admin.set_path("/postgres");
-    let Ok(mut conn) = AsyncPgConnection::establish(admin.as_str()).await else {
+    let Ok(mut conn) = postgres_adapter::connect(admin.as_str()).await else {
         return;
     };
     drop_leftovers(

@@ -2,7 +2,13 @@
 
 use super::reader::Reader;
 
-pub(crate) const VARIABLES: &[&str] = &["REDIS_URL", "REDIS_KEY_PREFIX"];
+pub(crate) const VARIABLES: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -12,6 +18,10 @@ pub struct RedisSection {
     pub url: String,
     /// Every Redis key, stream and channel this process uses starts with it.
     pub key_prefix: String,
+    /// For `rediss://`: a CA to trust besides the system's roots
+    /// (`REDIS_TLS_CA_FILE`), a client certificate (`REDIS_TLS_CERT_FILE`,
+    /// `REDIS_TLS_KEY_FILE`), read when the settings are.
+    pub tls: ports::TlsMaterial,
 }
 
 /// The URL (it may hold a password) is never printed.
@@ -32,12 +42,53 @@ impl RedisSection {
             r.problem("REDIS_URL", e);
         }
         let key_prefix = r.string("REDIS_KEY_PREFIX", "trellis:");
-        Self { url, key_prefix }
+        let mut pem = |var: &str| {
+            let path = r.raw(var)?;
+            match std::fs::read(path.trim()) {
+                Ok(bytes) if bytes.windows(11).any(|w| w == b"-----BEGIN ") => Some(bytes),
+                Ok(_) => {
+                    r.problem(var, "is not a PEM file");
+                    None
+                }
+                Err(e) => {
+                    r.problem(var, format!("cannot be read: {e}"));
+                    None
+                }
+            }
+        };
+        let ca_pem = pem("REDIS_TLS_CA_FILE");
+        let client = match (pem("REDIS_TLS_CERT_FILE"), pem("REDIS_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                r.problem(
+                    "REDIS_TLS_CERT_FILE",
+                    "and REDIS_TLS_KEY_FILE go together (a client certificate and its key)",
+                );
+                None
+            }
+        };
+        let tls = ports::TlsMaterial { ca_pem, client };
+        let plain = !url.starts_with("rediss");
+        if plain && tls != ports::TlsMaterial::default() {
+            r.problem(
+                "REDIS_TLS_CA_FILE",
+                "and the other REDIS_TLS_* files need a rediss:// (or rediss-cluster://) REDIS_URL",
+            );
+        }
+        Self {
+            url,
+            key_prefix,
+            tls,
+        }
     }
 
     /// The queue's connection pool.
     pub fn pool_settings(&self) -> queue_adapter::RedisSettings {
-        queue_adapter::RedisSettings::new(self.url.clone())
+        queue_adapter::RedisSettings {
+            tls: self.tls.clone(),
+            ..queue_adapter::RedisSettings::new(self.url.clone())
+        }
     }
 
     /// The queue's keys.
