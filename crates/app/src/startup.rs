@@ -62,7 +62,9 @@ impl std::fmt::Debug for Application {
 
 /// Makes sure the database exists (local mode) and is migrated (if configured).
 pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
-    let url = &settings.database.url;
+    // Database creation and migrations need a session: the direct
+    // endpoint when DATABASE_URL is a transaction pooler.
+    let url = settings.database.session_url();
     if settings.env == AppEnv::Local
         && postgres_adapter::create_database_if_missing(url)
             .await
@@ -101,7 +103,7 @@ impl Application {
     /// is missing) if Postgres cannot be prepared; Redis may come up later.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         prepare_database(&settings).await?;
-        let infra = Infrastructure::connect(&settings).await?;
+        let infra = Infrastructure::connect(&settings, role).await?;
         let shutdown = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
         let (server, port) =

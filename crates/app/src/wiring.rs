@@ -15,8 +15,7 @@ use http_api::{ApiState, OpsState, RateLimiter, Readiness};
 use mail_adapter::LettreMailer;
 use ports::{EventConsumer as _, Fanout as _, HealthProbe, TokenVerifier};
 use postgres_adapter::{
-    PgHealthProbe, PgOutbox, PgPool, PgPushTokenRepository, PgSettings, PgUserRepository,
-    PgWelcomeLedger,
+    PgHealthProbe, PgOutbox, PgPool, PgPushTokenRepository, PgUserRepository, PgWelcomeLedger,
 };
 use queue_adapter::{JobWorker, RedisHealthProbe, RedisJobQueue, RedisPool};
 use std::net::TcpListener;
@@ -53,6 +52,10 @@ pub struct Infrastructure {
     /// When this process started (ms): with the instance id, what its
     /// heartbeat and its socket counts name it by.
     pub started_at_ms: i64,
+    /// How `DATABASE_MAX_CONNECTIONS` is split in this process.
+    pub budget: crate::settings::ConnectionBudget,
+    /// The HTTP server's worker threads (0 without the serve role).
+    pub http_workers: usize,
 }
 
 impl std::fmt::Debug for Infrastructure {
@@ -63,8 +66,29 @@ impl std::fmt::Debug for Infrastructure {
 
 impl Infrastructure {
     /// Opens the pools and clients `settings` name (Redis may come up later).
-    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let pg = postgres_adapter::build_pool(&settings.database.pg_settings())?;
+    pub async fn connect(settings: &Settings, role: crate::Role) -> anyhow::Result<Self> {
+        let http_workers = if role.serves() {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            0
+        };
+        let budget = crate::settings::ConnectionBudget::split(
+            settings.database.max_connections,
+            http_workers,
+            role.works(),
+            settings.database.through_pooler(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            max = settings.database.max_connections,
+            shared = budget.shared,
+            per_http_worker = budget.per_http_worker + budget.reads_per_http_worker,
+            http_workers,
+            relay = budget.relay,
+            through_pooler = settings.database.through_pooler(),
+            "Postgres connections"
+        );
+        let pg = postgres_adapter::build_pool(&settings.database.pool_settings(budget.shared))?;
         let redis = queue_adapter::build_pool(&settings.redis.pool_settings())?;
         let fred = streams_adapter::connect_with_tls(
             &settings.redis.url,
@@ -82,6 +106,8 @@ impl Infrastructure {
             queue,
             hub: Arc::default(),
             started_at_ms: chrono::Utc::now().timestamp_millis(),
+            budget,
+            http_workers,
         })
     }
 
@@ -473,11 +499,11 @@ async fn api_server(
     // Each HTTP worker thread gets its own Postgres pool: a connection's
     // driver task runs on the runtime that opened it, so sharing one pool
     // across workers would wake another thread on every query.
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
-    let per_worker = PgSettings {
-        max_connections: (settings.database.max_connections / workers).max(2),
-        ..settings.database.pg_settings()
-    };
+    let workers = infra.http_workers.max(1);
+    let per_worker = settings
+        .database
+        .pool_settings(infra.budget.per_http_worker);
+    let reads = infra.budget.reads_per_http_worker;
     let shared_pool = infra.pg.clone();
     let (objects, local_store) = object_store(settings, listener.local_addr()?.port())?;
     match &local_store {
@@ -513,7 +539,11 @@ async fn api_server(
     Ok(actix_web::HttpServer::new(move || {
         let pool =
             postgres_adapter::build_pool(&per_worker).unwrap_or_else(|_| shared_pool.clone());
-        let users = PgUserRepository::new(pool.clone()).with_pipelined_reads(&per_worker, 2);
+        let users = if reads > 0 {
+            PgUserRepository::new(pool.clone()).with_pipelined_reads(&per_worker, reads)
+        } else {
+            PgUserRepository::new(pool.clone())
+        };
         let profiles = ProfileService::new(Arc::new(users.clone())).with_notifier(notifier.clone());
         let uploads = usecases::UploadService::new(
             Arc::new(postgres_adapter::PgUploadRepository::new(pool.clone())),
@@ -605,9 +635,11 @@ pub(crate) async fn start_workers(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let relay = OutboxRelay::new(
+        // Leadership and LISTEN need a session: the direct endpoint when
+        // DATABASE_URL is a transaction pooler.
         Arc::new(PgOutbox::new(
             infra.pg.clone(),
-            settings.database.url.clone(),
+            settings.database.session_url().to_owned(),
         )),
         Arc::new(RedisStreamPublisher::new(
             infra.fred.clone(),

@@ -365,11 +365,32 @@ pub fn explain(error: &str) -> String {
 /// Connects to the Postgres `url` names, with its TLS settings.
 pub async fn connect(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
     let target = parse_target(url).map_err(ConnectionError::InvalidConnectionUrl)?;
-    connect_to(&target).await
+    connect_to(&target, Through::Direct).await
+}
+
+/// Connects through a transaction pooler (PgBouncer in transaction mode,
+/// Supavisor, RDS Proxy): the connection's own setup runs in one
+/// transaction, since between transactions the pooler may hand the next
+/// statement to another server connection.
+pub async fn connect_pooled(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
+    let target = parse_target(url).map_err(ConnectionError::InvalidConnectionUrl)?;
+    connect_to(&target, Through::Pooler).await
+}
+
+/// What is at the other end of the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// Postgres itself (or a session-mode pooler): a session of our own.
+    Direct,
+    /// A transaction-mode pooler.
+    Pooler,
 }
 
 /// Connects to `target`.
-pub async fn connect_to(target: &PgTarget) -> Result<AsyncPgConnection, ConnectionError> {
+pub async fn connect_to(
+    target: &PgTarget,
+    through: Through,
+) -> Result<AsyncPgConnection, ConnectionError> {
     let mut config: tokio_postgres::Config = target
         .url
         .parse()
@@ -382,29 +403,33 @@ pub async fn connect_to(target: &PgTarget) -> Result<AsyncPgConnection, Connecti
         SslMode::Disable => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            AsyncPgConnection::try_from_client_and_connection(client, conn).await
+            finish(client, conn, through).await
         }
         SslMode::Allow => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             match config.connect(tokio_postgres::NoTls).await {
-                Ok((client, conn)) => {
-                    AsyncPgConnection::try_from_client_and_connection(client, conn).await
-                }
+                Ok((client, conn)) => finish(client, conn, through).await,
                 // Plaintext refused: the server insists on TLS.
                 Err(e) if text(&e).contains("no encryption") => {
                     config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                    tls_connect(&config, &target.tls).await.map_err(fail)?
+                    tls_connect(&config, &target.tls, through)
+                        .await
+                        .map_err(fail)?
                 }
                 Err(e) => Err(fail(e)),
             }
         }
         SslMode::Prefer => {
             config.ssl_mode(tokio_postgres::config::SslMode::Prefer);
-            tls_connect(&config, &target.tls).await.map_err(fail)?
+            tls_connect(&config, &target.tls, through)
+                .await
+                .map_err(fail)?
         }
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            tls_connect(&config, &target.tls).await.map_err(fail)?
+            tls_connect(&config, &target.tls, through)
+                .await
+                .map_err(fail)?
         }
     }
 }
@@ -412,6 +437,7 @@ pub async fn connect_to(target: &PgTarget) -> Result<AsyncPgConnection, Connecti
 async fn tls_connect(
     config: &tokio_postgres::Config,
     tls: &PgTls,
+    through: Through,
 ) -> Result<Result<AsyncPgConnection, ConnectionError>, tokio_postgres::Error> {
     let rustls = match client_config(tls) {
         Ok(c) => c,
@@ -420,7 +446,48 @@ async fn tls_connect(
     let (client, conn) = config
         .connect(tokio_postgres_rustls::MakeRustlsConnect::new(rustls))
         .await?;
-    Ok(AsyncPgConnection::try_from_client_and_connection(client, conn).await)
+    Ok(finish(client, conn, through).await)
+}
+
+/// diesel-async's setup (`SET TIME ZONE`, `SET CLIENT_ENCODING`) prepares
+/// and executes statements in separate round trips. On a session of our
+/// own that is fine; through a transaction pooler the two round trips
+/// may land on different server connections ("prepared statement s1 does
+/// not exist"), so there the setup runs inside `BEGIN … COMMIT`, which
+/// pins one server connection. (Notifications need a session, which a
+/// transaction pooler does not give: `LISTEN` uses the direct endpoint.)
+async fn finish<S>(
+    client: tokio_postgres::Client,
+    conn: tokio_postgres::Connection<tokio_postgres::Socket, S>,
+    through: Through,
+) -> Result<AsyncPgConnection, ConnectionError>
+where
+    S: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+{
+    match through {
+        Through::Direct => AsyncPgConnection::try_from_client_and_connection(client, conn).await,
+        Through::Pooler => {
+            // The socket's task ends when the client (and so the
+            // connection) is dropped.
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "pooled Postgres connection closed");
+                }
+            });
+            let setup = |e: tokio_postgres::Error| {
+                ConnectionError::CouldntSetupConfiguration(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::Unknown,
+                    Box::new(e.to_string()),
+                ))
+            };
+            client.batch_execute("BEGIN").await.map_err(setup)?;
+            let mut pg = AsyncPgConnection::try_from(client).await?;
+            diesel_async::SimpleAsyncConnection::batch_execute(&mut pg, "COMMIT")
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(pg)
+        }
+    }
 }
 
 #[cfg(test)]

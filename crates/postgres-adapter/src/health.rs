@@ -2,7 +2,6 @@
 
 use crate::pool::PgPool;
 use async_trait::async_trait;
-use diesel_async::RunQueryDsl;
 use ports::{HealthProbe, ProbeError};
 
 /// Checks that a pooled connection answers `SELECT 1`.
@@ -35,8 +34,9 @@ impl HealthProbe for PgHealthProbe {
             source: e,
         };
         let mut conn = self.pool.get().await.map_err(|e| fail(e.into()))?;
-        diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
+        // The simple protocol: no prepared statement, so it is safe
+        // through a transaction pooler too.
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SELECT 1")
             .await
             .map_err(|e| fail(e.into()))?;
         Ok(())

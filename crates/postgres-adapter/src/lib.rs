@@ -2,6 +2,8 @@
 
 pub mod connect;
 mod error;
+#[macro_use]
+mod session;
 mod health;
 mod outbox;
 mod pool;

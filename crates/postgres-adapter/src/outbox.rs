@@ -3,7 +3,6 @@
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::schema::outbox;
-use crate::users::checkout;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -123,13 +122,12 @@ impl PgOutbox {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut conn = checkout(&self.pool).await?;
-        diesel::sql_query(END_CLAIM_SQL)
+        run!(self.pool, conn => diesel::sql_query(END_CLAIM_SQL)
             .bind::<diesel::sql_types::Array<BigInt>, _>(seqs)
             .bind::<diesel::sql_types::Bool, _>(published)
-            .execute(&mut conn)
+            .execute(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(())
     }
 }
@@ -190,13 +188,12 @@ impl Outbox for PgOutbox {
     }
 
     async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
-        let mut conn = checkout(&self.pool).await?;
-        let mut rows: Vec<ClaimedRow> = diesel::sql_query(CLAIM_SQL)
+        let mut rows: Vec<ClaimedRow> = run!(self.pool, conn => diesel::sql_query(CLAIM_SQL)
             .bind::<BigInt, _>(i64::from(limit))
             .bind::<Double, _>(lease.as_secs_f64())
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         rows.sort_by_key(|r| r.seq);
         Ok(rows
             .into_iter()
@@ -223,15 +220,14 @@ impl Outbox for PgOutbox {
     }
 
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, OutboxError> {
-        let mut conn = checkout(&self.pool).await?;
         let mut total = 0_u64;
         loop {
-            let n = diesel::sql_query(PRUNE_SQL)
+            let n = run!(self.pool, conn => diesel::sql_query(PRUNE_SQL)
                 .bind::<Timestamptz, _>(before)
                 .bind::<BigInt, _>(PRUNE_BATCH)
-                .execute(&mut conn)
+                .execute(conn)
                 .await
-                .map_err(PgError::from)?;
+                .map_err(PgError::from))?;
             total += n as u64;
             if (n as i64) < PRUNE_BATCH {
                 return Ok(total);
@@ -240,13 +236,12 @@ impl Outbox for PgOutbox {
     }
 
     async fn backlog(&self) -> Result<u64, OutboxError> {
-        let mut conn = checkout(&self.pool).await?;
-        let n: i64 = outbox::table
+        let n: i64 = run!(self.pool, conn => outbox::table
             .filter(outbox::published_at.is_null())
             .count()
-            .get_result(&mut conn)
+            .get_result(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

@@ -6,7 +6,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt as _;
 use std::time::Duration;
@@ -14,8 +14,53 @@ use std::time::Duration;
 /// The migrations in the workspace's top-level `migrations/`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
-pub type PgPool = Pool<AsyncPgConnection>;
 pub(crate) type PgConn = Object<AsyncPgConnection>;
+
+/// A pool of Postgres connections, and how statements must run on them.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Pool<AsyncPgConnection>,
+    /// `Some(statement timeout)` when the connections go through a
+    /// transaction pooler: every statement then runs in a transaction that
+    /// sets the timeout (see `session.rs`).
+    pooler: Option<Duration>,
+}
+
+impl std::fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPool")
+            .field("status", &self.inner.status())
+            .field("through_pooler", &self.pooler.is_some())
+            .finish()
+    }
+}
+
+impl PgPool {
+    /// A connection (waiting up to the acquire timeout).
+    pub async fn get(
+        &self,
+    ) -> Result<PgConn, diesel_async::pooled_connection::deadpool::PoolError> {
+        self.inner.get().await
+    }
+
+    /// Closes the pool: no new connections; idle ones go.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Connections open now, and the most the pool opens.
+    pub fn size(&self) -> (usize, usize) {
+        let s = self.inner.status();
+        (s.size, s.max_size)
+    }
+
+    /// The statement timeout to set per transaction, when the connections
+    /// go through a transaction pooler.
+    pub(crate) fn pooler(&self) -> Option<Duration> {
+        self.pooler
+    }
+}
 
 /// How to reach Postgres.
 #[derive(Debug, Clone)]
@@ -27,6 +72,11 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// Server-side limit for any one statement.
     pub statement_timeout: Duration,
+    /// `url` is a transaction pooler (PgBouncer in transaction mode,
+    /// Supavisor, a `-pooler` endpoint, RDS Proxy): a server connection is
+    /// ours only for the length of a transaction, so no session state and
+    /// no prepared statement outlives one.
+    pub through_pooler: bool,
 }
 
 impl PgSettings {
@@ -36,6 +86,7 @@ impl PgSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
+            through_pooler: false,
         }
     }
 }
@@ -44,6 +95,7 @@ impl PgSettings {
 /// Postgres is down (readiness reports it, and requests get 503s).
 pub fn build_pool(settings: &PgSettings) -> anyhow::Result<PgPool> {
     let statement_timeout_ms = settings.statement_timeout.as_millis();
+    let pooler = settings.through_pooler;
     let mut config = ManagerConfig::default();
     // `Verified` runs an extra `SELECT 1` per checkout (~35% of a read
     // endpoint's throughput); a broken connection surfaces as an error on use
@@ -52,25 +104,42 @@ pub fn build_pool(settings: &PgSettings) -> anyhow::Result<PgPool> {
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         async move {
-            let mut conn = crate::connect::connect(&url).await?;
-            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
-                .execute(&mut conn)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            let mut conn = if pooler {
+                crate::connect::connect_pooled(&url).await?
+            } else {
+                crate::connect::connect(&url).await?
+            };
+            if pooler {
+                // Behind a transaction pooler a statement prepared in one
+                // transaction may be gone (or another's) in the next: none
+                // is kept; the timeout is set per transaction.
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            } else {
+                diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
             Ok(conn)
         }
         .boxed()
     });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&settings.url, config);
-    Pool::builder(manager)
+    let inner = Pool::builder(manager)
         .max_size(settings.max_connections)
         .wait_timeout(Some(settings.acquire_timeout))
         .create_timeout(Some(settings.acquire_timeout))
         .recycle_timeout(Some(settings.acquire_timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .context("building the Postgres pool")
+        .context("building the Postgres pool")?;
+    Ok(PgPool {
+        inner,
+        pooler: settings
+            .through_pooler
+            .then_some(settings.statement_timeout),
+    })
 }
 
 /// Applies every pending migration. Returns the versions applied.

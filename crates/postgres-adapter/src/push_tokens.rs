@@ -114,6 +114,7 @@ impl PushTokenRepository for PgPushTokenRepository {
         for _ in 0..REGISTER_ATTEMPTS {
             let done = match conn
                 .transaction::<_, TxError, _>(async |conn| {
+                    crate::session::set_local_timeout(conn, &self.pool).await?;
                     register_once(conn, uid, token, platform, defaults).await
                 })
                 .await
@@ -137,18 +138,17 @@ impl PushTokenRepository for PgPushTokenRepository {
         uid: &FirebaseUid,
         token: &PushToken,
     ) -> Result<(), UnregisterPushTokenError> {
-        let mut conn = checkout(&self.pool).await?;
         let owner = users::table
             .filter(users::firebase_uid.eq(uid.as_str()))
             .select(users::id);
-        let deleted = diesel::delete(
+        let deleted = run!(self.pool, conn => diesel::delete(
             push_tokens::table
                 .filter(push_tokens::token.eq(token.as_str()))
                 .filter(push_tokens::user_id.eq_any(owner)),
         )
-        .execute(&mut conn)
+        .execute(conn)
         .await
-        .map_err(PgError::from)?;
+        .map_err(PgError::from))?;
         if deleted == 0 {
             return Err(UnregisterPushTokenError::NotFound);
         }
@@ -161,7 +161,6 @@ impl PushTokenRepository for PgPushTokenRepository {
         after: Option<PushTokenKey>,
         limit: u32,
     ) -> Result<KeysetPage<PushTokenRecord, PushTokenKey>, ListPushTokensError> {
-        let mut conn = checkout(&self.pool).await?;
         let mut query = push_tokens::table
             .inner_join(users::table)
             .filter(users::firebase_uid.eq(uid.as_str()))
@@ -178,7 +177,8 @@ impl PushTokenRepository for PgPushTokenRepository {
                         .and(push_tokens::id.gt(after.id))),
             );
         }
-        let mut rows: Vec<PushTokenRow> = query.load(&mut conn).await.map_err(PgError::from)?;
+        let mut rows: Vec<PushTokenRow> =
+            run!(self.pool, conn => query.load(conn).await.map_err(PgError::from))?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next = if more {
@@ -198,11 +198,12 @@ impl PushTokenRepository for PgPushTokenRepository {
     }
 
     async fn delete_token(&self, token: &PushToken) -> Result<bool, DeletePushTokenError> {
-        let mut conn = checkout(&self.pool).await?;
-        let n = diesel::delete(push_tokens::table.filter(push_tokens::token.eq(token.as_str())))
-            .execute(&mut conn)
-            .await
-            .map_err(PgError::from)?;
+        let n = run!(self.pool, conn => diesel::delete(
+            push_tokens::table.filter(push_tokens::token.eq(token.as_str()))
+        )
+        .execute(conn)
+        .await
+        .map_err(PgError::from))?;
         Ok(n > 0)
     }
 }

@@ -4,7 +4,6 @@
 
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
-use crate::users::checkout;
 use async_trait::async_trait;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Bytea, Int4, Nullable, Text, Uuid as SqlUuid};
@@ -117,7 +116,6 @@ impl SupportAdmin for PgSupport {
         if query.is_empty() || query.len() > 320 {
             return Ok(Vec::new());
         }
-        let mut conn = checkout(&self.pool).await.map_err(admin_error)?;
         let sql = format!(
             "SELECT id, firebase_uid, email, verified_email, display_name, photo_url,
                     {} AS created_ms, {} AS updated_ms
@@ -127,39 +125,42 @@ impl SupportAdmin for PgSupport {
             ms("created_at"),
             ms("updated_at"),
         );
-        let users: Vec<UserRow> = diesel::sql_query(sql)
+        let users: Vec<UserRow> = run!(self.pool, conn => diesel::sql_query(sql)
             .bind::<Text, _>(query)
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(|e| admin_error(e.into()))?;
+            .map_err(PgError::from))
+        .map_err(admin_error)?;
         let mut out = Vec::new();
         for u in users {
-            let devices: Vec<DeviceRow> = diesel::sql_query(format!(
+            let devices: Vec<DeviceRow> = run!(self.pool, conn => diesel::sql_query(format!(
                 "SELECT token, platform, {} AS created_ms, {} AS seen_ms
                    FROM push_tokens WHERE user_id = $1 ORDER BY last_seen_at DESC LIMIT 50",
                 ms("created_at"),
                 ms("last_seen_at"),
             ))
             .bind::<SqlUuid, _>(u.id)
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(|e| admin_error(e.into()))?;
+            .map_err(PgError::from))
+            .map_err(admin_error)?;
             // The welcome ledger keys rows by a digest of the uid (as
             // `welcome.rs` and the migration compute it).
             let uid_hash =
                 Sha256::digest(format!("trellis:welcome:uid:{}", u.firebase_uid).as_bytes())
                     .to_vec();
-            let welcome: Vec<WelcomeRow> = diesel::sql_query(format!(
+            let welcome: Vec<WelcomeRow> = run!(self.pool, conn => diesel::sql_query(format!(
                 "SELECT {} AS claimed_ms,
                         CASE WHEN sent_at IS NULL THEN NULL ELSE {} END AS sent_ms
                    FROM welcome_mails WHERE uid_hash = $1",
                 ms("claimed_at"),
                 ms("sent_at"),
             ))
-            .bind::<Bytea, _>(uid_hash)
-            .load(&mut conn)
+            .bind::<Bytea, _>(uid_hash.clone())
+            .load(conn)
             .await
-            .map_err(|e| admin_error(e.into()))?;
+            .map_err(PgError::from))
+            .map_err(admin_error)?;
             out.push(SupportUser {
                 uid: u.firebase_uid,
                 email: u.email,
@@ -188,25 +189,28 @@ impl SupportAdmin for PgSupport {
     }
 
     async fn outbox(&self) -> Result<OutboxOverview, AdminError> {
-        let mut conn = checkout(&self.pool).await.map_err(admin_error)?;
-        let backlog: Vec<BacklogRow> = diesel::sql_query(format!(
-            "SELECT count(*)::int8 AS backlog, {} AS oldest_ms
-               FROM outbox WHERE published_at IS NULL",
-            ms("now() - min(created_at)"),
-        ))
-        .load(&mut conn)
-        .await
-        .map_err(|e| admin_error(e.into()))?;
-        let failing: Vec<FailingRow> = diesel::sql_query(format!(
-            "SELECT seq, event_type, attempts, last_error, {} AS created_ms
-               FROM outbox
-              WHERE published_at IS NULL AND last_error IS NOT NULL
-              ORDER BY seq DESC LIMIT {FAILING_MAX}",
-            ms("created_at"),
-        ))
-        .load(&mut conn)
-        .await
-        .map_err(|e| admin_error(e.into()))?;
+        let (backlog, failing): (Vec<BacklogRow>, Vec<FailingRow>) = run!(self.pool, conn => {
+            let backlog = diesel::sql_query(format!(
+                "SELECT count(*)::int8 AS backlog, {} AS oldest_ms
+                   FROM outbox WHERE published_at IS NULL",
+                ms("now() - min(created_at)"),
+            ))
+            .load(conn)
+            .await
+            .map_err(PgError::from)?;
+            let failing = diesel::sql_query(format!(
+                "SELECT seq, event_type, attempts, last_error, {} AS created_ms
+                   FROM outbox
+                  WHERE published_at IS NULL AND last_error IS NOT NULL
+                  ORDER BY seq DESC LIMIT {FAILING_MAX}",
+                ms("created_at"),
+            ))
+            .load(conn)
+            .await
+            .map_err(PgError::from)?;
+            Ok((backlog, failing))
+        })
+        .map_err(admin_error)?;
         let b = <[BacklogRow]>::first(&backlog);
         Ok(OutboxOverview {
             backlog: b.map_or(0, |b| u64::try_from(b.backlog).unwrap_or(0)),

@@ -148,13 +148,12 @@ impl PgUploadRepository {
             uploads::BoxedQuery<'static, diesel::pg::Pg>,
         ) -> uploads::BoxedQuery<'static, diesel::pg::Pg>,
     ) -> Result<Option<Upload>, UploadStoreError> {
-        let mut conn = checkout(&self.pool).await?;
-        let row: Option<UploadRow> = filter(uploads::table.into_boxed())
-            .select(UploadRow::as_select())
-            .first(&mut conn)
+        let query = filter(uploads::table.into_boxed()).select(UploadRow::as_select());
+        let row: Option<UploadRow> = run!(self.pool, conn => query
+            .first(conn)
             .await
             .optional()
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         row.map(UploadRow::into_upload)
             .transpose()
             .map_err(UploadStoreError::Unknown)
@@ -185,6 +184,7 @@ impl UploadRepository for PgUploadRepository {
         let user = upload.user_id.as_uuid();
         let outcome = conn
             .transaction::<_, TxError, _>(async |conn| {
+                crate::session::set_local_timeout(conn, &self.pool).await?;
                 // The user row's lock serializes this user's creations.
                 if !lock_user(conn, user).await? {
                     return Ok(Created::NoUser);
@@ -249,6 +249,7 @@ impl UploadRepository for PgUploadRepository {
         );
         let outcome = conn
             .transaction::<_, TxError, _>(async |conn| {
+                crate::session::set_local_timeout(conn, &self.pool).await?;
                 // This user's completions one at a time: the quota holds.
                 if !lock_user(conn, user).await? {
                     return Ok(Completed::Missing);
@@ -332,15 +333,14 @@ impl UploadRepository for PgUploadRepository {
     }
 
     async fn list(&self, user: UserId, limit: u32) -> Result<Vec<Upload>, UploadStoreError> {
-        let mut conn = checkout(&self.pool).await?;
-        let rows: Vec<UploadRow> = uploads::table
+        let rows: Vec<UploadRow> = run!(self.pool, conn => uploads::table
             .filter(uploads::user_id.eq(user.as_uuid()))
             .order((uploads::created_at.desc(), uploads::id.desc()))
             .limit(i64::from(limit))
             .select(UploadRow::as_select())
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         rows_into(rows)
     }
 
@@ -350,8 +350,7 @@ impl UploadRepository for PgUploadRepository {
         replaced_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Upload>, UploadStoreError> {
-        let mut conn = checkout(&self.pool).await?;
-        let rows: Vec<UploadRow> = uploads::table
+        let rows: Vec<UploadRow> = run!(self.pool, conn => uploads::table
             .filter(
                 uploads::status
                     .eq(UploadStatus::Pending.as_str())
@@ -363,18 +362,17 @@ impl UploadRepository for PgUploadRepository {
             .order(uploads::created_at.asc())
             .limit(i64::from(limit))
             .select(UploadRow::as_select())
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         rows_into(rows)
     }
 
     async fn remove(&self, id: UploadId) -> Result<(), UploadStoreError> {
-        let mut conn = checkout(&self.pool).await?;
-        diesel::delete(uploads::table.find(id.0))
-            .execute(&mut conn)
+        run!(self.pool, conn => diesel::delete(uploads::table.find(id.0))
+            .execute(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(())
     }
 }

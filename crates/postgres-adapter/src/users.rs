@@ -4,6 +4,7 @@ use crate::error::{PgError, port_error};
 use crate::pool::{PgConn, PgPool, PgSettings};
 use crate::rows::{UserRow, append_event, create_user_or_note_verified};
 use crate::schema::{account_deletions, users};
+use crate::session::set_local_timeout;
 use crate::shared::SharedReads;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -75,7 +76,12 @@ impl PgUserRepository {
     /// Serves lookups from `connections` shared, pipelined connections
     /// instead of the pool (see the crate docs). Create one repository per
     /// runtime thread: a connection is driven by the runtime that opened it.
+    /// Not through a transaction pooler, where a statement outside a
+    /// transaction is not safe (see `session.rs`): reads take the pool.
     pub fn with_pipelined_reads(mut self, settings: &PgSettings, connections: usize) -> Self {
+        if settings.through_pooler {
+            return self;
+        }
         self.reads = Some(Arc::new(SharedReads::new(settings, connections)));
         self
     }
@@ -160,14 +166,11 @@ impl UserRepository for PgUserRepository {
                 }
                 result.map_err(PgError::from)?
             }
-            None => {
-                let mut conn = checkout(&self.pool).await?;
-                by_uid(uid)
-                    .get_result(&mut conn)
-                    .await
-                    .optional()
-                    .map_err(PgError::from)?
-            }
+            None => run!(self.pool, conn => by_uid(uid)
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(PgError::from))?,
         };
         row.map(UserRow::into_domain)
             .transpose()
@@ -184,6 +187,7 @@ impl UserRepository for PgUserRepository {
         for _ in 0..UPSERT_ATTEMPTS {
             let done = match conn
                 .transaction::<_, TxError, _>(async |conn| {
+                    set_local_timeout(conn, &self.pool).await?;
                     upsert_once(conn, uid, patch, defaults).await
                 })
                 .await
@@ -204,6 +208,7 @@ impl UserRepository for PgUserRepository {
         let mut conn = checkout(&self.pool).await?;
         let deleted = conn
             .transaction::<_, TxError, _>(async |conn| {
+                set_local_timeout(conn, &self.pool).await?;
                 let Some(row) =
                     diesel::delete(users::table.filter(users::firebase_uid.eq(uid.as_str())))
                         .returning(UserRow::as_returning())
@@ -239,7 +244,6 @@ impl UserRepository for PgUserRepository {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, FindUserError> {
         use crate::schema::outbox;
-        let mut conn = checkout(&self.pool).await?;
         // Served by the index on the payload's uid.
         let rows: Vec<(
             uuid::Uuid,
@@ -248,7 +252,7 @@ impl UserRepository for PgUserRepository {
             serde_json::Value,
             DateTime<Utc>,
             Option<DateTime<Utc>>,
-        )> = outbox::table
+        )> = run!(self.pool, conn => outbox::table
             .filter(
                 diesel::dsl::sql::<diesel::sql_types::Bool>("payload ->> 'uid' = ")
                     .bind::<diesel::sql_types::Text, _>(uid.as_str()),
@@ -263,9 +267,9 @@ impl UserRepository for PgUserRepository {
                 outbox::created_at,
                 outbox::published_at,
             ))
-            .load(&mut conn)
+            .load(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(rows
             .into_iter()
             .map(
@@ -284,14 +288,13 @@ impl UserRepository for PgUserRepository {
     }
 
     async fn verified_email(&self, uid: &FirebaseUid) -> Result<Option<Email>, FindUserError> {
-        let mut conn = checkout(&self.pool).await?;
-        let raw: Option<Option<String>> = users::table
+        let raw: Option<Option<String>> = run!(self.pool, conn => users::table
             .filter(users::firebase_uid.eq(uid.as_str()))
             .select(users::verified_email)
-            .get_result(&mut conn)
+            .get_result(conn)
             .await
             .optional()
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         raw.flatten()
             .map(|e| Email::parse(&e))
             .transpose()
@@ -311,14 +314,11 @@ impl UserRepository for PgUserRepository {
                 }
                 result.map_err(PgError::from)?
             }
-            None => {
-                let mut conn = checkout(&self.pool).await?;
-                query
-                    .get_result(&mut conn)
-                    .await
-                    .optional()
-                    .map_err(PgError::from)?
-            }
+            None => run!(self.pool, conn => query
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(PgError::from))?,
         };
         Ok(at)
     }
@@ -328,14 +328,13 @@ impl UserRepository for PgUserRepository {
         older_than: std::time::Duration,
     ) -> Result<u64, FindUserError> {
         let secs = older_than.as_secs_f64();
-        let mut conn = checkout(&self.pool).await?;
-        let n = diesel::sql_query(
+        let n = run!(self.pool, conn => diesel::sql_query(
             "DELETE FROM account_deletions WHERE deleted_at < now() - make_interval(secs => $1)",
         )
         .bind::<diesel::sql_types::Double, _>(secs)
-        .execute(&mut conn)
+        .execute(conn)
         .await
-        .map_err(PgError::from)?;
+        .map_err(PgError::from))?;
         Ok(n as u64)
     }
 }

@@ -109,14 +109,13 @@ impl PgWelcomeLedger {
         uid: &FirebaseUid,
         holder: SendHolder,
     ) -> Result<(), WelcomeLedgerError> {
-        let mut conn = checkout(&self.pool).await?;
-        diesel::sql_query(sql)
+        run!(self.pool, conn => diesel::sql_query(sql)
             .bind::<Bytea, _>(uid_hash(uid))
             .bind::<SqlUuid, _>(holder.job.0)
             .bind::<BigInt, _>(lease_i64(holder.lease))
-            .execute(&mut conn)
+            .execute(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(())
     }
 }
@@ -212,6 +211,7 @@ impl WelcomeLedger for PgWelcomeLedger {
         for _ in 0..3 {
             let outcome = conn
                 .transaction::<_, TxError, _>(async |conn| {
+                    crate::session::set_local_timeout(conn, &self.pool).await?;
                     claim_once(
                         conn,
                         &uid,
@@ -250,29 +250,27 @@ impl WelcomeLedger for PgWelcomeLedger {
     }
 
     async fn forget_recipients(&self, window: Duration) -> Result<u64, WelcomeLedgerError> {
-        let mut conn = checkout(&self.pool).await?;
-        let n = diesel::sql_query(FORGET)
+        let n = run!(self.pool, conn => diesel::sql_query(FORGET)
             .bind::<Double, _>(secs(window))
-            .execute(&mut conn)
+            .execute(conn)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(n as u64)
     }
 
     async fn record(&self, uid: &FirebaseUid) -> Result<Option<WelcomeRecord>, WelcomeLedgerError> {
         use crate::schema::welcome_mails::dsl;
         use diesel::{ExpressionMethods as _, QueryDsl as _};
-        let mut conn = checkout(&self.pool).await?;
         let row: Option<(
             chrono::DateTime<chrono::Utc>,
             Option<chrono::DateTime<chrono::Utc>>,
-        )> = dsl::welcome_mails
+        )> = run!(self.pool, conn => dsl::welcome_mails
             .filter(dsl::uid_hash.eq(uid_hash(uid)))
             .select((dsl::claimed_at, dsl::sent_at))
-            .first(&mut conn)
+            .first(conn)
             .await
             .optional()
-            .map_err(PgError::from)?;
+            .map_err(PgError::from))?;
         Ok(row.map(|(claimed_at, sent_at)| WelcomeRecord {
             claimed_at,
             sent_at,

@@ -16,7 +16,16 @@ struct PgStore {
     users: PgUserRepository,
     tokens: PgPushTokenRepository,
     outbox: PgOutbox,
-    _db: TestDb,
+    /// What the store's database lives on (a test schema; or a pooler and
+    /// a database of its own), dropped after the adapters.
+    _db: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl PgStore {
+    /// The test schema under a store made by `make`.
+    fn test_db(&self) -> &TestDb {
+        self._db.downcast_ref::<TestDb>().unwrap()
+    }
 }
 
 impl UserStore for PgStore {
@@ -54,8 +63,87 @@ async fn make(pipelined: bool) -> Arc<PgStore> {
         users,
         tokens: PgPushTokenRepository::new(pool.clone()),
         outbox: PgOutbox::new(pool, db.url()),
-        _db: db,
+        _db: Box::new(db),
     })
+}
+
+/// The store through PgBouncer in transaction mode (a database of its own:
+/// the pooler drops the per-test schema's startup option), its sessions
+/// (the relay's leadership and LISTEN, the migrations) on the direct
+/// endpoint.
+async fn pooled_store() -> Arc<PgStore> {
+    let db = test_support::ScratchDatabase::new().await;
+    let direct = db.url().to_owned();
+    postgres_adapter::create_database_if_missing(&direct)
+        .await
+        .unwrap();
+    postgres_adapter::run_migrations(&direct).await.unwrap();
+    let bouncer = test_support::PgBouncer::in_front_of_the_local_postgres(4);
+    let settings = PgSettings {
+        through_pooler: true,
+        ..PgSettings::new(bouncer.url_for(&direct))
+    };
+    let pool = build_pool(&settings).unwrap();
+    Arc::new(PgStore {
+        users: PgUserRepository::new(pool.clone()).with_pipelined_reads(&settings, 2),
+        tokens: PgPushTokenRepository::new(pool.clone()),
+        outbox: PgOutbox::new(pool, direct),
+        // The pooler goes before the database it holds connections to.
+        _db: Box::new((bouncer, db)),
+    })
+}
+
+mod user_store_through_a_transaction_pooler {
+    use super::pooled_store;
+    ports::user_store_contract!(pooled_store());
+}
+
+mod outbox_through_a_transaction_pooler {
+    use super::pooled_store;
+    ports::outbox_contract!(pooled_store());
+}
+
+/// The pooler in these tests really is one: a pool that does not know it
+/// is behind one (prepared statements outside transactions, a session
+/// timeout) fails there under concurrent use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_unaware_of_the_transaction_pooler_breaks_through_it() {
+    let db = test_support::ScratchDatabase::new().await;
+    let direct = db.url().to_owned();
+    postgres_adapter::create_database_if_missing(&direct)
+        .await
+        .unwrap();
+    postgres_adapter::run_migrations(&direct).await.unwrap();
+    let bouncer = test_support::PgBouncer::in_front_of_the_local_postgres(2);
+    let through = |pooler: bool| {
+        let pool = build_pool(&PgSettings {
+            max_connections: 8,
+            through_pooler: pooler,
+            ..PgSettings::new(bouncer.url_for(&direct))
+        })
+        .unwrap();
+        PgUserRepository::new(pool)
+    };
+    let failures = |users: PgUserRepository| async move {
+        let calls = (0..64).map(|i| {
+            let users = users.clone();
+            async move {
+                let uid = domain::FirebaseUid::parse(&format!("u-{}", i % 8)).unwrap();
+                users.find_by_uid(&uid).await.is_err()
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|failed| *failed)
+            .count()
+    };
+    assert!(
+        failures(through(false)).await > 0,
+        "PgBouncer in transaction mode let named prepared statements through"
+    );
+    assert_eq!(failures(through(true)).await, 0);
+    drop(bouncer);
 }
 
 mod user_store {
@@ -188,7 +276,7 @@ mod outbox_leadership {
 
     ports::outbox_leadership_contract!(async {
         let store = make(false).await;
-        let url = store._db.url().to_owned();
+        let url = store.test_db().url().to_owned();
         let pool = build_pool(&PgSettings::new(url.clone())).unwrap();
         let first: Box<dyn Outbox> = Box::new(PgOutbox::new(pool.clone(), url.clone()));
         let second: Box<dyn Outbox> = Box::new(PgOutbox::new(pool, url));
@@ -210,7 +298,7 @@ async fn a_row_a_newer_version_wrote_is_claimed_as_written_in_its_place() {
         .await
         .unwrap();
     store
-        ._db
+        .test_db()
         .execute(
             "INSERT INTO outbox (event_id, topic, event_type, payload) \
              VALUES (gen_random_uuid(), 'users', 'user.future', '{\"from\": \"v9\"}')",

@@ -8,6 +8,7 @@
 mod browser;
 mod fcm;
 mod firebase;
+mod pgbouncer;
 mod postgres;
 mod processes;
 mod redis;
@@ -27,6 +28,7 @@ pub use fcm::{
     OAuthRequest,
 };
 pub use firebase::{AuthEmulator, EMULATOR_PROJECT};
+pub use pgbouncer::PgBouncer;
 pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;

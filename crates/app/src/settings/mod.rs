@@ -29,7 +29,7 @@ mod worker;
 mod ws;
 
 pub use auth::{AuthSection, LOCAL_DEV_TOKEN_SECRET_FILE, LOCAL_PROJECT_ID, checkout_secret};
-pub use database::{DEFAULT_DATABASE_URL, DatabaseSection};
+pub use database::{ConnectionBudget, DEFAULT_DATABASE_URL, DatabaseSection};
 pub use http::{HttpSection, LOCAL_CURSOR_SECRET_FILE};
 pub use mail::MailSection;
 pub use ops::OpsSection;

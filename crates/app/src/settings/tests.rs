@@ -411,3 +411,41 @@ fn a_bucket_needs_its_credentials_and_without_one_uploads_stay_local() {
     let err = load(&[("STORAGE_ENDPOINT", "ftp://x")]).unwrap_err();
     assert_eq!(err.problems[0].0, "STORAGE_ENDPOINT");
 }
+
+#[test]
+fn a_direct_url_beside_the_database_url_means_a_transaction_pooler() {
+    let plain = load(&[]).unwrap();
+    assert!(!plain.database.through_pooler());
+    assert_eq!(plain.database.session_url(), DEFAULT_DATABASE_URL);
+    assert!(!plain.database.pg_settings().through_pooler);
+
+    let pooled = load(&[
+        (
+            "DATABASE_URL",
+            "postgres://app:pw@pooler.example:6543/db?sslmode=require",
+        ),
+        (
+            "DATABASE_DIRECT_URL",
+            "postgres://app:pw@db.example:5432/db?sslmode=require",
+        ),
+    ])
+    .unwrap();
+    assert!(pooled.database.through_pooler());
+    assert_eq!(
+        pooled.database.session_url(),
+        "postgres://app:pw@db.example:5432/db?sslmode=require"
+    );
+    let pool = pooled.database.pool_settings(3);
+    assert!(pool.through_pooler);
+    assert_eq!(pool.max_connections, 3);
+    assert!(pool.url.contains("pooler.example:6543"));
+
+    let err = load(&[
+        ("DATABASE_DIRECT_URL", "mysql://x"),
+        ("DATABASE_URL", "postgres://h/db?sslmode=verify-everything"),
+    ])
+    .unwrap_err();
+    let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(vars, ["DATABASE_DIRECT_URL", "DATABASE_URL"], "{err}");
+    assert!(err.to_string().contains("sslmode"), "{err}");
+}
