@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::{
-    SmtpBehaviour, SmtpSink, TestDb, TestRedis, TestRedisCluster, free_port, unique_suffix,
+    PooledDatabase, SmtpBehaviour, SmtpSink, TestDb, TestRedis, TestRedisCluster, free_port,
+    unique_suffix,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_app");
@@ -30,13 +31,38 @@ impl Drop for Proc {
 }
 
 struct Env<'a> {
-    db: &'a TestDb,
+    db: &'a dyn DbUnderTest,
     redis: &'a dyn RedisUnderTest,
     smtp: &'a SmtpSink,
 }
 
 /// An operator password and what the app is told of it.
 const OPS_PASSWORD: &str = "a long operator password";
+
+/// The machine's Postgres (a schema of the test's own), or a database
+/// behind PgBouncer in transaction mode with its direct endpoint beside.
+trait DbUnderTest {
+    fn url(&self) -> &str;
+    fn direct_url(&self) -> Option<&str>;
+}
+
+impl DbUnderTest for TestDb {
+    fn url(&self) -> &str {
+        TestDb::url(self)
+    }
+    fn direct_url(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl DbUnderTest for PooledDatabase {
+    fn url(&self) -> &str {
+        PooledDatabase::url(self)
+    }
+    fn direct_url(&self) -> Option<&str> {
+        Some(PooledDatabase::direct_url(self))
+    }
+}
 
 /// A single Redis or a Redis Cluster, with a key prefix of this test's own.
 trait RedisUnderTest {
@@ -86,6 +112,9 @@ impl Env<'_> {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(direct) = self.db.direct_url() {
+            cmd.env("DATABASE_DIRECT_URL", direct);
+        }
         cmd
     }
 
@@ -771,6 +800,61 @@ async fn on_a_redis_cluster_each_new_user_gets_one_welcome_mail_across_processes
     );
     let listed = env.jobs(&["list", "mail", "--state", "dead"]).await;
     assert!(listed.contains("no dead jobs"), "{listed}");
+}
+
+/// `DATABASE_URL` names PgBouncer in transaction mode (four server
+/// connections for three processes) and `DATABASE_DIRECT_URL` the database:
+/// forty users signing up eight at a time through `serve`, with two
+/// workers relaying and mailing, all succeed and each gets one mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_transaction_pooler_concurrent_sign_ups_each_get_one_mail() {
+    const USERS: usize = 40;
+    let (db, redis, smtp) = (
+        PooledDatabase::new(4).await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _workers = (env.start("worker").await, env.start("worker").await);
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for wave in 0..USERS / 8 {
+        let calls = (0..8).map(|i| {
+            let n = wave * 8 + i;
+            let client = client.clone();
+            let t = token(
+                &format!("pooled-{n}"),
+                Some(&format!("pooled{n}@example.com")),
+                Some(&format!("Pooled {n}")),
+            );
+            let url = format!("http://127.0.0.1:{}/api/v1/me", serve.port);
+            async move {
+                let created = client.patch(&url).bearer_auth(&t).json(&json!({}));
+                let created = created.send().await.unwrap().status().as_u16();
+                let read = client.get(&url).bearer_auth(&t).send().await.unwrap();
+                (created, read.status().as_u16())
+            }
+        });
+        statuses.extend(futures_util::future::join_all(calls).await);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == (201, 200)),
+        "every sign-up and read succeeds: {statuses:?}"
+    );
+    wait_for_recipients(&smtp, USERS).await;
+    let mails = per_recipient(&settle(&smtp).await);
+    assert_eq!(mails.len(), USERS);
+    assert!(
+        mails.values().all(|ids| ids.len() == 1),
+        "one mail each: {mails:?}"
+    );
+    let dead = env.jobs(&["list", "mail", "--state", "dead"]).await;
+    assert!(dead.contains("no dead jobs"), "{dead}");
 }
 
 /// The ops console in a real browser (headless Chromium): signed in with

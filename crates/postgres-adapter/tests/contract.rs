@@ -72,24 +72,17 @@ async fn make(pipelined: bool) -> Arc<PgStore> {
 /// (the relay's leadership and LISTEN, the migrations) on the direct
 /// endpoint.
 async fn pooled_store() -> Arc<PgStore> {
-    let db = test_support::ScratchDatabase::new().await;
-    let direct = db.url().to_owned();
-    postgres_adapter::create_database_if_missing(&direct)
-        .await
-        .unwrap();
-    postgres_adapter::run_migrations(&direct).await.unwrap();
-    let bouncer = test_support::PgBouncer::in_front_of_the_local_postgres(4);
+    let db = test_support::PooledDatabase::new(4).await;
     let settings = PgSettings {
         through_pooler: true,
-        ..PgSettings::new(bouncer.url_for(&direct))
+        ..PgSettings::new(db.url())
     };
     let pool = build_pool(&settings).unwrap();
     Arc::new(PgStore {
         users: PgUserRepository::new(pool.clone()).with_pipelined_reads(&settings, 2),
         tokens: PgPushTokenRepository::new(pool.clone()),
-        outbox: PgOutbox::new(pool, direct),
-        // The pooler goes before the database it holds connections to.
-        _db: Box::new((bouncer, db)),
+        outbox: PgOutbox::new(pool, db.direct_url()),
+        _db: Box::new(db),
     })
 }
 
@@ -108,18 +101,12 @@ mod outbox_through_a_transaction_pooler {
 /// timeout) fails there under concurrent use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pool_unaware_of_the_transaction_pooler_breaks_through_it() {
-    let db = test_support::ScratchDatabase::new().await;
-    let direct = db.url().to_owned();
-    postgres_adapter::create_database_if_missing(&direct)
-        .await
-        .unwrap();
-    postgres_adapter::run_migrations(&direct).await.unwrap();
-    let bouncer = test_support::PgBouncer::in_front_of_the_local_postgres(2);
+    let db = test_support::PooledDatabase::new(2).await;
     let through = |pooler: bool| {
         let pool = build_pool(&PgSettings {
             max_connections: 8,
             through_pooler: pooler,
-            ..PgSettings::new(bouncer.url_for(&direct))
+            ..PgSettings::new(db.url())
         })
         .unwrap();
         PgUserRepository::new(pool)
@@ -143,7 +130,6 @@ async fn a_pool_unaware_of_the_transaction_pooler_breaks_through_it() {
         "PgBouncer in transaction mode let named prepared statements through"
     );
     assert_eq!(failures(through(true)).await, 0);
-    drop(bouncer);
 }
 
 mod user_store {

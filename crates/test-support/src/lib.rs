@@ -28,7 +28,7 @@ pub use fcm::{
     OAuthRequest,
 };
 pub use firebase::{AuthEmulator, EMULATOR_PROJECT};
-pub use pgbouncer::PgBouncer;
+pub use pgbouncer::{PgBouncer, PooledDatabase};
 pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
 pub use redis::TestRedis;

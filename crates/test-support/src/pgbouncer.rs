@@ -153,3 +153,45 @@ impl Drop for PgBouncer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A migrated database of the test's own on the machine's Postgres, with
+/// PgBouncer in transaction mode in front of it: `url()` is the pooler,
+/// `direct_url()` the database itself (what `DATABASE_URL` and
+/// `DATABASE_DIRECT_URL` name on Supabase or Neon).
+#[derive(Debug)]
+pub struct PooledDatabase {
+    // The pooler goes before the database it holds connections to.
+    bouncer: PgBouncer,
+    db: crate::ScratchDatabase,
+    url: String,
+}
+
+impl PooledDatabase {
+    /// With `pool_size` server connections for the database.
+    pub async fn new(pool_size: usize) -> Self {
+        let db = crate::ScratchDatabase::new().await;
+        postgres_adapter::create_database_if_missing(db.url())
+            .await
+            .expect("creating the scratch database");
+        postgres_adapter::run_migrations(db.url())
+            .await
+            .expect("migrating the scratch database");
+        let bouncer = PgBouncer::in_front_of_the_local_postgres(pool_size);
+        let url = bouncer.url_for(db.url());
+        Self { bouncer, db, url }
+    }
+
+    /// Through the pooler.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Straight to Postgres.
+    pub fn direct_url(&self) -> &str {
+        self.db.url()
+    }
+
+    pub fn bouncer(&mut self) -> &mut PgBouncer {
+        &mut self.bouncer
+    }
+}
