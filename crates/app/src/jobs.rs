@@ -41,7 +41,8 @@ pub enum JobsAction {
 }
 
 fn queue(settings: &Settings) -> anyhow::Result<RedisJobQueue> {
-    let pool = queue_adapter::build_pool(&settings.redis.pool_settings())?;
+    // A one-off command: its shared connection and one more.
+    let pool = queue_adapter::build_pool(&settings.redis.pool_settings(2))?;
     Ok(RedisJobQueue::new(pool, settings.redis.queue_settings()))
 }
 

@@ -22,6 +22,10 @@ enum Command {
     All,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Check every configured dependency (TLS, versions, a pooler,
+    /// migrations, Redis' eviction policy, SMTP, the bucket, FCM) and print
+    /// a table; exits non-zero if any check fails.
+    Doctor,
     /// Print the OpenAPI document (JSON) on stdout.
     Openapi,
     /// Print the AsyncAPI document of `/ws` (JSON) on stdout.
@@ -319,6 +323,15 @@ async fn main() -> ExitCode {
             }
             Err(e) => fail(&e, logs),
         },
+        Command::Doctor => {
+            let report = app::doctor::run(&settings).await;
+            print(&report.render());
+            if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::Migrate => {
             let mut s = settings;
             s.migrate_on_start = true;

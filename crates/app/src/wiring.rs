@@ -88,14 +88,28 @@ impl Infrastructure {
             through_pooler = settings.database.through_pooler(),
             "Postgres connections"
         );
+        let redis_budget = crate::settings::RedisBudget::split(
+            settings.redis.max_connections,
+            role.serves(),
+            role.works(),
+            CONSUMER_GROUPS,
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            max = settings.redis.max_connections,
+            fixed = redis_budget.fixed,
+            queue = redis_budget.queue,
+            "Redis connections (per node of a cluster)"
+        );
         let pg = postgres_adapter::build_pool(&settings.database.pool_settings(budget.shared))?;
-        let redis = queue_adapter::build_pool(&settings.redis.pool_settings())?;
+        let redis = queue_adapter::build_pool(&settings.redis.pool_settings(redis_budget.queue))?;
         let fred = streams_adapter::connect_with_tls(
             &settings.redis.url,
             &settings.redis.tls,
             Duration::from_secs(2),
         )
         .await?;
+        warn_if_redis_evicts(&fred);
         let push = push_sender(settings)?;
         let queue = RedisJobQueue::new(redis.clone(), settings.redis.queue_settings());
         Ok(Self {
@@ -152,12 +166,46 @@ pub(crate) fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn Toke
 /// FCM when `GOOGLE_APPLICATION_CREDENTIALS` names a service-account key;
 /// otherwise a sender that only logs (and says so).
 fn push_sender(settings: &Settings) -> anyhow::Result<Arc<dyn ports::PushSender>> {
-    let push = &settings.push;
-    let Some(path) = &push.google_application_credentials else {
+    let Some(sender) = fcm_sender(settings)? else {
         tracing::warn!(
             "push notifications are LOGGED, NOT SENT: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file to send through FCM"
         );
         return Ok(Arc::new(push_adapter::LogPushSender::new()));
+    };
+    tracing::info!(to = %sender.describe(), "push notifications ready");
+    Ok(Arc::new(sender))
+}
+
+/// Redis with a `maxmemory-policy` other than `noeviction` drops keys when
+/// memory runs out, queued jobs and stream entries among them, without an
+/// error: said loudly at startup (in the background: Redis may not be up
+/// yet), and a failure of `app doctor`.
+fn warn_if_redis_evicts(fred: &RedisClient) {
+    let fred = fred.clone();
+    tokio::spawn(async move {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(30),
+            streams_adapter::inspect::server(&fred),
+        )
+        .await;
+        if let Ok(Ok(server)) = asked
+            && server.evicts()
+        {
+            tracing::warn!(
+                maxmemory_policy = %server.maxmemory_policy,
+                "REDIS MAY EVICT QUEUED JOBS AND STREAM ENTRIES: its maxmemory-policy is {}; set it to noeviction (several managed Redis offerings default to an LRU policy; `app doctor` fails on it)",
+                server.maxmemory_policy
+            );
+        }
+    });
+}
+
+/// FCM with the service account of `GOOGLE_APPLICATION_CREDENTIALS`;
+/// `None` without one.
+pub(crate) fn fcm_sender(settings: &Settings) -> anyhow::Result<Option<push_adapter::FcmSender>> {
+    let push = &settings.push;
+    let Some(path) = &push.google_application_credentials else {
+        return Ok(None);
     };
     let key = push_adapter::ServiceAccountKey::from_file(path)
         .context("GOOGLE_APPLICATION_CREDENTIALS")?;
@@ -166,9 +214,10 @@ fn push_sender(settings: &Settings) -> anyhow::Result<Arc<dyn ports::PushSender>
         .clone()
         .or_else(|| key.project_id.clone())
         .unwrap_or_else(|| settings.auth.firebase_project_id.clone());
-    let sender = push_adapter::FcmSender::new(&key, push.fcm_settings(project))?;
-    tracing::info!(to = %sender.describe(), "push notifications ready");
-    Ok(Arc::new(sender))
+    Ok(Some(push_adapter::FcmSender::new(
+        &key,
+        push.fcm_settings(project),
+    )?))
 }
 
 /// The WebSocket hub, joined to the other instances through Redis pub/sub
@@ -598,12 +647,17 @@ async fn api_server(
     .run())
 }
 
+/// How many consumer groups the worker role runs (each reads on a Redis
+/// connection of its own: the Redis budget counts them).
+const CONSUMER_GROUPS: usize = 2;
+
 /// The consumer groups of one process: adding one is one call.
 struct ConsumerGroups<'a> {
     settings: &'a Settings,
     infra: &'a Infrastructure,
     shutdown: &'a CancellationToken,
     tasks: &'a mut JoinSet<()>,
+    added: usize,
 }
 
 impl ConsumerGroups<'_> {
@@ -616,6 +670,7 @@ impl ConsumerGroups<'_> {
             group,
             &format!("{}-{group}", self.settings.instance_id),
         );
+        self.added += 1;
         let consumer = RedisStreamConsumer::new(&self.infra.fred, settings);
         let (stop, group) = (self.shutdown.clone(), group.to_owned());
         self.tasks.spawn(async move {
@@ -656,6 +711,7 @@ pub(crate) async fn start_workers(
         infra,
         shutdown,
         tasks,
+        added: 0,
     };
     groups.add(
         USERS_TOPIC,
@@ -669,6 +725,11 @@ pub(crate) async fn start_workers(
         USERS_TOPIC,
         usecases::ACCOUNT_DELETION_GROUP,
         Arc::new(usecases::AccountDeletionTrigger::new(queue.clone())),
+    );
+    anyhow::ensure!(
+        groups.added == CONSUMER_GROUPS,
+        "CONSUMER_GROUPS ({CONSUMER_GROUPS}) is not the number of groups started ({}): the Redis budget counts them",
+        groups.added
     );
 
     let mailer = LettreMailer::new(&settings.mail.mail_settings())?;

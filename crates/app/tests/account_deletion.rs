@@ -84,7 +84,7 @@ async fn a_deleted_account_leaves_nothing_behind() {
 
     // A job that would carry Zoe's data tomorrow, and one of someone else.
     let queue = queue_adapter::RedisJobQueue::new(
-        queue_adapter::build_pool(&app.settings.redis.pool_settings()).unwrap(),
+        queue_adapter::build_pool(&app.settings.redis.pool_settings(4)).unwrap(),
         app.settings.redis.queue_settings(),
     );
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);

@@ -857,6 +857,129 @@ async fn through_a_transaction_pooler_concurrent_sign_ups_each_get_one_mail() {
     assert!(dead.contains("no dead jobs"), "{dead}");
 }
 
+/// The TCP connections process `pid` has open to `127.0.0.1:port`
+/// (its socket inodes matched against `/proc/net/tcp`).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // rem_address, st (01 = established), inode.
+            cols.len() > 9 && cols[2] == remote && cols[3] == "01" && inodes.contains(cols[9])
+        })
+        .count()
+}
+
+/// Each process keeps to `DATABASE_MAX_CONNECTIONS` and
+/// `REDIS_MAX_CONNECTIONS` under sign-ups sixty-four at a time: the most
+/// sockets it ever has open to Postgres and to Redis, sampled through the
+/// load, are within them (and requests still succeed: they wait for a
+/// connection instead of opening more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_keeps_to_its_connection_budgets_under_load() {
+    const USERS: usize = 128;
+    const PG_MAX: usize = 6;
+    const REDIS_MAX: usize = 8;
+    let (db, redis, smtp) = (
+        TestDb::new().await,
+        TestRedis::new().await,
+        SmtpSink::start(),
+    );
+    let env = Env {
+        db: &db,
+        redis: &redis,
+        smtp: &smtp,
+    };
+    let start = |role: &'static str| {
+        let env = &env;
+        async move {
+            let port = free_port();
+            let child = env
+                .command(role, port)
+                .env("DATABASE_MAX_CONNECTIONS", PG_MAX.to_string())
+                .env("REDIS_MAX_CONNECTIONS", REDIS_MAX.to_string())
+                .spawn()
+                .unwrap();
+            let proc = Proc { child, port };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                assert!(Instant::now() < deadline, "app {role} never became ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            proc
+        }
+    };
+    let serve = start("serve").await;
+    let worker = start("worker").await;
+    let pids = [serve.child.id(), worker.child.id()];
+    let (pg_port, redis_port) = (
+        url::Url::parse(db.url()).unwrap().port().unwrap_or(5432),
+        url::Url::parse(redis.url()).unwrap().port().unwrap_or(6379),
+    );
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut most = [(0, 0); 2];
+            // Bounded: the load below ends well within a minute.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                for (i, pid) in pids.iter().enumerate() {
+                    most[i].0 = most[i].0.max(connections_to(*pid, pg_port));
+                    most[i].1 = most[i].1.max(connections_to(*pid, redis_port));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/api/v1/me", serve.port);
+    let calls = (0..USERS).map(|n| {
+        let (client, url) = (client.clone(), url.clone());
+        let t = token(
+            &format!("budget-{n}"),
+            Some(&format!("budget{n}@example.com")),
+            None,
+        );
+        async move {
+            let created = client.patch(&url).bearer_auth(&t).json(&json!({}));
+            created.send().await.unwrap().status().as_u16()
+        }
+    });
+    let (mut pending, mut statuses): (Vec<_>, _) = (calls.collect(), Vec::new());
+    while !pending.is_empty() {
+        let wave: Vec<_> = pending.drain(..pending.len().min(64)).collect();
+        statuses.extend(futures_util::future::join_all(wave).await);
+    }
+    wait_for_recipients(&smtp, USERS).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    for (role, (pg, redis)) in ["serve", "worker"].iter().zip(most) {
+        assert!(pg >= 1 && redis >= 1, "{role}: the sampler saw its sockets");
+        assert!(pg <= PG_MAX, "{role} had {pg} Postgres connections");
+        assert!(redis <= REDIS_MAX, "{role} had {redis} Redis connections");
+    }
+    drop(worker);
+}
+
 /// The ops console in a real browser (headless Chromium): signed in with
 /// the operator password, a welcome mail
 /// the SMTP server refuses with a 550 shows up as a dead job, Retry sends

@@ -54,6 +54,8 @@ pub struct LettreMailer {
     from: Mailbox,
     product: String,
     description: String,
+    /// Whether `SMTP_URL` carries credentials (`AUTH` after the greeting).
+    authenticates: bool,
 }
 
 impl std::fmt::Debug for LettreMailer {
@@ -98,6 +100,7 @@ impl LettreMailer {
             .from
             .parse()
             .with_context(|| format!("MAIL_FROM {:?} is not a mailbox", settings.from))?;
+        let mut authenticates = false;
         let (transport, description) = match &settings.smtp_url {
             Some(url) => {
                 let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
@@ -109,6 +112,7 @@ impl LettreMailer {
                             .idle_timeout(Duration::from_secs(60)),
                     )
                     .build();
+                authenticates = url::Url::parse(url).is_ok_and(|u| !u.username().is_empty());
                 (Transport::Smtp(smtp), describe_smtp(url))
             }
             None => {
@@ -127,6 +131,7 @@ impl LettreMailer {
             from,
             product: settings.product.clone(),
             description,
+            authenticates,
         })
     }
 
@@ -139,6 +144,31 @@ impl LettreMailer {
     /// Where mail goes, for the startup log.
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// For `app doctor`: opens a connection as sending would (TLS as the
+    /// URL says, `AUTH` with its credentials) and asks the server for a
+    /// `NOOP`. Without `SMTP_URL`, whether the outbox directory is there.
+    pub async fn check(&self) -> Result<String, String> {
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.test_connection().await {
+                Ok(true) => Ok(format!(
+                    "{}, {}: the server answered",
+                    self.description,
+                    if self.authenticates {
+                        "authenticated"
+                    } else {
+                        "no credentials"
+                    }
+                )),
+                Ok(false) => Err(format!(
+                    "{}: the server did not answer NOOP",
+                    self.description
+                )),
+                Err(e) => Err(format!("{}: {e}", self.description)),
+            },
+            Transport::File(_) => Ok(self.description.clone()),
+        }
     }
 
     /// The message for `mail` (public for tests and previews).

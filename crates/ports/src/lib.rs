@@ -54,7 +54,7 @@ pub use storage::{
     PostPolicy, PresignedPost, QuotaUse, StorageError, UploadQuota, UploadRepository,
     UploadStoreError,
 };
-pub use tls::TlsMaterial;
+pub use tls::{TlsHandshake, TlsMaterial};
 pub use users::{
     DeletePushTokenError, DeleteUserError, FindUserError, ListPushTokensError, PushTokenKey,
     PushTokenRepository, RegisterPushTokenError, RegisteredPushToken, StoredEvent,

@@ -22,3 +22,15 @@ impl std::fmt::Debug for TlsMaterial {
             .finish()
     }
 }
+
+/// What a TLS handshake with a dependency showed (for `app doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsHandshake {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub protocol: String,
+    /// What the server's certificate was verified against (`system roots`,
+    /// a CA file), or `None` when it was not verified (`sslmode=require`).
+    pub verified_against: Option<String>,
+    /// The server's certificate (DER), for its subject and expiry.
+    pub peer_certificate: Option<Vec<u8>>,
+}

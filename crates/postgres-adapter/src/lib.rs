@@ -5,6 +5,7 @@ mod error;
 #[macro_use]
 mod session;
 mod health;
+mod inspect;
 mod outbox;
 mod pool;
 mod push_tokens;
@@ -18,6 +19,7 @@ mod welcome;
 
 pub use connect::{PgTarget, PgTls, Roots, SslMode, connect, parse_target};
 pub use health::PgHealthProbe;
+pub use inspect::{PgInspection, PgServer, inspect, pending_migrations};
 pub use outbox::{OUTBOX_CHANNEL, PgOutbox};
 pub use pool::{
     MIGRATIONS, PgPool, PgSettings, build_pool, create_database_if_missing, revert_all_migrations,

@@ -176,7 +176,7 @@ pub async fn revert_last_migration(url: &str) -> anyhow::Result<String> {
 
 /// Runs sync diesel migration code on a blocking thread (the harness blocks;
 /// it must not run on an async worker, and panics on a current-thread runtime).
-async fn with_migration_connection<T, F>(url: &str, f: F) -> anyhow::Result<T>
+pub(crate) async fn with_migration_connection<T, F>(url: &str, f: F) -> anyhow::Result<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut AsyncConnectionWrapper<AsyncPgConnection>) -> anyhow::Result<T> + Send + 'static,

@@ -97,6 +97,15 @@ impl FcmSender {
         )
     }
 
+    /// For `app doctor`: an OAuth2 access token for the service account
+    /// (signed with its key, exchanged at its token endpoint).
+    pub async fn check(&self) -> Result<String, String> {
+        match self.tokens.get().await {
+            Ok(_) => Ok(format!("{}: an access token was issued", self.describe())),
+            Err(e) => Err(format!("{}: {e}", self.describe())),
+        }
+    }
+
     /// OAuth2 access tokens fetched so far.
     pub fn access_token_fetches(&self) -> u64 {
         self.tokens.fetches()

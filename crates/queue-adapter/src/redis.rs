@@ -149,8 +149,38 @@ pub struct ClusterPool {
 
 struct ClusterInner {
     client: ClusterClient,
-    idle: Mutex<Vec<ClusterConnection>>,
+    /// Idle blocking connections, each with the permit it was opened under.
+    idle: Mutex<Vec<ClusterBlocking>>,
     max_idle: usize,
+    /// One per blocking connection open (idle or in use): at most
+    /// `max_connections` of them, as in the single-node pool.
+    open: Arc<tokio::sync::Semaphore>,
+    acquire_timeout: Duration,
+}
+
+/// A cluster connection for blocking commands and the permit it holds.
+pub(crate) struct ClusterBlocking {
+    conn: ClusterConnection,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ConnectionLike for ClusterBlocking {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
 }
 
 impl std::fmt::Debug for ClusterPool {
@@ -197,12 +227,20 @@ impl RedisPool {
             Self::Single(pool) => Ok(Blocking::Single(pool.get().await?)),
             Self::Cluster(c) => {
                 let idle = c.inner.idle.lock().ok().and_then(|mut v| v.pop());
-                match idle {
-                    Some(conn) => Ok(Blocking::Cluster(conn)),
-                    None => Ok(Blocking::Cluster(
-                        c.inner.client.get_async_connection().await?,
-                    )),
+                if let Some(conn) = idle {
+                    return Ok(Blocking::Cluster(conn));
                 }
+                let permit = tokio::time::timeout(
+                    c.inner.acquire_timeout,
+                    c.inner.open.clone().acquire_owned(),
+                )
+                .await
+                .map_err(|_| PoolError::Exhausted)?
+                .map_err(|_| PoolError::Exhausted)?;
+                Ok(Blocking::Cluster(ClusterBlocking {
+                    conn: c.inner.client.get_async_connection().await?,
+                    _permit: permit,
+                }))
             }
         }
     }
@@ -224,6 +262,9 @@ pub enum PoolError {
     Pool(#[from] deadpool_redis::PoolError),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    /// Every blocking connection the budget allows is in use.
+    #[error("every Redis connection of the budget is in use")]
+    Exhausted,
 }
 
 /// `ConnectionLike` for an enum of a `Single` and a `Cluster` connection:
@@ -272,7 +313,7 @@ delegate_connection_like!(Conn);
 /// A connection held for a blocking command.
 pub(crate) enum Blocking {
     Single(deadpool_redis::Connection),
-    Cluster(ClusterConnection),
+    Cluster(ClusterBlocking),
 }
 
 delegate_connection_like!(Blocking);
@@ -296,6 +337,8 @@ pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
                 client,
                 idle: Mutex::default(),
                 max_idle: settings.max_connections,
+                open: Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1))),
+                acquire_timeout: settings.acquire_timeout,
             }),
         }));
     }

@@ -125,6 +125,20 @@ impl S3Store {
         )
     }
 
+    /// For `app doctor`: one signed request with the configured
+    /// credentials (a `ListObjectsV2` of one key, which account deletion
+    /// needs anyway to sweep a user's files).
+    pub async fn check(&self) -> Result<String, String> {
+        match self.list_page("trellis-doctor/", None).await {
+            Ok(_) => Ok(format!(
+                "bucket {} at {}: a signed list request was accepted",
+                self.bucket,
+                self.host()
+            )),
+            Err(e) => Err(format!("bucket {} at {}: {e}", self.bucket, self.host())),
+        }
+    }
+
     /// One page of the keys under `prefix`, and the token of the next.
     async fn list_page(
         &self,

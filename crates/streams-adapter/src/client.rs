@@ -49,28 +49,7 @@ pub async fn connect_with_tls(
     tls: &ports::TlsMaterial,
     wait: Duration,
 ) -> anyhow::Result<Client> {
-    let mut config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
-    if config.tls.is_some() && *tls != ports::TlsMaterial::default() {
-        config.tls = Some(fred::types::config::TlsConfig::from(rustls_config(tls)?));
-    }
-    // Without this, a client whose first connection fails (Redis down when
-    // the process starts) never tries again.
-    config.fail_fast = false;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(5);
-            // Each connection is named after its client (`CLIENT LIST`
-            // shows which is which; tests kill exactly their own).
-            c.auto_client_setname = true;
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(5);
-        })
-        // Retry forever: 100 ms growing to 5 s between attempts.
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()
-        .context("building the Redis client")?;
+    let client = build(url, tls, true)?;
     client.connect();
     match tokio::time::timeout(wait, client.wait_for_connect()).await {
         Ok(Ok(())) => {}
@@ -83,4 +62,35 @@ pub async fn connect_with_tls(
         ),
     }
     Ok(client)
+}
+
+/// The client for `url` (not connected yet). `retry`: reconnect forever
+/// (a service's client); without it the first failure is the answer (a
+/// diagnosis).
+pub(crate) fn build(url: &str, tls: &ports::TlsMaterial, retry: bool) -> anyhow::Result<Client> {
+    let mut config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
+    if config.tls.is_some() && *tls != ports::TlsMaterial::default() {
+        config.tls = Some(fred::types::config::TlsConfig::from(rustls_config(tls)?));
+    }
+    // Without this, a client whose first connection fails (Redis down when
+    // the process starts) never tries again.
+    config.fail_fast = !retry;
+    let builder = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(5);
+            // Each connection is named after its client (`CLIENT LIST`
+            // shows which is which; tests kill exactly their own).
+            c.auto_client_setname = true;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(5);
+        })
+        .clone();
+    let mut builder = builder;
+    if retry {
+        // Retry forever: 100 ms growing to 5 s between attempts.
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    }
+    builder.build().context("building the Redis client")
 }

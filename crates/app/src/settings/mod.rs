@@ -36,6 +36,7 @@ pub use ops::OpsSection;
 pub use push::PushSection;
 pub use rate_limit::RateLimitSection;
 pub use reader::SettingsError;
+pub use redis::RedisBudget;
 pub use redis::{DEFAULT_REDIS_URL, RedisSection};
 pub use storage::StorageSection;
 pub use worker::WorkerSection;

@@ -8,6 +8,7 @@ pub(crate) const VARIABLES: &[&str] = &[
     "REDIS_TLS_CA_FILE",
     "REDIS_TLS_CERT_FILE",
     "REDIS_TLS_KEY_FILE",
+    "REDIS_MAX_CONNECTIONS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -22,6 +23,9 @@ pub struct RedisSection {
     /// (`REDIS_TLS_CA_FILE`), a client certificate (`REDIS_TLS_CERT_FILE`,
     /// `REDIS_TLS_KEY_FILE`), read when the settings are.
     pub tls: ports::TlsMaterial,
+    /// The most Redis connections this process opens (to each node of a
+    /// cluster), in all: see [`RedisBudget`].
+    pub max_connections: usize,
 }
 
 /// The URL (it may hold a password) is never printed.
@@ -76,17 +80,20 @@ impl RedisSection {
                 "and the other REDIS_TLS_* files need a rediss:// (or rediss-cluster://) REDIS_URL",
             );
         }
+        let max_connections = r.ranged("REDIS_MAX_CONNECTIONS", 16_usize, 4, 10_000, "connections");
         Self {
             url,
             key_prefix,
             tls,
+            max_connections,
         }
     }
 
-    /// The queue's connection pool.
-    pub fn pool_settings(&self) -> queue_adapter::RedisSettings {
+    /// The queue's connection pool, of `max_connections`.
+    pub fn pool_settings(&self, max_connections: usize) -> queue_adapter::RedisSettings {
         queue_adapter::RedisSettings {
             tls: self.tls.clone(),
+            max_connections,
             ..queue_adapter::RedisSettings::new(self.url.clone())
         }
     }
@@ -94,5 +101,74 @@ impl RedisSection {
     /// The queue's keys.
     pub fn queue_settings(&self) -> queue_adapter::QueueSettings {
         queue_adapter::QueueSettings::new(&self.key_prefix)
+    }
+}
+
+/// How one process splits `REDIS_MAX_CONNECTIONS` (per node of a
+/// cluster): the shared client of the caches, presence and streams (one);
+/// the realtime fan-out's subscriber (one per hub: the `serve` role's and
+/// the `worker` role's); each consumer group's blocking reader (the worker
+/// role's); the job queue's pool (its shared connection, blocking waits for
+/// work, readiness) gets the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisBudget {
+    /// The shared client, the subscribers and the consumers.
+    pub fixed: usize,
+    /// The queue's pool.
+    pub queue: usize,
+}
+
+impl RedisBudget {
+    /// The queue's pool needs one shared connection and one to wait on.
+    const QUEUE_LEAST: usize = 2;
+
+    pub fn split(
+        total: usize,
+        serves: bool,
+        works: bool,
+        consumer_groups: usize,
+    ) -> Result<Self, String> {
+        let fixed = 1 + usize::from(serves) + usize::from(works) * (1 + consumer_groups);
+        if total < fixed + Self::QUEUE_LEAST {
+            return Err(format!(
+                "REDIS_MAX_CONNECTIONS={total} is too few for this process: it needs at least {}",
+                fixed + Self::QUEUE_LEAST
+            ));
+        }
+        // deadpool lends the queue's shared connection out of the pool for
+        // good (and makes another after a reconnect): one of the pool's
+        // slots is held back for it.
+        Ok(Self {
+            fixed,
+            queue: total - fixed - 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_fits_the_budget_and_refuses_one_too_small() {
+        for total in 4..64 {
+            for (serves, works) in [(true, false), (false, true), (true, true)] {
+                match RedisBudget::split(total, serves, works, 2) {
+                    Ok(b) => {
+                        assert!(b.fixed + b.queue < total, "{total}: {b:?}");
+                        assert!(b.queue >= 1);
+                    }
+                    Err(e) => assert!(e.contains("too few"), "{e}"),
+                }
+            }
+        }
+        assert_eq!(
+            RedisBudget::split(16, false, true, 2),
+            Ok(RedisBudget {
+                fixed: 4,
+                queue: 11
+            })
+        );
+        assert!(RedisBudget::split(6, true, true, 2).is_err());
     }
 }
