@@ -43,6 +43,8 @@ fn the_fixed_subcommands_exist() {
         "openapi",
         "dev-token",
         "jobs",
+        "events",
+        "doctor",
     ] {
         assert!(have.iter().any(|c| c == name), "no `app {name}`: {have:?}");
     }
@@ -565,4 +567,121 @@ fn the_grafana_dashboard_charts_metrics_the_code_records() {
         }
     }
     assert!(checked >= 15, "only {checked} metric references checked");
+}
+
+/// The mount path of the `ca` volume in `file`'s first container.
+fn ca_mount(file: &str) -> String {
+    let d = &documents(file)[0];
+    let c = containers(d)[0];
+    c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some("ca"))
+        .and_then(|m| m["mountPath"].as_str())
+        .unwrap_or_else(|| panic!("{file} mounts no CA"))
+        .to_owned()
+}
+
+/// The URL forms the manifests teach, pointed at a TLS-only Postgres and
+/// a TLS-only Redis on loopback with the test's CA in place of the mounted
+/// one: `app doctor` (which the manifests run as a Job) connects, verifies
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secrets_url_forms_connect_over_verified_tls_with_the_mounted_ca() {
+    let mount = ca_mount("deploy/k8s/api-deployment.yaml");
+    for f in [
+        "deploy/k8s/worker-deployment.yaml",
+        "deploy/k8s/migrate-job.yaml",
+        "deploy/k8s/doctor-job.yaml",
+    ] {
+        assert_eq!(ca_mount(f), mount, "{f} mounts the CA where the API does");
+    }
+    let secret = &documents("deploy/k8s/secret.example.yaml")[0];
+    let taught = secret["stringData"]["DATABASE_URL"].as_str().unwrap();
+    let mut url = url::Url::parse(taught).unwrap();
+    let pairs: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(pairs["sslmode"], "verify-full", "{taught}");
+    let root = &pairs["sslrootcert"];
+    assert!(
+        root.starts_with(&format!("{mount}/")),
+        "{root} is under {mount}"
+    );
+    let config = read("deploy/k8s/configmap.yaml");
+    let redis_ca = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# REDIS_TLS_CA_FILE: "))
+        .expect("configmap.yaml shows REDIS_TLS_CA_FILE");
+    assert!(redis_ca.starts_with(&format!("{mount}/")), "{redis_ca}");
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = test_support::TestCa::new("deploy");
+    let pg = test_support::TlsPostgres::start(&ca, &["localhost"], false);
+    let redis = test_support::TlsRedis::start(&ca, false);
+    // The taught URL, with this machine's server, user and CA file.
+    url.set_host(Some("localhost")).unwrap();
+    url.set_port(Some(pg.port())).unwrap();
+    url.set_username("postgres").unwrap();
+    url.set_password(None).unwrap();
+    url.set_path("/postgres");
+    let ca_file = ca.ca_file().display().to_string();
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "sslrootcert" { &ca_file } else { v };
+            format!("{k}={v}")
+        })
+        .collect();
+    url.set_query(Some(&query.join("&")));
+    postgres_adapter::run_migrations(url.as_str())
+        .await
+        .unwrap();
+    let taught_redis =
+        url::Url::parse(secret["stringData"]["REDIS_URL"].as_str().unwrap()).unwrap();
+    assert_eq!(taught_redis.scheme(), "rediss");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .arg("doctor")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "production")
+        .env("FIREBASE_PROJECT_ID", "deploy-test")
+        .env("CURSOR_SECRET", "0123456789abcdef0123")
+        .env("DATABASE_URL", url.as_str())
+        .env("REDIS_URL", redis.url())
+        .env("REDIS_TLS_CA_FILE", &ca_file)
+        .env(
+            "MAIL_OUTBOX_DIR",
+            std::env::temp_dir().join("trellis-deploy-mail"),
+        )
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let result = |dependency: &str, check: &str| {
+        table
+            .lines()
+            .find(|l| {
+                l.starts_with(dependency) && l[dependency.len()..].trim_start().starts_with(check)
+            })
+            .and_then(|l| {
+                l[dependency.len()..].trim_start()[check.len()..]
+                    .split_whitespace()
+                    .next()
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {dependency} {check}: {table}"))
+    };
+    for (dependency, check) in [
+        ("postgres (DATABASE_URL)", "tls"),
+        ("postgres (DATABASE_URL)", "reachable"),
+        ("postgres (DATABASE_URL)", "migrations"),
+        ("redis (REDIS_URL)", "tls"),
+        ("redis (REDIS_URL)", "reachable"),
+    ] {
+        assert_eq!(
+            result(dependency, check),
+            "ok",
+            "{dependency} {check}:\n{table}"
+        );
+    }
+    assert!(table.contains("verified against"), "{table}");
 }
