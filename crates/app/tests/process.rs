@@ -492,3 +492,78 @@ async fn query_string_tokens_never_reach_a_log_line() {
         );
     }
 }
+
+/// The whole app (`all`: HTTP, the relay, consumers, the job worker) on a
+/// Postgres that takes only TLS (`verify-full` with the test's CA) and a
+/// Redis that speaks only TLS and asks for a client certificate: ready,
+/// and a sign-up goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_runs_on_a_tls_only_postgres_and_a_tls_only_redis() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = test_support::TestCa::new("app-tls");
+    let pg = test_support::TlsPostgres::start(&ca, &["localhost"], false);
+    let redis = test_support::TlsRedis::start(&ca, true);
+    let client = ca.issue("app-client", &["trellis"], false);
+    let root = ca.ca_file();
+    let url = pg.url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", root.display()),
+    );
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("all")
+        .env_clear()
+        .env("APP_ENV", "local")
+        .env("DEV_TOKEN_SECRET", test_support::TEST_DEV_TOKEN_SECRET)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &url)
+        .env("REDIS_URL", redis.url())
+        .env("REDIS_TLS_CA_FILE", &root)
+        .env("REDIS_TLS_CERT_FILE", &client.cert)
+        .env("REDIS_TLS_KEY_FILE", &client.key)
+        .env("HTTP_HOST", "127.0.0.1")
+        .env("HTTP_PORT", port.to_string())
+        .env("MIGRATE_ON_START", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the app exited over TLS"
+        );
+        assert!(Instant::now() < deadline, "never ready over TLS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = auth_adapter::mint_dev_token(
+        test_support::TEST_DEV_TOKEN_SECRET,
+        app::settings::LOCAL_PROJECT_ID,
+        &auth_adapter::DevTokenRequest {
+            uid: "tls-user".into(),
+            email: Some("tls@example.com".into()),
+            email_verified: true,
+            name: None,
+            ttl: Duration::from_secs(600),
+            claims: serde_json::Map::new(),
+        },
+    )
+    .unwrap();
+    let me = format!("http://127.0.0.1:{port}/api/v1/me");
+    let http = reqwest::Client::new();
+    let created = http
+        .patch(&me)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let read = http.get(&me).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}

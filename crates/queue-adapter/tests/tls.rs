@@ -85,3 +85,39 @@ async fn a_server_that_asks_for_client_certificates_gets_one() {
         .await
         .unwrap();
 }
+
+/// A Redis Cluster whose nodes speak only TLS (among themselves too) and
+/// ask for client certificates: `rediss-cluster://` with the CA and a
+/// client certificate reaches every node (jobs on several queues land in
+/// different slots); without the CA it does not.
+#[tokio::test]
+async fn jobs_go_through_a_tls_only_redis_cluster() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = TestCa::new("redis-cluster");
+    let cluster = test_support::TestRedisCluster::start_tls(&ca, true);
+    assert!(cluster.url().starts_with("rediss-cluster://"));
+    let client = ca.issue("cluster-client", &["trellis"], false);
+    let q = queue(cluster.url(), material(&ca, Some(&client)));
+    let queues = ["default", "mail", "push", "reports"];
+    let nodes: std::collections::HashSet<u16> = queues
+        .iter()
+        .map(|name| cluster.node_of(&format!("{{tls-test:{name}}}")))
+        .collect();
+    assert!(nodes.len() > 1, "the queues live on several nodes");
+    for name in queues {
+        q.enqueue(NewJob::new("t", 1, &1).unwrap().on_queue(name))
+            .await
+            .unwrap();
+        let leased = q
+            .fetch_many(name, Duration::from_secs(30), 1)
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1, "{name}");
+    }
+    let other = TestCa::new("not-the-cluster's");
+    assert!(
+        round_trip(&queue(cluster.url(), material(&other, Some(&client))))
+            .await
+            .is_err()
+    );
+}
