@@ -63,7 +63,7 @@ const PATCH_USERS: usize = 128;
 /// pgbench with as many clients.
 const APP_PG_CONNECTIONS: u32 = 16;
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

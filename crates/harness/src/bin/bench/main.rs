@@ -13,6 +13,7 @@
 )]
 
 mod baselines;
+mod cloud;
 mod http;
 mod pipeline;
 mod queue;
@@ -45,10 +46,10 @@ fn main() -> anyhow::Result<()> {
                 .filter_map(|n| n.trim().parse().ok())
                 .collect()
         })
-        .unwrap_or_else(|| (1..=7).collect());
+        .unwrap_or_else(|| (1..=8).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=7).contains(n)),
-        "--only takes scenario numbers from 1 to 7, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=8).contains(n)),
+        "--only takes scenario numbers from 1 to 8, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +102,11 @@ async fn run(only: BTreeSet<u32>, quick: bool) -> anyhow::Result<()> {
         let r = ws::run(quick, &mut results).await;
         record(&mut results, "6. WebSocket", r);
     }
+    if want(8) {
+        eprintln!("== managed cloud: TLS and a transaction pooler (scenario 8)");
+        let r = cloud::run(secs, &mut results).await;
+        record(&mut results, "8. managed cloud", r);
+    }
     results.sort_by(|a, b| a.name.cmp(&b.name));
 
     let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -135,7 +141,7 @@ async fn run(only: BTreeSet<u32>, quick: bool) -> anyhow::Result<()> {
     eprintln!("{missed} checks missed their target");
     // Only a full run is a record; a partial or quick run would overwrite
     // the day's full results with a fragment.
-    let full = !quick && only.len() == 7 && !cfg!(debug_assertions);
+    let full = !quick && only.len() == 8 && !cfg!(debug_assertions);
     if !full {
         eprintln!("partial or quick run: bench/results not written");
         return Ok(());
