@@ -33,6 +33,42 @@ pub(crate) async fn set_local_timeout(
     }
 }
 
+/// Through a pooler: `BEGIN` and `SET LOCAL statement_timeout` in one
+/// exchange (one simple-protocol batch), with diesel's transaction manager
+/// told a transaction is open.
+pub(crate) async fn begin_pooled(
+    conn: &mut AsyncPgConnection,
+    timeout: std::time::Duration,
+) -> diesel::QueryResult<()> {
+    diesel_async::AnsiTransactionManager::begin_transaction_sql(
+        conn,
+        &format!(
+            "BEGIN; SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        ),
+    )
+    .await
+}
+
+/// Ends what [`begin_pooled`] began: `COMMIT` after `Ok`, `ROLLBACK` after
+/// an error (whose error is the one returned).
+pub(crate) async fn end_pooled<T>(
+    conn: &mut AsyncPgConnection,
+    result: Result<T, crate::error::PgError>,
+) -> Result<T, crate::error::PgError> {
+    use diesel_async::TransactionManager as _;
+    match result {
+        Ok(v) => {
+            diesel_async::AnsiTransactionManager::commit_transaction(conn).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = diesel_async::AnsiTransactionManager::rollback_transaction(conn).await;
+            Err(e)
+        }
+    }
+}
+
 /// `run!(pool, conn => body)`: `body` (an expression of
 /// `Result<_, PgError>` that uses `conn: &mut AsyncPgConnection`) on a
 /// connection from `pool`; as it is directly, in a transaction through a
@@ -42,21 +78,24 @@ macro_rules! run {
         let pool: &$crate::pool::PgPool = &$pool;
         match pool.get().await {
             Err(e) => Err($crate::error::PgError::from(e)),
-            Ok(mut checked_out) => {
-                if pool.pooler().is_none() {
+            Ok(mut checked_out) => match pool.pooler() {
+                None => {
                     let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
                     async { $body }.await
-                } else {
-                    diesel_async::AsyncConnection::transaction::<_, $crate::error::PgError, _>(
-                        &mut *checked_out,
-                        async |$conn| {
-                            $crate::session::set_local_timeout($conn, pool).await?;
-                            $body
-                        },
-                    )
-                    .await
                 }
-            }
+                Some(timeout) => {
+                    match $crate::session::begin_pooled(&mut checked_out, timeout).await {
+                        Err(e) => Err($crate::error::PgError::from(e)),
+                        Ok(()) => {
+                            let result = {
+                                let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
+                                async { $body }.await
+                            };
+                            $crate::session::end_pooled(&mut checked_out, result).await
+                        }
+                    }
+                }
+            },
         }
     }};
 }
