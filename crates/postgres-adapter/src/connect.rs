@@ -377,6 +377,52 @@ pub async fn connect_pooled(url: &str) -> Result<AsyncPgConnection, ConnectionEr
     connect_to(&target, Through::Pooler).await
 }
 
+/// Whether a failed connect means the server is not there right now (down,
+/// restarting, waking from scale-to-zero, recovering) rather than refusing
+/// us (credentials, TLS, a missing database), which the next try would
+/// meet too.
+pub fn server_not_there(e: &ConnectionError) -> bool {
+    const NOT_THERE: &[&str] = &[
+        "Connection refused",
+        "Connection reset",
+        "os error 111",
+        "os error 104",
+        "the database system is starting up",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+        "the database system is not yet accepting connections",
+        "connection closed",
+    ];
+    let text = e.to_string();
+    NOT_THERE.iter().any(|m| text.contains(m))
+}
+
+/// [`connect_to`], trying again while the server is not there (see
+/// [`server_not_there`]) until `within` has passed: the first request after
+/// a restart, or to a database that scales to zero, waits for it instead of
+/// failing at once. Anything else fails at once.
+pub async fn connect_patiently(
+    target: &PgTarget,
+    through: Through,
+    within: std::time::Duration,
+) -> Result<AsyncPgConnection, ConnectionError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = std::time::Duration::from_millis(25);
+    loop {
+        match connect_to(target, through).await {
+            Err(e) if server_not_there(&e) => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(e);
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// What is at the other end of the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Through {

@@ -59,6 +59,16 @@ impl From<PoolError> for PgError {
 }
 
 impl PgError {
+    /// Whether this is a lost connection (see `session::lost_connection`).
+    pub(crate) fn lost_connection(&self) -> bool {
+        match self {
+            PgError::Unavailable(e) => e
+                .downcast_ref::<DieselError>()
+                .is_some_and(crate::session::lost_connection),
+            PgError::Unknown(_) => false,
+        }
+    }
+
     pub(crate) fn into_parts(self) -> (bool, anyhow::Error) {
         match self {
             PgError::Unavailable(e) => (true, e),

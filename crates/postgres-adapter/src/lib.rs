@@ -11,6 +11,7 @@ mod pool;
 mod push_tokens;
 mod rows;
 mod schema;
+#[macro_use]
 mod shared;
 mod support;
 mod uploads;

@@ -117,6 +117,19 @@ const END_CLAIM_SQL: &str = "UPDATE outbox
     SET claimed_until = NULL, published_at = CASE WHEN $2 THEN now() END
     WHERE seq = ANY($1) AND published_at IS NULL";
 
+/// Leases the next `limit` unpublished rows for `lease`.
+async fn claim_rows(
+    conn: &mut AsyncPgConnection,
+    limit: u32,
+    lease: Duration,
+) -> diesel::QueryResult<Vec<ClaimedRow>> {
+    diesel::sql_query(CLAIM_SQL)
+        .bind::<BigInt, _>(i64::from(limit))
+        .bind::<Double, _>(lease.as_secs_f64())
+        .load(conn)
+        .await
+}
+
 impl PgOutbox {
     async fn end_claim(&self, seqs: &[i64], published: bool) -> Result<(), OutboxError> {
         if seqs.is_empty() {
@@ -188,12 +201,26 @@ impl Outbox for PgOutbox {
     }
 
     async fn claim(&self, limit: u32, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
-        let mut rows: Vec<ClaimedRow> = run!(self.pool, conn => diesel::sql_query(CLAIM_SQL)
-            .bind::<BigInt, _>(i64::from(limit))
-            .bind::<Double, _>(lease.as_secs_f64())
-            .load(conn)
+        // Only the leader claims, one pass at a time, so every lease on
+        // the table is from an earlier pass of this relay. A claim whose
+        // answer was lost may still have leased its rows: repeated as it
+        // is, it would skip them (until the lease ran out) and send later
+        // rows first. So it runs once, and after a lost connection the
+        // retry first voids those leases and claims in order again.
+        let mut rows: Vec<ClaimedRow> = match run!(once self.pool, conn => claim_rows(conn, limit, lease)
             .await
-            .map_err(PgError::from))?;
+            .map_err(PgError::from))
+        {
+            Err(e) if e.lost_connection() => {
+                crate::session::note_retry(&e);
+                run!(once self.pool, conn => {
+                    diesel::sql_query(VOID_LEASES_SQL).execute(conn).await?;
+                    claim_rows(conn, limit, lease).await
+                }
+                .map_err(PgError::from))?
+            }
+            done => done?,
+        };
         rows.sort_by_key(|r| r.seq);
         Ok(rows
             .into_iter()

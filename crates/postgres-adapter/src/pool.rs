@@ -101,14 +101,18 @@ pub fn build_pool(settings: &PgSettings) -> anyhow::Result<PgPool> {
     // endpoint's throughput); a broken connection surfaces as an error on use
     // and is dropped by the pool either way.
     config.recycling_method = RecyclingMethod::Fast;
+    let patience = settings.acquire_timeout;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         async move {
-            let mut conn = if pooler {
-                crate::connect::connect_pooled(&url).await?
+            let target = crate::connect::parse_target(&url)
+                .map_err(diesel::ConnectionError::InvalidConnectionUrl)?;
+            let through = if pooler {
+                crate::connect::Through::Pooler
             } else {
-                crate::connect::connect(&url).await?
+                crate::connect::Through::Direct
             };
+            let mut conn = crate::connect::connect_patiently(&target, through, patience).await?;
             if pooler {
                 // Behind a transaction pooler a statement prepared in one
                 // transaction may be gone (or another's) in the next: none
@@ -129,7 +133,9 @@ pub fn build_pool(settings: &PgSettings) -> anyhow::Result<PgPool> {
     let inner = Pool::builder(manager)
         .max_size(settings.max_connections)
         .wait_timeout(Some(settings.acquire_timeout))
-        .create_timeout(Some(settings.acquire_timeout))
+        // Connecting waits up to the acquire timeout for a server that is
+        // not there yet, then says why; this bound is only a backstop.
+        .create_timeout(Some(settings.acquire_timeout + Duration::from_secs(2)))
         .recycle_timeout(Some(settings.acquire_timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()

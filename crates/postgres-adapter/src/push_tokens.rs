@@ -4,11 +4,11 @@ use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::rows::{PushTokenRow, UserRow, create_user_or_note_verified};
 use crate::schema::{push_tokens, users};
-use crate::users::{TxError, checkout};
+use crate::users::TxError;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
     FirebaseUid, KeysetPage, Platform, ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord,
 };
@@ -110,15 +110,10 @@ impl PushTokenRepository for PgPushTokenRepository {
         platform: Platform,
         defaults: &ProfileDefaults,
     ) -> Result<RegisteredPushToken, RegisterPushTokenError> {
-        let mut conn = checkout(&self.pool).await?;
         for _ in 0..REGISTER_ATTEMPTS {
-            let done = match conn
-                .transaction::<_, TxError, _>(async |conn| {
-                    crate::session::set_local_timeout(conn, &self.pool).await?;
-                    register_once(conn, uid, token, platform, defaults).await
-                })
-                .await
-            {
+            let done = match transaction!(self.pool, conn => {
+                register_once(conn, uid, token, platform, defaults).await
+            }) {
                 Err(TxError::AccountDeleted) => {
                     return Err(RegisterPushTokenError::AccountDeleted);
                 }
@@ -141,7 +136,9 @@ impl PushTokenRepository for PgPushTokenRepository {
         let owner = users::table
             .filter(users::firebase_uid.eq(uid.as_str()))
             .select(users::id);
-        let deleted = run!(self.pool, conn => diesel::delete(
+        // Once: a repeat after a delete whose answer was lost would say
+        // "not found" for a token this call removed.
+        let deleted = run!(once self.pool, conn => diesel::delete(
             push_tokens::table
                 .filter(push_tokens::token.eq(token.as_str()))
                 .filter(push_tokens::user_id.eq_any(owner)),
@@ -161,24 +158,28 @@ impl PushTokenRepository for PgPushTokenRepository {
         after: Option<PushTokenKey>,
         limit: u32,
     ) -> Result<KeysetPage<PushTokenRecord, PushTokenKey>, ListPushTokensError> {
-        let mut query = push_tokens::table
-            .inner_join(users::table)
-            .filter(users::firebase_uid.eq(uid.as_str()))
-            .select(PushTokenRow::as_select())
-            .order_by((push_tokens::created_at, push_tokens::id))
-            .limit(i64::from(limit) + 1)
-            .into_boxed();
-        if let Some(after) = after {
-            query = query.filter(
-                push_tokens::created_at
-                    .gt(after.created_at)
-                    .or(push_tokens::created_at
-                        .eq(after.created_at)
-                        .and(push_tokens::id.gt(after.id))),
-            );
-        }
+        // Built for each try (a boxed query is used up by running it).
+        let query = || {
+            let query = push_tokens::table
+                .inner_join(users::table)
+                .filter(users::firebase_uid.eq(uid.as_str()))
+                .select(PushTokenRow::as_select())
+                .order_by((push_tokens::created_at, push_tokens::id))
+                .limit(i64::from(limit) + 1)
+                .into_boxed();
+            match after {
+                Some(after) => query.filter(
+                    push_tokens::created_at
+                        .gt(after.created_at)
+                        .or(push_tokens::created_at
+                            .eq(after.created_at)
+                            .and(push_tokens::id.gt(after.id))),
+                ),
+                None => query,
+            }
+        };
         let mut rows: Vec<PushTokenRow> =
-            run!(self.pool, conn => query.load(conn).await.map_err(PgError::from))?;
+            run!(self.pool, conn => query().load(conn).await.map_err(PgError::from))?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next = if more {
@@ -198,7 +199,8 @@ impl PushTokenRepository for PgPushTokenRepository {
     }
 
     async fn delete_token(&self, token: &PushToken) -> Result<bool, DeletePushTokenError> {
-        let n = run!(self.pool, conn => diesel::delete(
+        // Once: a repeat would report a removed token as never there.
+        let n = run!(once self.pool, conn => diesel::delete(
             push_tokens::table.filter(push_tokens::token.eq(token.as_str()))
         )
         .execute(conn)

@@ -13,89 +13,182 @@
 //! timeout is the session's.
 
 use crate::pool::PgPool;
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager as _};
 
-/// The first statement of every transaction: `SET LOCAL
-/// statement_timeout` through a pooler, nothing directly.
-pub(crate) async fn set_local_timeout(
-    conn: &mut AsyncPgConnection,
-    pool: &PgPool,
-) -> diesel::QueryResult<()> {
-    match pool.pooler() {
-        Some(timeout) => {
-            conn.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {}",
-                timeout.as_millis()
-            ))
-            .await
+/// Whether `e` means the connection was lost, not that the statement
+/// failed: the driver had no connection left to send on or hear from
+/// (closed by the server while it sat idle in the pool, by a load
+/// balancer, by a restart), or the server ended the session while the
+/// statement ran (`terminating connection ...`, which rolls back whatever
+/// that session had not committed).
+pub(crate) fn lost_connection(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        ) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            info.message().starts_with("terminating connection")
         }
-        None => Ok(()),
+        _ => false,
     }
 }
 
-/// Through a pooler: `BEGIN` and `SET LOCAL statement_timeout` in one
-/// exchange (one simple-protocol batch), with diesel's transaction manager
-/// told a transaction is open.
-pub(crate) async fn begin_pooled(
-    conn: &mut AsyncPgConnection,
-    timeout: std::time::Duration,
-) -> diesel::QueryResult<()> {
-    diesel_async::AnsiTransactionManager::begin_transaction_sql(
-        conn,
-        &format!(
-            "BEGIN; SET LOCAL statement_timeout = {}",
-            timeout.as_millis()
-        ),
-    )
-    .await
+/// Opens a transaction: `BEGIN` directly; through a pooler `BEGIN; SET
+/// LOCAL statement_timeout` in one exchange (one simple-protocol batch).
+/// Either way diesel's transaction manager knows a transaction is open (a
+/// connection returned to the pool inside one is dropped by its recycle
+/// check).
+pub(crate) async fn begin(conn: &mut AsyncPgConnection, pool: &PgPool) -> diesel::QueryResult<()> {
+    match pool.pooler() {
+        None => AnsiTransactionManager::begin_transaction(conn).await,
+        Some(timeout) => {
+            AnsiTransactionManager::begin_transaction_sql(
+                conn,
+                &format!(
+                    "BEGIN; SET LOCAL statement_timeout = {}",
+                    timeout.as_millis()
+                ),
+            )
+            .await
+        }
+    }
 }
 
-/// Ends what [`begin_pooled`] began: `COMMIT` after `Ok`, `ROLLBACK` after
-/// an error (whose error is the one returned).
-pub(crate) async fn end_pooled<T>(
+/// Ends what [`begin`] began: `COMMIT` after `Ok`, `ROLLBACK` after an
+/// error (whose error is the one returned).
+pub(crate) async fn end<T, E: From<DieselError>>(
     conn: &mut AsyncPgConnection,
-    result: Result<T, crate::error::PgError>,
-) -> Result<T, crate::error::PgError> {
-    use diesel_async::TransactionManager as _;
+    result: Result<T, E>,
+) -> Result<T, E> {
     match result {
         Ok(v) => {
-            diesel_async::AnsiTransactionManager::commit_transaction(conn).await?;
+            AnsiTransactionManager::commit_transaction(conn).await?;
             Ok(v)
         }
         Err(e) => {
-            let _ = diesel_async::AnsiTransactionManager::rollback_transaction(conn).await;
+            // A lost connection cannot roll back; the server does it.
+            let _ = AnsiTransactionManager::rollback_transaction(conn).await;
             Err(e)
         }
     }
 }
 
-/// `run!(pool, conn => body)`: `body` (an expression of
+/// One line when an operation goes again on a fresh connection.
+pub(crate) fn note_retry(error: &dyn std::fmt::Debug) {
+    tracing::info!(
+        error = ?error,
+        "a pooled Postgres connection was lost before the operation could take effect; trying once more on a fresh one"
+    );
+}
+
+/// `run!(pool, conn => body)`: `body` (one statement: an expression of
 /// `Result<_, PgError>` that uses `conn: &mut AsyncPgConnection`) on a
 /// connection from `pool`; as it is directly, in a transaction through a
 /// pooler. `?` in `body` ends `body`, in both cases.
+///
+/// When the connection turns out to be lost (see [`lost_connection`]),
+/// `body` runs once more on a fresh connection, where that cannot apply it
+/// twice:
+/// - through a pooler, whenever the failure came before `COMMIT` was sent
+///   (a transaction that never committed left nothing behind); never when
+///   `COMMIT` itself failed, whose outcome is unknown;
+/// - directly, where the statement commits by itself, only if it is safe
+///   to repeat: a read, or a write that a second run leaves as the first
+///   did. A lost connection cannot tell "never reached the server" from
+///   "ran, and the answer was lost", so a statement whose answer would be
+///   wrong the second time (a delete reporting what it deleted, a claim
+///   that leases rows) is written `run!(once pool, conn => body)` and is
+///   not repeated directly.
 macro_rules! run {
-    ($pool:expr, $conn:ident => $body:expr) => {{
+    (once $pool:expr, $conn:ident => $body:expr) => {
+        run!(@attempts false, $pool, $conn => $body)
+    };
+    (@attempts $repeatable:expr, $pool:expr, $conn:ident => $body:expr) => {{
         let pool: &$crate::pool::PgPool = &$pool;
-        match pool.get().await {
-            Err(e) => Err($crate::error::PgError::from(e)),
-            Ok(mut checked_out) => match pool.pooler() {
-                None => {
-                    let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
-                    async { $body }.await
-                }
-                Some(timeout) => {
-                    match $crate::session::begin_pooled(&mut checked_out, timeout).await {
-                        Err(e) => Err($crate::error::PgError::from(e)),
+        let mut first = true;
+        loop {
+            let (result, may_retry) = match pool.get().await {
+                Err(e) => (Err($crate::error::PgError::from(e)), false),
+                Ok(mut checked_out) => match pool.pooler() {
+                    None => {
+                        let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
+                        (async { $body }.await, $repeatable)
+                    }
+                    Some(_) => match $crate::session::begin(&mut checked_out, pool).await {
+                        Err(e) => (Err($crate::error::PgError::from(e)), true),
                         Ok(()) => {
                             let result = {
-                                let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
+                                let $conn: &mut diesel_async::AsyncPgConnection =
+                                    &mut checked_out;
                                 async { $body }.await
                             };
-                            $crate::session::end_pooled(&mut checked_out, result).await
+                            let before_commit = result.is_err();
+                            (
+                                $crate::session::end(&mut checked_out, result).await,
+                                before_commit,
+                            )
                         }
-                    }
+                    },
+                },
+            };
+            match result {
+                Err(e) if first && may_retry && e.lost_connection() => {
+                    $crate::session::note_retry(&e);
+                    first = false;
                 }
-            },
+                done => break done,
+            }
+        }
+    }};
+    ($pool:expr, $conn:ident => $body:expr) => {
+        run!(@attempts true, $pool, $conn => $body)
+    };
+}
+
+/// `transaction!(pool, conn => body)`: `body` (an expression of
+/// `Result<_, TxError>` that uses `conn: &mut AsyncPgConnection`) in one
+/// transaction on a connection from `pool` (with the statement timeout
+/// set through a pooler). Committed when `body` is `Ok`, rolled back when
+/// not; `?` and `return` in `body` end `body`.
+///
+/// When the connection turns out to be lost before `COMMIT` was sent,
+/// `body` runs once more, in a new transaction on a fresh connection: the
+/// first transaction never committed, so nothing of it is left. A `COMMIT`
+/// that fails is never repeated (its outcome is unknown).
+macro_rules! transaction {
+    ($pool:expr, $conn:ident => $body:expr) => {{
+        let pool: &$crate::pool::PgPool = &$pool;
+        let mut first = true;
+        loop {
+            let (result, before_commit) = match pool.get().await {
+                Err(e) => (
+                    Err($crate::users::TxError::Pg($crate::error::PgError::from(e))),
+                    false,
+                ),
+                Ok(mut checked_out) => match $crate::session::begin(&mut checked_out, pool).await {
+                    Err(e) => (Err($crate::users::TxError::Db(e)), true),
+                    Ok(()) => {
+                        let result: Result<_, $crate::users::TxError> = {
+                            let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
+                            async { $body }.await
+                        };
+                        let before_commit = result.is_err();
+                        (
+                            $crate::session::end(&mut checked_out, result).await,
+                            before_commit,
+                        )
+                    }
+                },
+            };
+            match result {
+                Err(e) if first && before_commit && e.lost_connection() => {
+                    $crate::session::note_retry(&e);
+                    first = false;
+                }
+                done => break done,
+            }
         }
     }};
 }

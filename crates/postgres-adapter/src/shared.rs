@@ -10,6 +10,7 @@ use crate::pool::PgSettings;
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 pub(crate) struct SharedReads {
     settings: PgSettings,
@@ -44,7 +45,14 @@ impl SharedReads {
             return Ok((i, c.clone()));
         }
         let connect = async {
-            let mut conn = crate::connect::connect(&self.settings.url).await?;
+            let target = crate::connect::parse_target(&self.settings.url)
+                .map_err(diesel::ConnectionError::InvalidConnectionUrl)?;
+            let mut conn = crate::connect::connect_patiently(
+                &target,
+                crate::connect::Through::Direct,
+                self.settings.acquire_timeout,
+            )
+            .await?;
             diesel::sql_query(format!(
                 "SET statement_timeout = {}",
                 self.settings.statement_timeout.as_millis()
@@ -54,12 +62,15 @@ impl SharedReads {
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok::<_, diesel::ConnectionError>(conn)
         };
-        let conn = tokio::time::timeout(self.settings.acquire_timeout, connect)
-            .await
-            .map_err(|_| PgError::Unavailable(anyhow::anyhow!("timed out connecting to Postgres")))?
-            .map_err(|e| {
-                PgError::Unavailable(anyhow::Error::new(e).context("connecting to Postgres"))
-            })?;
+        let conn = tokio::time::timeout(
+            self.settings.acquire_timeout + Duration::from_secs(2),
+            connect,
+        )
+        .await
+        .map_err(|_| PgError::Unavailable(anyhow::anyhow!("timed out connecting to Postgres")))?
+        .map_err(|e| {
+            PgError::Unavailable(anyhow::Error::new(e).context("connecting to Postgres"))
+        })?;
         let conn = Arc::new(conn);
         *slot = Some(conn.clone());
         Ok((i, conn))
@@ -73,4 +84,39 @@ impl SharedReads {
             *slot = None;
         }
     }
+}
+
+/// `shared_read!(reads, conn => body)`: `body` (one read: an expression of
+/// `QueryResult<_>` that uses `conn: &mut &AsyncPgConnection`) on
+/// one of `reads`' shared connections, as a `Result<_, PgError>`. A
+/// connection that turns out broken is dropped (the next reader opens a
+/// fresh one); one that was lost (closed by the server while it sat idle,
+/// say) is tried once more on a fresh connection: a read is safe to repeat.
+macro_rules! shared_read {
+    ($reads:expr, $conn:ident => $body:expr) => {{
+        let reads: &$crate::shared::SharedReads = &$reads;
+        let mut first = true;
+        loop {
+            let (i, shared) = match reads.get().await {
+                Ok(got) => got,
+                Err(e) => break Err(e),
+            };
+            let result = {
+                let $conn = &mut &*shared;
+                async { $body }.await
+            };
+            match result {
+                Err(e) if $crate::error::is_transient(&e) => {
+                    reads.discard(i, &shared).await;
+                    if first && $crate::session::lost_connection(&e) {
+                        $crate::session::note_retry(&e);
+                        first = false;
+                        continue;
+                    }
+                    break Err($crate::error::PgError::from(e));
+                }
+                done => break done.map_err($crate::error::PgError::from),
+            }
+        }
+    }};
 }

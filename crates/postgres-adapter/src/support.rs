@@ -125,7 +125,7 @@ impl SupportAdmin for PgSupport {
             ms("created_at"),
             ms("updated_at"),
         );
-        let users: Vec<UserRow> = run!(self.pool, conn => diesel::sql_query(sql)
+        let users: Vec<UserRow> = run!(self.pool, conn => diesel::sql_query(sql.as_str())
             .bind::<Text, _>(query)
             .load(conn)
             .await

@@ -7,11 +7,11 @@
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::schema::{uploads, users};
-use crate::users::{TxError, checkout};
+use crate::users::TxError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use domain::{Upload, UploadId, UploadPurpose, UploadStatus, UserId};
 use ports::{
     CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
@@ -144,12 +144,12 @@ impl PgUploadRepository {
 
     async fn one(
         &self,
-        filter: impl FnOnce(
+        filter: impl Fn(
             uploads::BoxedQuery<'static, diesel::pg::Pg>,
         ) -> uploads::BoxedQuery<'static, diesel::pg::Pg>,
     ) -> Result<Option<Upload>, UploadStoreError> {
-        let query = filter(uploads::table.into_boxed()).select(UploadRow::as_select());
-        let row: Option<UploadRow> = run!(self.pool, conn => query
+        let row: Option<UploadRow> = run!(self.pool, conn => filter(uploads::table.into_boxed())
+            .select(UploadRow::as_select())
             .first(conn)
             .await
             .optional()
@@ -179,38 +179,34 @@ enum Completed {
 impl UploadRepository for PgUploadRepository {
     async fn create(&self, upload: &Upload, quota: &UploadQuota) -> Result<(), CreateUploadError> {
         let max_pending = quota.max_pending;
-        let mut conn = checkout(&self.pool).await?;
         let row = UploadRow::from_upload(upload);
         let user = upload.user_id.as_uuid();
-        let outcome = conn
-            .transaction::<_, TxError, _>(async |conn| {
-                crate::session::set_local_timeout(conn, &self.pool).await?;
-                // The user row's lock serializes this user's creations.
-                if !lock_user(conn, user).await? {
-                    return Ok(Created::NoUser);
-                }
-                let taken = used(conn, user, upload.purpose).await?;
-                if !quota.admits(taken, upload.size) {
-                    return Ok(Created::OverQuota(taken));
-                }
-                let pending: i64 = uploads::table
-                    .filter(uploads::user_id.eq(user))
-                    .filter(uploads::status.eq(UploadStatus::Pending.as_str()))
-                    .filter(uploads::expires_at.gt(diesel::dsl::now))
-                    .count()
-                    .get_result(conn)
-                    .await?;
-                if pending >= i64::from(max_pending) {
-                    return Ok(Created::Full);
-                }
-                diesel::insert_into(uploads::table)
-                    .values(&row)
-                    .execute(conn)
-                    .await?;
-                Ok(Created::Done)
-            })
-            .await
-            .map_err(PgError::from)?;
+        let outcome = transaction!(self.pool, conn => {
+            // The user row's lock serializes this user's creations.
+            if !lock_user(conn, user).await? {
+                return Ok(Created::NoUser);
+            }
+            let taken = used(conn, user, upload.purpose).await?;
+            if !quota.admits(taken, upload.size) {
+                return Ok(Created::OverQuota(taken));
+            }
+            let pending: i64 = uploads::table
+                .filter(uploads::user_id.eq(user))
+                .filter(uploads::status.eq(UploadStatus::Pending.as_str()))
+                .filter(uploads::expires_at.gt(diesel::dsl::now))
+                .count()
+                .get_result(conn)
+                .await?;
+            if pending >= i64::from(max_pending) {
+                return Ok(Created::Full);
+            }
+            diesel::insert_into(uploads::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            Ok(Created::Done)
+        })
+        .map_err(PgError::from)?;
         match outcome {
             Created::Done => Ok(()),
             Created::NoUser => Err(CreateUploadError::NoUser),
@@ -241,85 +237,81 @@ impl UploadRepository for PgUploadRepository {
         completion: &Completion,
         quota: &UploadQuota,
     ) -> Result<Option<CompletedUpload>, CompleteUploadError> {
-        let mut conn = checkout(&self.pool).await?;
         let now = completion.at;
         let (user, size) = (
             user.as_uuid(),
             i64::try_from(completion.size).unwrap_or(i64::MAX),
         );
-        let outcome = conn
-            .transaction::<_, TxError, _>(async |conn| {
-                crate::session::set_local_timeout(conn, &self.pool).await?;
-                // This user's completions one at a time: the quota holds.
-                if !lock_user(conn, user).await? {
-                    return Ok(Completed::Missing);
+        let outcome = transaction!(self.pool, conn => {
+            // This user's completions one at a time: the quota holds.
+            if !lock_user(conn, user).await? {
+                return Ok(Completed::Missing);
+            }
+            let row: Option<UploadRow> = uploads::table
+                .filter(uploads::id.eq(id.0))
+                .filter(uploads::user_id.eq(user))
+                .select(UploadRow::as_select())
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(row) = row else {
+                return Ok(Completed::Missing);
+            };
+            let upload = row.into_upload().map_err(TxError::Data)?;
+            match upload.status {
+                UploadStatus::Completed => {
+                    return Ok(Completed::Done(Box::new(CompletedUpload {
+                        upload,
+                        replaced: None,
+                    })));
                 }
-                let row: Option<UploadRow> = uploads::table
-                    .filter(uploads::id.eq(id.0))
-                    .filter(uploads::user_id.eq(user))
-                    .select(UploadRow::as_select())
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let Some(row) = row else {
-                    return Ok(Completed::Missing);
-                };
-                let upload = row.into_upload().map_err(TxError::Data)?;
-                match upload.status {
-                    UploadStatus::Completed => {
-                        return Ok(Completed::Done(Box::new(CompletedUpload {
-                            upload,
-                            replaced: None,
-                        })));
-                    }
-                    UploadStatus::Replaced => return Ok(Completed::Missing),
-                    UploadStatus::Pending => {}
-                }
-                let taken = used(conn, user, upload.purpose).await?;
-                if !quota.admits(taken, completion.size) {
-                    return Ok(Completed::OverQuota(taken));
-                }
-                let mut replaced = None;
-                if upload.purpose == UploadPurpose::Avatar {
-                    let old: Vec<UploadRow> = diesel::update(
-                        uploads::table
-                            .filter(uploads::user_id.eq(user))
-                            .filter(uploads::purpose.eq(UploadPurpose::Avatar.as_str()))
-                            .filter(uploads::status.eq(UploadStatus::Completed.as_str()))
-                            .filter(uploads::id.ne(id.0)),
-                    )
-                    .set((
-                        uploads::status.eq(UploadStatus::Replaced.as_str()),
-                        uploads::replaced_at.eq(now),
-                    ))
-                    .returning(UploadRow::as_returning())
-                    .get_results(conn)
-                    .await?;
-                    replaced = old
-                        .into_iter()
-                        .next()
-                        .map(UploadRow::into_upload)
-                        .transpose()
-                        .map_err(TxError::Data)?;
-                }
-                let done: UploadRow = diesel::update(uploads::table.find(id.0))
-                    .set((
-                        uploads::status.eq(UploadStatus::Completed.as_str()),
-                        uploads::size.eq(size),
-                        uploads::completed_at.eq(now),
-                        uploads::object_key.eq(&completion.stored_key),
-                    ))
-                    .returning(UploadRow::as_returning())
-                    .get_result(conn)
-                    .await?;
-                Ok(Completed::Done(Box::new(CompletedUpload {
-                    upload: done.into_upload().map_err(TxError::Data)?,
-                    replaced,
-                })))
-            })
-            .await
-            .map_err(PgError::from)?;
+                UploadStatus::Replaced => return Ok(Completed::Missing),
+                UploadStatus::Pending => {}
+            }
+            let taken = used(conn, user, upload.purpose).await?;
+            if !quota.admits(taken, completion.size) {
+                return Ok(Completed::OverQuota(taken));
+            }
+            let mut replaced = None;
+            if upload.purpose == UploadPurpose::Avatar {
+                let old: Vec<UploadRow> = diesel::update(
+                    uploads::table
+                        .filter(uploads::user_id.eq(user))
+                        .filter(uploads::purpose.eq(UploadPurpose::Avatar.as_str()))
+                        .filter(uploads::status.eq(UploadStatus::Completed.as_str()))
+                        .filter(uploads::id.ne(id.0)),
+                )
+                .set((
+                    uploads::status.eq(UploadStatus::Replaced.as_str()),
+                    uploads::replaced_at.eq(now),
+                ))
+                .returning(UploadRow::as_returning())
+                .get_results(conn)
+                .await?;
+                replaced = old
+                    .into_iter()
+                    .next()
+                    .map(UploadRow::into_upload)
+                    .transpose()
+                    .map_err(TxError::Data)?;
+            }
+            let done: UploadRow = diesel::update(uploads::table.find(id.0))
+                .set((
+                    uploads::status.eq(UploadStatus::Completed.as_str()),
+                    uploads::size.eq(size),
+                    uploads::completed_at.eq(now),
+                    uploads::object_key.eq(&completion.stored_key),
+                ))
+                .returning(UploadRow::as_returning())
+                .get_result(conn)
+                .await?;
+            Ok(Completed::Done(Box::new(CompletedUpload {
+                upload: done.into_upload().map_err(TxError::Data)?,
+                replaced,
+            })))
+        })
+        .map_err(PgError::from)?;
         Ok(match outcome {
             Completed::Missing => None,
             Completed::OverQuota(used) => {

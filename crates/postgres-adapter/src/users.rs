@@ -1,15 +1,14 @@
 //! `PgUserRepository`: users by Firebase uid, with their outbox events.
 
 use crate::error::{PgError, port_error};
-use crate::pool::{PgConn, PgPool, PgSettings};
+use crate::pool::{PgPool, PgSettings};
 use crate::rows::{UserRow, append_event, create_user_or_note_verified};
 use crate::schema::{account_deletions, users};
-use crate::session::set_local_timeout;
 use crate::shared::SharedReads;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{
     DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, ProfileDefaults, ProfilePatch, User,
 };
@@ -32,6 +31,19 @@ pub(crate) enum TxError {
     Data(anyhow::Error),
     /// The uid's account was deleted after the token was issued.
     AccountDeleted,
+    /// No connection to run it on.
+    Pg(PgError),
+}
+
+impl TxError {
+    /// Whether the connection was lost (see `session::lost_connection`).
+    pub(crate) fn lost_connection(&self) -> bool {
+        match self {
+            TxError::Db(e) => crate::session::lost_connection(e),
+            TxError::Pg(e) => e.lost_connection(),
+            TxError::Data(_) | TxError::AccountDeleted => false,
+        }
+    }
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -45,14 +57,11 @@ impl From<TxError> for PgError {
         match e {
             TxError::Db(e) => e.into(),
             TxError::Data(e) => PgError::Unknown(e),
+            TxError::Pg(e) => e,
             // Mapped to the port's own variant before this; never reached.
             TxError::AccountDeleted => PgError::Unknown(anyhow::anyhow!("the account was deleted")),
         }
     }
-}
-
-pub(crate) async fn checkout(pool: &PgPool) -> Result<PgConn, PgError> {
-    Ok(pool.get().await?)
 }
 
 /// Users in Postgres.
@@ -159,12 +168,7 @@ impl UserRepository for PgUserRepository {
     async fn find_by_uid(&self, uid: &FirebaseUid) -> Result<Option<User>, FindUserError> {
         let row = match &self.reads {
             Some(reads) => {
-                let (i, conn) = reads.get().await?;
-                let result = by_uid(uid).get_result(&mut &*conn).await.optional();
-                if result.as_ref().is_err_and(crate::error::is_transient) {
-                    reads.discard(i, &conn).await;
-                }
-                result.map_err(PgError::from)?
+                shared_read!(reads, conn => by_uid(uid).get_result(conn).await.optional())?
             }
             None => run!(self.pool, conn => by_uid(uid)
                 .get_result(conn)
@@ -183,15 +187,10 @@ impl UserRepository for PgUserRepository {
         patch: &ProfilePatch,
         defaults: &ProfileDefaults,
     ) -> Result<UpsertedProfile, UpsertProfileError> {
-        let mut conn = checkout(&self.pool).await?;
         for _ in 0..UPSERT_ATTEMPTS {
-            let done = match conn
-                .transaction::<_, TxError, _>(async |conn| {
-                    set_local_timeout(conn, &self.pool).await?;
-                    upsert_once(conn, uid, patch, defaults).await
-                })
-                .await
-            {
+            let done = match transaction!(self.pool, conn => {
+                upsert_once(conn, uid, patch, defaults).await
+            }) {
                 Err(TxError::AccountDeleted) => return Err(UpsertProfileError::AccountDeleted),
                 done => done.map_err(PgError::from)?,
             };
@@ -205,36 +204,32 @@ impl UserRepository for PgUserRepository {
     }
 
     async fn delete_by_uid(&self, uid: &FirebaseUid) -> Result<User, DeleteUserError> {
-        let mut conn = checkout(&self.pool).await?;
-        let deleted = conn
-            .transaction::<_, TxError, _>(async |conn| {
-                set_local_timeout(conn, &self.pool).await?;
-                let Some(row) =
-                    diesel::delete(users::table.filter(users::firebase_uid.eq(uid.as_str())))
-                        .returning(UserRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .optional()?
-                else {
-                    return Ok(None);
-                };
-                let user = row.into_domain().map_err(TxError::Data)?;
-                append_event(conn, &DomainEvent::UserDeleted((&user).into())).await?;
-                // The tombstone: tokens issued until now prove nothing more.
-                diesel::insert_into(account_deletions::table)
-                    .values((
-                        account_deletions::firebase_uid.eq(uid.as_str()),
-                        account_deletions::deleted_at.eq(diesel::dsl::now),
-                    ))
-                    .on_conflict(account_deletions::firebase_uid)
-                    .do_update()
-                    .set(account_deletions::deleted_at.eq(diesel::dsl::now))
-                    .execute(conn)
-                    .await?;
-                Ok(Some(user))
-            })
-            .await
-            .map_err(PgError::from)?;
+        let deleted = transaction!(self.pool, conn => {
+            let Some(row) =
+                diesel::delete(users::table.filter(users::firebase_uid.eq(uid.as_str())))
+                    .returning(UserRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?
+            else {
+                return Ok(None);
+            };
+            let user = row.into_domain().map_err(TxError::Data)?;
+            append_event(conn, &DomainEvent::UserDeleted((&user).into())).await?;
+            // The tombstone: tokens issued until now prove nothing more.
+            diesel::insert_into(account_deletions::table)
+                .values((
+                    account_deletions::firebase_uid.eq(uid.as_str()),
+                    account_deletions::deleted_at.eq(diesel::dsl::now),
+                ))
+                .on_conflict(account_deletions::firebase_uid)
+                .do_update()
+                .set(account_deletions::deleted_at.eq(diesel::dsl::now))
+                .execute(conn)
+                .await?;
+            Ok(Some(user))
+        })
+        .map_err(PgError::from)?;
         deleted.ok_or(DeleteUserError::NotFound)
     }
 
@@ -306,14 +301,7 @@ impl UserRepository for PgUserRepository {
             .filter(account_deletions::firebase_uid.eq(uid.as_str()))
             .select(account_deletions::deleted_at);
         let at = match &self.reads {
-            Some(reads) => {
-                let (i, conn) = reads.get().await?;
-                let result = query.get_result(&mut &*conn).await.optional();
-                if result.as_ref().is_err_and(crate::error::is_transient) {
-                    reads.discard(i, &conn).await;
-                }
-                result.map_err(PgError::from)?
-            }
+            Some(reads) => shared_read!(reads, conn => query.get_result(conn).await.optional())?,
             None => run!(self.pool, conn => query
                 .get_result(conn)
                 .await

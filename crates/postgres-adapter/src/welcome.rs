@@ -10,11 +10,11 @@
 
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
-use crate::users::{TxError, checkout};
+use crate::users::TxError;
 use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Bool, Bytea, Double, Nullable, Uuid as SqlUuid};
 use diesel::{OptionalExtension as _, QueryableByName};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{Email, FirebaseUid};
 use hmac::{Hmac, Mac};
 use ports::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError, WelcomeRecord};
@@ -207,23 +207,19 @@ impl WelcomeLedger for PgWelcomeLedger {
         stale_after: Duration,
     ) -> Result<ClaimWelcomeOutcome, WelcomeLedgerError> {
         let (uid, recipient) = (uid_hash(uid), self.recipient_hash(to));
-        let mut conn = checkout(&self.pool).await?;
         for _ in 0..3 {
-            let outcome = conn
-                .transaction::<_, TxError, _>(async |conn| {
-                    crate::session::set_local_timeout(conn, &self.pool).await?;
-                    claim_once(
-                        conn,
-                        &uid,
-                        &recipient,
-                        holder,
-                        recipient_window,
-                        stale_after,
-                    )
-                    .await
-                })
+            let outcome = transaction!(self.pool, conn => {
+                claim_once(
+                    conn,
+                    &uid,
+                    &recipient,
+                    holder,
+                    recipient_window,
+                    stale_after,
+                )
                 .await
-                .map_err(PgError::from)?;
+            })
+            .map_err(PgError::from)?;
             if let Some(outcome) = outcome {
                 return Ok(outcome);
             }

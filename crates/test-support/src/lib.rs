@@ -11,6 +11,7 @@ mod firebase;
 mod pgbouncer;
 mod postgres;
 mod processes;
+mod proxy;
 mod redis;
 mod redis_cluster;
 #[cfg(feature = "s3")]
@@ -31,6 +32,7 @@ pub use firebase::{AuthEmulator, EMULATOR_PROJECT};
 pub use pgbouncer::{PgBouncer, PooledDatabase};
 pub use postgres::{ScratchDatabase, TestDb};
 pub use processes::{RedisProcess, free_port};
+pub use proxy::TcpProxy;
 pub use redis::TestRedis;
 pub use redis_cluster::TestRedisCluster;
 #[cfg(feature = "s3")]
