@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod bad_websocket;
+mod fault_idle;
 mod fault_memory;
 mod fault_outage;
 mod fault_redis;
@@ -52,10 +53,10 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=12).collect());
+        .unwrap_or_else(|| (1..=14).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=12).contains(n)),
-        "--only takes scenario numbers from 1 to 12, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=14).contains(n)),
+        "--only takes scenario numbers from 1 to 14, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -144,6 +145,18 @@ fn main() -> anyhow::Result<()> {
             "memory floods: invented methods, a socket that never reads",
             (180, 120),
             Box::pin(fault_memory::memory_floods(quick)),
+        ),
+        (
+            13,
+            "Redis closes every client connection every 5 s",
+            (120, 90),
+            Box::pin(fault_idle::redis_closes_connections(quick)),
+        ),
+        (
+            14,
+            "Postgres ends sessions idle for 2 s, requests in bursts 3 s apart",
+            (120, 90),
+            Box::pin(fault_idle::postgres_idle_timeout(quick)),
         ),
     ];
     for (n, name, (full_secs, quick_secs), run) in scenarios {
