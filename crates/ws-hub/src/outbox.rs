@@ -126,6 +126,14 @@ impl Receiver {
         Some(text)
     }
 
+    /// Puts `text`, just taken and not sent, back at the head of the queue
+    /// (its room was taken when it was queued).
+    pub(crate) fn put_back(&mut self, text: ByteString) {
+        let mut state = self.0.lock();
+        state.bytes += text.len();
+        state.queue.push_front(text);
+    }
+
     /// The next message; `None` once the queue is closed and drained.
     pub(crate) async fn recv(&mut self) -> Option<ByteString> {
         loop {
@@ -146,6 +154,20 @@ mod tests {
 
     fn text(s: &str) -> ByteString {
         ByteString::from(s.to_owned())
+    }
+
+    #[test]
+    fn a_message_put_back_comes_out_first_and_keeps_its_room() {
+        let (tx, mut rx) = channel(2, 1024);
+        assert!(tx.try_send(text("notice")).is_ok());
+        assert!(tx.try_send(text("later")).is_ok());
+        let taken = rx.try_recv().unwrap();
+        rx.put_back(taken);
+        // Still two queued: no room for a third.
+        assert_eq!(tx.try_send(text("more")).unwrap_err().0, TrySendError::Full);
+        assert_eq!(rx.try_recv().as_deref(), Some("notice"));
+        assert_eq!(rx.try_recv().as_deref(), Some("later"));
+        assert_eq!(rx.try_recv(), None);
     }
 
     #[tokio::test]

@@ -254,14 +254,23 @@ async fn write_loop(
                 let Some(text) = next else { return shared.stop.cancel() };
                 // A client that accepts nothing for `idle_timeout` is gone
                 // or too slow; the hub also drops it when its queue fills.
+                // A send with room goes out even when the stop came at the
+                // same time (a disconnect order queues its notice, then
+                // stops the writer); one still waiting when the stop comes
+                // goes back to the head of the queue, for the close to
+                // send if it can.
                 let sent = Box::pin(async {
                     tokio::select! {
-                        r = tokio::time::timeout(idle_timeout, session.text(text)) => Some(r),
+                        biased;
+                        r = tokio::time::timeout(idle_timeout, session.text(text.clone())) => Some(r),
                         () = shared.stop.cancelled() => None,
                     }
                 })
                 .await;
-                let Some(sent) = sent else { return };
+                let Some(sent) = sent else {
+                    rx.put_back(text);
+                    return;
+                };
                 match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return shared.stop.cancel(),
