@@ -287,6 +287,20 @@ async fn a_transaction_pooler_is_seen_and_needs_the_direct_url_beside_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_behind_a_sentinel_is_reached_through_it() {
+    let ha = test_support::TestSentinel::start();
+    let db = TestDb::new().await;
+    let url = ha.url();
+    let d = doctor(&[("DATABASE_URL", db.url()), ("REDIS_URL", &url)]);
+    let (result, detail) = d.row(REDIS, "reachable");
+    assert_eq!(result, "ok", "{}", d.table);
+    assert!(
+        detail.contains("sentinel, primary with 1 replica(s)"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicting_redis_fails_the_doctor_and_is_warned_of_at_startup() {
     let redis = RedisProcess::start();
     let set = Command::new("redis-cli")

@@ -79,6 +79,16 @@ impl RedisUnderTest for TestRedis {
     }
 }
 
+/// Behind a Sentinel: a Redis of the test's own, so no prefix is needed.
+impl RedisUnderTest for test_support::TestSentinel {
+    fn url(&self) -> String {
+        test_support::TestSentinel::url(self)
+    }
+    fn prefix(&self) -> &str {
+        "sentinel:"
+    }
+}
+
 impl RedisUnderTest for TestRedisCluster {
     fn url(&self) -> String {
         TestRedisCluster::url(self)
@@ -800,6 +810,54 @@ async fn on_a_redis_cluster_each_new_user_gets_one_welcome_mail_across_processes
     );
     let listed = env.jobs(&["list", "mail", "--state", "dead"]).await;
     assert!(listed.contains("no dead jobs"), "{listed}");
+}
+
+/// `REDIS_URL=redis-sentinel://...`: serve and a worker find the primary
+/// through the Sentinel, mail a new user, and after a failover (the old
+/// primary's clients closed) mail the next ones, each once, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_sentinel_new_users_are_mailed_before_and_after_a_failover() {
+    let (db, smtp) = (TestDb::new().await, SmtpSink::start());
+    let ha = test_support::TestSentinel::start();
+    let env = Env {
+        db: &db,
+        redis: &ha,
+        smtp: &smtp,
+    };
+    let serve = env.start("serve").await;
+    let _worker = env.start("worker").await;
+    let sign_up = |uid: &'static str| {
+        let serve = &serve;
+        async move {
+            let email = format!("{uid}@example.com");
+            patch_me(serve, &token(uid, Some(&email), None), json!({})).await
+        }
+    };
+    assert_eq!(sign_up("before").await, 201);
+    smtp.wait_for(1, Duration::from_secs(30)).await;
+    let took = ha.failover();
+    // Sign-ups need Postgres only; their mail needs the relay, the consumer
+    // and the worker back on the new primary: within the 10 s of
+    // the promotion.
+    for uid in ["after-1", "after-2"] {
+        assert_eq!(sign_up(uid).await, 201);
+    }
+    let resumed = Instant::now();
+    smtp.wait_for(3, Duration::from_secs(10)).await;
+    let all = settle(&smtp).await;
+    let mut to: Vec<_> = all.iter().map(|m| m.rcpt_tos.join(",")).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "after-1@example.com",
+            "after-2@example.com",
+            "before@example.com"
+        ],
+        "failover took {took:?}; mails {:?} after it",
+        resumed.elapsed()
+    );
 }
 
 /// `DATABASE_URL` names PgBouncer in transaction mode (four server

@@ -13,6 +13,7 @@ pub use queue::{
     RateLimit, RedisJobQueue, TickOutcome, valid_queue_name,
 };
 pub use redis::{
-    ClusterPool, PoolError, RedisHealthProbe, RedisPool, RedisSettings, build_pool, cluster_nodes,
+    ClusterPool, PoolError, RedisHealthProbe, RedisPool, RedisSettings, SentinelManager,
+    SentinelUrl, build_pool, cluster_nodes, sentinel_parts,
 };
 pub use worker::{JobWorker, WorkerSettings, backoff};

@@ -129,6 +129,9 @@ pub fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
 pub enum RedisPool {
     Single(Pool),
     Cluster(ClusterPool),
+    /// The primary a Sentinel names (`redis-sentinel://`), found again by
+    /// every new connection, so a failover is followed.
+    Sentinel(deadpool::managed::Pool<SentinelManager>),
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -136,6 +139,7 @@ impl std::fmt::Debug for RedisPool {
         f.write_str(match self {
             Self::Single(_) => "RedisPool::Single",
             Self::Cluster(_) => "RedisPool::Cluster",
+            Self::Sentinel(_) => "RedisPool::Sentinel",
         })
     }
 }
@@ -202,6 +206,7 @@ impl RedisPool {
     pub fn close(&self) {
         match self {
             Self::Single(pool) => pool.close(),
+            Self::Sentinel(pool) => pool.close(),
             Self::Cluster(c) => {
                 if let Ok(mut idle) = c.inner.idle.lock() {
                     idle.clear();
@@ -216,6 +221,9 @@ impl RedisPool {
             Self::Single(pool) => Ok(Conn::Single(deadpool_redis::Connection::take(
                 pool.get().await?,
             ))),
+            Self::Sentinel(pool) => Ok(Conn::Single(deadpool::managed::Object::take(
+                pool.get().await?,
+            ))),
             Self::Cluster(c) => Ok(Conn::Cluster(c.inner.client.get_async_connection().await?)),
         }
     }
@@ -225,6 +233,7 @@ impl RedisPool {
     pub(crate) async fn blocking(&self) -> Result<Blocking, PoolError> {
         match self {
             Self::Single(pool) => Ok(Blocking::Single(pool.get().await?)),
+            Self::Sentinel(pool) => Ok(Blocking::Sentinel(pool.get().await?)),
             Self::Cluster(c) => {
                 let idle = c.inner.idle.lock().ok().and_then(|mut v| v.pop());
                 if let Some(conn) = idle {
@@ -270,12 +279,11 @@ pub enum PoolError {
 /// `ConnectionLike` for an enum of a `Single` and a `Cluster` connection:
 /// each call goes to the one it holds.
 macro_rules! delegate_connection_like {
-    ($enum:ident) => {
+    ($enum:ident: $($variant:ident),+) => {
         impl ConnectionLike for $enum {
             fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
                 match self {
-                    Self::Single(c) => c.req_packed_command(cmd),
-                    Self::Cluster(c) => c.req_packed_command(cmd),
+                    $(Self::$variant(c) => c.req_packed_command(cmd),)+
                 }
             }
 
@@ -286,15 +294,13 @@ macro_rules! delegate_connection_like {
                 count: usize,
             ) -> RedisFuture<'a, Vec<Value>> {
                 match self {
-                    Self::Single(c) => c.req_packed_commands(cmd, offset, count),
-                    Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+                    $(Self::$variant(c) => c.req_packed_commands(cmd, offset, count),)+
                 }
             }
 
             fn get_db(&self) -> i64 {
                 match self {
-                    Self::Single(c) => c.get_db(),
-                    Self::Cluster(c) => c.get_db(),
+                    $(Self::$variant(c) => c.get_db(),)+
                 }
             }
         }
@@ -308,15 +314,202 @@ pub(crate) enum Conn {
     Cluster(ClusterConnection),
 }
 
-delegate_connection_like!(Conn);
+delegate_connection_like!(Conn: Single, Cluster);
 
 /// A connection held for a blocking command.
 pub(crate) enum Blocking {
     Single(deadpool_redis::Connection),
     Cluster(ClusterBlocking),
+    Sentinel(deadpool::managed::Object<SentinelManager>),
 }
 
-delegate_connection_like!(Blocking);
+delegate_connection_like!(Blocking: Single, Cluster, Sentinel);
+
+/// A `redis-sentinel://` (or `rediss-sentinel://`) URL, in fred's
+/// convention: `redis-sentinel://[user:password@]host:port[/db]?node=host2:port2&sentinelServiceName=name[&sentinelUsername=..&sentinelPassword=..]`.
+/// The credentials and database are the primary's; the Sentinels take their
+/// own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// The Sentinels, as `redis://` (or `rediss://`) URLs.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels know the primary by.
+    pub service: String,
+    scheme: &'static str,
+    auth: String,
+    db: String,
+}
+
+impl SentinelUrl {
+    /// The URL of the primary at `host:port`.
+    pub fn primary(&self, host: &str, port: u16) -> String {
+        format!("{}://{}{host}:{port}{}", self.scheme, self.auth, self.db)
+    }
+}
+
+/// The parts of a `redis-sentinel://` URL; `None` for any other URL.
+pub fn sentinel_parts(url: &str) -> Option<Result<SentinelUrl, String>> {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("redis-sentinel://") {
+        ("redis", r)
+    } else if let Some(r) = url.strip_prefix("rediss-sentinel://") {
+        ("rediss", r)
+    } else {
+        return None;
+    };
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, db) = match before_query.split_once('/') {
+        Some((a, d)) if !d.is_empty() => (a, format!("/{d}")),
+        Some((a, _)) => (a, String::new()),
+        None => (before_query, String::new()),
+    };
+    let (userinfo, first) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let mut hosts = vec![first.to_owned()];
+    let (mut service, mut sentinel_user, mut sentinel_password) = (None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("node", h)) if !h.is_empty() => hosts.push(h.to_owned()),
+            Some(("sentinelServiceName", n)) if !n.is_empty() => service = Some(n.to_owned()),
+            Some(("sentinelUsername", u)) => sentinel_user = Some(u.to_owned()),
+            Some(("sentinelPassword", p)) => sentinel_password = Some(p.to_owned()),
+            _ => {
+                return Some(Err(format!(
+                    "unknown part {pair:?} of a redis-sentinel:// URL (node, sentinelServiceName, sentinelUsername, sentinelPassword)"
+                )));
+            }
+        }
+    }
+    let Some(service) = service else {
+        return Some(Err(
+            "a redis-sentinel:// URL names its primary with ?sentinelServiceName=".into(),
+        ));
+    };
+    if hosts.iter().any(|h| h.is_empty() || h.contains('/')) {
+        return Some(Err(
+            "a redis-sentinel:// URL names each Sentinel as host:port".into(),
+        ));
+    }
+    let sentinel_auth = match (sentinel_user, sentinel_password) {
+        (None, None) => String::new(),
+        (user, password) => format!(
+            "{}:{}@",
+            user.unwrap_or_default(),
+            password.unwrap_or_default()
+        ),
+    };
+    Some(Ok(SentinelUrl {
+        sentinels: hosts
+            .iter()
+            .map(|h| format!("{scheme}://{sentinel_auth}{h}"))
+            .collect(),
+        service,
+        scheme,
+        auth: userinfo.map(|u| format!("{u}@")).unwrap_or_default(),
+        db,
+    }))
+}
+
+/// Opens connections to the primary the Sentinels name now: asked again
+/// for every new connection, so after a failover (which closes the old
+/// primary's clients) the pool reconnects to the new one.
+pub struct SentinelManager {
+    parts: SentinelUrl,
+    config: AsyncConnectionConfig,
+    certs: Option<redis::TlsCertificates>,
+    ping: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SentinelManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelManager")
+            .field("service", &self.parts.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentinelManager {
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match &self.certs {
+            Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+            None => redis::Client::open(url),
+        }
+    }
+
+    /// Where the first Sentinel that answers says the primary is.
+    async fn primary(&self) -> redis::RedisResult<(String, u16)> {
+        let mut last = None;
+        for sentinel in &self.parts.sentinels {
+            let asked = async {
+                let mut conn = self
+                    .client(sentinel)?
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.parts.service)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            match asked.await {
+                Ok(Some(addr)) => return Ok(addr),
+                Ok(None) => {
+                    last = Some(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the Sentinel knows no primary by the sentinelServiceName",
+                    )));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no Sentinel in the URL"))
+        }))
+    }
+}
+
+impl deadpool::managed::Manager for SentinelManager {
+    type Type = MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let (host, port) = self.primary().await?;
+        let mut conn = self
+            .client(&self.parts.primary(&host, port))?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        // A Sentinel that has not noticed a failover yet names a server that
+        // is a replica now: only a primary takes the queue's writes.
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        match role.first() {
+            Some(Value::BulkString(r)) if r.as_slice() == b"master" => Ok(conn),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the server the Sentinel named is not a primary (a failover under way)",
+            ))),
+        }
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<redis::RedisError> {
+        let n = self
+            .ping
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        let pong: String = redis::cmd("PING").arg(&n).query_async(conn).await?;
+        if pong == n {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message(
+                "an unexpected answer to PING",
+            ))
+        }
+    }
+}
 
 /// Builds the pool (or the cluster client). Connections open lazily: this
 /// succeeds with Redis down.
@@ -345,6 +538,24 @@ pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.acquire_timeout))
         .set_response_timeout(Some(settings.response_timeout));
+    if let Some(parts) = sentinel_parts(&settings.url) {
+        let parts = parts.map_err(anyhow::Error::msg)?;
+        let manager = SentinelManager {
+            parts,
+            config,
+            certs: certificates(&settings.tls),
+            ping: std::sync::atomic::AtomicU64::new(0),
+        };
+        return deadpool::managed::Pool::builder(manager)
+            .max_size(settings.max_connections)
+            .wait_timeout(Some(settings.acquire_timeout))
+            .create_timeout(Some(settings.acquire_timeout))
+            .recycle_timeout(Some(settings.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .context("building the Redis pool")
+            .map(RedisPool::Sentinel);
+    }
     let manager = match certificates(&settings.tls) {
         // The client redis-rs builds with the certificates carries them in
         // its connection info, which the pool's manager then uses.

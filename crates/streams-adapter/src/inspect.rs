@@ -20,8 +20,10 @@ pub struct RedisInspection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisServer {
     pub version: String,
-    /// `standalone`, `cluster` or `sentinel`.
+    /// `standalone`, `cluster` or `sentinel, primary with N replica(s)`.
     pub mode: String,
+    /// Replicas connected to this server (`connected_slaves`).
+    pub replicas: u32,
     /// Whether the append-only file is on.
     pub aof: bool,
     /// `CONFIG GET save` (`""`: no snapshots); `None` where `CONFIG` is
@@ -67,7 +69,13 @@ pub async fn inspect(url: &str, tls: &ports::TlsMaterial, timeout: Duration) -> 
             Err(e) => Err(e),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
-        info
+        // Through a Sentinel the client reached the primary it names.
+        info.map(|mut s| {
+            if url.contains("-sentinel://") {
+                s.mode = format!("sentinel, primary with {} replica(s)", s.replicas);
+            }
+            s
+        })
     };
     RedisInspection {
         tls: handshake,
@@ -98,6 +106,9 @@ pub async fn server(client: &Client) -> Result<RedisServer, String> {
     Ok(RedisServer {
         version: field("redis_version").unwrap_or_else(|| "unknown".to_owned()),
         mode: field("redis_mode").unwrap_or_else(|| "standalone".to_owned()),
+        replicas: field("connected_slaves")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
         aof: field("aof_enabled").as_deref() == Some("1"),
         rdb_save,
         maxmemory_policy: field("maxmemory_policy").unwrap_or_else(|| "unknown".to_owned()),

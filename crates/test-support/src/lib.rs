@@ -16,6 +16,7 @@ mod redis;
 mod redis_cluster;
 #[cfg(feature = "s3")]
 mod s3;
+mod sentinel;
 mod smtp;
 #[cfg(feature = "app")]
 mod spawn;
@@ -37,6 +38,7 @@ pub use redis::TestRedis;
 pub use redis_cluster::TestRedisCluster;
 #[cfg(feature = "s3")]
 pub use s3::{HttpObjectClient, S3Server};
+pub use sentinel::{SENTINEL_SERVICE, TestSentinel};
 pub use smtp::{ReceivedMail, SmtpBehaviour, SmtpSink};
 #[cfg(feature = "app")]
 pub use spawn::{

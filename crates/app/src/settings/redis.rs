@@ -39,10 +39,21 @@ impl std::fmt::Debug for RedisSection {
 
 impl RedisSection {
     pub(crate) fn read(r: &mut Reader<'_>) -> Self {
-        // A Redis Cluster: `redis-cluster://host:port?node=host2:port2&...`.
-        let schemes = ["redis", "rediss", "redis-cluster", "rediss-cluster"];
+        // A Redis Cluster: `redis-cluster://host:port?node=host2:port2&...`;
+        // behind Sentinel: `redis-sentinel://host:port?node=..&sentinelServiceName=..`.
+        let schemes = [
+            "redis",
+            "rediss",
+            "redis-cluster",
+            "rediss-cluster",
+            "redis-sentinel",
+            "rediss-sentinel",
+        ];
         let url = r.url("REDIS_URL", DEFAULT_REDIS_URL, &schemes);
         if let Some(Err(e)) = queue_adapter::cluster_nodes(&url) {
+            r.problem("REDIS_URL", e);
+        }
+        if let Some(Err(e)) = queue_adapter::sentinel_parts(&url) {
             r.problem("REDIS_URL", e);
         }
         let key_prefix = r.string("REDIS_KEY_PREFIX", "trellis:");
@@ -77,7 +88,7 @@ impl RedisSection {
         if plain && tls != ports::TlsMaterial::default() {
             r.problem(
                 "REDIS_TLS_CA_FILE",
-                "and the other REDIS_TLS_* files need a rediss:// (or rediss-cluster://) REDIS_URL",
+                "and the other REDIS_TLS_* files need a rediss:// (or rediss-cluster://, rediss-sentinel://) REDIS_URL",
             );
         }
         let max_connections = r.ranged("REDIS_MAX_CONNECTIONS", 16_usize, 4, 10_000, "connections");
