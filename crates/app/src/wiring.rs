@@ -696,10 +696,10 @@ pub(crate) async fn start_workers(
             infra.pg.clone(),
             settings.database.session_url().to_owned(),
         )),
-        Arc::new(RedisStreamPublisher::new(
-            infra.fred.clone(),
-            settings.redis.key_prefix.as_str(),
-        )),
+        Arc::new(
+            RedisStreamPublisher::new(infra.fred.clone(), settings.redis.key_prefix.as_str())
+                .with_replica_wait(settings.redis.replica_wait),
+        ),
         RelaySettings::default(),
     );
     let stop = shutdown.clone();

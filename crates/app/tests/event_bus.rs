@@ -225,6 +225,19 @@ impl ports::EventPublisher for SlowBus {
         tokio::time::sleep(self.delay).await;
         self.inner.publish(event).await
     }
+
+    async fn publish_as_leader(
+        &self,
+        event: &domain::RawEvent,
+        term: ports::LeaderTerm,
+    ) -> Result<String, ports::PublishEventError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.publish_as_leader(event, term).await
+    }
+
+    async fn confirm(&self) -> Result<(), ports::PublishEventError> {
+        self.inner.confirm().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -321,5 +334,140 @@ async fn two_relays_a_slow_bus_and_a_killed_leader_keep_every_users_events_in_or
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "handled in the order written: {seqs:?}"
+    );
+}
+
+/// Records which relay appended each entry, and where.
+struct Tap {
+    inner: RedisStreamPublisher,
+    delay: Duration,
+    name: &'static str,
+    log: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+#[async_trait]
+impl ports::EventPublisher for Tap {
+    async fn publish(&self, event: &domain::RawEvent) -> Result<String, ports::PublishEventError> {
+        self.inner.publish(event).await
+    }
+
+    async fn publish_as_leader(
+        &self,
+        event: &domain::RawEvent,
+        term: ports::LeaderTerm,
+    ) -> Result<String, ports::PublishEventError> {
+        tokio::time::sleep(self.delay).await;
+        let id = self.inner.publish_as_leader(event, term).await?;
+        self.log.lock().unwrap().push((self.name, id.clone()));
+        Ok(id)
+    }
+
+    async fn confirm(&self) -> Result<(), ports::PublishEventError> {
+        self.inner.confirm().await
+    }
+}
+
+/// A stream entry id as a comparable pair.
+fn entry_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap();
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// The leader's session is killed (as a pooler, a failover or a network
+/// cut would) while it is in the middle of a batch. Postgres frees the
+/// advisory lock at once and the standby leads within its poll; the old
+/// leader does not know until its next pass. Its appends after the
+/// successor's first are refused by the streams' fences: the two never
+/// interleave on the stream, and every event still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_session_is_killed_mid_batch_never_appends_after_its_successor() {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new().await;
+    let recorder = Arc::new(Recorder::default());
+    let bus = start_bus(&db, redis.url(), redis.prefix(), 0, recorder.clone()).await;
+    create_users(&db, 60, "fence").await;
+    let client = streams_adapter::connect(redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let log: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
+    let start_relay = |name: &'static str, delay: Duration| {
+        let relay = OutboxRelay::new(
+            Arc::new(PgOutbox::new(
+                build_pool(&PgSettings::new(db.url())).unwrap(),
+                db.url(),
+            )),
+            Arc::new(Tap {
+                inner: RedisStreamPublisher::new(client.clone(), redis.prefix()),
+                delay,
+                name,
+                log: log.clone(),
+            }),
+            RelaySettings {
+                // The whole backlog in one batch: the first relay is still
+                // in it (40 ms an event, 2.4 s in all) when its session dies.
+                batch: 100,
+                takeover_poll: Duration::from_millis(50),
+                ..relay_settings()
+            },
+        );
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        (stop, tokio::spawn(async move { relay.run(s).await }))
+    };
+    let (stop_first, first) = start_relay("first", Duration::from_millis(40));
+    eventually(
+        "the first relay to publish",
+        Duration::from_secs(20),
+        || async { (log.lock().unwrap().len() >= 5).then_some(()) },
+    )
+    .await;
+    let (stop_second, second) = start_relay("second", Duration::ZERO);
+    // The second stands by; now the first's session dies.
+    let killed = db
+        .scalar(
+            "SELECT count(pg_terminate_backend(pid)) AS value FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND ((classid::bigint << 32) | objid::bigint)
+                    = hashtextextended('trellis:outbox-relay:' || current_schema(), 0)",
+        )
+        .await;
+    assert_eq!(killed, 1, "the leader's session holds the lock");
+    eventually("every event", Duration::from_secs(30), || async {
+        (recorder.counts().len() == 60).then_some(())
+    })
+    .await;
+    // Both relays are done with the backlog before the log is read.
+    eventually("the outbox to drain", Duration::from_secs(30), || async {
+        (db.scalar("SELECT count(*) AS value FROM outbox WHERE published_at IS NULL")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    stop_first.cancel();
+    stop_second.cancel();
+    first.await.unwrap();
+    second.await.unwrap();
+    bus.stop().await;
+    let log = log.lock().unwrap().clone();
+    let by = |name| -> Vec<(u64, u64)> {
+        log.iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, id)| entry_id(id))
+            .collect()
+    };
+    let (old, new) = (by("first"), by("second"));
+    assert!(!new.is_empty(), "the standby never took over");
+    let successor_began = new.iter().min().unwrap();
+    let late: Vec<_> = old.iter().filter(|id| *id > successor_began).collect();
+    assert!(
+        late.is_empty(),
+        "the old leader appended {} events after its successor began ({} before)",
+        late.len(),
+        old.len() - late.len()
+    );
+    assert!(
+        old.len() < 60,
+        "the old leader finished its batch: its session was not killed mid-batch"
     );
 }

@@ -1,5 +1,6 @@
 //! The event bus: publishing domain events and consuming them in groups.
 
+use crate::outbox::LeaderTerm;
 use async_trait::async_trait;
 use domain::{DomainEvent, EventEnvelope, RawEvent};
 use std::{sync::Arc, time::Duration};
@@ -12,6 +13,10 @@ pub enum PublishEventError {
     /// (or it is unknown whether it was: publishing is at-least-once).
     #[error("event bus unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A relay leader of a later term has published to this topic: the
+    /// caller no longer leads and MUST stop publishing. Nothing was written.
+    #[error("a relay leader of a later term ({by}) publishes now")]
+    Fenced { by: LeaderTerm },
     #[error(transparent)]
     Unknown(anyhow::Error),
 }
@@ -27,6 +32,24 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// written, so consumers deduplicate by `event.id`. MUST NOT drop or
     /// trim entries a consumer group has not acknowledged.
     async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError>;
+
+    /// `publish`, by the outbox relay that leads in `term`, fenced: MUST
+    /// refuse with `Fenced` (writing nothing) once an event of a later term
+    /// is on the topic's stream, and MUST raise the topic's fence to `term`
+    /// in the same atomic step as it appends. So a leader that lost its
+    /// leadership without knowing it can never append after its successor
+    /// has: two leaders' events never interleave on a stream.
+    async fn publish_as_leader(
+        &self,
+        event: &RawEvent,
+        term: LeaderTerm,
+    ) -> Result<String, PublishEventError>;
+
+    /// Returns once everything this publisher has appended so far would
+    /// survive the loss of the bus's primary (its replicas acknowledged it,
+    /// as the adapter's `ReplicaWait` asks). MUST return `Unavailable` when
+    /// it cannot say so in time: the caller publishes those events again.
+    async fn confirm(&self) -> Result<(), PublishEventError>;
 }
 
 /// Why a handler did not process an event.
@@ -62,6 +85,10 @@ pub enum ConsumeEventsError {
     /// the bus never became reachable before shutdown).
     #[error("event bus unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A relay leader of a later term has published to this topic: the
+    /// caller no longer leads and MUST stop publishing. Nothing was written.
+    #[error("a relay leader of a later term ({by}) publishes now")]
+    Fenced { by: LeaderTerm },
     #[error(transparent)]
     Unknown(anyhow::Error),
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod durability;
 pub mod events;
 pub mod health;
 pub mod jobs;
@@ -27,6 +28,7 @@ pub use admin::{
 pub use auth::{IdentityAdmin, IdentityAdminError, InvalidToken, TokenVerifier, VerifyTokenError};
 pub use cache::{Cache, CacheError};
 pub use clock::{Clock, SystemClock};
+pub use durability::{ReplicaAcks, ReplicaShortfall, ReplicaWait};
 pub use events::{
     ConsumeEventsError, EventConsumer, EventHandler, EventPublisher, HandleEventError,
     PublishEventError,
@@ -40,7 +42,7 @@ pub use mail::{
     ClaimWelcomeOutcome, Mailer, SendHolder, SendMailError, WelcomeLedger, WelcomeLedgerError,
     WelcomeRecord,
 };
-pub use outbox::{Outbox, OutboxError, OutboxRecord};
+pub use outbox::{LeaderTerm, Outbox, OutboxError, OutboxRecord};
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
 pub use push::{PushMessage, PushSender, SendPushError};
 pub use realtime::{

@@ -23,6 +23,17 @@ pub struct OutboxRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A relay leader's term: every leadership taken has a larger one than the
+/// leaderships before it. The bus fences on it (`publish_as_leader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderTerm(pub u64);
+
+impl std::fmt::Display for LeaderTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum OutboxError {
     #[error("outbox store unavailable")]
@@ -34,15 +45,18 @@ pub enum OutboxError {
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Makes this handle the one relay that publishes (or confirms that it
-    /// still is). Returns whether it leads.
+    /// still is). Returns its term while it leads, `None` while another
+    /// handle does.
     ///
     /// MUST let at most one handle lead at a time, across processes; MUST
     /// hand leadership to a waiting handle within moments once the leader's
     /// process dies or its connection is lost (not after a lease); a handle
     /// that lost it MUST get `false` (or an error) from its next call.
     /// Becoming the leader voids the leases of rows an earlier leader
-    /// claimed, so they are published next, in order.
-    async fn lead(&self) -> Result<bool, OutboxError>;
+    /// claimed, so they are published next, in order, and takes a term
+    /// larger than any earlier leadership's (the same term while it keeps
+    /// leading).
+    async fn lead(&self) -> Result<Option<LeaderTerm>, OutboxError>;
 
     /// Gives leadership up (at shutdown), so a standby takes over at once.
     async fn resign(&self);

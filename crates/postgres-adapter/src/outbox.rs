@@ -10,7 +10,7 @@ use diesel::sql_types::{BigInt, Double, Int8, Jsonb, Text, Timestamptz, Uuid as 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::RawEvent;
 use futures_util::StreamExt as _;
-use ports::{Outbox, OutboxError, OutboxRecord};
+use ports::{LeaderTerm, Outbox, OutboxError, OutboxRecord};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -62,6 +62,20 @@ SELECT pg_try_advisory_lock(hashtextextended('trellis:outbox-relay:' || current_
 /// A new leader voids the leases its predecessor held.
 const VOID_LEASES_SQL: &str = "UPDATE outbox SET claimed_until = NULL WHERE published_at IS NULL AND claimed_until IS NOT NULL";
 
+/// A new leader's term: the database's clock in microseconds, so a later
+/// leadership has a larger term (across restarts and restores, where a
+/// sequence or a transaction id could go back). A clock that steps back
+/// further than the time between two leaderships gives a term below the
+/// bus's fence; the relay then finds it still leads and takes a term
+/// past the fence (`usecases::relay`).
+const TERM_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS term";
+
+#[derive(Debug, QueryableByName)]
+struct Term {
+    #[diesel(sql_type = BigInt)]
+    term: i64,
+}
+
 #[derive(Debug, QueryableByName)]
 struct Won {
     #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -71,7 +85,8 @@ struct Won {
 /// The session that holds (or waits for) the relays' advisory lock.
 struct Seat {
     conn: AsyncPgConnection,
-    leading: bool,
+    /// The term of its leadership while it leads.
+    term: Option<LeaderTerm>,
 }
 
 /// The outbox in Postgres. Keeps two connections outside the pool: one that
@@ -147,7 +162,7 @@ impl PgOutbox {
 
 #[async_trait]
 impl Outbox for PgOutbox {
-    async fn lead(&self) -> Result<bool, OutboxError> {
+    async fn lead(&self) -> Result<Option<LeaderTerm>, OutboxError> {
         let mut guard = self.leader.lock().await;
         if let Some(seat) = guard.as_mut() {
             // A live session keeps its advisory lock: a round trip on it
@@ -157,12 +172,12 @@ impl Outbox for PgOutbox {
                 .await
                 .is_err()
             {
-                if seat.leading {
-                    tracing::warn!("the outbox relay lost its leadership connection");
+                if let Some(term) = seat.term {
+                    tracing::warn!(%term, "the outbox relay lost its leadership connection");
                 }
                 *guard = None;
-            } else if seat.leading {
-                return Ok(true);
+            } else if seat.term.is_some() {
+                return Ok(seat.term);
             }
         }
         if guard.is_none() {
@@ -171,13 +186,10 @@ impl Outbox for PgOutbox {
                     anyhow::Error::new(e).context("connecting to lead the relays"),
                 )
             })?;
-            *guard = Some(Seat {
-                conn,
-                leading: false,
-            });
+            *guard = Some(Seat { conn, term: None });
         }
         let Some(seat) = guard.as_mut() else {
-            return Ok(false);
+            return Ok(None);
         };
         let won: Won = diesel::sql_query(TRY_LEAD_SQL)
             .get_result(&mut seat.conn)
@@ -190,9 +202,13 @@ impl Outbox for PgOutbox {
                 .execute(&mut seat.conn)
                 .await
                 .map_err(PgError::from)?;
-            seat.leading = true;
+            let term: Term = diesel::sql_query(TERM_SQL)
+                .get_result(&mut seat.conn)
+                .await
+                .map_err(PgError::from)?;
+            seat.term = Some(LeaderTerm(u64::try_from(term.term).unwrap_or(0)));
         }
-        Ok(won.won)
+        Ok(seat.term)
     }
 
     async fn resign(&self) {

@@ -67,20 +67,30 @@ async fn jobs_go_to_the_primary_the_sentinel_names_and_follow_a_failover() {
     // the acquire timeout for a new one; a few seconds is plenty.
     let bound = settings.acquire_timeout * 2 + Duration::from_secs(3);
     let started = Instant::now();
-    let enqueued = loop {
+    // A failed attempt may still have stored the job (the new primary's
+    // replica, the old primary, still resyncing and not acknowledging):
+    // its outcome is unknown, and the retry may repeat it.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
         match q.enqueue(NewJob::new("after", 1, &2).unwrap()).await {
-            Ok(id) => break id,
+            Ok(_) => break,
             Err(e) => assert!(started.elapsed() < bound, "still failing: {e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = enqueued;
+    }
     let leased = q
         .fetch_many("default", Duration::from_secs(30), 10)
         .await
         .unwrap();
     let mut kinds: Vec<&str> = leased.iter().map(|j| j.kind.as_str()).collect();
     kinds.sort_unstable();
+    let afters = kinds.iter().filter(|k| **k == "after").count();
+    assert!(
+        (1..=attempts).contains(&afters),
+        "{afters} copies of the job after {attempts} attempts"
+    );
+    kinds.dedup();
     assert_eq!(kinds, ["after", "before"], "a job was lost in the failover");
 }
 
@@ -115,4 +125,103 @@ fn sentinel_urls_follow_freds_convention() {
             .is_err()
     );
     assert_eq!(queue_adapter::sentinel_parts("redis://h:6379"), None);
+}
+
+/// How often the primary at `port` has run `WAIT`.
+fn waits(port: u16) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "commandstats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// With a replica connected, an enqueue and a finished job's removal
+/// count as done only once the replica holds them (`WAIT`): while the
+/// replica is stalled they fail (their outcome unknown, so the caller
+/// retries) after `REDIS_WAIT_TIMEOUT_MS`, instead of being acknowledged
+/// and lost with the primary in a failover.
+#[tokio::test]
+async fn an_enqueue_and_a_completion_count_only_once_a_replica_holds_them() {
+    let ha = TestSentinel::start();
+    let timeout = Duration::from_millis(300);
+    let settings = RedisSettings::new(ha.url());
+    let q = RedisJobQueue::new(
+        build_pool(&settings).unwrap(),
+        QueueSettings {
+            replica_wait: ports::ReplicaWait {
+                acks: ports::ReplicaAcks::Auto,
+                timeout,
+            },
+            ..QueueSettings::new("wait-test:")
+        },
+    );
+    let before = waits(ha.primary_port());
+    q.enqueue(NewJob::new("kept", 1, &1).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        waits(ha.primary_port()) > before,
+        "the enqueue did not wait for the replica"
+    );
+    let leased = q
+        .fetch_many("default", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    let lease = queue_adapter::Lease {
+        id: leased[0].id,
+        token: leased[0].token,
+    };
+
+    // The replica stalls for 3 s: far longer than the 300 ms wait.
+    let mut stall = ha.stall_replica(3);
+    let started = Instant::now();
+    let refused = q.enqueue(NewJob::new("unreplicated", 1, &2).unwrap()).await;
+    assert!(
+        matches!(refused, Err(ports::EnqueueJobError::Unavailable(_))),
+        "an enqueue no replica holds was acknowledged: {refused:?}"
+    );
+    let completed = q.complete("default", lease).await;
+    assert!(
+        matches!(completed, Err(queue_adapter::QueueError::Unavailable(_))),
+        "a removal no replica holds was acknowledged: {completed:?}"
+    );
+    // Each waited its timeout, no more (the stall is 3 s).
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "waited {:?}",
+        started.elapsed()
+    );
+    stall.wait().unwrap();
+    // The replica is back: the retries succeed (the completion finds its
+    // job already removed, as a retry after an unknown outcome may).
+    q.enqueue(NewJob::new("unreplicated", 1, &2).unwrap())
+        .await
+        .unwrap();
+    assert!(q.complete("default", lease).await.is_ok());
+}
+
+/// `off` never waits, even with a replica connected.
+#[tokio::test]
+async fn replica_wait_off_never_waits() {
+    let ha = TestSentinel::start();
+    let q = RedisJobQueue::new(
+        build_pool(&RedisSettings::new(ha.url())).unwrap(),
+        QueueSettings {
+            replica_wait: ports::ReplicaWait::OFF,
+            ..QueueSettings::new("nowait-test:")
+        },
+    );
+    let before = waits(ha.primary_port());
+    for i in 0..5 {
+        q.enqueue(NewJob::new("fast", 1, &i).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(waits(ha.primary_port()), before);
 }

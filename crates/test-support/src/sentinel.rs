@@ -12,6 +12,8 @@ pub const SENTINEL_SERVICE: &str = "trellis";
 #[derive(Debug)]
 pub struct TestSentinel {
     sentinel_port: u16,
+    /// The two servers' ports (the first starts as the primary).
+    ports: [u16; 2],
     children: Vec<Option<Child>>,
     dir: std::path::PathBuf,
 }
@@ -54,6 +56,9 @@ impl TestSentinel {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP, to make a replica lag (`stall_replica`).
+                "--enable-debug-command",
+                "local",
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -95,6 +100,7 @@ impl TestSentinel {
         ])));
         let this = Self {
             sentinel_port,
+            ports,
             children,
             dir,
         };
@@ -124,6 +130,35 @@ impl TestSentinel {
         .nth(1)
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or(0)
+    }
+
+    /// Makes the server that is not the primary now stop for `seconds`
+    /// (`DEBUG SLEEP`): it neither applies nor acknowledges what the
+    /// primary sends meanwhile, as a replica that lags. Returns at once;
+    /// the sleep is over when the returned child exits.
+    pub fn stall_replica(&self, seconds: u32) -> Child {
+        let primary = self.primary_port();
+        let replica = if self.ports[0] == primary {
+            self.ports[1]
+        } else {
+            self.ports[0]
+        };
+        let child = Command::new("redis-cli")
+            .args([
+                "-p",
+                &replica.to_string(),
+                "DEBUG",
+                "SLEEP",
+                &seconds.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        // The sleep starts once the replica has read the command.
+        std::thread::sleep(Duration::from_millis(100));
+        child
     }
 
     /// A plain `redis://` URL of the primary now.

@@ -13,9 +13,9 @@
 //! knows reaches a consumer that knows it. Old published rows are pruned.
 
 use chrono::Utc;
-use ports::{EventPublisher, Outbox, OutboxError, PublishEventError};
+use ports::{EventPublisher, LeaderTerm, Outbox, OutboxError, PublishEventError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -64,6 +64,11 @@ pub enum RelayError {
     Outbox(#[from] OutboxError),
     #[error("publish: {0}")]
     Publish(#[from] PublishEventError),
+    /// The bus holds a fence from a later term, yet this relay still leads
+    /// (its session holds the lock, so no other relay does): the fence is
+    /// stale (a database clock that went back, a restored database).
+    #[error("the bus holds a fence from term {0}, later than this leader's")]
+    StaleFence(LeaderTerm),
 }
 
 #[derive(Clone)]
@@ -94,42 +99,83 @@ impl OutboxRelay {
         }
     }
 
-    /// Claims one batch and publishes it. On a publish failure the rows not
-    /// yet published are released and the error returned.
-    pub async fn pass(&self) -> Result<RelayPass, RelayError> {
+    /// Claims one batch and publishes it as the leader of `term`. On a
+    /// publish failure the rows not yet published are released and the
+    /// error returned. Rows count as published only once the bus confirms
+    /// them (its replicas hold them); if it cannot, all of them are
+    /// released, to be published again (consumers deduplicate).
+    ///
+    /// A pass stops early, leaving the rest to the next, once its lease is
+    /// nearly over (a later leader may claim them then) or once the bus
+    /// says a later leader publishes (`PublishEventError::Fenced`): then it
+    /// neither publishes nor releases anything more, as the rows are the
+    /// successor's.
+    pub async fn pass(&self, term: LeaderTerm) -> Result<RelayPass, RelayError> {
+        let claimed_at = Instant::now();
         let rows = self
             .outbox
             .claim(self.settings.batch, self.settings.lease)
             .await?;
+        // Margin for an append already on its way when the lease ends.
+        let publish_until = claimed_at + self.settings.lease.mul_f64(0.8);
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in &rows {
-            match self.publisher.publish(&row.event).await {
-                Ok(_) => {
-                    published.push(row.seq);
-                    let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
-                    metrics::histogram!("outbox_relay_lag_seconds").record(lag.as_secs_f64());
-                }
+            if Instant::now() >= publish_until {
+                tracing::warn!(
+                    left = rows.len() - published.len(),
+                    "the relay's lease ran out mid-batch; the rest goes in the next pass"
+                );
+                break;
+            }
+            match self.publisher.publish_as_leader(&row.event, term).await {
+                Ok(_) => published.push(row),
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             }
         }
-        // Mark what made it even if a later row failed: the bus has it.
-        if !published.is_empty() {
-            self.outbox.mark_published(&published).await?;
-            metrics::counter!("outbox_published_total").increment(published.len() as u64);
+        let fenced_by = match failure {
+            Some(PublishEventError::Fenced { by }) => Some(by),
+            _ => None,
+        };
+        // Fenced while this relay still leads: the fence is stale, and the
+        // rows are this relay's to release and publish again.
+        let stale = match fenced_by {
+            Some(_) => matches!(self.outbox.lead().await, Ok(Some(_))),
+            None => false,
+        };
+        let fenced = fenced_by.is_some() && !stale;
+        let mut durable = true;
+        if !published.is_empty()
+            && let Err(e) = self.publisher.confirm().await
+        {
+            // Not known to survive a failover: none of them counts.
+            durable = false;
+            failure.get_or_insert(e);
         }
-        if let Some(e) = failure {
-            let rest: Vec<i64> = rows
-                .iter()
-                .map(|r| r.seq)
-                .filter(|s| !published.contains(s))
-                .collect();
+        // Mark what made it even if a later row failed: the bus has it.
+        if durable && !published.is_empty() {
+            let seqs: Vec<i64> = published.iter().map(|r| r.seq).collect();
+            self.outbox.mark_published(&seqs).await?;
+            metrics::counter!("outbox_published_total").increment(seqs.len() as u64);
+            for row in &published {
+                let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+                metrics::histogram!("outbox_relay_lag_seconds").record(lag.as_secs_f64());
+            }
+        }
+        let marked = if durable { published.len() } else { 0 };
+        if failure.is_some() && !fenced {
+            let rest: Vec<i64> = rows[marked..].iter().map(|r| r.seq).collect();
             if let Err(release) = self.outbox.release(&rest).await {
                 tracing::warn!(error = %release, "could not release unpublished outbox rows; they return when their lease ends");
             }
+        }
+        if let (Some(by), true) = (fenced_by, stale) {
+            return Err(RelayError::StaleFence(by));
+        }
+        if let Some(e) = failure {
             return Err(e.into());
         }
         Ok(RelayPass {
@@ -149,6 +195,8 @@ impl OutboxRelay {
         let mut last_prune: Option<std::time::Instant> = None;
         let mut failing = false;
         let mut leading = false;
+        // A term this relay took past a stale fence while leading.
+        let mut raised: Option<LeaderTerm> = None;
         tracing::info!("outbox relay started");
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= s.prune_every) {
@@ -164,26 +212,41 @@ impl OutboxRelay {
                     metrics::gauge!("outbox_backlog").set(n as f64);
                 }
             }
-            match self.outbox.lead().await {
-                Ok(true) => {
+            let term = match self.outbox.lead().await {
+                Ok(Some(term)) => {
                     if !leading {
                         leading = true;
-                        tracing::info!("this relay leads: it publishes the outbox");
+                        tracing::info!(%term, "this relay leads: it publishes the outbox");
                     }
+                    // A term raised past a stale fence (below) stays raised.
+                    raised.filter(|r| *r > term).unwrap_or(term)
                 }
-                Ok(false) | Err(_) => {
+                Ok(None) | Err(_) => {
                     if leading {
                         leading = false;
                         tracing::warn!("this relay no longer leads; standing by");
                     }
+                    raised = None;
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(s.takeover_poll) => {}
                     }
                     continue;
                 }
-            }
-            let wait = match self.pass().await {
+            };
+            let wait = match self.pass(term).await {
+                Err(RelayError::StaleFence(by)) => {
+                    // Anyone publishing under that term is a relay that
+                    // lost its leadership: fence it out.
+                    tracing::warn!(%term, fence = %by, "the bus holds a fence from a later term than this relay's, yet this relay leads; it takes a term past it");
+                    raised = Some(LeaderTerm(by.0 + 1));
+                    Duration::ZERO
+                }
+                Err(RelayError::Publish(PublishEventError::Fenced { by })) => {
+                    tracing::warn!(%term, fence = %by, "a later relay leader publishes now; this one stops and stands by");
+                    leading = false;
+                    Duration::ZERO
+                }
                 Ok(pass) => {
                     if failing {
                         failing = false;
@@ -238,6 +301,8 @@ mod tests {
     use ports::UserRepository;
     use ports::testing::{InMemoryStore, RecordingPublisher};
 
+    const TERM: LeaderTerm = LeaderTerm(1);
+
     async fn users(store: &InMemoryStore, n: usize) {
         for i in 0..n {
             let uid = FirebaseUid::parse(&format!("u{i}")).unwrap();
@@ -255,7 +320,7 @@ mod tests {
         let bus = Arc::new(RecordingPublisher::new());
         let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
         assert_eq!(
-            relay.pass().await.unwrap(),
+            relay.pass(TERM).await.unwrap(),
             RelayPass {
                 published: 5,
                 claimed: 5
@@ -265,7 +330,7 @@ mod tests {
         let expected: Vec<_> = store.events().iter().map(|e| e.id).collect();
         assert_eq!(ids, expected);
         assert_eq!(store.backlog().await.unwrap(), 0);
-        assert_eq!(relay.pass().await.unwrap(), RelayPass::default());
+        assert_eq!(relay.pass(TERM).await.unwrap(), RelayPass::default());
     }
 
     #[tokio::test]
@@ -275,7 +340,7 @@ mod tests {
         let bus = Arc::new(RecordingPublisher::new());
         bus.set_down(true);
         let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
-        assert!(relay.pass().await.is_err());
+        assert!(relay.pass(TERM).await.is_err());
         assert_eq!(
             store.backlog().await.unwrap(),
             3,
@@ -283,11 +348,96 @@ mod tests {
         );
         bus.set_down(false);
         assert_eq!(
-            relay.pass().await.unwrap().published,
+            relay.pass(TERM).await.unwrap().published,
             3,
             "released rows are claimable at once"
         );
         assert_eq!(bus.published().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn rows_the_bus_cannot_confirm_are_released_and_published_again() {
+        let store = Arc::new(InMemoryStore::new());
+        users(&store, 3).await;
+        let bus = Arc::new(RecordingPublisher::new());
+        bus.set_unconfirmed(true);
+        let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
+        assert!(relay.pass(TERM).await.is_err());
+        assert_eq!(bus.published().len(), 3, "appended, but not confirmed");
+        assert_eq!(store.backlog().await.unwrap(), 3, "so none is marked");
+        bus.set_unconfirmed(false);
+        assert_eq!(
+            relay.pass(TERM).await.unwrap().published,
+            3,
+            "released at once, published again"
+        );
+        assert_eq!(store.backlog().await.unwrap(), 0);
+        assert_eq!(bus.confirms(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_relay_fenced_by_a_later_term_stops_and_leaves_its_rows_to_the_successor() {
+        let store = Arc::new(InMemoryStore::new());
+        users(&store, 3).await;
+        let bus = Arc::new(RecordingPublisher::new());
+        // A later leader has published on the topic.
+        let later = domain::RawEvent::from(&store.events()[0]);
+        bus.publish_as_leader(&later, LeaderTerm(2)).await.unwrap();
+        // ...and holds the leadership.
+        let successor = store.handle();
+        assert!(successor.lead().await.unwrap().is_some());
+        let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
+        assert!(matches!(
+            relay.pass(TERM).await,
+            Err(RelayError::Publish(PublishEventError::Fenced {
+                by: LeaderTerm(2)
+            }))
+        ));
+        assert_eq!(bus.published().len(), 1, "nothing appended after the fence");
+        assert_eq!(store.backlog().await.unwrap(), 3);
+        assert!(
+            successor
+                .claim(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty(),
+            "the fenced relay's claims stand: not released under its successor"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_facing_a_stale_fence_takes_a_term_past_it_and_publishes() {
+        let store = Arc::new(InMemoryStore::new());
+        users(&store, 3).await;
+        let bus = Arc::new(RecordingPublisher::new());
+        // A fence from a term no leader holds now (a database clock that
+        // went back): this relay leads, so it is stale.
+        let mut stale = domain::RawEvent::from(&store.events()[0]);
+        stale.id = uuid::Uuid::new_v4();
+        bus.publish_as_leader(&stale, LeaderTerm(1_000))
+            .await
+            .unwrap();
+        let relay = OutboxRelay::new(
+            Arc::new(store.handle()),
+            bus.clone(),
+            RelaySettings {
+                idle_wait: Duration::from_millis(10),
+                ..RelaySettings::default()
+            },
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { relay.run(stop).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.backlog().await.unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(bus.published().len(), 4);
     }
 
     #[tokio::test]
@@ -298,7 +448,7 @@ mod tests {
         users_from(&store, 1, "later").await;
         let bus = Arc::new(RecordingPublisher::new());
         let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default());
-        assert_eq!(relay.pass().await.unwrap().published, 3);
+        assert_eq!(relay.pass(TERM).await.unwrap().published, 3);
         let published = bus.published();
         let types: Vec<&str> = published.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(types, ["user.created", "user.future", "user.created"]);

@@ -9,6 +9,8 @@ pub(crate) const VARIABLES: &[&str] = &[
     "REDIS_TLS_CERT_FILE",
     "REDIS_TLS_KEY_FILE",
     "REDIS_MAX_CONNECTIONS",
+    "REDIS_WAIT_REPLICAS",
+    "REDIS_WAIT_TIMEOUT_MS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -26,6 +28,10 @@ pub struct RedisSection {
     /// The most Redis connections this process opens (to each node of a
     /// cluster), in all: see [`RedisBudget`].
     pub max_connections: usize,
+    /// The replicas the relay's publishes, enqueues and finished jobs'
+    /// removals wait for (`REDIS_WAIT_REPLICAS`: `auto`, `off` or a number;
+    /// `REDIS_WAIT_TIMEOUT_MS`).
+    pub replica_wait: ports::ReplicaWait,
 }
 
 /// The URL (it may hold a password) is never printed.
@@ -92,11 +98,23 @@ impl RedisSection {
             );
         }
         let max_connections = r.ranged("REDIS_MAX_CONNECTIONS", 16_usize, 4, 10_000, "connections");
+        let acks = match r.raw("REDIS_WAIT_REPLICAS") {
+            None => ports::ReplicaAcks::Auto,
+            Some(raw) => ports::ReplicaAcks::parse(&raw).unwrap_or_else(|e| {
+                r.problem("REDIS_WAIT_REPLICAS", e);
+                ports::ReplicaAcks::Auto
+            }),
+        };
+        let replica_wait = ports::ReplicaWait {
+            acks,
+            timeout: r.millis("REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
+        };
         Self {
             url,
             key_prefix,
             tls,
             max_connections,
+            replica_wait,
         }
     }
 
@@ -111,7 +129,10 @@ impl RedisSection {
 
     /// The queue's keys.
     pub fn queue_settings(&self) -> queue_adapter::QueueSettings {
-        queue_adapter::QueueSettings::new(&self.key_prefix)
+        queue_adapter::QueueSettings {
+            replica_wait: self.replica_wait,
+            ..queue_adapter::QueueSettings::new(&self.key_prefix)
+        }
     }
 }
 

@@ -269,6 +269,12 @@ pub struct RecordingPublisher {
     down: Mutex<bool>,
     /// How long each publish takes (a slow bus).
     delay: Mutex<std::time::Duration>,
+    /// Each topic's fence: the latest leader term that published to it.
+    fences: Mutex<std::collections::HashMap<String, crate::LeaderTerm>>,
+    /// `confirm` fails (no replica acknowledges).
+    unconfirmed: Mutex<bool>,
+    /// Successful `confirm` calls.
+    confirms: Mutex<usize>,
 }
 
 impl RecordingPublisher {
@@ -289,11 +295,26 @@ impl RecordingPublisher {
     pub fn set_down(&self, down: bool) {
         *lock(&self.down) = down;
     }
+
+    /// Makes `confirm` fail, as a bus whose replicas do not acknowledge.
+    pub fn set_unconfirmed(&self, unconfirmed: bool) {
+        *lock(&self.unconfirmed) = unconfirmed;
+    }
+
+    /// How many times `confirm` succeeded.
+    pub fn confirms(&self) -> usize {
+        *lock(&self.confirms)
+    }
 }
 
-#[async_trait]
-impl EventPublisher for RecordingPublisher {
-    async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError> {
+impl RecordingPublisher {
+    /// Waits the delay, then appends at once (checking and raising the
+    /// topic's fence for a leader's publish), as one Redis script would.
+    async fn append(
+        &self,
+        event: &RawEvent,
+        term: Option<crate::LeaderTerm>,
+    ) -> Result<String, PublishEventError> {
         let delay = *lock(&self.delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -303,9 +324,42 @@ impl EventPublisher for RecordingPublisher {
                 "bus is down"
             )));
         }
+        let mut fences = lock(&self.fences);
+        if let Some(term) = term {
+            let fence = fences.entry(event.topic.clone()).or_insert(term);
+            if *fence > term {
+                return Err(PublishEventError::Fenced { by: *fence });
+            }
+            *fence = term;
+        }
         let mut p = lock(&self.published);
         p.push(event.clone());
         Ok(format!("0-{}", p.len()))
+    }
+}
+
+#[async_trait]
+impl EventPublisher for RecordingPublisher {
+    async fn publish(&self, event: &RawEvent) -> Result<String, PublishEventError> {
+        self.append(event, None).await
+    }
+
+    async fn publish_as_leader(
+        &self,
+        event: &RawEvent,
+        term: crate::LeaderTerm,
+    ) -> Result<String, PublishEventError> {
+        self.append(event, Some(term)).await
+    }
+
+    async fn confirm(&self) -> Result<(), PublishEventError> {
+        if *lock(&self.unconfirmed) {
+            return Err(PublishEventError::Unavailable(anyhow::anyhow!(
+                "no replica acknowledged"
+            )));
+        }
+        *lock(&self.confirms) += 1;
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! (One file over 400 lines on purpose: the three ports share that lock and
 //! its invariants, and split apart they would each need to reach into it.)
 
-use crate::outbox::{Outbox, OutboxError, OutboxRecord};
+use crate::outbox::{LeaderTerm, Outbox, OutboxError, OutboxRecord};
 use crate::storage::{
     CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
     UploadRepository, UploadStoreError,
@@ -36,8 +36,10 @@ struct OutboxRow {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The handle that leads the relays, if any.
-    leader: Option<u64>,
+    /// The handle that leads the relays, if any, and its term.
+    leader: Option<(u64, u64)>,
+    /// The last term given to a leader.
+    last_term: u64,
     /// Handles made so far (the first is 0).
     handles: u64,
     users: BTreeMap<String, User>,
@@ -150,7 +152,7 @@ pub struct InMemoryStore {
 impl Drop for InMemoryStore {
     fn drop(&mut self) {
         let mut s = self.lock();
-        if s.leader == Some(self.handle) {
+        if s.leader.is_some_and(|(h, _)| h == self.handle) {
             s.leader = None;
         }
     }
@@ -426,25 +428,27 @@ impl PushTokenRepository for InMemoryStore {
 
 #[async_trait]
 impl Outbox for InMemoryStore {
-    async fn lead(&self) -> Result<bool, OutboxError> {
+    async fn lead(&self) -> Result<Option<LeaderTerm>, OutboxError> {
         let mut s = self.lock();
         match s.leader {
-            Some(h) if h == self.handle => Ok(true),
-            Some(_) => Ok(false),
+            Some((h, term)) if h == self.handle => Ok(Some(LeaderTerm(term))),
+            Some(_) => Ok(None),
             None => {
-                s.leader = Some(self.handle);
+                s.last_term += 1;
+                let term = s.last_term;
+                s.leader = Some((self.handle, term));
                 // The previous leader is gone: its leases are void.
                 for row in s.outbox.iter_mut().filter(|r| r.published_at.is_none()) {
                     row.leased_until = None;
                 }
-                Ok(true)
+                Ok(Some(LeaderTerm(term)))
             }
         }
     }
 
     async fn resign(&self) {
         let mut s = self.lock();
-        if s.leader == Some(self.handle) {
+        if s.leader.is_some_and(|(h, _)| h == self.handle) {
             s.leader = None;
         }
     }

@@ -95,11 +95,14 @@ impl RedisJobQueue {
             .arg(&unique_key)
             .arg(job.owner.as_deref().unwrap_or(""))
             .arg(OWNER_SET_TTL_MS);
-        let added: i64 = self.run_script(&inv).await.map_err(|e| match e {
-            QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
-            QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
-            QueueError::Invalid(e) => EnqueueJobError::Invalid(e),
-        })?;
+        let added: i64 = self
+            .run_durable_script(&inv, "enqueue")
+            .await
+            .map_err(|e| match e {
+                QueueError::Unavailable(e) => EnqueueJobError::Unavailable(e),
+                QueueError::Unknown(e) => EnqueueJobError::Unknown(e),
+                QueueError::Invalid(e) => EnqueueJobError::Invalid(e),
+            })?;
         if added == 3 {
             // The queue was empty, or the job is scheduled: name the queue
             // (the set of queues lives outside any queue's hash slot).

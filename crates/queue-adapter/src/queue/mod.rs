@@ -30,6 +30,7 @@ use crate::redis::{Conn, PoolError, RedisPool, SharedConnection};
 use crate::scripts;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands as _, RedisError, Script};
+use ports::durability::{KnownReplicas, ReplicaWait, check_acks, connected_replicas};
 use ports::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob, OwnedJob};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -45,6 +46,9 @@ pub struct QueueSettings {
     pub dead_max_size: u64,
     /// Dead jobs older than this are dropped.
     pub dead_max_age: Duration,
+    /// The replicas an enqueue and a finished job's removal wait for
+    /// (`WAIT`), so a failover cannot lose them.
+    pub replica_wait: ReplicaWait,
 }
 
 impl QueueSettings {
@@ -53,6 +57,7 @@ impl QueueSettings {
             prefix: format!("{redis_prefix}q:"),
             dead_max_size: 10_000,
             dead_max_age: Duration::from_secs(30 * 24 * 3600),
+            replica_wait: ReplicaWait::default(),
         }
     }
 }
@@ -108,6 +113,8 @@ struct Scripts {
 
 struct Inner {
     conn: SharedConnection,
+    /// The primary's connected replicas, last read.
+    replicas: KnownReplicas,
     /// On a Redis Cluster every key of a queue carries the queue's hash tag.
     cluster: bool,
     settings: QueueSettings,
@@ -163,6 +170,7 @@ impl RedisJobQueue {
             inner: Arc::new(Inner {
                 cluster: pool.is_cluster(),
                 conn: SharedConnection::new(pool),
+                replicas: KnownReplicas::default(),
                 settings,
                 scripts: Scripts {
                     enqueue: Script::new(&scripts::enqueue()),
@@ -241,6 +249,64 @@ impl RedisJobQueue {
             .await
     }
 
+    /// Runs one of the scripts whose loss in a failover would break a
+    /// promise (an enqueue, a finished job's removal), then waits for the
+    /// replicas `QueueSettings::replica_wait` asks for, on the same
+    /// connection (a `WAIT` covers the writes of its own connection only:
+    /// if that connection breaks in between, the outcome is unknown and
+    /// the caller gets `Unavailable`). `write` names it in the metrics.
+    async fn run_durable_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        write: &'static str,
+    ) -> Result<T, QueueError> {
+        let wait = self.inner.settings.replica_wait;
+        // A cluster has a primary per slot range; WAIT is not sent there
+        // (see the README's production checklist).
+        if wait.is_off() || self.inner.cluster {
+            return self.run_script(invocation).await;
+        }
+        let required = match self.inner.replicas.fresh() {
+            Some(n) => wait.required(n),
+            None => {
+                let info: String = self
+                    .with_conn(|mut c| async move {
+                        redis::cmd("INFO")
+                            .arg("replication")
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                let n = connected_replicas(&info).unwrap_or(0);
+                self.inner.replicas.set(n);
+                wait.required(n)
+            }
+        };
+        if required == 0 {
+            return self.run_script(invocation).await;
+        }
+        let started = std::time::Instant::now();
+        let (value, acked) = self
+            .with_conn(|mut c| async move {
+                let value: T = invocation.invoke_async(&mut c).await?;
+                let acked: u32 = redis::cmd("WAIT")
+                    .arg(required)
+                    .arg(wait.timeout_ms())
+                    .query_async(&mut c)
+                    .await?;
+                Ok((value, acked))
+            })
+            .await?;
+        metrics::histogram!("redis_replica_wait_seconds", "write" => write)
+            .record(started.elapsed().as_secs_f64());
+        check_acks(&wait, required, acked).map_err(|e| {
+            self.inner.replicas.forget();
+            metrics::counter!("redis_replica_wait_shortfalls_total", "write" => write).increment(1);
+            QueueError::Unavailable(e.into())
+        })?;
+        Ok(value)
+    }
+
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
         F: FnOnce(Conn) -> Fut,
@@ -253,6 +319,8 @@ impl RedisJobQueue {
                 let e = QueueError::from(e);
                 if matches!(e, QueueError::Unavailable(_)) {
                     self.inner.conn.reset().await;
+                    // A new connection may reach a new primary.
+                    self.inner.replicas.forget();
                 }
                 Err(e)
             }

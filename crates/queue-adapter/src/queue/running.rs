@@ -169,7 +169,7 @@ impl RedisJobQueue {
         let (prefix, uprefix) = (self.job_prefix(queue), self.unique_prefix(queue));
         let args = lease_args(leases);
         let done: Vec<i64> = self
-            .run_script(
+            .run_durable_script(
                 self.inner
                     .scripts
                     .complete
@@ -177,6 +177,7 @@ impl RedisJobQueue {
                     .arg(prefix)
                     .arg(uprefix)
                     .arg(&args[..]),
+                "complete",
             )
             .await?;
         Ok(done

@@ -102,17 +102,22 @@ pub async fn one_relay_leads_and_a_dead_leaders_rows_come_first(
     second: Box<dyn crate::Outbox>,
 ) {
     create_users(store, 3, "ob-lead").await;
-    assert!(first.lead().await.unwrap(), "the first to ask leads");
-    assert!(first.lead().await.unwrap(), "and keeps leading");
-    assert!(!second.lead().await.unwrap(), "one leader at a time");
+    let term = first.lead().await.unwrap().expect("the first to ask leads");
+    assert_eq!(
+        first.lead().await.unwrap(),
+        Some(term),
+        "and keeps leading, in the same term"
+    );
+    assert_eq!(second.lead().await.unwrap(), None, "one leader at a time");
     let held = first.claim(2, Duration::from_secs(600)).await.unwrap();
     assert_eq!(held.len(), 2);
     drop(first);
     let took_over = std::time::Instant::now();
-    eventually("the standby to lead", Duration::from_secs(5), || async {
-        second.lead().await.unwrap().then_some(())
+    let second_term = eventually("the standby to lead", Duration::from_secs(5), || async {
+        second.lead().await.unwrap()
     })
     .await;
+    assert!(second_term > term, "a later leadership, a later term");
     assert!(
         took_over.elapsed() < Duration::from_secs(2),
         "taken over in {:?}, not after a lease",
@@ -126,7 +131,12 @@ pub async fn one_relay_leads_and_a_dead_leaders_rows_come_first(
         &held.iter().map(|r| r.seq).collect::<Vec<_>>()[..]
     );
     second.resign().await;
-    assert!(second.lead().await.unwrap(), "resigned, then led again");
+    let third_term = second
+        .lead()
+        .await
+        .unwrap()
+        .expect("resigned, then led again");
+    assert!(third_term > second_term, "each leadership a later term");
 }
 
 /// Expands to one `#[tokio::test]` per case of the outbox contract; see
