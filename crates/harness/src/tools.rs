@@ -346,3 +346,23 @@ pub async fn start_self(mode: &str) -> anyhow::Result<Proc> {
     }
     Ok(Proc { child, port })
 }
+
+/// The sum of `name`'s samples on the app's `/metrics` at `port` (0 when
+/// it has none yet).
+pub async fn metric(client: &reqwest::Client, port: u16, name: &str) -> anyhow::Result<f64> {
+    let body = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}

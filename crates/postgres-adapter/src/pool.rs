@@ -44,6 +44,26 @@ impl PgPool {
         self.inner.get().await
     }
 
+    /// A connection opened after `since`: after a lost connection, the
+    /// others idle in the pool likely went the same way (a restart, a
+    /// pooler's, a network cut), so the retry takes none of them. Idle
+    /// connections older than `since` are closed as they come out.
+    pub(crate) async fn get_fresh(
+        &self,
+        since: std::time::Instant,
+    ) -> Result<PgConn, diesel_async::pooled_connection::deadpool::PoolError> {
+        // Bounded: each round closes one old connection, and there are at
+        // most `max_size` of them.
+        for _ in 0..self.inner.status().max_size {
+            let conn = self.inner.get().await?;
+            if deadpool::managed::Object::metrics(&conn).created >= since {
+                return Ok(conn);
+            }
+            drop(deadpool::managed::Object::take(conn));
+        }
+        self.inner.get().await
+    }
+
     /// Closes the pool: no new connections; idle ones go.
     pub fn close(&self) {
         self.inner.close();

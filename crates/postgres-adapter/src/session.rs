@@ -77,6 +77,7 @@ pub(crate) async fn end<T, E: From<DieselError>>(
 
 /// One line when an operation goes again on a fresh connection.
 pub(crate) fn note_retry(error: &dyn std::fmt::Debug) {
+    metrics::counter!("db_lost_connection_retries_total").increment(1);
     tracing::info!(
         error = ?error,
         "a pooled Postgres connection was lost before the operation could take effect; trying once more on a fresh one"
@@ -89,7 +90,8 @@ pub(crate) fn note_retry(error: &dyn std::fmt::Debug) {
 /// pooler. `?` in `body` ends `body`, in both cases.
 ///
 /// When the connection turns out to be lost (see [`lost_connection`]),
-/// `body` runs once more on a fresh connection, where that cannot apply it
+/// `body` runs once more on a fresh connection (one opened after the loss:
+/// see `PgPool::get_fresh`), where that cannot apply it
 /// twice:
 /// - through a pooler, whenever the failure came before `COMMIT` was sent
 ///   (a transaction that never committed left nothing behind); never when
@@ -107,9 +109,14 @@ macro_rules! run {
     };
     (@attempts $repeatable:expr, $pool:expr, $conn:ident => $body:expr) => {{
         let pool: &$crate::pool::PgPool = &$pool;
-        let mut first = true;
+        // When the first attempt's connection was found lost.
+        let mut lost_at: Option<std::time::Instant> = None;
         loop {
-            let (result, may_retry) = match pool.get().await {
+            let conn = match lost_at {
+                None => pool.get().await,
+                Some(since) => pool.get_fresh(since).await,
+            };
+            let (result, may_retry) = match conn {
                 Err(e) => (Err($crate::error::PgError::from(e)), false),
                 Ok(mut checked_out) => match pool.pooler() {
                     None => {
@@ -134,9 +141,9 @@ macro_rules! run {
                 },
             };
             match result {
-                Err(e) if first && may_retry && e.lost_connection() => {
+                Err(e) if lost_at.is_none() && may_retry && e.lost_connection() => {
                     $crate::session::note_retry(&e);
-                    first = false;
+                    lost_at = Some(std::time::Instant::now());
                 }
                 done => break done,
             }
@@ -160,9 +167,13 @@ macro_rules! run {
 macro_rules! transaction {
     ($pool:expr, $conn:ident => $body:expr) => {{
         let pool: &$crate::pool::PgPool = &$pool;
-        let mut first = true;
+        let mut lost_at: Option<std::time::Instant> = None;
         loop {
-            let (result, before_commit) = match pool.get().await {
+            let conn = match lost_at {
+                None => pool.get().await,
+                Some(since) => pool.get_fresh(since).await,
+            };
+            let (result, before_commit) = match conn {
                 Err(e) => (
                     Err($crate::users::TxError::Pg($crate::error::PgError::from(e))),
                     false,
@@ -183,9 +194,9 @@ macro_rules! transaction {
                 },
             };
             match result {
-                Err(e) if first && before_commit && e.lost_connection() => {
+                Err(e) if lost_at.is_none() && before_commit && e.lost_connection() => {
                     $crate::session::note_retry(&e);
-                    first = false;
+                    lost_at = Some(std::time::Instant::now());
                 }
                 done => break done,
             }

@@ -40,6 +40,15 @@ impl SharedReads {
     /// A shared connection, opening it if needed.
     pub(crate) async fn get(&self) -> Result<(usize, Arc<AsyncPgConnection>), PgError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        self.get_at(i).await
+    }
+
+    /// Shared connection `i`, opening it if needed: after `discard(i)`, a
+    /// fresh one (another slot's may be as dead as the one discarded).
+    pub(crate) async fn get_at(
+        &self,
+        i: usize,
+    ) -> Result<(usize, Arc<AsyncPgConnection>), PgError> {
         let mut slot = self.slots[i].lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok((i, c.clone()));
@@ -95,9 +104,15 @@ impl SharedReads {
 macro_rules! shared_read {
     ($reads:expr, $conn:ident => $body:expr) => {{
         let reads: &$crate::shared::SharedReads = &$reads;
-        let mut first = true;
+        // The slot whose connection was found lost: the retry opens it
+        // afresh.
+        let mut lost: Option<usize> = None;
         loop {
-            let (i, shared) = match reads.get().await {
+            let got = match lost {
+                None => reads.get().await,
+                Some(i) => reads.get_at(i).await,
+            };
+            let (i, shared) = match got {
                 Ok(got) => got,
                 Err(e) => break Err(e),
             };
@@ -108,9 +123,9 @@ macro_rules! shared_read {
             match result {
                 Err(e) if $crate::error::is_transient(&e) => {
                     reads.discard(i, &shared).await;
-                    if first && $crate::session::lost_connection(&e) {
+                    if lost.is_none() && $crate::session::lost_connection(&e) {
                         $crate::session::note_retry(&e);
-                        first = false;
+                        lost = Some(i);
                         continue;
                     }
                     break Err($crate::error::PgError::from(e));

@@ -114,6 +114,55 @@ async fn a_transaction_on_a_stale_connection_runs_once_on_a_fresh_one() {
     assert_eq!(db.scalar("SELECT count(*) AS value FROM outbox").await, 2);
 }
 
+/// A pooler or a server restart takes every connection at once: the retry
+/// must not take another of the dead ones idle in the pool.
+#[tokio::test]
+async fn when_every_pooled_and_shared_connection_went_stale_the_retry_takes_a_fresh_one() {
+    const CONNECTIONS: usize = 4;
+    let db = TestDb::new().await;
+    let proxy = TcpProxy::start(&upstream(&db)).await;
+    let settings = PgSettings {
+        max_connections: CONNECTIONS,
+        ..PgSettings::new(via(&db, proxy.port()))
+    };
+    let pool = build_pool(&settings).unwrap();
+    // All of them open and idle in the pool.
+    let held: Vec<_> = futures_util::future::join_all((0..CONNECTIONS).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    drop(held);
+    assert_eq!(pool.size().0, CONNECTIONS);
+    let users = PgUserRepository::new(pool).with_pipelined_reads(&settings, 3);
+    let u = uid("all-stale");
+    users
+        .upsert_profile(&u, &ProfilePatch::default(), &ProfileDefaults::default())
+        .await
+        .unwrap();
+    // Every shared connection open too.
+    for _ in 0..3 {
+        users.find_by_uid(&u).await.unwrap().unwrap();
+    }
+    proxy.go_stale();
+    let patch = ProfilePatch {
+        display_name: Some(DisplayName::parse("After all").unwrap()),
+        ..ProfilePatch::default()
+    };
+    let done = users
+        .upsert_profile(&u, &patch, &ProfileDefaults::default())
+        .await;
+    assert!(
+        matches!(done, Ok(ref d) if d.outcome == UpsertOutcome::Updated),
+        "{done:?}"
+    );
+    for _ in 0..3 {
+        let found = users.find_by_uid(&u).await;
+        assert!(matches!(found, Ok(Some(_))), "{found:?}");
+    }
+    assert_eq!(db.scalar("SELECT count(*) AS value FROM outbox").await, 2);
+}
+
 #[tokio::test]
 async fn a_delete_reporting_what_it_removed_is_not_repeated_directly() {
     let db = TestDb::new().await;

@@ -93,10 +93,12 @@ impl PgBouncer {
         } else {
             Command::new(binary())
         };
+        let stderr = std::fs::File::create(self.dir.join("stderr.log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from);
         let child = cmd
             .arg(&ini)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("starting pgbouncer");
         self.child = Some(child);
@@ -121,6 +123,8 @@ impl PgBouncer {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
             let _ = Command::new("kill").args(["-9", pid.trim()]).status();
         }
+        // A killed pgbouncer leaves its pidfile, which a new one refuses.
+        let _ = std::fs::remove_file(self.dir.join("pgbouncer.pid"));
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             && Instant::now() < deadline
@@ -143,7 +147,9 @@ impl PgBouncer {
 
     /// What it logged (for failures).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default();
+        let stderr = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        format!("{log}{stderr}")
     }
 }
 

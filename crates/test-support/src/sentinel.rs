@@ -161,6 +161,25 @@ impl TestSentinel {
         child
     }
 
+    /// Kills the primary (SIGKILL: whatever it had not replicated is gone)
+    /// and waits until the Sentinel has promoted the replica and it takes
+    /// writes. Returns how long after the kill that was.
+    pub fn kill_primary(&mut self) -> Duration {
+        let before = self.primary_port();
+        let index = self
+            .ports
+            .iter()
+            .position(|p| *p == before)
+            .expect("the primary is one of the two servers");
+        let started = Instant::now();
+        kill(&mut self.children[index]);
+        wait_until("the Sentinel to promote the replica", || {
+            let now = self.primary_port();
+            now != 0 && now != before && cli(now, &["ROLE"]).starts_with("master")
+        });
+        started.elapsed()
+    }
+
     /// A plain `redis://` URL of the primary now.
     pub fn primary_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.primary_port())

@@ -53,7 +53,7 @@ struct Heard {
 }
 
 /// A listener: its token and what its socket heard.
-struct Listener {
+pub(crate) struct Listener {
     token: String,
     heard: Arc<Mutex<Heard>>,
     reader: tokio::task::JoinHandle<()>,
@@ -144,14 +144,20 @@ async fn listen(port: u16, token: String) -> anyhow::Result<Listener> {
 
 /// Answers by what they were, over a whole scenario.
 #[derive(Default)]
-struct Answers {
+pub(crate) struct Answers {
     by_kind: HashMap<String, usize>,
     bad: Vec<String>,
     worst: Duration,
 }
 
 impl Answers {
-    fn record(&mut self, what: &str, expected: u16, took: Duration, got: Result<u16, String>) {
+    pub(crate) fn record(
+        &mut self,
+        what: &str,
+        expected: u16,
+        took: Duration,
+        got: Result<u16, String>,
+    ) {
         self.worst = self.worst.max(took);
         match got {
             Ok(s) if s == expected && took <= ANSWER_BOUND => {
@@ -177,7 +183,7 @@ async fn request(req: reqwest::RequestBuilder) -> (Duration, Result<u16, String>
 
 /// One burst: `SIGN_UPS_PER_BURST` new users sign up, every listener reads
 /// its profile and changes its name to `b{burst}`, all at once.
-async fn burst(
+pub(crate) async fn burst(
     client: &reqwest::Client,
     keys: &Keys,
     port: u16,
@@ -221,7 +227,7 @@ async fn burst(
 
 /// What every scenario checks at the end: every answer as expected, every
 /// mail once, every socket open with every name it was given.
-async fn settle(
+pub(crate) async fn settle(
     o: &mut Outcome,
     smtp: &SmtpSink,
     answers: &Answers,
@@ -269,14 +275,17 @@ async fn settle(
         }
     }
     o.errors += missed;
+    let sockets = listeners.len();
+    if sockets > 0 {
+        o.notes.push(format!(
+        "{} of {} profile.updated heard on {sockets} sockets ({resubscribed} times the server asked a socket to resubscribe, and it recovered from its last offset)",
+        sockets * bursts - missed,
+        sockets * bursts
+    ));
+    }
     for l in listeners {
         l.reader.abort();
     }
-    o.notes.push(format!(
-        "{} of {} profile.updated heard on {LISTENERS} sockets ({resubscribed} times the server asked a socket to resubscribe, and it recovered from its last offset)",
-        LISTENERS * bursts - missed,
-        LISTENERS * bursts
-    ));
     let got = wait_mails(smtp, signed_up, Duration::from_secs(30)).await;
     o.sent = signed_up.len();
     account(o, signed_up, &got);
@@ -303,7 +312,7 @@ async fn settle(
     Ok(())
 }
 
-async fn listeners(
+pub(crate) async fn listeners(
     keys: &Keys,
     client: &reqwest::Client,
     port: u16,
@@ -323,7 +332,11 @@ async fn listeners(
 
 /// Starts `role` with `env`; with `CHAOS_LOG_DIR` set, its log (at info)
 /// goes to `<dir>/<scenario>-<role>.log`.
-async fn start(role: &str, scenario: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
+pub(crate) async fn start(
+    role: &str,
+    scenario: &str,
+    env: &[(&'static str, String)],
+) -> anyhow::Result<Proc> {
     let mut env = env.to_vec();
     if let Some(dir) = std::env::var_os("CHAOS_LOG_DIR") {
         let path = std::path::Path::new(&dir).join(format!("{scenario}-{role}.log"));

@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod bad_websocket;
+mod fault_failover;
 mod fault_idle;
 mod fault_memory;
 mod fault_outage;
@@ -53,10 +54,10 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=14).collect());
+        .unwrap_or_else(|| (1..=16).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=14).contains(n)),
-        "--only takes scenario numbers from 1 to 14, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=16).contains(n)),
+        "--only takes scenario numbers from 1 to 16, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -157,6 +158,18 @@ fn main() -> anyhow::Result<()> {
             "Postgres ends sessions idle for 2 s, requests in bursts 3 s apart",
             (120, 90),
             Box::pin(fault_idle::postgres_idle_timeout(quick)),
+        ),
+        (
+            15,
+            "Redis primary SIGKILLed behind Sentinel while users sign up",
+            (150, 120),
+            Box::pin(fault_failover::sentinel_failover(quick)),
+        ),
+        (
+            16,
+            "PgBouncer killed and restarted mid-burst",
+            (120, 90),
+            Box::pin(fault_failover::pgbouncer_restart(quick)),
         ),
     ];
     for (n, name, (full_secs, quick_secs), run) in scenarios {
