@@ -94,8 +94,9 @@ pub(crate) fn note_retry(error: &dyn std::fmt::Debug) {
 /// see `PgPool::get_fresh`), where that cannot apply it
 /// twice:
 /// - through a pooler, whenever the failure came before `COMMIT` was sent
-///   (a transaction that never committed left nothing behind); never when
-///   `COMMIT` itself failed, whose outcome is unknown;
+///   (a transaction that never committed left nothing behind); when
+///   `COMMIT` itself failed, whose outcome is unknown, only if the body is
+///   safe to repeat (not `once`): a read, or a repeatable write;
 /// - directly, where the statement commits by itself, only if it is safe
 ///   to repeat: a read, or a write that a second run leaves as the first
 ///   did. A lost connection cannot tell "never reached the server" from
@@ -131,10 +132,12 @@ macro_rules! run {
                                     &mut checked_out;
                                 async { $body }.await
                             };
-                            let before_commit = result.is_err();
+                            // A failed COMMIT's outcome is unknown: only a
+                            // body that is safe to repeat goes again.
+                            let may_retry = result.is_err() || $repeatable;
                             (
                                 $crate::session::end(&mut checked_out, result).await,
-                                before_commit,
+                                may_retry,
                             )
                         }
                     },

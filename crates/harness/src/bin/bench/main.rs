@@ -14,6 +14,7 @@
 
 mod baselines;
 mod cloud;
+mod durability;
 mod http;
 mod pipeline;
 mod queue;
@@ -46,10 +47,10 @@ fn main() -> anyhow::Result<()> {
                 .filter_map(|n| n.trim().parse().ok())
                 .collect()
         })
-        .unwrap_or_else(|| (1..=8).collect());
+        .unwrap_or_else(|| (1..=9).collect());
     anyhow::ensure!(
-        !only.is_empty() && only.iter().all(|n| (1..=8).contains(n)),
-        "--only takes scenario numbers from 1 to 8, comma-separated"
+        !only.is_empty() && only.iter().all(|n| (1..=9).contains(n)),
+        "--only takes scenario numbers from 1 to 9, comma-separated"
     );
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +108,11 @@ async fn run(only: BTreeSet<u32>, quick: bool) -> anyhow::Result<()> {
         let r = cloud::run(secs, &mut results).await;
         record(&mut results, "8. managed cloud", r);
     }
+    if want(9) {
+        eprintln!("== waiting for a replica (scenario 9)");
+        let r = durability::run(quick, &mut results).await;
+        record(&mut results, "9. waiting for a replica", r);
+    }
     results.sort_by(|a, b| a.name.cmp(&b.name));
 
     let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -141,7 +147,7 @@ async fn run(only: BTreeSet<u32>, quick: bool) -> anyhow::Result<()> {
     eprintln!("{missed} checks missed their target");
     // Only a full run is a record; a partial or quick run would overwrite
     // the day's full results with a fragment.
-    let full = !quick && only.len() == 8 && !cfg!(debug_assertions);
+    let full = !quick && only.len() == 9 && !cfg!(debug_assertions);
     if !full {
         eprintln!("partial or quick run: bench/results not written");
         return Ok(());

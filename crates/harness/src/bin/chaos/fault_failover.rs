@@ -139,6 +139,10 @@ pub(crate) async fn pgbouncer_restart(quick: bool) -> anyhow::Result<Outcome> {
     let listeners = listeners(&keys, &client, port).await?;
     let restarts = if quick { 1 } else { 3 };
     let (mut answers, mut signed_up) = (Answers::default(), Vec::new());
+    // A COMMIT in flight when the pooler dies has an unknown outcome: the
+    // app answers 503 with Retry-After (it cannot repeat it safely), and
+    // the client retries, as a phone does.
+    answers.retry_unknown = true;
     let mut down_for = Vec::new();
     let mut n = 0;
     for _ in 0..restarts {
@@ -205,6 +209,13 @@ pub(crate) async fn pgbouncer_restart(quick: bool) -> anyhow::Result<Outcome> {
     // The fault reached the app: its pooled connections were found lost.
     let retries = tools::metric(&client, port, "db_lost_connection_retries_total").await?;
     let mut o = Outcome::default();
+    if !answers.retried.is_empty() {
+        o.notes.push(format!(
+            "{} requests whose COMMIT the restart cut answered 503 + Retry-After and succeeded when the client retried ({:?})",
+            answers.retried.len(),
+            answers.retried
+        ));
+    }
     if retries < 1.0 {
         o.errors += 1;
         o.notes.push(
