@@ -97,6 +97,8 @@ pub struct PgOutbox {
     pool: PgPool,
     url: String,
     listener: Mutex<Option<AsyncPgConnection>>,
+    /// Whether the last LISTEN attempt failed (said once per outage).
+    listen_failing: std::sync::atomic::AtomicBool,
     leader: Mutex<Option<Seat>>,
 }
 
@@ -113,6 +115,7 @@ impl PgOutbox {
             pool,
             url: url.into(),
             listener: Mutex::new(None),
+            listen_failing: std::sync::atomic::AtomicBool::new(false),
             leader: Mutex::new(None),
         }
     }
@@ -292,9 +295,22 @@ impl Outbox for PgOutbox {
         let mut guard = self.listener.lock().await;
         if guard.is_none() {
             match self.listen().await {
-                Ok(conn) => *guard = Some(conn),
+                Ok(conn) => {
+                    if self
+                        .listen_failing
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::info!("LISTENing for outbox inserts again");
+                    }
+                    *guard = Some(conn);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot LISTEN for outbox inserts; polling instead");
+                    if !self
+                        .listen_failing
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(error = %e, "cannot LISTEN for outbox inserts; polling instead until it can");
+                    }
                     drop(guard);
                     tokio::time::sleep(timeout).await;
                     return;

@@ -583,7 +583,10 @@ pub fn build_pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
 /// error drops it; the next call makes a fresh one.
 pub(crate) struct SharedConnection {
     pool: RedisPool,
-    slot: tokio::sync::RwLock<Option<Conn>>,
+    /// The connection, and which one it is (counting from 1): a `WAIT`
+    /// proves something only about writes on its own connection.
+    slot: tokio::sync::RwLock<Option<(Conn, u64)>>,
+    made: std::sync::atomic::AtomicU64,
 }
 
 impl SharedConnection {
@@ -591,10 +594,16 @@ impl SharedConnection {
         Self {
             pool,
             slot: tokio::sync::RwLock::new(None),
+            made: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     pub(crate) async fn get(&self) -> Result<Conn, PoolError> {
+        Ok(self.get_numbered().await?.0)
+    }
+
+    /// The connection and its number.
+    pub(crate) async fn get_numbered(&self) -> Result<(Conn, u64), PoolError> {
         if let Some(c) = self.slot.read().await.as_ref() {
             return Ok(c.clone());
         }
@@ -603,8 +612,9 @@ impl SharedConnection {
             return Ok(c.clone());
         }
         let conn = self.pool.connect().await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        *slot = Some((conn.clone(), n));
+        Ok((conn, n))
     }
 
     pub(crate) async fn reset(&self) {

@@ -225,3 +225,42 @@ async fn replica_wait_off_never_waits() {
     }
     assert_eq!(waits(ha.primary_port()), before);
 }
+
+/// Concurrent enqueues share their `WAIT`s (one covers every write of its
+/// connection before it): a `WAIT` blocks the shared connection while it
+/// waits, so one each would serialize them.
+#[tokio::test]
+async fn concurrent_enqueues_share_their_waits() {
+    const JOBS: usize = 200;
+    let ha = TestSentinel::start();
+    let q = RedisJobQueue::new(
+        build_pool(&RedisSettings::new(ha.url())).unwrap(),
+        QueueSettings::new("group-wait-test:"),
+    );
+    // The replica count is read once, before the measured writes.
+    q.enqueue(NewJob::new("first", 1, &0).unwrap())
+        .await
+        .unwrap();
+    let before = waits(ha.primary_port());
+    let all = futures_util::future::join_all((0..JOBS).map(|i| {
+        let q = q.clone();
+        async move { q.enqueue(NewJob::new("many", 1, &i).unwrap()).await }
+    }))
+    .await;
+    assert!(
+        all.iter().all(Result::is_ok),
+        "{:?}",
+        all.iter().find(|r| r.is_err())
+    );
+    let sent = waits(ha.primary_port()) - before;
+    assert!(
+        (1..JOBS as u64 / 4).contains(&sent),
+        "{sent} WAITs for {JOBS} concurrent enqueues"
+    );
+    // Every job is there.
+    let leased = q
+        .fetch_many("default", Duration::from_secs(30), JOBS + 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), JOBS + 1);
+}

@@ -50,6 +50,7 @@ pub async fn connect_with_tls(
     wait: Duration,
 ) -> anyhow::Result<Client> {
     let client = build(url, tls, true)?;
+    say_reconnects(&client, "Redis client");
     client.connect();
     match tokio::time::timeout(wait, client.wait_for_connect()).await {
         Ok(Ok(())) => {}
@@ -62,6 +63,22 @@ pub async fn connect_with_tls(
         ),
     }
     Ok(client)
+}
+
+/// One WARN line each time `client` (`what`) is connected again after its
+/// connection was lost (the attempts in between are fred's, with backoff);
+/// the first connection is not news.
+pub(crate) fn say_reconnects(client: &impl fred::interfaces::EventInterface, what: &'static str) {
+    let connected_before = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _listener = client.on_reconnect(move |server| {
+        let again = connected_before.swap(true, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            if again {
+                tracing::warn!(%server, client = what, "Redis connection lost and made again");
+            }
+            Ok(())
+        }
+    });
 }
 
 /// The client for `url` (not connected yet). `retry`: reconnect forever

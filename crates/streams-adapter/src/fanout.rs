@@ -102,6 +102,10 @@ impl Fanout for RedisFanout {
         let subscriber = self.subscriber.clone();
         let channel = self.channel.clone();
         let mut messages = subscriber.message_rx();
+        // Each reconnect resubscribes (`manage_subscriptions`); what was
+        // published meanwhile is recovered from the topics' history when
+        // sockets resubscribe from their last offset.
+        crate::client::say_reconnects(&subscriber, "realtime fan-out subscriber");
         subscriber.connect();
         let _resubscriber = subscriber.manage_subscriptions();
         // Subscribe in the background, retrying until Redis answers, so an
@@ -114,6 +118,7 @@ impl Fanout for RedisFanout {
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
+            let mut said = false;
             loop {
                 match sub.subscribe(ch.as_str()).await {
                     Ok(()) => {
@@ -122,7 +127,11 @@ impl Fanout for RedisFanout {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot subscribe to realtime fan-out yet; retrying");
+                        // Said once; the attempts go on with backoff.
+                        if !said {
+                            said = true;
+                            tracing::warn!(error = %e, "cannot subscribe to realtime fan-out yet; retrying with backoff up to 5 s");
+                        }
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
                             () = stopped.cancelled() => return,

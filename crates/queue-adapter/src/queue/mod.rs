@@ -35,6 +35,7 @@ use ports::{CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, Ne
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Where the queue lives and how much history it keeps.
@@ -111,8 +112,44 @@ struct Scripts {
     run_now: Script,
 }
 
+/// What the last group `WAIT` settled: the writes up to ticket `upto`, on
+/// connection `conn`, acknowledged by `acked` replicas.
+#[derive(Debug, Default, Clone, Copy)]
+struct Settled {
+    upto: u64,
+    conn: u64,
+    acked: u32,
+}
+
+/// The durable writes' shared `WAIT`s.
+#[derive(Debug, Default)]
+struct GroupWait {
+    /// One `WAIT` on its way at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// Tickets handed out: one per durable write, once its reply is in.
+    issued: AtomicU64,
+    last: std::sync::Mutex<Settled>,
+}
+
+impl GroupWait {
+    fn last(&self) -> Settled {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn settle(&self, s: Settled) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+    }
+}
+
 struct Inner {
     conn: SharedConnection,
+    group: GroupWait,
     /// The primary's connected replicas, last read.
     replicas: KnownReplicas,
     /// On a Redis Cluster every key of a queue carries the queue's hash tag.
@@ -171,6 +208,7 @@ impl RedisJobQueue {
                 cluster: pool.is_cluster(),
                 conn: SharedConnection::new(pool),
                 replicas: KnownReplicas::default(),
+                group: GroupWait::default(),
                 settings,
                 scripts: Scripts {
                     enqueue: Script::new(&scripts::enqueue()),
@@ -285,28 +323,101 @@ impl RedisJobQueue {
         if required == 0 {
             return self.run_script(invocation).await;
         }
-        let started = std::time::Instant::now();
-        let (value, acked) = self
-            .with_conn(|mut c| async move {
-                let value: T = invocation.invoke_async(&mut c).await?;
-                let acked: u32 = redis::cmd("WAIT")
-                    .arg(required)
-                    .arg(wait.timeout_ms())
-                    .query_async(&mut c)
-                    .await?;
-                Ok((value, acked))
-            })
-            .await?;
-        metrics::histogram!("redis_replica_wait_seconds", "write" => write)
-            .record(started.elapsed().as_secs_f64());
-        check_acks(&wait, required, acked).map_err(|e| {
-            self.inner.replicas.forget();
-            metrics::counter!("redis_replica_wait_shortfalls_total", "write" => write).increment(1);
-            QueueError::Unavailable(e.into())
-        })?;
+        let (mut conn, conn_no) = self.inner.conn.get_numbered().await?;
+        let value: T = match invocation.invoke_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.dropped(e).await),
+        };
+        // The write's reply is in: a WAIT sent on this connection from now
+        // on covers it.
+        let ticket = self.inner.group.issued.fetch_add(1, Ordering::AcqRel) + 1;
+        self.group_wait(ticket, conn_no, required, write).await?;
         Ok(value)
     }
 
+    /// Waits until a `WAIT` sent after write `ticket` (on connection
+    /// `conn_no`) has been answered, sending one if none is on its way:
+    /// concurrent writes share one (a group commit), since `WAIT` covers
+    /// every earlier write of its connection. `WAIT` blocks its connection
+    /// while it waits, so one per write would serialize the shared
+    /// connection.
+    async fn group_wait(
+        &self,
+        ticket: u64,
+        conn_no: u64,
+        required: u32,
+        write: &'static str,
+    ) -> Result<(), QueueError> {
+        let group = &self.inner.group;
+        let wait = self.inner.settings.replica_wait;
+        let settled = |s: Settled| -> Option<Result<(), QueueError>> {
+            if s.upto < ticket {
+                return None;
+            }
+            Some(if s.conn != conn_no {
+                Err(QueueError::Unavailable(anyhow::anyhow!(
+                    "the connection to Redis changed before the write was confirmed by a replica"
+                )))
+            } else {
+                check_acks(&wait, required, s.acked).map_err(|e| {
+                    self.inner.replicas.forget();
+                    metrics::counter!("redis_replica_wait_shortfalls_total", "write" => write)
+                        .increment(1);
+                    QueueError::Unavailable(e.into())
+                })
+            })
+        };
+        loop {
+            if let Some(done) = settled(group.last()) {
+                return done;
+            }
+            let _turn = group.turn.lock().await;
+            if let Some(done) = settled(group.last()) {
+                return done;
+            }
+            let upto = group.issued.load(Ordering::Acquire);
+            let (mut conn, n) = self.inner.conn.get_numbered().await?;
+            let started = std::time::Instant::now();
+            let acked: u32 = match redis::cmd("WAIT")
+                .arg(required)
+                .arg(wait.timeout_ms())
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return Err(self.dropped(e).await),
+            };
+            metrics::histogram!("redis_replica_wait_seconds", "write" => write)
+                .record(started.elapsed().as_secs_f64());
+            group.settle(Settled {
+                upto,
+                conn: n,
+                acked,
+            });
+        }
+    }
+
+    /// A failed command's error; a connection-level failure drops the
+    /// shared connection (the next call makes a fresh one, perhaps to a
+    /// new primary).
+    async fn dropped(&self, e: RedisError) -> QueueError {
+        let e = QueueError::from(e);
+        if matches!(e, QueueError::Unavailable(_)) {
+            self.inner.conn.reset().await;
+            self.inner.replicas.forget();
+        }
+        e
+    }
+
+    /// A command that fails on a connection found dead is not repeated
+    /// here: redis-rs cannot tell a command that never left from one whose
+    /// reply was lost, and the queue's scripts are not safe to run twice
+    /// unseen (an enqueue without a unique key would be stored twice; a
+    /// completion or failure repeated after it applied would report its
+    /// lease lost). The connection is dropped, so the caller's next call
+    /// gets a fresh one, and every caller retries: the workers' loops with
+    /// backoff, an event handler by redelivery, a request by 503 with
+    /// `Retry-After`.
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
         F: FnOnce(Conn) -> Fut,
