@@ -364,5 +364,6 @@ pub async fn metric(client: &reqwest::Client, port: u16, name: &str) -> anyhow::
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        // An empty f64 sum is -0.0.
+        .fold(0.0, |a, b| a + b))
 }

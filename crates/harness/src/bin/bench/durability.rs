@@ -114,13 +114,13 @@ pub(crate) async fn run(quick: bool, out: &mut Vec<Scenario>) -> anyhow::Result<
     let pub_l = relay_publish(&lone.url(), events).await?;
     let mut s = Scenario::new("9. waiting for a replica");
     s.ratio_reported(
-        "enqueue (64 concurrent), primary with a replica (WAIT each) vs a lone Redis",
+        "enqueue (64 concurrent), primary with a replica (concurrent enqueues share a WAIT) vs a lone Redis",
         enq_r,
         enq_l,
         "jobs/s",
     );
     s.ratio_reported(
-        "jobs run (concurrency 64), primary with a replica (WAIT each removal batch) vs a lone Redis",
+        "jobs run (concurrency 64), primary with a replica (removals share a WAIT) vs a lone Redis",
         ran_r,
         ran_l,
         "jobs/s",
