@@ -347,9 +347,14 @@ pub async fn start_self(mode: &str) -> anyhow::Result<Proc> {
     Ok(Proc { child, port })
 }
 
-/// The sum of `name`'s samples on the app's `/metrics` at `port` (0 when
-/// it has none yet).
-pub async fn metric(client: &reqwest::Client, port: u16, name: &str) -> anyhow::Result<f64> {
+/// The sum of `name`'s samples whose line contains `with` (`""`: all of
+/// them) on the app's `/metrics` at `port` (0 when it has none yet).
+pub async fn metric(
+    client: &reqwest::Client,
+    port: u16,
+    name: &str,
+    with: &str,
+) -> anyhow::Result<f64> {
     let body = client
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
@@ -362,6 +367,7 @@ pub async fn metric(client: &reqwest::Client, port: u16, name: &str) -> anyhow::
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(with)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         // An empty f64 sum is -0.0.

@@ -127,19 +127,6 @@ fn sentinel_urls_follow_freds_convention() {
     assert_eq!(queue_adapter::sentinel_parts("redis://h:6379"), None);
 }
 
-/// How often the primary at `port` has run `WAIT`.
-fn waits(port: u16) -> u64 {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "commandstats"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// With a replica connected, an enqueue and a finished job's removal
 /// count as done only once the replica holds them (`WAIT`): while the
 /// replica is stalled they fail (their outcome unknown, so the caller
@@ -160,12 +147,12 @@ async fn an_enqueue_and_a_completion_count_only_once_a_replica_holds_them() {
             ..QueueSettings::new("wait-test:")
         },
     );
-    let before = waits(ha.primary_port());
+    let before = ha.primary_waits();
     q.enqueue(NewJob::new("kept", 1, &1).unwrap())
         .await
         .unwrap();
     assert!(
-        waits(ha.primary_port()) > before,
+        ha.primary_waits() > before,
         "the enqueue did not wait for the replica"
     );
     let leased = q
@@ -217,13 +204,13 @@ async fn replica_wait_off_never_waits() {
             ..QueueSettings::new("nowait-test:")
         },
     );
-    let before = waits(ha.primary_port());
+    let before = ha.primary_waits();
     for i in 0..5 {
         q.enqueue(NewJob::new("fast", 1, &i).unwrap())
             .await
             .unwrap();
     }
-    assert_eq!(waits(ha.primary_port()), before);
+    assert_eq!(ha.primary_waits(), before);
 }
 
 /// Concurrent enqueues share their `WAIT`s (one covers every write of its
@@ -241,7 +228,7 @@ async fn concurrent_enqueues_share_their_waits() {
     q.enqueue(NewJob::new("first", 1, &0).unwrap())
         .await
         .unwrap();
-    let before = waits(ha.primary_port());
+    let before = ha.primary_waits();
     let all = futures_util::future::join_all((0..JOBS).map(|i| {
         let q = q.clone();
         async move { q.enqueue(NewJob::new("many", 1, &i).unwrap()).await }
@@ -252,7 +239,7 @@ async fn concurrent_enqueues_share_their_waits() {
         "{:?}",
         all.iter().find(|r| r.is_err())
     );
-    let sent = waits(ha.primary_port()) - before;
+    let sent = ha.primary_waits() - before;
     assert!(
         (1..JOBS as u64 / 4).contains(&sent),
         "{sent} WAITs for {JOBS} concurrent enqueues"

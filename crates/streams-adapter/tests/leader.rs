@@ -97,19 +97,6 @@ async fn a_leaders_append_is_refused_once_a_later_term_has_appended_to_the_strea
     publisher.confirm().await.unwrap();
 }
 
-/// How often the server at `port` has run `WAIT`.
-fn waits(port: u16) -> u64 {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "commandstats"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn confirm_waits_for_a_replica_and_fails_while_none_acknowledges() {
     let ha = TestSentinel::start();
@@ -123,9 +110,9 @@ async fn confirm_waits_for_a_replica_and_fails_while_none_acknowledges() {
             timeout,
         });
     // Nothing appended since the last confirmation: nothing to wait for.
-    let before = waits(ha.primary_port());
+    let before = ha.primary_waits();
     publisher.confirm().await.unwrap();
-    assert_eq!(waits(ha.primary_port()), before);
+    assert_eq!(ha.primary_waits(), before);
     for _ in 0..3 {
         publisher
             .publish_as_leader(&event("users"), LeaderTerm(1))
@@ -134,7 +121,7 @@ async fn confirm_waits_for_a_replica_and_fails_while_none_acknowledges() {
     }
     publisher.confirm().await.unwrap();
     assert_eq!(
-        waits(ha.primary_port()),
+        ha.primary_waits(),
         before + 1,
         "one WAIT for the three appends"
     );

@@ -180,6 +180,15 @@ impl TestSentinel {
         started.elapsed()
     }
 
+    /// How many times the primary now has run `WAIT` (its commandstats).
+    pub fn primary_waits(&self) -> u64 {
+        cli(self.primary_port(), &["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A plain `redis://` URL of the primary now.
     pub fn primary_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.primary_port())

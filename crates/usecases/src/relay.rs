@@ -105,8 +105,9 @@ impl OutboxRelay {
     /// them (its replicas hold them); if it cannot, all of them are
     /// released, to be published again (consumers deduplicate).
     ///
-    /// A pass stops early, leaving the rest to the next, once its lease is
-    /// nearly over (a later leader may claim them then) or once the bus
+    /// A pass stops early, releasing the rest for the next, once its lease
+    /// is nearly over (a later leader may claim them then), and stops
+    /// without releasing anything once the bus
     /// says a later leader publishes (`PublishEventError::Fenced`): then it
     /// neither publishes nor releases anything more, as the rows are the
     /// successor's.
@@ -120,12 +121,14 @@ impl OutboxRelay {
         let publish_until = claimed_at + self.settings.lease.mul_f64(0.8);
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
+        let mut ran_out = false;
         for row in &rows {
             if Instant::now() >= publish_until {
                 tracing::warn!(
                     left = rows.len() - published.len(),
                     "the relay's lease ran out mid-batch; the rest goes in the next pass"
                 );
+                ran_out = true;
                 break;
             }
             match self.publisher.publish_as_leader(&row.event, term).await {
@@ -166,7 +169,8 @@ impl OutboxRelay {
             }
         }
         let marked = if durable { published.len() } else { 0 };
-        if failure.is_some() && !fenced {
+        // Released at once, so the next pass takes them before later rows.
+        if (failure.is_some() || ran_out) && !fenced {
             let rest: Vec<i64> = rows[marked..].iter().map(|r| r.seq).collect();
             if let Err(release) = self.outbox.release(&rest).await {
                 tracing::warn!(error = %release, "could not release unpublished outbox rows; they return when their lease ends");
@@ -239,7 +243,7 @@ impl OutboxRelay {
                     // Anyone publishing under that term is a relay that
                     // lost its leadership: fence it out.
                     tracing::warn!(%term, fence = %by, "the bus holds a fence from a later term than this relay's, yet this relay leads; it takes a term past it");
-                    raised = Some(LeaderTerm(by.0 + 1));
+                    raised = Some(LeaderTerm(by.0.saturating_add(1)));
                     Duration::ZERO
                 }
                 Err(RelayError::Publish(PublishEventError::Fenced { by })) => {
@@ -438,6 +442,42 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
         assert_eq!(bus.published().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_pass_whose_lease_runs_out_releases_the_rest_for_the_next_in_order() {
+        let store = Arc::new(InMemoryStore::new());
+        users(&store, 10).await;
+        let bus = Arc::new(RecordingPublisher::new());
+        // 30 ms a publish; the lease is 100 ms, so a pass stops at 80 ms.
+        bus.set_delay(Duration::from_millis(30));
+        let relay = OutboxRelay::new(
+            store.clone(),
+            bus.clone(),
+            RelaySettings {
+                lease: Duration::from_millis(100),
+                ..RelaySettings::default()
+            },
+        );
+        let first = relay.pass(TERM).await.unwrap();
+        assert!(
+            first.published < 10,
+            "the lease ran out: {} published",
+            first.published
+        );
+        // The rest is claimable at once (not after its lease), before any
+        // later row.
+        users_from(&store, 2, "later").await;
+        for _ in 0..12 {
+            if store.backlog().await.unwrap() == 0 {
+                break;
+            }
+            relay.pass(TERM).await.unwrap();
+        }
+        assert_eq!(store.backlog().await.unwrap(), 0);
+        let ids: Vec<_> = bus.published().iter().map(|e| e.id).collect();
+        let written: Vec<_> = store.events().iter().map(|e| e.id).collect();
+        assert_eq!(ids, written, "published once each, in the order written");
     }
 
     #[tokio::test]

@@ -206,7 +206,7 @@ pub(crate) async fn pgbouncer_restart(quick: bool) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let bursts = n;
-    let retries = tools::metric(&client, port, "db_lost_connection_retries_total").await?;
+    let retries = tools::metric(&client, port, "db_lost_connection_retries_total", "").await?;
     // The fault reached the app: it logged in again through the pooler
     // started last (its connections before were the killed one's).
     let log = pooled.bouncer().log();

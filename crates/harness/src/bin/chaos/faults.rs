@@ -395,18 +395,8 @@ pub(crate) async fn postgres_killed(quick: bool) -> anyhow::Result<Outcome> {
 
 /// `mail_sent_total{outcome="failed"}` from a process's `/metrics`.
 async fn failed_mail_sends(client: &reqwest::Client, port: u16) -> anyhow::Result<u64> {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("mail_sent_total{") && l.contains("outcome=\"failed\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+    let n = tools::metric(client, port, "mail_sent_total", "outcome=\"failed\"").await?;
+    Ok(n as u64)
 }
 
 /// Scenario 5: The SMTP server unreachable for a while: mail is late, not lost.
