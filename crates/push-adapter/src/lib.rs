@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod body;
 mod credentials;
 mod fcm;
 mod firebase_admin;

@@ -211,7 +211,7 @@ impl AccessTokens {
             .await
             .map_err(|e| unavailable(format!("the OAuth2 token endpoint is unreachable: {e}")))?;
         let status = res.status();
-        let bytes = crate::fcm::read_limited(res, MAX_TOKEN_RESPONSE_BYTES)
+        let bytes = crate::body::read_limited(res, MAX_TOKEN_RESPONSE_BYTES)
             .await
             .map_err(|e| unavailable(format!("reading the token endpoint's answer: {e}")))?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
