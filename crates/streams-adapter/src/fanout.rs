@@ -152,7 +152,7 @@ impl Fanout for RedisFanout {
                         let Some(text) = m.value.as_string() else {
                             continue;
                         };
-                        match crate::history::decode(&text) {
+                        match decode(&text) {
                             Ok(msg) => sink.deliver(msg),
                             Err(e) => {
                                 tracing::warn!(error = %e, "ignoring a fan-out message that does not decode")
@@ -178,5 +178,53 @@ impl Fanout for RedisFanout {
             tracing::warn!("realtime fan-out not subscribed yet; going on while it retries");
         }
         Ok(())
+    }
+}
+
+/// What the fan-out channel carries for a recorded message.
+#[derive(serde::Deserialize)]
+pub(crate) struct Recorded {
+    offset: u64,
+    epoch: String,
+    message: FanoutMessage,
+}
+
+/// Decodes a fan-out payload, recorded or not.
+pub(crate) fn decode(text: &str) -> Result<FanoutMessage, serde_json::Error> {
+    if text.starts_with("{\"offset\":") {
+        let r: Recorded = serde_json::from_str(text)?;
+        let mut message = r.message;
+        message.position = Some(ports::StreamPosition {
+            offset: r.offset,
+            epoch: r.epoch,
+        });
+        Ok(message)
+    } else {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_messages_decode_with_their_position() {
+        let m = decode(
+            r#"{"offset":7,"epoch":"ab","message":{"origin":"i","audience":{"kind":"topic","value":"t"},"notification":{"type":"x","data":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.position,
+            Some(ports::StreamPosition {
+                offset: 7,
+                epoch: "ab".into()
+            })
+        );
+        let plain = decode(
+            r#"{"origin":"i","audience":{"kind":"everyone"},"notification":{"type":"x","data":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(plain.position, None);
     }
 }

@@ -1,5 +1,5 @@
-//! Topic history (`ports::TopicHistory`) and presence (`ports::PresenceStore`)
-//! on Redis.
+//! Topic history (`ports::TopicHistory`) on Redis; presence shares its keys'
+//! layout (`presence.rs`).
 //!
 //! A topic's keys share one hash tag, so a Redis Cluster keeps them on one
 //! node: `{<prefix>rt:<topic>}:h` (a stream: entry id `<offset>-1`, field `n`
@@ -14,11 +14,10 @@
 use crate::fanout::RedisFanout;
 use crate::reply::{self, command, v};
 use async_trait::async_trait;
-use fred::clients::Client;
 use fred::prelude::Value;
 use ports::{
-    FanoutError, FanoutMessage, HistoryOptions, HistoryRead, Notification, PresenceEntry,
-    PresenceStore, Publication, StreamPosition, TopicHistory,
+    FanoutError, FanoutMessage, HistoryOptions, HistoryRead, Notification, Publication,
+    StreamPosition, TopicHistory,
 };
 use std::time::Duration;
 
@@ -56,29 +55,6 @@ end
 return {offset, epoch, redis.call('XRANGE', KEYS[1], ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])}
 "#;
 
-/// KEYS: expiries, uids. ARGV: client, uid, ttl ms.
-const JOIN: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-";
-
-/// KEYS: expiries, uids. Drops expired entries, returns the rest.
-const PRESENT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, c in ipairs(gone) do
-  redis.call('ZREM', KEYS[1], c)
-  redis.call('HDEL', KEYS[2], c)
-end
-return redis.call('HGETALL', KEYS[2])
-";
-
 /// The keys of one topic: `{<prefix>rt:<topic>}:<suffix>`.
 pub(crate) fn topic_key(prefix: &str, topic: &str, suffix: &str) -> String {
     format!("{{{prefix}rt:{topic}}}:{suffix}")
@@ -88,11 +64,11 @@ fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
-fn millis(d: Duration) -> Value {
+pub(crate) fn millis(d: Duration) -> Value {
     Value::Integer(i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
 }
 
-fn unavailable(e: fred::error::Error) -> FanoutError {
+pub(crate) fn unavailable(e: fred::error::Error) -> FanoutError {
     FanoutError::Unavailable(anyhow::anyhow!("redis: {e}"))
 }
 
@@ -106,29 +82,6 @@ fn position(parts: &[Value]) -> Option<StreamPosition> {
         offset: parts.first()?.as_u64()?,
         epoch: parts.get(1)?.as_string()?,
     })
-}
-
-/// What the fan-out channel carries for a recorded message.
-#[derive(serde::Deserialize)]
-pub(crate) struct Recorded {
-    offset: u64,
-    epoch: String,
-    message: FanoutMessage,
-}
-
-/// Decodes a fan-out payload, recorded or not.
-pub(crate) fn decode(text: &str) -> Result<FanoutMessage, serde_json::Error> {
-    if text.starts_with("{\"offset\":") {
-        let r: Recorded = serde_json::from_str(text)?;
-        let mut message = r.message;
-        message.position = Some(StreamPosition {
-            offset: r.offset,
-            epoch: r.epoch,
-        });
-        Ok(message)
-    } else {
-        serde_json::from_str(text)
-    }
 }
 
 #[async_trait]
@@ -243,99 +196,6 @@ pub(crate) fn recovery(
     }
 }
 
-/// Presence on Redis: see the module's doc for the keys.
-#[derive(Clone)]
-pub struct RedisPresence {
-    client: Client,
-    prefix: String,
-}
-
-impl std::fmt::Debug for RedisPresence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisPresence")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisPresence {
-    pub fn new(client: Client, prefix: &str) -> Self {
-        Self {
-            client,
-            prefix: prefix.to_owned(),
-        }
-    }
-
-    fn keys(&self, topic: &str) -> (String, String) {
-        (
-            topic_key(&self.prefix, topic, "pz"),
-            topic_key(&self.prefix, topic, "ph"),
-        )
-    }
-}
-
-#[async_trait]
-impl PresenceStore for RedisPresence {
-    async fn join(
-        &self,
-        entries: &[(String, PresenceEntry)],
-        ttl: Duration,
-    ) -> Result<(), FanoutError> {
-        // One script per entry (topics live on different nodes of a
-        // cluster); sent together, they travel pipelined.
-        let calls = entries.iter().map(|(topic, entry)| {
-            let (z, h) = self.keys(topic);
-            let args = vec![
-                v(JOIN),
-                Value::Integer(2),
-                v(z),
-                v(h),
-                v(entry.client.clone()),
-                v(entry.uid.clone()),
-                millis(ttl),
-            ];
-            command(&self.client, "EVAL", false, args)
-        });
-        futures_util::future::try_join_all(calls)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn leave(&self, topic: &str, client: &str) -> Result<(), FanoutError> {
-        let (z, h) = self.keys(topic);
-        command(&self.client, "ZREM", false, vec![v(z), v(client)])
-            .await
-            .map_err(unavailable)?;
-        command(&self.client, "HDEL", false, vec![v(h), v(client)])
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn present(&self, topic: &str) -> Result<Vec<PresenceEntry>, FanoutError> {
-        let (z, h) = self.keys(topic);
-        let args = vec![v(PRESENT), Value::Integer(2), v(z), v(h)];
-        let reply = command(&self.client, "EVAL", false, args)
-            .await
-            .map_err(unavailable)?;
-        let Value::Array(flat) = reply else {
-            return Ok(Vec::new());
-        };
-        let mut entries: Vec<PresenceEntry> = flat
-            .chunks(2)
-            .filter_map(|kv| {
-                Some(PresenceEntry {
-                    client: kv.first()?.as_string()?,
-                    uid: kv.get(1)?.as_string()?,
-                })
-            })
-            .collect();
-        entries.sort_by(|a, b| a.client.cmp(&b.client));
-        Ok(entries)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,19 +230,5 @@ mod tests {
         let r = recovery(Some(&at(2, "e")), at(4, "e"), vec![]);
         assert!(!r.recovered && r.publications.is_empty());
         assert!(!recovery(None, at(4, "e"), vec![]).recovered);
-    }
-
-    #[test]
-    fn recorded_messages_decode_with_their_position() {
-        let m = decode(
-            r#"{"offset":7,"epoch":"ab","message":{"origin":"i","audience":{"kind":"topic","value":"t"},"notification":{"type":"x","data":1}}}"#,
-        )
-        .unwrap();
-        assert_eq!(m.position, Some(at(7, "ab")));
-        let plain = decode(
-            r#"{"origin":"i","audience":{"kind":"everyone"},"notification":{"type":"x","data":1}}"#,
-        )
-        .unwrap();
-        assert_eq!(plain.position, None);
     }
 }
