@@ -92,3 +92,43 @@ macro_rules! port_error {
     )*};
 }
 pub(crate) use port_error;
+
+/// Errors inside a transaction: the database's, or a row we cannot read.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(diesel::result::Error),
+    Data(anyhow::Error),
+    /// The uid's account was deleted after the token was issued.
+    AccountDeleted,
+    /// No connection to run it on.
+    Pg(PgError),
+}
+
+impl TxError {
+    /// Whether the connection was lost (see `session::lost_connection`).
+    pub(crate) fn lost_connection(&self) -> bool {
+        match self {
+            TxError::Db(e) => crate::session::lost_connection(e),
+            TxError::Pg(e) => e.lost_connection(),
+            TxError::Data(_) | TxError::AccountDeleted => false,
+        }
+    }
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<TxError> for PgError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Db(e) => e.into(),
+            TxError::Data(e) => PgError::Unknown(e),
+            TxError::Pg(e) => e,
+            // Mapped to the port's own variant before this; never reached.
+            TxError::AccountDeleted => PgError::Unknown(anyhow::anyhow!("the account was deleted")),
+        }
+    }
+}

@@ -17,6 +17,33 @@ use uuid::Uuid;
 
 port_error!(OutboxError);
 
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+struct NewOutboxRow<'a> {
+    event_id: Uuid,
+    topic: &'a str,
+    event_type: &'a str,
+    payload: serde_json::Value,
+}
+
+/// Appends `event` to the outbox on `conn` (call it inside the transaction
+/// that makes the change the event describes).
+pub(crate) async fn append_event(
+    conn: &mut AsyncPgConnection,
+    event: &domain::DomainEvent,
+) -> QueryResult<()> {
+    diesel::insert_into(outbox::table)
+        .values(NewOutboxRow {
+            event_id: Uuid::now_v7(),
+            topic: event.topic(),
+            event_type: event.event_type(),
+            payload: event.payload(),
+        })
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// The Postgres channel the outbox trigger notifies on each insert.
 pub const OUTBOX_CHANNEL: &str = "trellis_outbox";
 

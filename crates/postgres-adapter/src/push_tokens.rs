@@ -1,10 +1,10 @@
 //! `PgPushTokenRepository`: FCM tokens by user.
 
+use crate::error::TxError;
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::rows::{PushTokenRow, UserRow, create_user_or_note_verified};
 use crate::schema::{push_tokens, users};
-use crate::users::TxError;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::upsert::excluded;

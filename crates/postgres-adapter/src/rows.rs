@@ -1,7 +1,7 @@
 //! Diesel rows and their conversion to domain types, plus the statements the
 //! repositories share (appending to the outbox, making sure a user exists).
 
-use crate::schema::{outbox, push_tokens, users};
+use crate::schema::{push_tokens, users};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -90,33 +90,6 @@ impl PushTokenRow {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = outbox)]
-struct NewOutboxRow<'a> {
-    event_id: Uuid,
-    topic: &'a str,
-    event_type: &'a str,
-    payload: serde_json::Value,
-}
-
-/// Appends `event` to the outbox on `conn` (call it inside the transaction
-/// that makes the change the event describes).
-pub(crate) async fn append_event(
-    conn: &mut AsyncPgConnection,
-    event: &DomainEvent,
-) -> QueryResult<()> {
-    diesel::insert_into(outbox::table)
-        .values(NewOutboxRow {
-            event_id: Uuid::now_v7(),
-            topic: event.topic(),
-            event_type: event.event_type(),
-            payload: event.payload(),
-        })
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
 /// Inserts the user unless a row has this uid or the uid's account was
 /// deleted after the token was issued (`issued_at`; unknown counts as
 /// before). Returns the new row, or `None` (a concurrent transaction's row
@@ -176,13 +149,12 @@ pub(crate) async fn create_user_or_note_verified(
     uid: &FirebaseUid,
     initial: &ProfilePatch,
     defaults: &ProfileDefaults,
-) -> Result<Option<User>, crate::users::TxError> {
-    use crate::users::TxError;
+) -> Result<Option<User>, crate::error::TxError> {
     let verified_email = defaults.verified_email.as_ref();
     if let Some(row) = insert_user_if_absent(conn, uid, initial, defaults).await? {
-        let user = row.into_domain().map_err(TxError::Data)?;
+        let user = row.into_domain().map_err(crate::error::TxError::Data)?;
         let event = UserCreated::new(&user, verified_email.is_some());
-        append_event(conn, &DomainEvent::UserCreated(event)).await?;
+        crate::outbox::append_event(conn, &DomainEvent::UserCreated(event)).await?;
         return Ok(Some(user));
     }
     note_verified_email(conn, uid, verified_email).await?;
@@ -197,7 +169,7 @@ pub(crate) async fn note_verified_email(
     conn: &mut AsyncPgConnection,
     uid: &FirebaseUid,
     verified: Option<&Email>,
-) -> Result<(), crate::users::TxError> {
+) -> Result<(), crate::error::TxError> {
     let Some(email) = verified else {
         return Ok(());
     };
@@ -212,9 +184,9 @@ pub(crate) async fn note_verified_email(
     .await
     .optional()?;
     if let Some(row) = row {
-        let user = row.into_domain().map_err(crate::users::TxError::Data)?;
+        let user = row.into_domain().map_err(crate::error::TxError::Data)?;
         let event = EmailVerified::new(&user);
-        append_event(conn, &DomainEvent::EmailVerified(event)).await?;
+        crate::outbox::append_event(conn, &DomainEvent::EmailVerified(event)).await?;
     }
     Ok(())
 }

@@ -178,13 +178,13 @@ macro_rules! transaction {
             };
             let (result, before_commit) = match conn {
                 Err(e) => (
-                    Err($crate::users::TxError::Pg($crate::error::PgError::from(e))),
+                    Err($crate::error::TxError::Pg($crate::error::PgError::from(e))),
                     false,
                 ),
                 Ok(mut checked_out) => match $crate::session::begin(&mut checked_out, pool).await {
-                    Err(e) => (Err($crate::users::TxError::Db(e)), true),
+                    Err(e) => (Err($crate::error::TxError::Db(e)), true),
                     Ok(()) => {
-                        let result: Result<_, $crate::users::TxError> = {
+                        let result: Result<_, $crate::error::TxError> = {
                             let $conn: &mut diesel_async::AsyncPgConnection = &mut checked_out;
                             async { $body }.await
                         };

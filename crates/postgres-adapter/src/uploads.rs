@@ -4,10 +4,10 @@
 //! requests cannot exceed the quota; completing an avatar marks the
 //! previous one replaced in the same transaction.
 
+use crate::error::TxError;
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
 use crate::schema::{uploads, users};
-use crate::users::TxError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

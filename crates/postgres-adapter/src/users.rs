@@ -1,8 +1,9 @@
 //! `PgUserRepository`: users by Firebase uid, with their outbox events.
 
-use crate::error::{PgError, port_error};
+use crate::error::{PgError, TxError, port_error};
+use crate::outbox::append_event;
 use crate::pool::{PgPool, PgSettings};
-use crate::rows::{UserRow, append_event, create_user_or_note_verified};
+use crate::rows::{UserRow, create_user_or_note_verified};
 use crate::schema::{account_deletions, users};
 use crate::shared::SharedReads;
 use async_trait::async_trait;
@@ -23,46 +24,6 @@ port_error!(FindUserError, UpsertProfileError, DeleteUserError);
 /// How often an upsert starts over when the row it locked vanished (a
 /// concurrent delete) before giving up with `Unavailable`.
 const UPSERT_ATTEMPTS: usize = 3;
-
-/// Errors inside a transaction: the database's, or a row we cannot read.
-#[derive(Debug)]
-pub(crate) enum TxError {
-    Db(diesel::result::Error),
-    Data(anyhow::Error),
-    /// The uid's account was deleted after the token was issued.
-    AccountDeleted,
-    /// No connection to run it on.
-    Pg(PgError),
-}
-
-impl TxError {
-    /// Whether the connection was lost (see `session::lost_connection`).
-    pub(crate) fn lost_connection(&self) -> bool {
-        match self {
-            TxError::Db(e) => crate::session::lost_connection(e),
-            TxError::Pg(e) => e.lost_connection(),
-            TxError::Data(_) | TxError::AccountDeleted => false,
-        }
-    }
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(e: diesel::result::Error) -> Self {
-        TxError::Db(e)
-    }
-}
-
-impl From<TxError> for PgError {
-    fn from(e: TxError) -> Self {
-        match e {
-            TxError::Db(e) => e.into(),
-            TxError::Data(e) => PgError::Unknown(e),
-            TxError::Pg(e) => e,
-            // Mapped to the port's own variant before this; never reached.
-            TxError::AccountDeleted => PgError::Unknown(anyhow::anyhow!("the account was deleted")),
-        }
-    }
-}
 
 /// Users in Postgres.
 #[derive(Clone)]

@@ -8,9 +8,9 @@
 //! recipient (so two uids cannot claim one address at once), then the
 //! uid's row lock: always in that order, so claims never deadlock.
 
+use crate::error::TxError;
 use crate::error::{PgError, port_error};
 use crate::pool::PgPool;
-use crate::users::TxError;
 use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Bool, Bytea, Double, Nullable, Uuid as SqlUuid};
 use diesel::{OptionalExtension as _, QueryableByName};
