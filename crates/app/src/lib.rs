@@ -3,14 +3,16 @@
 pub mod doctor;
 pub mod events;
 pub mod jobs;
+mod role;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 mod wiring;
 
+pub use role::Role;
 pub use settings::{AppEnv, LogFormat, Settings, SettingsError};
-pub use startup::{Application, Role};
+pub use startup::Application;
 pub use wiring::Infrastructure;
 
 /// The AsyncAPI document of `/ws`: the hub's envelopes and the use cases'

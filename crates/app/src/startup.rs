@@ -2,6 +2,7 @@
 //! (`Application::build`), runs it until it is stopped
 //! (`run_until_stopped`), and prepares the database.
 
+use crate::role::Role;
 use crate::settings::{AppEnv, Settings};
 use crate::wiring::{self, Infrastructure};
 use anyhow::Context as _;
@@ -10,28 +11,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// Which parts of the system this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// HTTP and WebSocket.
-    Serve,
-    /// Queue workers, stream consumers, the outbox relay (and the
-    /// operational routes `/healthz`, `/readyz`, `/metrics`).
-    Worker,
-    /// Both (the local default).
-    All,
-}
-
-impl Role {
-    pub(crate) fn serves(self) -> bool {
-        matches!(self, Role::Serve | Role::All)
-    }
-
-    pub(crate) fn works(self) -> bool {
-        matches!(self, Role::Worker | Role::All)
-    }
-}
 
 /// A built application, ready to run.
 pub struct Application {

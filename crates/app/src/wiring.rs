@@ -5,8 +5,8 @@
 //! `start_workers` compose the roles from it; the HTTP server's per-worker
 //! closure builds only what is bound to a worker thread's own Postgres pool.
 
+use crate::role::Role;
 use crate::settings::{AppEnv, Settings};
-use crate::startup::Role;
 use crate::telemetry;
 use anyhow::Context as _;
 use auth_adapter::FirebaseTokenVerifier;
