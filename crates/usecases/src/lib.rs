@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod export;
+pub mod messages;
 pub mod profiles;
 pub mod push;
 pub mod push_tokens;
@@ -15,10 +16,8 @@ pub use account::{
     ForgetDeletions, ForgetDeletionsJob, LATE_SWEEP_AFTER, TOMBSTONE_RETENTION,
 };
 pub use export::{ExportError, ExportedDevice, UserData, UserExport};
-pub use profiles::{
-    DeleteAccountError, GetProfileError, PROFILE_UPDATED, ProfileService, UpdateProfileError,
-    realtime_messages,
-};
+pub use messages::{PROFILE_UPDATED, realtime_messages};
+pub use profiles::{DeleteAccountError, GetProfileError, ProfileService, UpdateProfileError};
 pub use push::{
     DeliveryOutcome, DeviceDelivery, FanOutPush, NotifyUserError, PUSH_QUEUE, PushDeviceJob,
     PushNotifications, PushSendJob, SendPushToDevice, SendTestPushError, TestPushReport,
