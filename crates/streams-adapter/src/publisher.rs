@@ -256,8 +256,12 @@ impl EventPublisher for RedisStreamPublisher {
             .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         // The WAIT covers the appends only if they went out on the same
         // connection: a reconnect in between (a failover) leaves them
-        // unknown, so they are published again.
-        if self.connection_ids() != since || since.is_empty() {
+        // unknown, so they are published again. A server that refuses
+        // `CLIENT ID` leaves fred no ids to compare: then the WAIT is
+        // trusted as it is (refusing every batch would stall the relay and
+        // publish each batch again and again).
+        let now = self.connection_ids();
+        if now != since && !(since.is_empty() && now.is_empty()) {
             d.replicas.forget();
             return Err(PublishEventError::Unavailable(anyhow::anyhow!(
                 "the connection to Redis changed while waiting for replicas; publishing again"
