@@ -1,25 +1,13 @@
 //! `app events ...`: the event streams' dead letters, and replaying them.
 
+use crate::cli::EventsCommand;
 use crate::settings::Settings;
 use std::fmt::Write as _;
 use std::time::Duration;
 use streams_adapter::StreamAdmin;
 
-/// What `app events` was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventsAction {
-    /// The newest dead letters of a stream.
-    Dead { stream: String, limit: usize },
-    /// Put one dead letter (or all of them) back on its stream.
-    Replay {
-        id: Option<String>,
-        all: bool,
-        stream: String,
-    },
-}
-
 /// Runs `action` and returns what to print.
-pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<String> {
+pub async fn run(settings: &Settings, action: EventsCommand) -> anyhow::Result<String> {
     let client = streams_adapter::connect_with_tls(
         &settings.redis.url,
         &settings.redis.tls,
@@ -29,7 +17,7 @@ pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<St
     let admin = StreamAdmin::new(client, settings.redis.key_prefix.clone());
     let mut out = String::new();
     match action {
-        EventsAction::Dead { stream, limit } => {
+        EventsCommand::Dead { stream, limit } => {
             let dead = admin.dead_letters(&stream, limit).await?;
             if dead.is_empty() {
                 writeln!(out, "no dead letters on {stream}")?;
@@ -42,7 +30,7 @@ pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<St
                 )?;
             }
         }
-        EventsAction::Replay {
+        EventsCommand::Replay {
             id: Some(id),
             stream,
             ..
@@ -50,7 +38,7 @@ pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<St
             Some(new_id) => writeln!(out, "replayed {id} as {new_id} on {stream}")?,
             None => anyhow::bail!("no dead letter {id} on {stream}"),
         },
-        EventsAction::Replay {
+        EventsCommand::Replay {
             id: None,
             all: true,
             stream,
@@ -58,7 +46,7 @@ pub async fn run(settings: &Settings, action: EventsAction) -> anyhow::Result<St
             let n = admin.replay_all(&stream).await?;
             writeln!(out, "replayed {n} dead letter(s) on {stream}")?;
         }
-        EventsAction::Replay { id: None, .. } => {
+        EventsCommand::Replay { id: None, .. } => {
             anyhow::bail!("name a dead letter id, or pass --all")
         }
     }

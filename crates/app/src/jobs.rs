@@ -1,44 +1,9 @@
 //! `app jobs ...`: look at and repair the job queue.
 
+use crate::cli::JobsCommand;
 use crate::settings::Settings;
-use queue_adapter::{JobState, RateLimit, RedisJobQueue};
+use queue_adapter::{RateLimit, RedisJobQueue};
 use std::fmt::Write as _;
-
-/// What `app jobs` was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobsAction {
-    /// Counts per queue.
-    Stats,
-    /// The most recent dead jobs.
-    Dead { queue: Option<String>, limit: usize },
-    /// Run one dead job (or all of them) again.
-    Retry {
-        id: Option<String>,
-        all: bool,
-        queue: Option<String>,
-    },
-    /// Delete a job wherever it is.
-    Delete { id: String },
-    /// Stop starting the queue's jobs (persisted; running ones finish).
-    Pause { queue: String },
-    /// Start the queue's jobs again.
-    Resume { queue: String },
-    /// Set or clear the queue's concurrency cap and rate limit.
-    Limit {
-        queue: String,
-        /// Jobs running at once across all workers; 0 removes the cap.
-        concurrency: Option<u32>,
-        /// `jobs/period` (`100/s`, `6000/m`) or `off`.
-        rate: Option<String>,
-    },
-    /// A page of the queue's jobs in one state.
-    List {
-        queue: String,
-        state: JobState,
-        cursor: Option<String>,
-        limit: usize,
-    },
-}
 
 fn queue(settings: &Settings) -> anyhow::Result<RedisJobQueue> {
     // A one-off command: its shared connection and one more.
@@ -47,11 +12,11 @@ fn queue(settings: &Settings) -> anyhow::Result<RedisJobQueue> {
 }
 
 /// Runs `action` and returns what to print.
-pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<String> {
+pub async fn run(settings: &Settings, action: JobsCommand) -> anyhow::Result<String> {
     let q = queue(settings)?;
     let mut out = String::new();
     match action {
-        JobsAction::Stats => {
+        JobsCommand::Stats => {
             let queues = q.queues().await?;
             writeln!(
                 out,
@@ -89,7 +54,7 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 )?;
             }
         }
-        JobsAction::Dead { queue, limit } => {
+        JobsCommand::Dead { queue, limit } => {
             let dead = q.dead(queue.as_deref(), limit).await?;
             if dead.is_empty() {
                 writeln!(out, "no dead jobs")?;
@@ -105,7 +70,7 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 )?;
             }
         }
-        JobsAction::Retry {
+        JobsCommand::Retry {
             id: Some(id),
             all: false,
             ..
@@ -116,14 +81,14 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 anyhow::bail!("job {id} is not in the dead set");
             }
         }
-        JobsAction::Retry {
+        JobsCommand::Retry {
             all: true, queue, ..
         } => {
             let n = q.revive_all(queue.as_deref()).await?;
             writeln!(out, "{n} dead job(s) will run again")?;
         }
-        JobsAction::Retry { .. } => anyhow::bail!("give a job id or --all"),
-        JobsAction::Pause { queue } => {
+        JobsCommand::Retry { .. } => anyhow::bail!("give a job id or --all"),
+        JobsCommand::Pause { queue } => {
             if q.pause(&queue).await? {
                 writeln!(
                     out,
@@ -133,14 +98,14 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 writeln!(out, "queue {queue} was already paused")?;
             }
         }
-        JobsAction::Resume { queue } => {
+        JobsCommand::Resume { queue } => {
             if q.resume(&queue).await? {
                 writeln!(out, "queue {queue} resumed")?;
             } else {
                 writeln!(out, "queue {queue} was not paused")?;
             }
         }
-        JobsAction::Limit {
+        JobsCommand::Limit {
             queue,
             concurrency,
             rate,
@@ -171,7 +136,7 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 c.rate.map_or("unlimited".to_owned(), |r| r.to_string())
             )?;
         }
-        JobsAction::List {
+        JobsCommand::List {
             queue,
             state,
             cursor,
@@ -203,7 +168,7 @@ pub async fn run(settings: &Settings, action: JobsAction) -> anyhow::Result<Stri
                 writeln!(out, "next page: --cursor {next}")?;
             }
         }
-        JobsAction::Delete { id } => {
+        JobsCommand::Delete { id } => {
             if q.delete(&id).await? {
                 writeln!(out, "job {id} deleted")?;
             } else {

@@ -1,188 +1,10 @@
 //! `app`: the Trellis binary. See `app --help`.
 
+use app::cli::{Cli, Command};
 use app::{Application, LogFormat, Role, Settings, telemetry};
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 use std::process::ExitCode;
 use std::time::Duration;
-
-#[derive(Debug, Parser)]
-#[command(name = "app", version, about = "Trellis: a backend for mobile apps")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve HTTP and WebSocket clients.
-    Serve,
-    /// Run queue workers, stream consumers and the outbox relay.
-    Worker,
-    /// Serve and work in one process (the default).
-    All,
-    /// Apply pending database migrations, then exit.
-    Migrate,
-    /// Check every configured dependency (TLS, versions, a pooler,
-    /// migrations, Redis' eviction policy, SMTP, the bucket, FCM) and print
-    /// a table; exits non-zero if any check fails.
-    Doctor,
-    /// Print the OpenAPI document (JSON) on stdout.
-    Openapi,
-    /// Print the AsyncAPI document of `/ws` (JSON) on stdout.
-    Asyncapi,
-    /// Read an operator password on stdin and print its argon2 hash, for
-    /// OPS_PASSWORD_HASH (or OPS_VIEWER_PASSWORD_HASH).
-    OpsPassword,
-    /// Inspect and repair the job queue.
-    Jobs {
-        #[command(subcommand)]
-        action: JobsCommand,
-    },
-    /// Inspect and replay the event streams' dead letters.
-    Events {
-        #[command(subcommand)]
-        action: EventsCommand,
-    },
-    /// Print a token that a locally running app accepts (local mode only).
-    DevToken {
-        /// The Firebase uid the token is for.
-        #[arg(long)]
-        uid: String,
-        #[arg(long)]
-        email: Option<String>,
-        /// Mark the address unverified (`email_verified: false`, as for a
-        /// password sign-up before its verification link is clicked): it is
-        /// stored, but no welcome mail goes to it.
-        #[arg(long)]
-        unverified: bool,
-        /// Display name (the `name` claim).
-        #[arg(long)]
-        name: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl_secs: u64,
-        /// A custom claim `name=value` (the value as JSON if it parses, else
-        /// a string), e.g. `--claim ops=admin`; repeatable.
-        #[arg(long = "claim")]
-        claims: Vec<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum EventsCommand {
-    /// The newest dead letters of a stream, with why each died.
-    Dead {
-        /// The stream (its topic).
-        #[arg(long, default_value = "users")]
-        stream: String,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-    /// Put a dead letter (or every one) back on its stream.
-    Replay {
-        /// The dead letter's id (from `app events dead`).
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<String>,
-        /// Every dead letter of the stream.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value = "users")]
-        stream: String,
-    },
-}
-
-impl From<EventsCommand> for app::events::EventsAction {
-    fn from(c: EventsCommand) -> Self {
-        match c {
-            EventsCommand::Dead { stream, limit } => Self::Dead { stream, limit },
-            EventsCommand::Replay { id, all, stream } => Self::Replay { id, all, stream },
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum JobsCommand {
-    /// Counts per queue: pending, scheduled, active, retry, dead, processed, failed.
-    Stats,
-    /// The most recent dead jobs with their last error.
-    Dead {
-        #[arg(long)]
-        queue: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-    /// Run a dead job again (`<id>`), or every dead job (`--all`).
-    Retry {
-        id: Option<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        queue: Option<String>,
-    },
-    /// Delete a job wherever it is.
-    Delete { id: String },
-    /// Pause a queue: no worker starts its jobs until it is resumed
-    /// (persisted; jobs running now finish).
-    Pause { queue: String },
-    /// Resume a paused queue.
-    Resume { queue: String },
-    /// Cap a queue's jobs running at once across all workers, and/or limit
-    /// how many start per period (jobs over it wait; none fails).
-    Limit {
-        queue: String,
-        /// Jobs running at once across all workers (0: no cap).
-        #[arg(long)]
-        concurrency: Option<u32>,
-        /// Jobs started per period: `100/s`, `6000/m`, `10/1500ms`, or `off`.
-        #[arg(long)]
-        rate: Option<String>,
-    },
-    /// A page of a queue's jobs in one state (pending oldest first,
-    /// scheduled/retry/active soonest first, dead newest first).
-    List {
-        queue: String,
-        #[arg(long, default_value = "pending")]
-        state: queue_adapter::JobState,
-        /// The `next page` cursor a previous page printed.
-        #[arg(long)]
-        cursor: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-}
-
-impl From<JobsCommand> for app::jobs::JobsAction {
-    fn from(c: JobsCommand) -> Self {
-        match c {
-            JobsCommand::Stats => Self::Stats,
-            JobsCommand::Dead { queue, limit } => Self::Dead { queue, limit },
-            JobsCommand::Retry { id, all, queue } => Self::Retry { id, all, queue },
-            JobsCommand::Delete { id } => Self::Delete { id },
-            JobsCommand::Pause { queue } => Self::Pause { queue },
-            JobsCommand::Resume { queue } => Self::Resume { queue },
-            JobsCommand::Limit {
-                queue,
-                concurrency,
-                rate,
-            } => Self::Limit {
-                queue,
-                concurrency,
-                rate,
-            },
-            JobsCommand::List {
-                queue,
-                state,
-                cursor,
-                limit,
-            } => Self::List {
-                queue,
-                state,
-                cursor,
-                limit,
-            },
-        }
-    }
-}
 
 fn print(text: &str) {
     use std::io::Write as _;
@@ -309,14 +131,14 @@ async fn main() -> ExitCode {
                 Err(e) => fail(&e, logs),
             }
         }
-        Command::Jobs { action } => match app::jobs::run(&settings, action.into()).await {
+        Command::Jobs { action } => match app::jobs::run(&settings, action).await {
             Ok(text) => {
                 print(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e, logs),
         },
-        Command::Events { action } => match app::events::run(&settings, action.into()).await {
+        Command::Events { action } => match app::events::run(&settings, action).await {
             Ok(text) => {
                 print(&text);
                 ExitCode::SUCCESS

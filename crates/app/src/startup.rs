@@ -85,9 +85,19 @@ impl Application {
         let infra = Infrastructure::connect(&settings, role).await?;
         let shutdown = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
-        let (server, port) =
-            wiring::http_server(&settings, &infra, role, shutdown.clone(), draining.clone())
-                .await?;
+        // The WebSocket hub, built once, for a process that serves sockets.
+        let hub = if role.serves() {
+            Some(wiring::hub(&settings, &infra, &shutdown).await?)
+        } else {
+            None
+        };
+        let (server, port) = wiring::http_server(
+            &settings,
+            &infra,
+            hub.clone(),
+            shutdown.clone(),
+            draining.clone(),
+        )?;
         let mut tasks = JoinSet::new();
         let metrics_port = match wiring::metrics_server(&settings, shutdown.clone())? {
             Some((metrics, port)) => {
@@ -111,7 +121,13 @@ impl Application {
             }
             None => None,
         };
-        tasks.spawn(wiring::heartbeat(&settings, &infra, role, shutdown.clone()));
+        tasks.spawn(wiring::heartbeat(
+            &settings,
+            &infra,
+            role,
+            hub,
+            shutdown.clone(),
+        ));
         if role.works() {
             wiring::start_workers(&settings, &infra, &shutdown, &mut tasks).await?;
         }

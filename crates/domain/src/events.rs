@@ -77,18 +77,71 @@ impl From<&EventEnvelope> for RawEvent {
     }
 }
 
-/// Everything that can happen to a user that others care about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum DomainEvent {
-    #[serde(rename = "user.created")]
-    UserCreated(UserCreated),
-    #[serde(rename = "user.profile_updated")]
-    ProfileUpdated(ProfileUpdated),
-    #[serde(rename = "user.deleted")]
-    UserDeleted(UserDeleted),
-    #[serde(rename = "user.email_verified")]
-    EmailVerified(EmailVerified),
+/// Declares the domain events, each once: its variant, its payload type
+/// (a struct with the subject's `uid`) and its stable type name. From the
+/// one list come the enum (tagged by the type name on the wire), the type
+/// names (`event_type`, `TYPES`), the payload without its tag, decoding
+/// from the parts the outbox stores, and the subject.
+macro_rules! domain_events {
+    ($( $(#[$doc:meta])* $variant:ident($payload:ty) = $name:literal, )+) => {
+        /// Everything that can happen to a user that others care about.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "type", content = "data")]
+        pub enum DomainEvent {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant($payload), )+
+        }
+
+        impl DomainEvent {
+            /// Every type this version knows, as `event_type` names them.
+            pub const TYPES: &'static [&'static str] = &[$($name),+];
+
+            /// The stable type name, e.g. `user.created`.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(DomainEvent::$variant(_) => $name,)+
+                }
+            }
+
+            /// The payload without its type tag, as stored in the outbox.
+            pub fn payload(&self) -> serde_json::Value {
+                let result = match self {
+                    $(DomainEvent::$variant(e) => serde_json::to_value(e),)+
+                };
+                // Plain structs of strings and ids always serialize.
+                result.unwrap_or(serde_json::Value::Null)
+            }
+
+            /// The uid of the user the event is about.
+            pub fn subject_uid(&self) -> &FirebaseUid {
+                match self {
+                    $(DomainEvent::$variant(e) => &e.uid,)+
+                }
+            }
+
+            /// The event of type `event_type` from its payload; `None` for a
+            /// type this version does not know.
+            fn decode_payload(
+                event_type: &str,
+                payload: serde_json::Value,
+            ) -> Option<Result<Self, serde_json::Error>> {
+                match event_type {
+                    $($name => Some(serde_json::from_value(payload).map(DomainEvent::$variant)),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+domain_events! {
+    /// A user row was inserted for a uid seen for the first time.
+    UserCreated(UserCreated) = "user.created",
+    /// A profile changed.
+    ProfileUpdated(ProfileUpdated) = "user.profile_updated",
+    /// A user deleted their account.
+    UserDeleted(UserDeleted) = "user.deleted",
+    /// A token vouched for an address for the first time.
+    EmailVerified(EmailVerified) = "user.email_verified",
 }
 
 /// An event type string this version of the code does not know, or a
@@ -109,24 +162,6 @@ impl UndecodableEvent {
 }
 
 impl DomainEvent {
-    /// The stable type name, e.g. `user.created`.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            DomainEvent::UserCreated(_) => "user.created",
-            DomainEvent::ProfileUpdated(_) => "user.profile_updated",
-            DomainEvent::UserDeleted(_) => "user.deleted",
-            DomainEvent::EmailVerified(_) => "user.email_verified",
-        }
-    }
-
-    /// Every type this version knows, as `event_type` names them.
-    pub const TYPES: &'static [&'static str] = &[
-        "user.created",
-        "user.profile_updated",
-        "user.deleted",
-        "user.email_verified",
-    ];
-
     /// Whether this version of the code knows `event_type` (a consumer
     /// leaves types it does not know for a newer one).
     pub fn is_known_type(event_type: &str) -> bool {
@@ -138,18 +173,6 @@ impl DomainEvent {
         USERS_TOPIC
     }
 
-    /// The payload without its type tag, as stored in the outbox.
-    pub fn payload(&self) -> serde_json::Value {
-        let result = match self {
-            DomainEvent::UserCreated(e) => serde_json::to_value(e),
-            DomainEvent::ProfileUpdated(e) => serde_json::to_value(e),
-            DomainEvent::UserDeleted(e) => serde_json::to_value(e),
-            DomainEvent::EmailVerified(e) => serde_json::to_value(e),
-        };
-        // Plain structs of strings and ids always serialize.
-        result.unwrap_or(serde_json::Value::Null)
-    }
-
     /// Rebuilds an event from its type name and payload.
     pub fn from_parts(
         event_type: &str,
@@ -159,27 +182,9 @@ impl DomainEvent {
             event_type: event_type.to_owned(),
             reason,
         };
-        match event_type {
-            "user.created" => serde_json::from_value(payload).map(DomainEvent::UserCreated),
-            "user.profile_updated" => {
-                serde_json::from_value(payload).map(DomainEvent::ProfileUpdated)
-            }
-            "user.deleted" => serde_json::from_value(payload).map(DomainEvent::UserDeleted),
-            "user.email_verified" => {
-                serde_json::from_value(payload).map(DomainEvent::EmailVerified)
-            }
-            _ => return Err(fail("unknown event type".into())),
-        }
-        .map_err(|e| fail(e.to_string()))
-    }
-
-    /// The uid of the user the event is about.
-    pub fn subject_uid(&self) -> &FirebaseUid {
-        match self {
-            DomainEvent::UserCreated(e) => &e.uid,
-            DomainEvent::ProfileUpdated(e) => &e.uid,
-            DomainEvent::UserDeleted(e) => &e.uid,
-            DomainEvent::EmailVerified(e) => &e.uid,
+        match Self::decode_payload(event_type, payload) {
+            None => Err(fail("unknown event type".into())),
+            Some(decoded) => decoded.map_err(|e| fail(e.to_string())),
         }
     }
 }

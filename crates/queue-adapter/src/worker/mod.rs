@@ -187,7 +187,6 @@ impl JobWorker {
     }
 
     /// Runs until `shutdown` is cancelled, then drains (see [`WorkerSettings::shutdown_timeout`]).
-    /// Runs until `shutdown` is cancelled, then drains (see [`WorkerSettings::shutdown_timeout`]).
     pub async fn run(self, shutdown: CancellationToken) {
         let Self {
             queue,
