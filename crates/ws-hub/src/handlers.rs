@@ -1,118 +1,11 @@
-//! Handlers for inbound message types, and the built-in ones.
+//! The built-in message handlers: `echo`, `subscribe`, `unsubscribe`,
+//! `presence`, `publish` and `ack`.
 
-use crate::hub::{ConnId, Hub};
+use crate::hub::{HandlerContext, HandlerError, MessageHandler, Reply};
 use async_trait::async_trait;
 use bytestring::ByteString;
-use domain::FirebaseUid;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
-
-/// What a handler knows about the message it handles.
-#[derive(Debug, Clone)]
-pub struct HandlerContext {
-    /// The authenticated user of the connection.
-    pub uid: FirebaseUid,
-    pub conn: ConnId,
-    /// The request's correlation id, echoed on the reply.
-    pub id: Option<String>,
-    /// Cancelled when the connection closes or the hub shuts down.
-    pub cancel: CancellationToken,
-    pub(crate) hub: Hub,
-    /// The hub-wide handler slot this call holds, given back before the
-    /// call waits for room in its connection's queue: a client that does
-    /// not read must never hold a slot every other user needs.
-    pub(crate) hub_slot: HubSlot,
-}
-
-/// A hub-wide handler slot, held until given back.
-#[derive(Clone, Default)]
-pub(crate) struct HubSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
-
-impl std::fmt::Debug for HubSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HubSlot")
-    }
-}
-
-impl HubSlot {
-    pub(crate) fn hold(permit: OwnedSemaphorePermit) -> Self {
-        Self(Arc::new(Mutex::new(Some(permit))))
-    }
-
-    pub(crate) fn release(&self) {
-        drop(
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-        );
-    }
-}
-
-impl HandlerContext {
-    /// Queues a message for this connection, waiting for room (after
-    /// giving the hub slot back): the backpressure a client that sends
-    /// requests gets.
-    pub(crate) async fn reply(&self, kind: &str, text: ByteString) {
-        self.hub_slot.release();
-        self.hub.reply_to(self.conn, kind, text).await;
-    }
-
-    /// Sends a message to this connection (besides the handler's reply).
-    pub fn push(&self, kind: &str, data: &Value) {
-        let text = ByteString::from(crate::envelope::render(kind, None, data));
-        if self.hub.send_to(self.conn, text) == crate::hub::SendOutcome::Queued {
-            metrics::counter!("ws_messages_out_total", "type" => kind.to_owned()).increment(1);
-        }
-    }
-}
-
-/// A reply to the caller: `{"type": kind, "id": <request id>, "data": data}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub kind: String,
-    pub data: Value,
-}
-
-impl Reply {
-    pub fn new(kind: impl Into<String>, data: Value) -> Self {
-        Self {
-            kind: kind.into(),
-            data,
-        }
-    }
-}
-
-/// A handler failure, sent as an `error` envelope. `code` is stable;
-/// `message` must not hold internal details.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct HandlerError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl HandlerError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// Handles one inbound message type. Runs concurrently with other calls, up
-/// to the hub's and the connection's limits.
-#[async_trait]
-pub trait MessageHandler: Send + Sync + 'static {
-    async fn handle(
-        &self,
-        ctx: &HandlerContext,
-        data: Value,
-    ) -> Result<Option<Reply>, HandlerError>;
-}
+use std::sync::Arc;
 
 /// `echo`: replies with the same data (for clients to test the channel).
 struct Echo;
@@ -151,7 +44,7 @@ async fn allowed(
     ctx: &HandlerContext,
     topic: &str,
     publish: bool,
-) -> Result<crate::topics::Namespace, HandlerError> {
+) -> Result<crate::namespaces::Namespace, HandlerError> {
     let forbidden = || HandlerError::new("forbidden_topic", "no such topic, or you may not use it");
     let (ns, name) = ctx.hub.namespace_of(topic).ok_or_else(forbidden)?;
     let may = if publish {
@@ -241,7 +134,8 @@ impl MessageHandler for Subscribe {
             ctx.hub.go_live(ctx.conn, &topic, position.as_ref());
         }
         if ns.options.presence {
-            crate::topics::joined(&ctx.hub, ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
+            ctx.hub
+                .joined(ctx.conn, &ctx.uid, &topic, ns.options.join_leave)
                 .await;
         }
         Ok(None)
@@ -260,7 +154,7 @@ impl MessageHandler for Unsubscribe {
     ) -> Result<Option<Reply>, HandlerError> {
         let topic = request(data)?.topic;
         if ctx.hub.unsubscribe(ctx.conn, &topic) {
-            crate::topics::left(&ctx.hub, ctx.conn, &ctx.uid, topic.clone());
+            ctx.hub.left(ctx.conn, &ctx.uid, topic.clone());
         }
         Ok(Some(Reply::new("unsubscribed", json!({"topic": topic}))))
     }
@@ -364,11 +258,15 @@ impl MessageHandler for Ack {
     }
 }
 
-pub(crate) fn register_builtins(hub: &Hub) {
-    hub.on("echo", Arc::new(Echo));
-    hub.on("subscribe", Arc::new(Subscribe));
-    hub.on("unsubscribe", Arc::new(Unsubscribe));
-    hub.on("presence", Arc::new(Presence));
-    hub.on("publish", Arc::new(Publish));
-    hub.on("ack", Arc::new(Ack));
+/// The built-in message types and their handlers, which a hub starts with
+/// (an application may replace any).
+pub(crate) fn builtins() -> [(&'static str, Arc<dyn MessageHandler>); 6] {
+    [
+        ("echo", Arc::new(Echo)),
+        ("subscribe", Arc::new(Subscribe)),
+        ("unsubscribe", Arc::new(Unsubscribe)),
+        ("presence", Arc::new(Presence)),
+        ("publish", Arc::new(Publish)),
+        ("ack", Arc::new(Ack)),
+    ]
 }

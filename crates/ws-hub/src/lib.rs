@@ -1,21 +1,25 @@
 #![doc = include_str!("../README.md")]
 
+mod builder;
 pub mod catalogue;
 mod connection;
 pub mod envelope;
 mod handlers;
 mod hub;
+mod namespaces;
 mod notifier;
-mod outbox;
+mod send_queue;
 mod socket;
-mod topics;
 mod upgrade;
 
-pub use handlers::{HandlerContext, HandlerError, MessageHandler, Reply};
-pub use hub::{ConnId, Hub, HubSettings};
+pub use builder::HubBuilder;
+pub use hub::{
+    ConnId, HandlerContext, HandlerError, Hub, HubSettings, INSUFFICIENT_STATE, MessageHandler,
+    Reply,
+};
+pub use namespaces::{AnyUser, MAX_TOPIC_NAME, OwnUser};
 pub use notifier::HubNotifier;
 pub use socket::{CLOSE_LINGER, SocketHandle, on_connect};
-pub use topics::{AnyUser, INSUFFICIENT_STATE, MAX_TOPIC_NAME, OwnUser};
 pub use upgrade::{BEARER_PROTOCOL, configure};
 
 /// The notice a socket gets just before the server closes it on purpose:

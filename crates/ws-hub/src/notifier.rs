@@ -1,7 +1,7 @@
 //! `HubNotifier`: `ports::Notifier` and `ports::Realtime` on the hub, across
 //! instances.
 
-use crate::hub::{Hub, user_topic};
+use crate::hub::{Hub, disconnect_notice, user_topic};
 use async_trait::async_trait;
 use domain::FirebaseUid;
 use ports::{
@@ -32,17 +32,6 @@ impl HubNotifier {
         Self { hub }
     }
 
-    fn message(&self, audience: &Audience, notification: Notification) -> FanoutMessage {
-        FanoutMessage {
-            origin: self.hub.settings().instance_id.clone(),
-            audience: audience.clone(),
-            notification,
-            disconnect: None,
-            position: None,
-            acked: None,
-        }
-    }
-
     async fn publish(&self, message: FanoutMessage) -> Result<(), NotifyError> {
         let Some(fanout) = self.hub.fanout() else {
             return Ok(());
@@ -65,7 +54,7 @@ impl HubNotifier {
         if let Some(topic) = topic
             && let Some((options, history)) = self.hub.recording(&topic)
         {
-            let message = self.message(audience, notification.clone());
+            let message = self.hub.fanout_message(audience, notification.clone());
             return match history.publish_recorded(&topic, &message, &options).await {
                 Ok(position) => {
                     if self.hub.fanout().is_none() {
@@ -83,26 +72,16 @@ impl HubNotifier {
             };
         }
         self.hub.deliver_local(audience, notification);
-        self.publish(self.message(audience, notification.clone()))
+        self.publish(self.hub.fanout_message(audience, notification.clone()))
             .await?;
         Ok(None)
-    }
-
-    /// `join` / `leave` to a topic's subscribers.
-    pub(crate) async fn presence_notice(&self, kind: &str, topic: &str, client: &str, uid: &str) {
-        let notice = Notification::new(kind, serde_json::json!({"client": client, "uid": uid}));
-        let audience = Audience::Topic(topic.to_owned());
-        self.hub.deliver_local(&audience, &notice);
-        if let Err(e) = self.publish(self.message(&audience, notice)).await {
-            tracing::debug!(error = %e, "presence notice not fanned out");
-        }
     }
 
     /// A socket of `uid` acknowledged `delivery`.
     pub(crate) async fn ack(&self, uid: &FirebaseUid, delivery: &str) {
         let key = ack_key(uid, delivery);
         self.hub.acked(&key);
-        let mut message = self.message(
+        let mut message = self.hub.fanout_message(
             &Audience::Topic("$acks".into()),
             Notification::new("ack", serde_json::Value::Null),
         );
@@ -117,14 +96,6 @@ impl HubNotifier {
 /// another's delivery.
 fn ack_key(uid: &FirebaseUid, delivery: &str) -> String {
     format!("{} {delivery}", uid.as_str())
-}
-
-/// The notice a socket gets just before the server closes it.
-pub(crate) fn disconnect_notice(reason: &Disconnect) -> Notification {
-    Notification::new(
-        crate::DISCONNECT_TYPE,
-        serde_json::json!({"code": reason.code, "reason": reason.reason}),
-    )
 }
 
 #[async_trait]
@@ -143,7 +114,7 @@ impl Notifier for HubNotifier {
         reason: &Disconnect,
     ) -> Result<(), NotifyError> {
         self.hub.disconnect_local(audience, reason);
-        let mut message = self.message(audience, disconnect_notice(reason));
+        let mut message = self.hub.fanout_message(audience, disconnect_notice(reason));
         message.disconnect = Some(reason.clone());
         self.publish(message).await
     }
@@ -151,7 +122,7 @@ impl Notifier for HubNotifier {
     async fn forget_user(&self, uid: &FirebaseUid) -> Result<(), NotifyError> {
         match self.hub.history() {
             Some(history) => history
-                .forget(&crate::hub::user_topic(uid.as_str()))
+                .forget(&user_topic(uid.as_str()))
                 .await
                 .map_err(fanout_error),
             None => Ok(()),

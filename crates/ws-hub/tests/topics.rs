@@ -47,20 +47,20 @@ async fn realtime_server(hub_settings: HubSettings) -> (Server, HubNotifier) {
     let fanout = Arc::new(InMemoryFanout::new());
     let f = fanout.clone();
     let s = server_with(hub_settings, move |hub| {
-        hub.set_fanout(f.clone());
-        hub.set_history(f);
-        hub.set_presence(Arc::new(InMemoryPresence::new()));
         let members = ["alice", "bob"].map(|u| ("1".to_owned(), u.to_owned()));
-        hub.namespace(
-            "room",
-            NamespaceOptions {
-                history: Some(ROOM_HISTORY),
-                presence: true,
-                join_leave: true,
-                client_publish: true,
-            },
-            Arc::new(Rooms(members.into_iter().collect())),
-        );
+        hub.fanout(f.clone())
+            .history(f)
+            .presence(Arc::new(InMemoryPresence::new()))
+            .namespace(
+                "room",
+                NamespaceOptions {
+                    history: Some(ROOM_HISTORY),
+                    presence: true,
+                    join_leave: true,
+                    client_publish: true,
+                },
+                Arc::new(Rooms(members.into_iter().collect())),
+            )
     })
     .await;
     fanout

@@ -202,9 +202,7 @@ async fn a_thousand_concurrent_handler_calls_never_exceed_the_bound() {
             handler_concurrency: 8,
             ..settings()
         },
-        move |hub| {
-            hub.on("work", b);
-        },
+        move |hub| hub.on("work", b),
     )
     .await;
     let mut clients = Vec::new();
@@ -241,7 +239,7 @@ async fn a_client_that_never_reads_is_disconnected_while_others_keep_receiving()
             outbound_queue: 32,
             ..settings()
         },
-        |_| {},
+        |hub| hub,
     )
     .await;
     let mut slow = connect(&s, "alice").await;
@@ -328,9 +326,7 @@ async fn one_connection_never_runs_more_handlers_than_its_own_bound() {
             per_connection_concurrency: 2,
             ..settings()
         },
-        move |hub| {
-            hub.on("work", b);
-        },
+        move |hub| hub.on("work", b),
     )
     .await;
     let mut ws = connect(&s, "alice").await;
@@ -387,9 +383,7 @@ async fn a_connection_waiting_for_a_handler_slot_keeps_receiving_and_stays_alive
             idle_timeout: Duration::from_millis(600),
             ..settings()
         },
-        move |hub| {
-            hub.on("hold", h);
-        },
+        move |hub| hub.on("hold", h),
     )
     .await;
     // Alice takes the only hub-wide slot and keeps it.
@@ -456,7 +450,7 @@ async fn a_client_that_answers_pings_outlives_the_idle_timeout() {
             idle_timeout: Duration::from_millis(400),
             ..settings()
         },
-        |_| {},
+        |hub| hub,
     )
     .await;
     let mut ws = connect(&s, "alice").await;
@@ -481,7 +475,7 @@ async fn a_user_cannot_hold_more_sockets_than_the_limit() {
             max_connections_per_user: 2,
             ..settings()
         },
-        |_| {},
+        |hub| hub,
     )
     .await;
     let _a = connect(&s, "alice").await;
@@ -590,7 +584,7 @@ async fn a_client_that_stops_answering_pings_is_closed_after_the_idle_timeout() 
             idle_timeout: Duration::from_millis(400),
             ..settings()
         },
-        |_| {},
+        |hub| hub,
     )
     .await;
     let ws = connect(&s, "alice").await;
@@ -805,7 +799,7 @@ async fn a_client_that_sends_and_never_reads_stops_being_read_then_is_closed() {
         idle_timeout: Duration::from_secs(5),
         ..settings()
     };
-    let s = server_on(listener, settings.clone(), |_| {});
+    let s = server_on(listener, settings.clone(), |hub| hub);
     let url = format!("ws://127.0.0.1:{}/ws?access_token=token-alice", s.port);
     let stream = small_buffers(KERNEL)
         .connect(format!("127.0.0.1:{}", s.port).parse().unwrap())

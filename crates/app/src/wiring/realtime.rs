@@ -12,54 +12,46 @@ use tokio_util::sync::CancellationToken;
 use ws_hub::{Hub, HubNotifier};
 
 /// The WebSocket hub, joined to the other instances through Redis pub/sub
-/// (which also keeps topics' histories and presence), closing its sockets
-/// with 1001 when the process stops.
+/// (which also keeps topics' histories and presence), counting its
+/// sockets in Redis, closing them with 1001 when the process stops.
 pub(crate) async fn hub(
     settings: &Settings,
     infra: &Infrastructure,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Hub> {
-    let (hub, fanout) = realtime_hub(settings, infra, shutdown)?;
+    let prefix = &settings.redis.key_prefix;
+    let fanout = Arc::new(RedisFanout::new(&infra.fred, prefix)?);
+    let hub = Hub::builder(settings.ws.hub_settings(&settings.instance_id))
+        .shutdown(shutdown)
+        // The namespaces clients may use (`user:<uid>` is built in,
+        // recoverable); an application adds its own here, with its policy.
+        .namespace(
+            "public",
+            ports::NamespaceOptions {
+                presence: true,
+                history: settings.ws.public_history(),
+                ..ports::NamespaceOptions::default()
+            },
+            Arc::new(ws_hub::AnyUser),
+        )
+        .socket_registry(Arc::new(streams_adapter::RedisSocketRegistry::new(
+            infra.fred.clone(),
+            prefix,
+            &settings.instance_id,
+            infra.started_at_ms,
+        )))
+        .fanout(fanout.clone())
+        .history(fanout.clone())
+        .presence(Arc::new(streams_adapter::RedisPresence::new(
+            infra.fred.clone(),
+            prefix,
+        )))
+        .account_tombstones(Arc::new(PgUserRepository::new(infra.pg.clone())))
+        .build();
     fanout
         .subscribe(Arc::new(hub.clone()), shutdown.clone())
         .await?;
     Ok(hub)
-}
-
-/// A hub wired to Redis (fan-out, history, presence, socket counts), not
-/// yet subscribed to the fan-out.
-fn realtime_hub(
-    settings: &Settings,
-    infra: &Infrastructure,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Hub, Arc<RedisFanout>)> {
-    let hub = Hub::with_shutdown(settings.ws.hub_settings(&settings.instance_id), shutdown);
-    // The namespaces clients may use (`user:<uid>` is built in, recoverable);
-    // an application adds its own here, with its policy.
-    hub.namespace(
-        "public",
-        ports::NamespaceOptions {
-            presence: true,
-            history: settings.ws.public_history(),
-            ..ports::NamespaceOptions::default()
-        },
-        Arc::new(ws_hub::AnyUser),
-    );
-    hub.set_socket_registry(Arc::new(streams_adapter::RedisSocketRegistry::new(
-        infra.fred.clone(),
-        &settings.redis.key_prefix,
-        &settings.instance_id,
-        infra.started_at_ms,
-    )));
-    let fanout = Arc::new(RedisFanout::new(&infra.fred, &settings.redis.key_prefix)?);
-    hub.set_fanout(fanout.clone());
-    hub.set_history(fanout.clone());
-    hub.set_presence(Arc::new(streams_adapter::RedisPresence::new(
-        infra.fred.clone(),
-        &settings.redis.key_prefix,
-    )));
-    hub.set_account_tombstones(Arc::new(PgUserRepository::new(infra.pg.clone())));
-    Ok((hub, fanout))
 }
 
 /// Realtime for the worker role: a hub without sockets that publishes to

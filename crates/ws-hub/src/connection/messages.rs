@@ -123,7 +123,7 @@ impl Connection {
             id: env.id.clone(),
             cancel: self.shared.stop.child_token(),
             hub: self.hub.clone(),
-            hub_slot: crate::handlers::HubSlot::default(),
+            hub_slot: crate::hub::HubSlot::default(),
         };
         let hub_permits = self.hub.inner.handler_permits.clone();
         actix_web::rt::spawn(dispatch(
@@ -158,7 +158,7 @@ pub(super) async fn dispatch(
     let Some(hub_permit) = hub_permit else {
         return;
     };
-    ctx.hub_slot = crate::handlers::HubSlot::hold(hub_permit);
+    ctx.hub_slot = crate::hub::HubSlot::hold(hub_permit);
     let started = Instant::now();
     let call = AssertUnwindSafe(handler.handle(&ctx, data)).catch_unwind();
     let outcome = tokio::select! {
@@ -225,7 +225,7 @@ mod tests {
             id: Some("s1".into()),
             cancel: CancellationToken::new(),
             hub: hub.clone(),
-            hub_slot: crate::handlers::HubSlot::default(),
+            hub_slot: crate::hub::HubSlot::default(),
         };
         let hub_slots = hub.inner.handler_permits.clone();
         let call = tokio::spawn(dispatch(

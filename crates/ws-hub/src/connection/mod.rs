@@ -2,8 +2,8 @@
 //! and a writer (queue out, pings, the idle timeout and the token's expiry).
 
 use crate::envelope::{self, EnvelopeError};
-use crate::handlers::{HandlerContext, MessageHandler};
 use crate::hub::{ConnId, Hub, Kick};
+use crate::hub::{HandlerContext, MessageHandler};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
@@ -200,7 +200,7 @@ async fn read_frames(
 /// expiry (whichever comes first), so an idle socket holds one.
 async fn write_loop(
     session: &mut Session,
-    rx: &mut crate::outbox::Receiver,
+    rx: &mut crate::send_queue::Receiver,
     shared: &Shared,
     ping_interval: Duration,
     idle_timeout: Duration,
@@ -287,7 +287,7 @@ async fn write_loop(
 
 /// After a disconnect order: what was queued before it (its notice
 /// included) goes out, briefly, ahead of the close frame.
-async fn flush(session: &mut Session, rx: &mut crate::outbox::Receiver) {
+async fn flush(session: &mut Session, rx: &mut crate::send_queue::Receiver) {
     let send_queued = async {
         while let Some(text) = rx.try_recv() {
             if session.text(text).await.is_err() {
@@ -306,7 +306,7 @@ pub(crate) fn run(
     connected: Connected,
     session: Session,
     stream: AggregatedMessageStream,
-    rx: crate::outbox::Receiver,
+    rx: crate::send_queue::Receiver,
     kick: Kick,
 ) {
     let Connected {
@@ -379,7 +379,7 @@ async fn connection(
     reader: impl std::future::Future<Output = AggregatedMessageStream>,
     w: Writer,
     mut session: Session,
-    mut rx: crate::outbox::Receiver,
+    mut rx: crate::send_queue::Receiver,
 ) {
     let writer = async {
         write_loop(
@@ -404,7 +404,7 @@ async fn finish(
     hub: Hub,
     id: ConnId,
     mut session: Session,
-    mut rx: crate::outbox::Receiver,
+    mut rx: crate::send_queue::Receiver,
     kick: Kick,
     shared: Arc<Shared>,
     socket: Option<crate::SocketHandle>,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use ws_hub::{Hub, HubSettings};
+use ws_hub::{Hub, HubBuilder, HubSettings};
 
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -35,7 +35,10 @@ pub(crate) fn settings() -> HubSettings {
     }
 }
 
-pub(crate) async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub)) -> Server {
+pub(crate) async fn server_with(
+    settings: HubSettings,
+    setup: impl FnOnce(HubBuilder) -> HubBuilder,
+) -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     server_on(listener, settings, setup)
 }
@@ -45,14 +48,13 @@ pub(crate) async fn server_with(settings: HubSettings, setup: impl FnOnce(&Hub))
 pub(crate) fn server_on(
     listener: std::net::TcpListener,
     settings: HubSettings,
-    setup: impl FnOnce(&Hub),
+    setup: impl FnOnce(HubBuilder) -> HubBuilder,
 ) -> Server {
     let verifier = Arc::new(FakeTokenVerifier::new());
     for uid in ["alice", "bob", "carol"] {
         verifier.allow_uid(&format!("token-{uid}"), uid);
     }
-    let hub = Hub::new(settings);
-    setup(&hub);
+    let hub = setup(Hub::builder(settings)).build();
     let port = listener.local_addr().unwrap().port();
     let (h, v) = (hub.clone(), verifier.clone());
     let server = actix_web::HttpServer::new(move || {
@@ -78,7 +80,7 @@ pub(crate) fn server_on(
 }
 
 pub(crate) async fn server() -> Server {
-    server_with(settings(), |_| {}).await
+    server_with(settings(), |hub| hub).await
 }
 
 pub(crate) async fn connect(s: &Server, uid: &str) -> Ws {

@@ -30,7 +30,7 @@ struct State {
     closed: bool,
 }
 
-pub(crate) struct Outbox {
+pub(crate) struct SendQueue {
     state: Mutex<State>,
     /// Wakes the receiver (one; a wake-up before it waits is kept).
     readable: Notify,
@@ -44,7 +44,7 @@ pub(crate) struct Outbox {
 }
 
 /// The receiving end; dropping it closes the queue.
-pub(crate) struct Receiver(Arc<Outbox>);
+pub(crate) struct Receiver(Arc<SendQueue>);
 
 impl Drop for Receiver {
     fn drop(&mut self) {
@@ -54,8 +54,8 @@ impl Drop for Receiver {
 
 /// A queue of `capacity` messages and `max_bytes` bytes: its sending side
 /// (cheap to clone) and its receiver.
-pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (Arc<Outbox>, Receiver) {
-    let outbox = Arc::new(Outbox {
+pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (Arc<SendQueue>, Receiver) {
+    let outbox = Arc::new(SendQueue {
         state: Mutex::default(),
         readable: Notify::new(),
         writable: Notify::new(),
@@ -65,7 +65,7 @@ pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (Arc<Outbox>, Receiv
     (outbox.clone(), Receiver(outbox))
 }
 
-impl Outbox {
+impl SendQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
