@@ -55,3 +55,7 @@ deps:
 # Regenerate openapi/asyncapi.json (the /ws envelope catalogue) from the code
 asyncapi:
     cargo run -q -p app -- asyncapi > openapi/asyncapi.json
+
+# The real Autobahn|Testsuite against /ws (needs a Python 2.7; ~2 min)
+autobahn:
+    scripts/autobahn

@@ -133,24 +133,37 @@ async fn read_loop(
     conn: Connection,
     session: Session,
     mut stream: AggregatedMessageStream,
-) -> AggregatedMessageStream {
-    read_frames(conn, session, &mut stream).await;
-    stream
+) -> (AggregatedMessageStream, Closer) {
+    let closer = read_frames(conn, session, &mut stream).await;
+    (stream, closer)
+}
+
+/// Who started the closing handshake, as far as the reader saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closer {
+    /// The client sent its close (the server's answers it).
+    Client,
+    /// The server closes first (a protocol error, a stop, a timeout, or
+    /// the client's stream ended).
+    Server,
 }
 
 async fn read_frames(
     mut conn: Connection,
     mut session: Session,
     stream: &mut AggregatedMessageStream,
-) {
+) -> Closer {
     let shared = conn.shared.clone();
     loop {
         let msg = tokio::select! {
-            () = shared.stop.cancelled() => return,
+            () = shared.stop.cancelled() => return Closer::Server,
             msg = stream.recv() => msg,
         };
         match msg {
-            None => return shared.stop.cancel(),
+            None => {
+                shared.stop.cancel();
+                return Closer::Server;
+            }
             Some(Ok(AggregatedMessage::Text(text))) => {
                 shared.seen();
                 // Boxed: the waiting reader stays small (an idle socket
@@ -169,12 +182,14 @@ async fn read_frames(
             Some(Ok(AggregatedMessage::Ping(p))) => {
                 shared.seen();
                 if !Box::pin(control(&mut session, false, &p)).await {
-                    return shared.stop.cancel();
+                    shared.stop.cancel();
+                    return Closer::Server;
                 }
             }
             Some(Ok(AggregatedMessage::Pong(_))) => shared.seen(),
             Some(Ok(AggregatedMessage::Close(reason))) => {
-                return shared.close_with(reason.unwrap_or_else(|| CloseCode::Normal.into()));
+                shared.close_with(reason.unwrap_or_else(|| CloseCode::Normal.into()));
+                return Closer::Client;
             }
             Some(Err(e)) => {
                 match close_for(&e) {
@@ -187,7 +202,7 @@ async fn read_frames(
                         shared.stop.cancel();
                     }
                 }
-                return;
+                return Closer::Server;
             }
         }
     }
@@ -376,7 +391,7 @@ struct Writer {
 /// it (neither waits for the other; actix runs a worker's tasks on one
 /// thread anyway), then the close.
 async fn connection(
-    reader: impl std::future::Future<Output = AggregatedMessageStream>,
+    reader: impl std::future::Future<Output = (AggregatedMessageStream, Closer)>,
     w: Writer,
     mut session: Session,
     mut rx: crate::send_queue::Receiver,
@@ -393,22 +408,27 @@ async fn connection(
         w.shared.stop.cancel();
         w.hub.unregister(w.id);
     };
-    let (stream, ()) = tokio::join!(reader, writer);
+    let ((stream, closer), ()) = tokio::join!(reader, writer);
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
-    Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared, w.socket)).await;
-    drop(stream);
+    Box::pin(finish(w, session, rx, stream, closer)).await;
 }
 
 async fn finish(
-    hub: Hub,
-    id: ConnId,
+    w: Writer,
     mut session: Session,
     mut rx: crate::send_queue::Receiver,
-    kick: Kick,
-    shared: Arc<Shared>,
-    socket: Option<crate::SocketHandle>,
+    mut stream: AggregatedMessageStream,
+    closer: Closer,
 ) {
+    let Writer {
+        hub,
+        id,
+        kick,
+        shared,
+        socket,
+        ..
+    } = w;
     hub.unregister(id);
     let ordered = kick.reason.get().cloned();
     if ordered.is_some() {
@@ -434,12 +454,38 @@ async fn finish(
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
     tracing::info!(conn = id, close_code = ?code, "websocket closed");
     // Then the socket goes, whatever actix still buffers for it: at once
-    // for a client that reads nothing, after a moment for one that may
-    // still be reading its last frames.
+    // for a client that reads nothing; as soon as the handshake is over for
+    // one that reads (RFC 6455 7.1.1: the server ends the TCP connection
+    // first); after at most `CLOSE_LINGER` otherwise.
     if let Some(socket) = socket {
         if !not_reading {
-            tokio::time::sleep(crate::CLOSE_LINGER).await;
+            let deadline = tokio::time::Instant::now() + crate::CLOSE_LINGER;
+            if !handshake_over(&mut stream, closer, deadline).await {
+                tokio::time::sleep_until(deadline).await;
+            }
         }
         socket.shut();
+    }
+    drop(stream);
+}
+
+/// Waits, until `deadline`, for the closing handshake to end: the client's
+/// close answering the server's (it proves the server's close, and all
+/// before it, arrived), or the client ending its stream. Frames in between
+/// are read and dropped. False at the deadline, or when the stream cannot
+/// be read any more (a protocol error: whether the close went out is not
+/// known, so the socket is left its linger).
+async fn handshake_over(
+    stream: &mut AggregatedMessageStream,
+    closer: Closer,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        match tokio::time::timeout_at(deadline, stream.recv()).await {
+            Err(_) | Ok(Some(Err(_))) => return false,
+            Ok(None) => return true,
+            Ok(Some(Ok(AggregatedMessage::Close(_)))) if closer == Closer::Server => return true,
+            Ok(Some(Ok(_))) => {}
+        }
     }
 }
