@@ -1,4 +1,5 @@
-//! The crate dependency rules of ARCHITECTURE.md, checked on every test run.
+//! The crate dependency rules of `docs/architecture.md`, checked on every
+//! test run.
 
 #![expect(
     clippy::unwrap_used,
