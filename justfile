@@ -50,7 +50,7 @@ chaos *args:
 
 # Check the crate dependency rules
 deps:
-    cargo test -q -p app --test architecture
+    cargo test -q -p app --test e2e architecture::
 
 # Regenerate openapi/asyncapi.json (the /ws envelope catalogue) from the code
 asyncapi:

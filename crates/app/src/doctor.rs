@@ -2,6 +2,9 @@
 //! it, run in the target environment before going live. A table on stdout;
 //! any failure makes the exit status non-zero. URLs and secrets are never
 //! printed: rows name the variable, and a host at most.
+//!
+//! Longer than 450 lines: one check per dependency, in the order of the table
+//! it prints, with its unit tests.
 
 use crate::settings::{AppEnv, Settings};
 use std::fmt::Write as _;

@@ -11,6 +11,10 @@
 //! one), which ends every session of theirs. A session from a token lasts
 //! no longer than the token: an operator whose claim was taken away is out
 //! once the token they signed in with expires (within the hour).
+//!
+//! Longer than 450 lines: sign-in (password and token), sessions, roles and
+//! the CSRF and proxy rules are one security boundary, kept in one file to be
+//! read and reviewed as one.
 
 use crate::pages::{layout, refusal, send};
 use crate::{OpsConsole, Refusal, csrf_ok, csrf_token};

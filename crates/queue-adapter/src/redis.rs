@@ -1,6 +1,10 @@
 //! How the queue reaches Redis: one primary (a deadpool-redis pool) or a
 //! Redis Cluster (`redis-cluster://` URLs, redis-rs' cluster client); a
 //! shared multiplexed connection taken from either; and the readiness probe.
+//!
+//! Longer than 450 lines: one primary and a Redis Cluster behind one
+//! interface (pools, the shared connection, TLS, cluster routing), with the
+//! readiness probe; their tests are beside them.
 
 use anyhow::Context as _;
 use async_trait::async_trait;

@@ -2,6 +2,10 @@
 //! client says it is done (an avatar then becomes the profile's
 //! `photo_url`), hand out read links, and clean up what was abandoned or
 //! replaced.
+//!
+//! Longer than 450 lines: the four steps of an upload (presign, complete,
+//! read, clean up) share the quota, key and purpose rules, and split apart
+//! each would reach into the others.
 
 use crate::profiles::{ProfileService, UpdateProfileError};
 use async_trait::async_trait;

@@ -1,3 +1,6 @@
+//! Longer than 450 lines: the settings' tests, one or more per variable and
+//! its refusals; they share one loader and read best as one list.
+
 use super::*;
 use std::collections::HashMap;
 

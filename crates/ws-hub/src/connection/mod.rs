@@ -133,37 +133,24 @@ async fn read_loop(
     conn: Connection,
     session: Session,
     mut stream: AggregatedMessageStream,
-) -> (AggregatedMessageStream, Closer) {
-    let closer = read_frames(conn, session, &mut stream).await;
-    (stream, closer)
-}
-
-/// Who started the closing handshake, as far as the reader saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closer {
-    /// The client sent its close (the server's answers it).
-    Client,
-    /// The server closes first (a protocol error, a stop, a timeout, or
-    /// the client's stream ended).
-    Server,
+) -> AggregatedMessageStream {
+    read_frames(conn, session, &mut stream).await;
+    stream
 }
 
 async fn read_frames(
     mut conn: Connection,
     mut session: Session,
     stream: &mut AggregatedMessageStream,
-) -> Closer {
+) {
     let shared = conn.shared.clone();
     loop {
         let msg = tokio::select! {
-            () = shared.stop.cancelled() => return Closer::Server,
+            () = shared.stop.cancelled() => return,
             msg = stream.recv() => msg,
         };
         match msg {
-            None => {
-                shared.stop.cancel();
-                return Closer::Server;
-            }
+            None => return shared.stop.cancel(),
             Some(Ok(AggregatedMessage::Text(text))) => {
                 shared.seen();
                 // Boxed: the waiting reader stays small (an idle socket
@@ -182,14 +169,12 @@ async fn read_frames(
             Some(Ok(AggregatedMessage::Ping(p))) => {
                 shared.seen();
                 if !Box::pin(control(&mut session, false, &p)).await {
-                    shared.stop.cancel();
-                    return Closer::Server;
+                    return shared.stop.cancel();
                 }
             }
             Some(Ok(AggregatedMessage::Pong(_))) => shared.seen(),
             Some(Ok(AggregatedMessage::Close(reason))) => {
-                shared.close_with(reason.unwrap_or_else(|| CloseCode::Normal.into()));
-                return Closer::Client;
+                return shared.close_with(reason.unwrap_or_else(|| CloseCode::Normal.into()));
             }
             Some(Err(e)) => {
                 match close_for(&e) {
@@ -202,7 +187,7 @@ async fn read_frames(
                         shared.stop.cancel();
                     }
                 }
-                return Closer::Server;
+                return;
             }
         }
     }
@@ -391,7 +376,7 @@ struct Writer {
 /// it (neither waits for the other; actix runs a worker's tasks on one
 /// thread anyway), then the close.
 async fn connection(
-    reader: impl std::future::Future<Output = (AggregatedMessageStream, Closer)>,
+    reader: impl std::future::Future<Output = AggregatedMessageStream>,
     w: Writer,
     mut session: Session,
     mut rx: crate::send_queue::Receiver,
@@ -408,27 +393,22 @@ async fn connection(
         w.shared.stop.cancel();
         w.hub.unregister(w.id);
     };
-    let ((stream, closer), ()) = tokio::join!(reader, writer);
+    let (stream, ()) = tokio::join!(reader, writer);
     // What follows runs once, at the end: boxed, it takes no room in an
     // idle connection's task.
-    Box::pin(finish(w, session, rx, stream, closer)).await;
+    Box::pin(finish(w.hub, w.id, session, rx, w.kick, w.shared, w.socket)).await;
+    drop(stream);
 }
 
 async fn finish(
-    w: Writer,
+    hub: Hub,
+    id: ConnId,
     mut session: Session,
     mut rx: crate::send_queue::Receiver,
-    mut stream: AggregatedMessageStream,
-    closer: Closer,
+    kick: Kick,
+    shared: Arc<Shared>,
+    socket: Option<crate::SocketHandle>,
 ) {
-    let Writer {
-        hub,
-        id,
-        kick,
-        shared,
-        socket,
-        ..
-    } = w;
     hub.unregister(id);
     let ordered = kick.reason.get().cloned();
     if ordered.is_some() {
@@ -454,38 +434,12 @@ async fn finish(
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
     tracing::info!(conn = id, close_code = ?code, "websocket closed");
     // Then the socket goes, whatever actix still buffers for it: at once
-    // for a client that reads nothing; as soon as the handshake is over for
-    // one that reads (RFC 6455 7.1.1: the server ends the TCP connection
-    // first); after at most `CLOSE_LINGER` otherwise.
+    // for a client that reads nothing, after a moment for one that may
+    // still be reading its last frames.
     if let Some(socket) = socket {
         if !not_reading {
-            let deadline = tokio::time::Instant::now() + crate::CLOSE_LINGER;
-            if !handshake_over(&mut stream, closer, deadline).await {
-                tokio::time::sleep_until(deadline).await;
-            }
+            tokio::time::sleep(crate::CLOSE_LINGER).await;
         }
         socket.shut();
-    }
-    drop(stream);
-}
-
-/// Waits, until `deadline`, for the closing handshake to end: the client's
-/// close answering the server's (it proves the server's close, and all
-/// before it, arrived), or the client ending its stream. Frames in between
-/// are read and dropped. False at the deadline, or when the stream cannot
-/// be read any more (a protocol error: whether the close went out is not
-/// known, so the socket is left its linger).
-async fn handshake_over(
-    stream: &mut AggregatedMessageStream,
-    closer: Closer,
-    deadline: tokio::time::Instant,
-) -> bool {
-    loop {
-        match tokio::time::timeout_at(deadline, stream.recv()).await {
-            Err(_) | Ok(Some(Err(_))) => return false,
-            Ok(None) => return true,
-            Ok(Some(Ok(AggregatedMessage::Close(_)))) if closer == Closer::Server => return true,
-            Ok(Some(Ok(_))) => {}
-        }
     }
 }

@@ -1,6 +1,9 @@
 //! Scenario 6: idle WebSocket connections (server RSS per connection),
 //! broadcasts to all of them, and broadcast throughput and latency against a
 //! bare actix-ws server built in this workspace.
+//!
+//! Longer than 450 lines: the scenario's three measurements (idle RSS,
+//! broadcast throughput, delivery latency) and the raw clients they share.
 
 use crate::auth::Keys;
 use crate::report::Scenario;

@@ -10,6 +10,9 @@
 //! that sits idle for 2 s, and the bursts come 3 s apart, so every pooled
 //! connection, the relay's leader session and its LISTEN connection are
 //! gone before each burst.
+//!
+//! Longer than 450 lines: two scenarios (13 and 14) that share their burst,
+//! listener and accounting code.
 
 use crate::Outcome;
 use crate::auth::Keys;

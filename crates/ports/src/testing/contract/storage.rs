@@ -1,4 +1,7 @@
 //! The `ObjectStore` and `UploadRepository` contracts.
+//!
+//! Longer than 450 lines: each MUST of the two ports is one test, over one
+//! fixture; a contract split up is harder to hold against an adapter.
 
 use crate::storage::{
     CompleteUploadError, Completion, CreateUploadError, ObjectStore, PostPolicy, UploadQuota,

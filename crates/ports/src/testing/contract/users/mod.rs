@@ -1,5 +1,9 @@
 //! The contract of [`UserRepository`] and [`PushTokenRepository`], including
 //! the events they append to the [`Outbox`].
+//!
+//! Longer than 450 lines: each MUST of the repository (and the events it
+//! appends) is one test, over one fixture; the push tokens' part is in
+//! `tokens.rs`.
 
 mod tokens;
 pub use tokens::*;

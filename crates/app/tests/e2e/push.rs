@@ -4,7 +4,6 @@
 
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
@@ -21,9 +20,7 @@ use std::time::Duration;
 use test_support::{FakeFcm, FcmReply, MetricsWindow, TestApp, spawn_app_with};
 use usecases::{PushNotifications, SocketFirst};
 
-#[expect(dead_code, reason = "this file needs no topic subscriptions")]
-mod support;
-use support::{connect, ready, recv, send, wait_for_sockets};
+use crate::support::{connect, ready, recv, send, wait_for_sockets};
 
 struct Setup {
     fake: FakeFcm,

@@ -1,12 +1,6 @@
 //! Realtime end to end: real WebSocket clients against the whole app, one
 //! instance or two sharing Redis.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers: a failed unwrap is a failed test"
-)]
-
 use app::Role;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -15,8 +9,7 @@ use test_support::{spawn_app, spawn_sibling};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-mod support;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_change_reaches_the_users_open_socket() {
