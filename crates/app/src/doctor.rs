@@ -7,6 +7,7 @@
 //! it prints, with its unit tests.
 
 use crate::settings::{AppEnv, Settings};
+use secrecy::ExposeSecret as _;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -204,9 +205,9 @@ fn pooler_host(host: &str) -> bool {
 
 async fn postgres(settings: &Settings, report: &mut Report) {
     let db = &settings.database;
-    let mut endpoints = vec![("postgres (DATABASE_URL)", db.url.as_str())];
+    let mut endpoints = vec![("postgres (DATABASE_URL)", db.url.expose_secret())];
     if let Some(direct) = &db.direct_url {
-        endpoints.push(("postgres (DATABASE_DIRECT_URL)", direct.as_str()));
+        endpoints.push(("postgres (DATABASE_DIRECT_URL)", direct.expose_secret()));
     }
     for (i, (name, url)) in endpoints.into_iter().enumerate() {
         let found = postgres_adapter::inspect(url, STEP_TIMEOUT).await;
@@ -310,11 +311,11 @@ fn pooler_row(
 async fn redis(settings: &Settings, report: &mut Report) {
     let r = &settings.redis;
     let name = "redis (REDIS_URL)";
-    let found = streams_adapter::inspect(&r.url, &r.tls, STEP_TIMEOUT).await;
+    let found = streams_adapter::inspect(r.url.expose_secret(), &r.tls, STEP_TIMEOUT).await;
     if let Some(handshake) = found.tls {
         tls_row(report, name, handshake.map(Some), Verdict::Fail);
     } else {
-        let verdict = plaintext_verdict(settings, host_of(&r.url));
+        let verdict = plaintext_verdict(settings, host_of(r.url.expose_secret()));
         report.add(name, "tls", verdict, "not encrypted (redis://)".to_owned());
     }
     let server = match found.server {

@@ -2,6 +2,7 @@
 
 use crate::cli::EventsCommand;
 use crate::settings::Settings;
+use secrecy::ExposeSecret as _;
 use std::fmt::Write as _;
 use std::time::Duration;
 use streams_adapter::StreamAdmin;
@@ -9,7 +10,7 @@ use streams_adapter::StreamAdmin;
 /// Runs `action` and returns what to print.
 pub async fn run(settings: &Settings, action: EventsCommand) -> anyhow::Result<String> {
     let client = streams_adapter::connect_with_tls(
-        &settings.redis.url,
+        settings.redis.url.expose_secret(),
         &settings.redis.tls,
         Duration::from_secs(2),
     )

@@ -111,7 +111,12 @@ async fn main() -> ExitCode {
                 custom.insert(k.to_owned(), value);
             }
             let claims = custom;
-            let Some(secret) = settings.auth.dev_token_secret.as_deref() else {
+            let Some(secret) = settings
+                .auth
+                .dev_token_secret
+                .as_ref()
+                .map(secrecy::ExposeSecret::expose_secret)
+            else {
                 eprintln!("error: dev tokens exist only in local mode (APP_ENV=local)");
                 return ExitCode::from(2);
             };

@@ -131,7 +131,8 @@ impl TestApp {
             .settings
             .auth
             .dev_token_secret
-            .as_deref()
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret)
             .expect("test apps run in local mode");
         let req = auth_adapter::DevTokenRequest {
             uid: uid.to_owned(),

@@ -3,6 +3,7 @@
 
 use super::AppEnv;
 use super::reader::Reader;
+use secrecy::{ExposeSecret as _, SecretString};
 
 pub(crate) const VARIABLES: &[&str] = &[
     "FIREBASE_PROJECT_ID",
@@ -20,7 +21,8 @@ pub const LOCAL_DEV_TOKEN_SECRET_FILE: &str = "var/dev-token-secret";
 const GOOGLE_X509_URL: &str =
     "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com";
 
-#[derive(Clone)]
+/// Secrets are `SecretString`s: their `Debug` prints `[REDACTED]`.
+#[derive(Clone, Debug)]
 pub struct AuthSection {
     pub firebase_project_id: String,
     pub firebase_auth_emulator_host: Option<String>,
@@ -28,7 +30,7 @@ pub struct AuthSection {
     /// Where Firebase Auth users are deleted (the Identity Toolkit API).
     pub identity_toolkit_url: String,
     /// Local mode only; never printed.
-    pub dev_token_secret: Option<String>,
+    pub dev_token_secret: Option<SecretString>,
 }
 
 /// The URL schemes production accepts for what tokens and pushes travel
@@ -37,17 +39,6 @@ pub(crate) fn secure_schemes(env: AppEnv) -> &'static [&'static str] {
     match env {
         AppEnv::Local => &["https", "http"],
         AppEnv::Production => &["https"],
-    }
-}
-
-/// The dev-token secret is never printed.
-impl std::fmt::Debug for AuthSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthSection")
-            .field("firebase_project_id", &self.firebase_project_id)
-            .field("emulator", &self.firebase_auth_emulator_host)
-            .field("dev_tokens", &self.dev_token_secret.is_some())
-            .finish_non_exhaustive()
     }
 }
 
@@ -83,6 +74,7 @@ impl AuthSection {
         {
             r.problem("DEV_TOKEN_SECRET", "must be at least 16 characters");
         }
+        let dev_token_secret = dev_token_secret.map(SecretString::from);
         Self {
             firebase_project_id,
             firebase_auth_emulator_host,
@@ -100,7 +92,11 @@ impl AuthSection {
         let mut auth = auth_adapter::AuthSettings::new(self.firebase_project_id.clone());
         auth.keys = auth_adapter::KeySettings::new(self.firebase_keys_url.clone());
         auth.emulator = local && self.firebase_auth_emulator_host.is_some();
-        auth.dev_secret = self.dev_token_secret.clone().filter(|_| local);
+        auth.dev_secret = self
+            .dev_token_secret
+            .as_ref()
+            .filter(|_| local)
+            .map(|s| s.expose_secret().to_owned());
         auth
     }
 }

@@ -3,6 +3,7 @@
 //! open in all.
 
 use super::reader::Reader;
+use secrecy::{ExposeSecret as _, SecretString};
 
 pub(crate) const VARIABLES: &[&str] = &[
     "DATABASE_URL",
@@ -12,28 +13,20 @@ pub(crate) const VARIABLES: &[&str] = &[
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/trellis";
 
-#[derive(Clone)]
+/// The URLs (which may hold a password) are `SecretString`s: their
+/// `Debug` prints `[REDACTED]`.
+#[derive(Clone, Debug)]
 pub struct DatabaseSection {
     /// May hold a password: never printed.
-    pub url: String,
+    pub url: SecretString,
     /// The session endpoint beside a transaction pooler
     /// (`DATABASE_DIRECT_URL`, the convention of Prisma and Supabase): when
     /// set, `url` is taken to be the pooler, and what needs a session (the
     /// relay's leadership and LISTEN, migrations) connects here.
-    pub direct_url: Option<String>,
+    pub direct_url: Option<SecretString>,
     /// The most Postgres connections this process opens, in all (every
     /// pool and the relay's own connections; see [`ConnectionBudget`]).
     pub max_connections: usize,
-}
-
-/// The URL (it may hold a password) is never printed.
-impl std::fmt::Debug for DatabaseSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSection")
-            .field("through_pooler", &self.direct_url.is_some())
-            .field("max_connections", &self.max_connections)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DatabaseSection {
@@ -65,8 +58,8 @@ impl DatabaseSection {
             "connections",
         );
         Self {
-            url,
-            direct_url,
+            url: url.into(),
+            direct_url: direct_url.map(SecretString::from),
             max_connections,
         }
     }
@@ -79,7 +72,10 @@ impl DatabaseSection {
     /// Where sessions go: the relay's leadership and LISTEN, migrations,
     /// database creation.
     pub fn session_url(&self) -> &str {
-        self.direct_url.as_deref().unwrap_or(&self.url)
+        self.direct_url
+            .as_ref()
+            .unwrap_or(&self.url)
+            .expose_secret()
     }
 
     /// A pool of `max_connections` connections to `url`.
@@ -87,7 +83,7 @@ impl DatabaseSection {
         postgres_adapter::PgSettings {
             max_connections: max_connections.max(1),
             through_pooler: self.through_pooler(),
-            ..postgres_adapter::PgSettings::new(self.url.clone())
+            ..postgres_adapter::PgSettings::new(self.url.expose_secret().to_owned())
         }
     }
 

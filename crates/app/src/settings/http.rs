@@ -3,6 +3,7 @@
 
 use super::AppEnv;
 use super::reader::Reader;
+use secrecy::{ExposeSecret as _, SecretString};
 use std::net::SocketAddr;
 
 pub(crate) const VARIABLES: &[&str] = &[
@@ -25,7 +26,8 @@ pub(crate) const VARIABLES: &[&str] = &[
 /// set: random per checkout, made on first use.
 pub const LOCAL_CURSOR_SECRET_FILE: &str = "var/cursor-secret";
 
-#[derive(Clone)]
+/// Secrets are `SecretString`s: their `Debug` prints `[REDACTED]`.
+#[derive(Clone, Debug)]
 pub struct HttpSection {
     pub host: String,
     pub port: u16,
@@ -33,7 +35,7 @@ pub struct HttpSection {
     pub json_limit_bytes: usize,
     /// Signs pagination cursors; also keys the welcome ledger's digests of
     /// addresses.
-    pub cursor_secret: String,
+    pub cursor_secret: SecretString,
     /// Whether `CURSOR_SECRET` was set (otherwise local mode takes the
     /// checkout's own, or a random one per process).
     pub(crate) cursor_secret_set: bool,
@@ -43,19 +45,6 @@ pub struct HttpSection {
     /// The oldest app versions served (`MIN_APP_VERSION_*`), where to get
     /// a newer one (`APP_STORE_URL_*`), and `REQUIRE_APP_VERSION`.
     pub app_versions: domain::AppVersionPolicy,
-}
-
-/// The cursor secret is never printed.
-impl std::fmt::Debug for HttpSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSection")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("cors_allowed_origins", &self.cors_allowed_origins)
-            .field("json_limit_bytes", &self.json_limit_bytes)
-            .field("metrics_addr", &self.metrics_addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl HttpSection {
@@ -80,11 +69,11 @@ impl HttpSection {
             64 * 1024 * 1024,
             "bytes",
         );
-        let cursor_secret = match r.raw("CURSOR_SECRET") {
-            Some(s) if s.len() >= 16 => s,
+        let cursor_secret: SecretString = match r.raw("CURSOR_SECRET") {
+            Some(s) if s.len() >= 16 => s.into(),
             Some(_) => {
                 r.problem("CURSOR_SECRET", "must be at least 16 characters");
-                String::new()
+                SecretString::default()
             }
             // Random per process until `Settings::from_env` puts the
             // checkout's own (kept under var/) in its place.
@@ -92,13 +81,14 @@ impl HttpSection {
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
-            ),
+            )
+            .into(),
             None => {
                 r.problem(
                     "CURSOR_SECRET",
                     "is required when APP_ENV=production (signs pagination cursors)",
                 );
-                String::new()
+                SecretString::default()
             }
         };
         let cursor_secret_set = r.raw("CURSOR_SECRET").is_some();
@@ -136,7 +126,7 @@ impl HttpSection {
 
     /// The codec of pagination cursors.
     pub fn cursor_codec(&self) -> domain::CursorCodec {
-        domain::CursorCodec::new(self.cursor_secret.as_bytes().to_vec())
+        domain::CursorCodec::new(self.cursor_secret.expose_secret().as_bytes().to_vec())
     }
 }
 

@@ -1,28 +1,19 @@
 //! Mail: the SMTP server (or a folder of `.eml` files) and the sender.
 
 use super::reader::Reader;
+use secrecy::{ExposeSecret as _, SecretString};
 use std::path::PathBuf;
 
 pub(crate) const VARIABLES: &[&str] = &["SMTP_URL", "MAIL_FROM", "MAIL_OUTBOX_DIR"];
 
-#[derive(Clone)]
+/// Secrets are `SecretString`s: their `Debug` prints `[REDACTED]`.
+#[derive(Clone, Debug)]
 pub struct MailSection {
     /// May hold a password: never printed.
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<SecretString>,
     pub from: String,
     /// Where mail is written without `SMTP_URL`.
     pub outbox_dir: PathBuf,
-}
-
-/// The SMTP URL (it may hold a password) is never printed.
-impl std::fmt::Debug for MailSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailSection")
-            .field("smtp", &self.smtp_url.is_some())
-            .field("from", &self.from)
-            .field("outbox_dir", &self.outbox_dir)
-            .finish_non_exhaustive()
-    }
 }
 
 impl MailSection {
@@ -43,7 +34,7 @@ impl MailSection {
         }
         let outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
         Self {
-            smtp_url,
+            smtp_url: smtp_url.map(SecretString::from),
             from,
             outbox_dir,
         }
@@ -52,7 +43,7 @@ impl MailSection {
     /// What the mailer takes.
     pub fn mail_settings(&self) -> mail_adapter::MailSettings {
         mail_adapter::MailSettings {
-            smtp_url: self.smtp_url.clone(),
+            smtp_url: self.smtp_url.as_ref().map(|u| u.expose_secret().to_owned()),
             outbox_dir: self.outbox_dir.clone(),
             ..mail_adapter::MailSettings::new(self.from.clone())
         }

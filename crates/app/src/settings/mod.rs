@@ -196,10 +196,10 @@ impl Settings {
         };
         if self.auth.dev_token_secret.is_none() {
             self.auth.dev_token_secret =
-                Some(from_file("DEV_TOKEN_SECRET", LOCAL_DEV_TOKEN_SECRET_FILE)?);
+                Some(from_file("DEV_TOKEN_SECRET", LOCAL_DEV_TOKEN_SECRET_FILE)?.into());
         }
         if !self.http.cursor_secret_set {
-            self.http.cursor_secret = from_file("CURSOR_SECRET", LOCAL_CURSOR_SECRET_FILE)?;
+            self.http.cursor_secret = from_file("CURSOR_SECRET", LOCAL_CURSOR_SECRET_FILE)?.into();
         }
         Ok(self)
     }

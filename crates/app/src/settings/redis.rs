@@ -1,6 +1,7 @@
 //! Redis: where it is, and the prefix of every key this app uses.
 
 use super::reader::Reader;
+use secrecy::{ExposeSecret as _, SecretString};
 
 pub(crate) const VARIABLES: &[&str] = &[
     "REDIS_URL",
@@ -15,10 +16,12 @@ pub(crate) const VARIABLES: &[&str] = &[
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-#[derive(Clone)]
+/// The URL (which may hold a password) is a `SecretString` and the TLS
+/// material prints no key: `Debug` shows neither.
+#[derive(Clone, Debug)]
 pub struct RedisSection {
     /// May hold a password: never printed.
-    pub url: String,
+    pub url: SecretString,
     /// Every Redis key, stream and channel this process uses starts with it.
     pub key_prefix: String,
     /// For `rediss://`: a CA to trust besides the system's roots
@@ -32,15 +35,6 @@ pub struct RedisSection {
     /// removals wait for (`REDIS_WAIT_REPLICAS`: `auto`, `off` or a number;
     /// `REDIS_WAIT_TIMEOUT_MS`).
     pub replica_wait: ports::ReplicaWait,
-}
-
-/// The URL (it may hold a password) is never printed.
-impl std::fmt::Debug for RedisSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSection")
-            .field("key_prefix", &self.key_prefix)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisSection {
@@ -110,7 +104,7 @@ impl RedisSection {
             timeout: r.millis("REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
         };
         Self {
-            url,
+            url: url.into(),
             key_prefix,
             tls,
             max_connections,
@@ -123,7 +117,7 @@ impl RedisSection {
         queue_adapter::RedisSettings {
             tls: self.tls.clone(),
             max_connections,
-            ..queue_adapter::RedisSettings::new(self.url.clone())
+            ..queue_adapter::RedisSettings::new(self.url.expose_secret().to_owned())
         }
     }
 

@@ -2,6 +2,7 @@
 //! its refusals; they share one loader and read best as one list.
 
 use super::*;
+use secrecy::ExposeSecret as _;
 use std::collections::HashMap;
 
 /// Settings from `vars`, in local mode unless they say otherwise.
@@ -45,9 +46,13 @@ fn a_process_whose_app_env_was_forgotten_is_production_and_opens_nothing() {
 #[test]
 fn local_mode_signs_with_no_constant() {
     let (a, b) = (load(&[]).unwrap(), load(&[]).unwrap());
-    assert!(a.http.cursor_secret.len() >= 32);
-    assert_ne!(a.http.cursor_secret, b.http.cursor_secret, "random");
-    assert_ne!(a.http.cursor_secret, "trellis-local-cursor-secret");
+    let (a, b) = (
+        a.http.cursor_secret.expose_secret(),
+        b.http.cursor_secret.expose_secret(),
+    );
+    assert!(a.len() >= 32);
+    assert_ne!(a, b, "random");
+    assert_ne!(a, "trellis-local-cursor-secret");
 }
 
 #[test]
@@ -55,7 +60,7 @@ fn defaults_work_out_of_the_box_locally() {
     let s = load(&[]).unwrap();
     assert_eq!(s.env, AppEnv::Local);
     assert_eq!(s.http.port, 8080);
-    assert_eq!(s.database.url, DEFAULT_DATABASE_URL);
+    assert_eq!(s.database.url.expose_secret(), DEFAULT_DATABASE_URL);
     assert!(s.migrate_on_start);
     // No well-known secret: `from_env` takes the checkout's own file.
     assert!(s.auth.dev_token_secret.is_none());
@@ -92,7 +97,7 @@ fn a_redis_cluster_url_is_taken_and_a_malformed_one_refused() {
         "redis-cluster://:pw@127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003",
     )])
     .unwrap();
-    assert!(s.redis.url.starts_with("redis-cluster://"));
+    assert!(s.redis.url.expose_secret().starts_with("redis-cluster://"));
     let err = load(&[("REDIS_URL", "redis-cluster://127.0.0.1:7001?nodes=x:1")]).unwrap_err();
     let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
     assert_eq!(vars, ["REDIS_URL"]);
@@ -451,4 +456,53 @@ fn a_direct_url_beside_the_database_url_means_a_transaction_pooler() {
     let vars: Vec<&str> = err.problems.iter().map(|(v, _)| v.as_str()).collect();
     assert_eq!(vars, ["DATABASE_DIRECT_URL", "DATABASE_URL"], "{err}");
     assert!(err.to_string().contains("sslmode"), "{err}");
+}
+
+#[test]
+fn no_secret_is_ever_printed_by_debug() {
+    let s = load(&[
+        (
+            "DATABASE_URL",
+            "postgres://app:pg-password-1@db.example.com/app",
+        ),
+        (
+            "DATABASE_DIRECT_URL",
+            "postgres://app:pg-password-2@db.example.com/app",
+        ),
+        (
+            "REDIS_URL",
+            "redis://:redis-password-3@cache.example.com:6379",
+        ),
+        (
+            "SMTP_URL",
+            "smtp://mail:smtp-password-4@mail.example.com:587",
+        ),
+        ("CURSOR_SECRET", "cursor-secret-5-0123456789"),
+        ("DEV_TOKEN_SECRET", "dev-token-secret-6-0123456789"),
+    ])
+    .unwrap();
+    let printed = [
+        format!("{s:?}"),
+        format!("{:?}", s.database),
+        format!("{:?}", s.redis),
+        format!("{:?}", s.mail),
+        format!("{:?}", s.http),
+        format!("{:?}", s.auth),
+    ];
+    for text in &printed {
+        for secret in [
+            "pg-password-1",
+            "pg-password-2",
+            "redis-password-3",
+            "smtp-password-4",
+            "cursor-secret-5",
+            "dev-token-secret-6",
+        ] {
+            assert!(!text.contains(secret), "{secret} printed in {text}");
+        }
+    }
+    assert_eq!(
+        s.mail.smtp_url.as_ref().map(|u| u.expose_secret().len()),
+        Some(48)
+    );
 }

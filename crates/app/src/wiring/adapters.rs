@@ -5,6 +5,7 @@ use crate::settings::{AppEnv, Settings};
 use anyhow::Context as _;
 use auth_adapter::FirebaseTokenVerifier;
 use ports::TokenVerifier;
+use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 use std::time::Duration;
 use streams_adapter::RedisClient;
@@ -140,7 +141,7 @@ pub(crate) fn object_store(
     let store = storage_adapter::FsStore::new(
         &storage.local_dir,
         &base,
-        settings.http.cursor_secret.as_bytes(),
+        settings.http.cursor_secret.expose_secret().as_bytes(),
     )
     .with_public_base(storage.public_base_url.clone());
     Ok((Arc::new(store.clone()), Some(store)))

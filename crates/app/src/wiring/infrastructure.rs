@@ -8,6 +8,7 @@ use crate::settings::{ConnectionBudget, RedisBudget, Settings};
 use ports::HealthProbe;
 use postgres_adapter::{PgHealthProbe, PgPool};
 use queue_adapter::{RedisHealthProbe, RedisJobQueue, RedisPool};
+use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 use std::time::Duration;
 use streams_adapter::RedisClient;
@@ -79,7 +80,7 @@ impl Infrastructure {
         let pg = postgres_adapter::build_pool(&settings.database.pool_settings(budget.shared))?;
         let redis = queue_adapter::build_pool(&settings.redis.pool_settings(redis_budget.queue))?;
         let fred = streams_adapter::connect_with_tls(
-            &settings.redis.url,
+            settings.redis.url.expose_secret(),
             &settings.redis.tls,
             Duration::from_secs(2),
         )

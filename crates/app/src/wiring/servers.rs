@@ -12,6 +12,7 @@ use domain::events::USERS_TOPIC;
 use http_api::{ApiState, OpsState, RateLimiter, Readiness};
 use ports::TokenVerifier;
 use postgres_adapter::{PgPushTokenRepository, PgUserRepository, PgWelcomeLedger};
+use secrecy::ExposeSecret as _;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -215,7 +216,7 @@ fn api_server(
     let jobs: Arc<dyn ports::JobQueue> = Arc::new(infra.queue.clone());
     let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
         infra.pg.clone(),
-        settings.http.cursor_secret.as_bytes(),
+        settings.http.cursor_secret.expose_secret().as_bytes(),
     ));
     // The ops console under /ops, unless it has a listener of its own.
     let console = settings

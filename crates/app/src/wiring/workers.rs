@@ -13,6 +13,7 @@ use postgres_adapter::{
     PgOutbox, PgPushTokenRepository, PgUploadRepository, PgUserRepository, PgWelcomeLedger,
 };
 use queue_adapter::JobWorker;
+use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 use streams_adapter::{RedisStreamConsumer, RedisStreamPublisher};
 use tokio::task::JoinSet;
@@ -43,7 +44,7 @@ pub(crate) async fn start_workers(
     let tokens = Arc::new(PgPushTokenRepository::new(pg.clone()));
     let ledger: Arc<dyn ports::WelcomeLedger> = Arc::new(PgWelcomeLedger::new(
         pg.clone(),
-        settings.http.cursor_secret.as_bytes(),
+        settings.http.cursor_secret.expose_secret().as_bytes(),
     ));
     let realtime = worker_realtime(settings, infra, shutdown).await?;
     let (objects, _) = object_store(settings, settings.http.port)?;

@@ -9,6 +9,7 @@
 
 use ports::JobQueue as _;
 use reqwest::StatusCode;
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::time::Duration;
 use test_support::{AuthEmulator, EMULATOR_PROJECT, HttpObjectClient, files_under, spawn_app_with};
@@ -173,7 +174,7 @@ async fn a_deleted_account_leaves_nothing_behind() {
             .await;
         assert_eq!(tables, 0, "{needle} is still in {tables} table(s)");
         let keys = redis_keys_holding(
-            &app.settings.redis.url,
+            app.settings.redis.url.expose_secret(),
             &app.settings.redis.key_prefix,
             needle,
         )

@@ -12,6 +12,7 @@ use domain::FirebaseUid;
 use ports::{Notification, PushMessage};
 use postgres_adapter::{PgPushTokenRepository, PgSettings};
 use queue_adapter::{QueueSettings, RedisJobQueue};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -114,8 +115,10 @@ async fn metric(s: &Setup, line_start: &str) -> Option<f64> {
 fn notifications(app: &TestApp) -> PushNotifications {
     PushNotifications::new(
         Arc::new(PgPushTokenRepository::new(
-            postgres_adapter::build_pool(&PgSettings::new(app.settings.database.url.clone()))
-                .unwrap(),
+            postgres_adapter::build_pool(&PgSettings::new(
+                app.settings.database.url.expose_secret().to_owned(),
+            ))
+            .unwrap(),
         )),
         // Only the queue is used by notify_user.
         Arc::new(push_adapter::LogPushSender::new()),
@@ -125,7 +128,7 @@ fn notifications(app: &TestApp) -> PushNotifications {
 
 fn queue(app: &TestApp) -> Arc<RedisJobQueue> {
     let redis = queue_adapter::build_pool(&queue_adapter::RedisSettings::new(
-        app.settings.redis.url.clone(),
+        app.settings.redis.url.expose_secret().to_owned(),
     ))
     .unwrap();
     Arc::new(RedisJobQueue::new(
