@@ -20,11 +20,11 @@ use std::time::Duration;
 pub struct MailSettings {
     /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://...:465`
     /// (implicit TLS) or `smtp://host:25` (plain, local relays only).
-    /// `None` writes `.eml` files to `outbox_dir`.
+    /// `None` writes `.eml` files to `file_dir`.
     pub smtp_url: Option<String>,
     /// `Name <address>`.
     pub from: String,
-    pub outbox_dir: PathBuf,
+    pub file_dir: PathBuf,
     /// Per SMTP command.
     pub timeout: Duration,
     /// Product name in templates.
@@ -36,7 +36,7 @@ impl MailSettings {
         Self {
             smtp_url: None,
             from: from.into(),
-            outbox_dir: PathBuf::from("var/mail"),
+            file_dir: PathBuf::from("var/mail"),
             timeout: Duration::from_secs(20),
             product: "Trellis".into(),
         }
@@ -116,12 +116,12 @@ impl LettreMailer {
                 (Transport::Smtp(smtp), describe_smtp(url))
             }
             None => {
-                std::fs::create_dir_all(&settings.outbox_dir).with_context(|| {
-                    format!("creating MAIL_OUTBOX_DIR {}", settings.outbox_dir.display())
+                std::fs::create_dir_all(&settings.file_dir).with_context(|| {
+                    format!("creating MAIL_OUTBOX_DIR {}", settings.file_dir.display())
                 })?;
-                let description = format!(".eml files in {}", settings.outbox_dir.display());
+                let description = format!(".eml files in {}", settings.file_dir.display());
                 (
-                    Transport::File(AsyncFileTransport::new(&settings.outbox_dir)),
+                    Transport::File(AsyncFileTransport::new(&settings.file_dir)),
                     description,
                 )
             }
@@ -148,7 +148,7 @@ impl LettreMailer {
 
     /// For `app doctor`: opens a connection as sending would (TLS as the
     /// URL says, `AUTH` with its credentials) and asks the server for a
-    /// `NOOP`. Without `SMTP_URL`, whether the outbox directory is there.
+    /// `NOOP`. Without `SMTP_URL`, whether the directory of `.eml` files is there.
     pub async fn check(&self) -> Result<String, String> {
         match &self.transport {
             Transport::Smtp(smtp) => match smtp.test_connection().await {

@@ -15,7 +15,7 @@ fn mailer(url: Option<String>) -> LettreMailer {
     let mut s = MailSettings::new("Trellis <no-reply@trellis.test>");
     s.smtp_url = url;
     s.timeout = Duration::from_secs(5);
-    s.outbox_dir =
+    s.file_dir =
         std::env::temp_dir().join(format!("trellis-eml-{}", test_support::unique_suffix()));
     LettreMailer::new(&s).unwrap()
 }

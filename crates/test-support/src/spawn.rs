@@ -96,7 +96,7 @@ async fn spawn_shared(
     crate::init_tracing();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let settings = test_settings(&db, &redis, overrides);
-    let mail_dir = settings.mail.outbox_dir.clone();
+    let mail_dir = settings.mail.file_dir.clone();
     let app = Application::build(settings.clone(), role)
         .await
         .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));

@@ -55,14 +55,14 @@ impl Drop for Receiver {
 /// A queue of `capacity` messages and `max_bytes` bytes: its sending side
 /// (cheap to clone) and its receiver.
 pub(crate) fn channel(capacity: usize, max_bytes: usize) -> (Arc<SendQueue>, Receiver) {
-    let outbox = Arc::new(SendQueue {
+    let queue = Arc::new(SendQueue {
         state: Mutex::default(),
         readable: Notify::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
         max_bytes: max_bytes.max(1),
     });
-    (outbox.clone(), Receiver(outbox))
+    (queue.clone(), Receiver(queue))
 }
 
 impl SendQueue {

@@ -12,8 +12,10 @@ pub struct MailSection {
     /// May hold a password: never printed.
     pub smtp_url: Option<SecretString>,
     pub from: String,
-    /// Where mail is written without `SMTP_URL`.
-    pub outbox_dir: PathBuf,
+    /// Where mail is written as `.eml` files without `SMTP_URL`. Its
+    /// variable keeps the name users know, `MAIL_OUTBOX_DIR`; in the code
+    /// "outbox" means only the transactional outbox.
+    pub file_dir: PathBuf,
 }
 
 impl MailSection {
@@ -32,11 +34,11 @@ impl MailSection {
                 format!("must be an address like \"Name <no-reply@example.com>\" (got {from:?})"),
             );
         }
-        let outbox_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
+        let file_dir = PathBuf::from(r.string("MAIL_OUTBOX_DIR", "var/mail"));
         Self {
             smtp_url: smtp_url.map(SecretString::from),
             from,
-            outbox_dir,
+            file_dir,
         }
     }
 
@@ -44,7 +46,7 @@ impl MailSection {
     pub fn mail_settings(&self) -> mail_adapter::MailSettings {
         mail_adapter::MailSettings {
             smtp_url: self.smtp_url.as_ref().map(|u| u.expose_secret().to_owned()),
-            outbox_dir: self.outbox_dir.clone(),
+            file_dir: self.file_dir.clone(),
             ..mail_adapter::MailSettings::new(self.from.clone())
         }
     }
