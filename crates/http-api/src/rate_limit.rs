@@ -160,7 +160,7 @@ mod tests {
 
     fn limiter(proxies: &[&str]) -> RateLimiter {
         RateLimiter::new(
-            Arc::new(ports::testing::InMemoryCache::new()),
+            Arc::new(ports_testing::InMemoryCache::new()),
             RateLimitSettings {
                 trusted_proxies: proxies.iter().map(|p| Cidr::parse(p).unwrap()).collect(),
                 ..RateLimitSettings::default()
@@ -214,7 +214,7 @@ mod tests {
     #[actix_web::test]
     async fn an_exhausted_ip_is_refused_before_anything_is_counted() {
         let l = RateLimiter::new(
-            Arc::new(ports::testing::InMemoryCache::new()),
+            Arc::new(ports_testing::InMemoryCache::new()),
             RateLimitSettings {
                 per_ip: 2,
                 ..RateLimitSettings::default()

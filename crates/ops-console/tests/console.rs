@@ -469,7 +469,7 @@ async fn dead_letters_are_shown_and_replayed_onto_their_stream() {
 mod sign_in {
     use super::*;
     use ops_console::{Access, Role, SESSION_COOKIE, SignIn, TokenSignIn, hash_password};
-    use ports::testing::FakeTokenVerifier;
+    use ports_testing::FakeTokenVerifier;
 
     /// Tokens the fake verifier knows: one per value of the `ops` claim.
     fn verifier() -> Arc<FakeTokenVerifier> {

@@ -17,9 +17,6 @@ pub mod storage;
 pub mod tls;
 pub mod users;
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 pub use admin::{
     AdminError, DeadLetter, EventAdmin, InstanceInfo, Instances, JobDetail, MinuteCount,
     OutboxFailure, OutboxOverview, QueueAdmin, QueueOverview, SocketRegistry, StreamGroup,

@@ -5,8 +5,8 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use ports::testing::contract::users::UserStore;
 use ports::{Outbox, PushTokenRepository, UserRepository};
+use ports_testing::contract::users::UserStore;
 use postgres_adapter::{PgOutbox, PgPushTokenRepository, PgSettings, PgUserRepository, build_pool};
 use std::sync::Arc;
 use test_support::TestDb;
@@ -88,12 +88,12 @@ async fn pooled_store() -> Arc<PgStore> {
 
 mod user_store_through_a_transaction_pooler {
     use super::pooled_store;
-    ports::user_store_contract!(pooled_store());
+    ports_testing::user_store_contract!(pooled_store());
 }
 
 mod outbox_through_a_transaction_pooler {
     use super::pooled_store;
-    ports::outbox_contract!(pooled_store());
+    ports_testing::outbox_contract!(pooled_store());
 }
 
 /// The pooler in these tests really is one: a pool that does not know it
@@ -134,17 +134,17 @@ async fn a_pool_unaware_of_the_transaction_pooler_breaks_through_it() {
 
 mod user_store {
     use super::store;
-    ports::user_store_contract!(store());
+    ports_testing::user_store_contract!(store());
 }
 
 mod user_store_with_pipelined_reads {
     use super::pipelined_store;
-    ports::user_store_contract!(pipelined_store());
+    ports_testing::user_store_contract!(pipelined_store());
 }
 
 mod outbox {
     use super::store;
-    ports::outbox_contract!(store());
+    ports_testing::outbox_contract!(store());
 }
 
 /// The outbox row is written in the user's own transaction: when it cannot
@@ -254,13 +254,13 @@ async fn ledger() -> Arc<PgLedger> {
 
 mod welcome_ledger {
     use super::ledger;
-    ports::welcome_ledger_contract!(ledger());
+    ports_testing::welcome_ledger_contract!(ledger());
 }
 
 mod outbox_leadership {
     use super::*;
 
-    ports::outbox_leadership_contract!(async {
+    ports_testing::outbox_leadership_contract!(async {
         let store = make(false).await;
         let url = store.test_db().url().to_owned();
         let pool = build_pool(&PgSettings::new(url.clone())).unwrap();
@@ -316,9 +316,9 @@ async fn a_row_a_newer_version_wrote_is_claimed_as_written_in_its_place() {
 
 mod upload_repository {
     use super::*;
-    use ports::testing::contract::storage::UploadsUnderTest;
+    use ports_testing::contract::storage::UploadsUnderTest;
 
-    ports::upload_repository_contract!(async {
+    ports_testing::upload_repository_contract!(async {
         let db = TestDb::new().await;
         let pool = build_pool(&PgSettings::new(db.url())).unwrap();
         UploadsUnderTest {

@@ -7,8 +7,8 @@
 )]
 
 use domain::PushToken;
-use ports::testing::contract::push::PushProviderHarness;
 use ports::{PushMessage, PushSender, SendPushError};
+use ports_testing::contract::push::PushProviderHarness;
 use push_adapter::{FCM_SCOPE, FcmSender, FcmSettings, ServiceAccountKey, fcm_message};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -352,5 +352,5 @@ mod contract {
         Arc::new(Harness { fake, sender })
     }
 
-    ports::push_sender_contract!(make());
+    ports_testing::push_sender_contract!(make());
 }

@@ -7,8 +7,8 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use ports::testing::contract::eventually;
 use ports::{JobQueue, NewJob};
+use ports_testing::contract::eventually;
 use queue_adapter::{QueueSettings, RedisJobQueue, RedisSettings};
 use redis::AsyncCommands as _;
 use std::process::{Child, Command, Stdio};

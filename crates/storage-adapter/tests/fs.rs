@@ -7,9 +7,9 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use ports::testing::ObjectClient as _;
-use ports::testing::contract::storage::StoreUnderTest;
 use ports::{ObjectStore as _, PostPolicy};
+use ports_testing::ObjectClient as _;
+use ports_testing::contract::storage::StoreUnderTest;
 use std::sync::Arc;
 use std::time::Duration;
 use storage_adapter::{FsStore, configure_fs_routes};
@@ -52,7 +52,7 @@ fn serve() -> Served {
     }
 }
 
-ports::object_store_contract!(async {
+ports_testing::object_store_contract!(async {
     let served = serve();
     StoreUnderTest {
         store: Arc::new(served.store.clone()),

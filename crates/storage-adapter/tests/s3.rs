@@ -6,8 +6,8 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use ports::testing::contract::storage::StoreUnderTest;
 use ports::{ObjectStore as _, PostPolicy};
+use ports_testing::contract::storage::StoreUnderTest;
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ fn store(server: &S3Server) -> S3Store {
     S3Store::new(&settings(server), &server.bucket).unwrap()
 }
 
-ports::object_store_contract!(async {
+ports_testing::object_store_contract!(async {
     let server = S3Server::start();
     StoreUnderTest {
         store: Arc::new(store(&server)),
@@ -90,7 +90,7 @@ async fn forged_signatures_and_keys_are_refused_by_the_store() {
     let (status, _) = client.post(&form, vec![1; 10]).await;
     assert!((200..300).contains(&status));
     let url = s3.read_url("users/1/a", Duration::from_secs(60)).unwrap();
-    use ports::testing::ObjectClient as _;
+    use ports_testing::ObjectClient as _;
     assert_eq!(client.get(&url).await, Some(vec![1; 10]));
     let tampered = url.replace("users/1/a", "users/1/b");
     assert_eq!(client.get(&tampered).await, None, "a link reads one key");

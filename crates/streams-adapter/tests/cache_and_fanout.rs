@@ -7,8 +7,8 @@
 )]
 
 use fred::prelude::*;
-use ports::testing::contract::eventually;
 use ports::{Audience, Fanout, FanoutMessage, FanoutSink, Notification};
+use ports_testing::contract::eventually;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streams_adapter::{RedisCache, RedisFanout};
@@ -40,7 +40,7 @@ mod cache_contract {
         }
     }
 
-    ports::cache_contract!(make());
+    ports_testing::cache_contract!(make());
 }
 
 #[derive(Default)]

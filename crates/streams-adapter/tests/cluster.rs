@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use domain::{DomainEvent, EventEnvelope, FirebaseUid, RawEvent, UserCreated, UserId};
 use fred::prelude::*;
-use ports::testing::contract::eventually;
 use ports::{
     Audience, EventConsumer, EventHandler, EventPublisher, Fanout, FanoutMessage, FanoutSink,
     HandleEventError, Notification,
 };
+use ports_testing::contract::eventually;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streams_adapter::{
@@ -56,7 +56,7 @@ mod cache_contract_on_a_cluster {
         }
     }
 
-    ports::cache_contract!(make());
+    ports_testing::cache_contract!(make());
 }
 
 #[derive(Default)]
@@ -205,14 +205,12 @@ async fn topic_history_and_presence_keep_their_contracts_on_a_cluster() {
     let base = client(&cluster).await;
     let fanout = RedisFanout::new(&base, cluster.prefix()).unwrap();
     // Topics hash to different nodes; each topic's keys share one slot.
-    ports::testing::contract::realtime::recorded_messages_reach_subscribers_in_offset_order(
-        &fanout,
-    )
-    .await;
-    ports::testing::contract::realtime::a_subscriber_recovers_exactly_what_it_missed(&fanout).await;
-    ports::testing::contract::realtime::what_history_no_longer_covers_is_not_recovered(&fanout)
+    ports_testing::contract::realtime::recorded_messages_reach_subscribers_in_offset_order(&fanout)
+        .await;
+    ports_testing::contract::realtime::a_subscriber_recovers_exactly_what_it_missed(&fanout).await;
+    ports_testing::contract::realtime::what_history_no_longer_covers_is_not_recovered(&fanout)
         .await;
     let presence = streams_adapter::RedisPresence::new(base.clone(), cluster.prefix());
-    ports::testing::contract::realtime::presence_lists_joined_clients_until_they_leave(&presence)
+    ports_testing::contract::realtime::presence_lists_joined_clients_until_they_leave(&presence)
         .await;
 }

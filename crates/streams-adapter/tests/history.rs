@@ -39,7 +39,7 @@ mod topic_history {
         }
     }
 
-    ports::topic_history_contract!(make());
+    ports_testing::topic_history_contract!(make());
 }
 
 mod presence {
@@ -54,5 +54,5 @@ mod presence {
         }
     }
 
-    ports::presence_contract!(make());
+    ports_testing::presence_contract!(make());
 }

@@ -1,7 +1,7 @@
 //! The fred client rides out a Redis restart.
 
 use fred::prelude::*;
-use ports::testing::contract::eventually;
+use ports_testing::contract::eventually;
 use std::time::Duration;
 use test_support::RedisProcess;
 

@@ -156,7 +156,7 @@ impl HttpObjectClient {
 }
 
 #[async_trait::async_trait]
-impl ports::testing::ObjectClient for HttpObjectClient {
+impl ports_testing::ObjectClient for HttpObjectClient {
     async fn post_form(&self, form: &ports::PresignedPost, file: Vec<u8>) -> u16 {
         self.post(form, file).await.0
     }

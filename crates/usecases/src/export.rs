@@ -239,20 +239,20 @@ impl UserData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ports::testing::{InMemoryStore, InMemoryWelcomeLedger};
+    use ports_testing::{InMemoryStore, InMemoryWelcomeLedger};
 
     #[tokio::test]
     async fn an_export_holds_the_profile_the_devices_as_fingerprints_and_the_welcome_mail() {
         let store = Arc::new(InMemoryStore::new());
         let ledger = Arc::new(InMemoryWelcomeLedger::new());
-        let objects = Arc::new(ports::testing::InMemoryObjectStore::new());
+        let objects = Arc::new(ports_testing::InMemoryObjectStore::new());
         let uploads = UploadService::new(
             store.clone(),
             objects.clone(),
             crate::ProfileService::new(store.clone()),
             crate::UploadSettings::default(),
         );
-        let jobs = Arc::new(ports::testing::RecordingJobQueue::new());
+        let jobs = Arc::new(ports_testing::RecordingJobQueue::new());
         let data = UserData::new(
             store.clone(),
             store.clone(),
@@ -315,7 +315,7 @@ mod tests {
             .start(&caller, domain::UploadPurpose::Avatar, "image/png", 3)
             .await
             .unwrap();
-        use ports::testing::ObjectClient as _;
+        use ports_testing::ObjectClient as _;
         assert_eq!(objects.post_form(&started.form, vec![1, 2, 3]).await, 204);
         uploads
             .complete(&caller, started.upload.id, "https://api.example.com/media")

@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use domain::{DisplayName, FirebaseUid};
     use ports::UpsertOutcome;
-    use ports::testing::InMemoryStore;
+    use ports_testing::InMemoryStore;
 
     fn caller(uid: &str) -> VerifiedIdentity {
         let mut id = VerifiedIdentity::new(FirebaseUid::parse(uid).unwrap());
@@ -195,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_profile_is_pushed_to_the_users_sockets() {
-        use ports::testing::RecordingNotifier;
+        use ports_testing::RecordingNotifier;
         let notifier = Arc::new(RecordingNotifier::new());
         let svc =
             ProfileService::new(Arc::new(InMemoryStore::new())).with_notifier(notifier.clone());
@@ -231,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_the_account_closes_its_sockets_everywhere() {
-        use ports::testing::RecordingNotifier;
+        use ports_testing::RecordingNotifier;
         let notifier = Arc::new(RecordingNotifier::new());
         let svc =
             ProfileService::new(Arc::new(InMemoryStore::new())).with_notifier(notifier.clone());

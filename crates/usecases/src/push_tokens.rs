@@ -151,7 +151,7 @@ impl PushTokenService {
 mod tests {
     use super::*;
     use domain::FirebaseUid;
-    use ports::testing::InMemoryStore;
+    use ports_testing::InMemoryStore;
 
     fn svc() -> PushTokenService {
         PushTokenService::new(

@@ -306,7 +306,7 @@ mod tests {
     use super::*;
     use domain::{FirebaseUid, ProfileDefaults, ProfilePatch};
     use ports::UserRepository;
-    use ports::testing::{InMemoryStore, RecordingPublisher};
+    use ports_testing::{InMemoryStore, RecordingPublisher};
 
     const TERM: LeaderTerm = LeaderTerm(1);
 

@@ -10,12 +10,12 @@
 
 use async_trait::async_trait;
 use domain::FirebaseUid;
-use ports::testing::contract::eventually;
-use ports::testing::{InMemoryFanout, InMemoryPresence};
 use ports::{
     Audience, Fanout as _, HistoryOptions, NamespaceOptions, Notification, Notifier as _,
     NotifyError, Realtime as _, SocketDelivery, StreamPosition, TopicPolicy,
 };
+use ports_testing::contract::eventually;
+use ports_testing::{InMemoryFanout, InMemoryPresence};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use futures_util::{SinkExt as _, StreamExt as _};
-use ports::testing::contract::eventually;
 use ports::{Audience, Notification, Notifier};
+use ports_testing::contract::eventually;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -118,6 +118,7 @@ fn allowed_inner(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "domain" => Some(&[]),
         "ports" => Some(&["domain"]),
+        "ports-testing" => Some(&["domain", "ports"]),
         "usecases" => Some(&["domain", "ports"]),
         "http-api" | "ops-console" => Some(&["domain", "ports", "usecases"]),
         n if ADAPTERS.contains(&n) => Some(&["domain", "ports"]),
@@ -152,7 +153,7 @@ fn violations(ws: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
         }
         if matches!(
             name.as_str(),
-            "domain" | "ports" | "usecases" | "http-api" | "ops-console"
+            "domain" | "ports" | "ports-testing" | "usecases" | "http-api" | "ops-console"
         ) {
             let drivers: Vec<&String> = deps
                 .iter()
@@ -170,6 +171,13 @@ fn violations(ws: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
         if !matches!(name.as_str(), "test-support" | "harness") && inner.contains("test-support") {
             broken.push(format!(
                 "{name} depends on test-support outside [dev-dependencies]"
+            ));
+        }
+        // The fakes and contracts are for tests: only the test tools
+        // may depend on them outside [dev-dependencies].
+        if !matches!(name.as_str(), "test-support" | "harness") && inner.contains("ports-testing") {
+            broken.push(format!(
+                "{name} depends on ports-testing outside [dev-dependencies]"
             ));
         }
         // The harness is a tool, never part of what ships.
@@ -239,6 +247,7 @@ fn every_crate_keeps_the_dependency_rules() {
     for required in [
         "domain",
         "ports",
+        "ports-testing",
         "usecases",
         "postgres-adapter",
         "streams-adapter",
@@ -279,9 +288,12 @@ fn the_rule_check_catches_each_kind_of_violation() {
     ws.get_mut("usecases").unwrap().insert("fred".into());
     ws.get_mut("ws-hub").unwrap().insert("test-support".into());
     ws.get_mut("app").unwrap().insert("harness".into());
+    ws.get_mut("usecases")
+        .unwrap()
+        .insert("ports-testing".into());
     ws.get_mut("ops-console")
         .unwrap()
         .insert("queue-adapter".into());
     let broken = violations(&ws);
-    assert_eq!(broken.len(), 9, "{broken:?}");
+    assert_eq!(broken.len(), 11, "{broken:?}");
 }

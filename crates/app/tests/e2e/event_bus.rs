@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use domain::{EventEnvelope, FirebaseUid, ProfileDefaults, ProfilePatch};
-use ports::testing::contract::eventually;
 use ports::{EventConsumer, EventHandler, HandleEventError, UserRepository};
+use ports_testing::contract::eventually;
 use postgres_adapter::{PgOutbox, PgSettings, PgUserRepository, build_pool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

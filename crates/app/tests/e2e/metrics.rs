@@ -2,7 +2,7 @@
 //! whole pipeline shows up on `/metrics` of the process that did the work.
 
 use app::Role;
-use ports::testing::contract::eventually;
+use ports_testing::contract::eventually;
 use serde_json::json;
 use std::time::Duration;
 use test_support::spawn_app_with;

@@ -1,4 +1,4 @@
-//! What every API test shares: the app over the `ports::testing` fakes,
+//! What every API test shares: the app over the `ports_testing` fakes,
 //! and requests and checks in one line each.
 
 pub(crate) use actix_web::body::MessageBody;
@@ -8,10 +8,10 @@ pub(crate) use actix_web::test::{self, TestRequest};
 pub(crate) use async_trait::async_trait;
 pub(crate) use domain::{CursorCodec, FirebaseUid, VerifiedIdentity};
 pub(crate) use http_api::{ApiState, HttpSettings, OpsState, Readiness, build_app, openapi_bytes};
-pub(crate) use ports::testing::{
+pub(crate) use ports::{HealthProbe, ProbeError};
+pub(crate) use ports_testing::{
     FakeTokenVerifier, InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender,
 };
-pub(crate) use ports::{HealthProbe, ProbeError};
 pub(crate) use serde_json::{Value, json};
 pub(crate) use std::sync::Arc;
 pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +53,7 @@ pub(crate) struct Harness {
     pub(crate) redis: Arc<Probe>,
     pub(crate) postgres: Arc<Probe>,
     pub(crate) push: Arc<RecordingPushSender>,
-    pub(crate) objects: Arc<ports::testing::InMemoryObjectStore>,
+    pub(crate) objects: Arc<ports_testing::InMemoryObjectStore>,
     pub(crate) verifier: Arc<FakeTokenVerifier>,
     pub(crate) state: ApiState,
 }
@@ -79,7 +79,7 @@ pub(crate) fn harness_with(
         hangs: AtomicBool::new(false),
     });
     let push = Arc::new(RecordingPushSender::new());
-    let objects = Arc::new(ports::testing::InMemoryObjectStore::new());
+    let objects = Arc::new(ports_testing::InMemoryObjectStore::new());
     let uploads = usecases::UploadService::new(
         store.clone(),
         objects.clone(),
@@ -90,7 +90,7 @@ pub(crate) fn harness_with(
         data: usecases::UserData::new(
             users.clone(),
             store.clone(),
-            Arc::new(ports::testing::InMemoryWelcomeLedger::new()),
+            Arc::new(ports_testing::InMemoryWelcomeLedger::new()),
             uploads.clone(),
             Arc::new(RecordingJobQueue::new()),
         ),

@@ -1,4 +1,4 @@
-//! The HTTP API end to end in-process, against the `ports::testing` fakes,
+//! The HTTP API end to end in-process, against the `ports_testing` fakes,
 //! one module per behaviour.
 
 #![expect(

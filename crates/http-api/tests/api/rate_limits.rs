@@ -7,7 +7,7 @@ async fn users_over_their_rate_limit_get_429_with_retry_after() {
     let mut h = harness();
     limited(
         &mut h,
-        Arc::new(ports::testing::InMemoryCache::new()),
+        Arc::new(ports_testing::InMemoryCache::new()),
         3,
         100,
     );
@@ -52,7 +52,7 @@ async fn unauthenticated_requests_are_limited_per_ip_but_probes_never() {
     let mut h = harness();
     limited(
         &mut h,
-        Arc::new(ports::testing::InMemoryCache::new()),
+        Arc::new(ports_testing::InMemoryCache::new()),
         100,
         2,
     );
@@ -96,7 +96,7 @@ async fn a_junk_authorization_header_buys_no_way_around_the_ip_limit() {
     let mut h = harness();
     limited(
         &mut h,
-        Arc::new(ports::testing::InMemoryCache::new()),
+        Arc::new(ports_testing::InMemoryCache::new()),
         100,
         3,
     );
@@ -142,7 +142,7 @@ async fn junk_credentials_on_an_unknown_path_or_a_wrong_method_still_count_per_i
     let mut h = harness();
     limited(
         &mut h,
-        Arc::new(ports::testing::InMemoryCache::new()),
+        Arc::new(ports_testing::InMemoryCache::new()),
         100,
         2,
     );
@@ -167,7 +167,7 @@ async fn an_ip_over_its_failure_budget_costs_no_more_signature_checks() {
     let mut h = harness();
     limited(
         &mut h,
-        Arc::new(ports::testing::InMemoryCache::new()),
+        Arc::new(ports_testing::InMemoryCache::new()),
         100,
         3,
     );

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use ports::PresignedPost;
-use ports::testing::ObjectClient as _;
+use ports_testing::ObjectClient as _;
 
 fn form_of(body: &Value) -> PresignedPost {
     PresignedPost {

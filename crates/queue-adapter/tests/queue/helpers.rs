@@ -3,8 +3,8 @@
 
 pub(crate) use async_trait::async_trait;
 pub(crate) use chrono::Utc;
-pub(crate) use ports::testing::contract::eventually;
 pub(crate) use ports::{EnqueueJobError, JobContext, JobFailure, JobHandler, JobQueue, NewJob};
+pub(crate) use ports_testing::contract::eventually;
 pub(crate) use queue_adapter::{
     FailOutcome, JobWorker, LeaseOutcome, QueueSettings, RedisJobQueue, RedisSettings, TickOutcome,
     WorkerSettings,

@@ -2,7 +2,7 @@ use super::*;
 use chrono::Utc;
 use domain::{ProfileDefaults, ProfilePatch, UserDeleted};
 use ports::JobId;
-use ports::testing::{
+use ports_testing::{
     InMemoryObjectStore, InMemoryStore, RecordingIdentityAdmin, RecordingJobQueue,
     RecordingNotifier,
 };

@@ -1,7 +1,7 @@
 use super::*;
 use domain::ProfileDefaults;
 use ports::JobHandler as _;
-use ports::testing::{InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender};
+use ports_testing::{InMemoryStore, PushOutcome, RecordingJobQueue, RecordingPushSender};
 
 fn uid(s: &str) -> FirebaseUid {
     FirebaseUid::parse(s).unwrap()

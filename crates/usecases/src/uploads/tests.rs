@@ -1,6 +1,6 @@
 use super::*;
 use domain::FirebaseUid;
-use ports::testing::{InMemoryObjectStore, InMemoryStore, ObjectClient as _};
+use ports_testing::{InMemoryObjectStore, InMemoryStore, ObjectClient as _};
 
 struct World {
     store: Arc<InMemoryStore>,

@@ -1,9 +1,9 @@
 use super::*;
 use domain::{ProfileDefaults, ProfilePatch};
-use ports::testing::{
+use ports::{JobHandler as _, JobId, Typed};
+use ports_testing::{
     InMemoryStore, InMemoryWelcomeLedger, MailOutcome, RecordingJobQueue, RecordingMailer,
 };
-use ports::{JobHandler as _, JobId, Typed};
 
 fn uid(s: &str) -> FirebaseUid {
     FirebaseUid::parse(s).unwrap()
@@ -269,7 +269,7 @@ async fn a_down_queue_means_retry() {
 
 #[tokio::test]
 async fn an_account_deleted_before_its_welcome_mail_went_out_gets_none() {
-    let users = Arc::new(ports::testing::InMemoryStore::new());
+    let users = Arc::new(ports_testing::InMemoryStore::new());
     let mailer = Arc::new(RecordingMailer::new());
     let handler = Typed(Arc::new(
         SendWelcomeMail::new(mailer.clone(), Arc::new(InMemoryWelcomeLedger::new()))

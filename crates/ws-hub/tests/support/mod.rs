@@ -2,7 +2,7 @@
 //! a real WebSocket client's helpers.
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use ports::testing::FakeTokenVerifier;
+use ports_testing::FakeTokenVerifier;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

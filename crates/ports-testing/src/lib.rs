@@ -1,4 +1,5 @@
-//! Test doubles and contract suites (feature `testing`).
+//! The ports' test doubles and contract suites, a crate of their own so the
+//! ports crate holds only the ports. A dev-dependency (and the test tools').
 //!
 //! Every fake here passes the same contract suite as the real adapter it
 //! stands in for, so a test that passes against a fake means something.

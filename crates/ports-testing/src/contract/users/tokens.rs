@@ -2,8 +2,8 @@
 //! unregistering and listing device tokens.
 
 use super::{UserStore, drain_events, email, token, uid};
-use crate::users::*;
 use domain::{DomainEvent, FirebaseUid, Platform, ProfileDefaults, ProfilePatch};
+use ports::users::*;
 use std::time::Duration;
 
 /// How many tokens `uid` has (at most one page of 10).

@@ -1,7 +1,7 @@
 //! The contract of [`PushSender`].
 
-use crate::push::{PushMessage, PushSender, SendPushError};
 use domain::PushToken;
+use ports::push::{PushMessage, PushSender, SendPushError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ macro_rules! push_sender_contract {
                 #[tokio::test]
                 async fn $name() {
                     let harness = $make.await;
-                    $crate::testing::contract::push::$name(&*harness).await;
+                    $crate::contract::push::$name(&*harness).await;
                 }
             };
         }

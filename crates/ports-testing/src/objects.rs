@@ -1,9 +1,9 @@
 //! An in-memory object store that enforces its POST policies like S3, and
 //! the client the object store contract uploads and reads with.
 
-use crate::storage::{ObjectInfo, ObjectStore, PostPolicy, PresignedPost, StorageError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ports::storage::{ObjectInfo, ObjectStore, PostPolicy, PresignedPost, StorageError};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

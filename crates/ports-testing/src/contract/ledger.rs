@@ -1,8 +1,8 @@
 //! The `WelcomeLedger` contract.
 
-use crate::JobId;
-use crate::mail::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger};
 use domain::{Email, FirebaseUid};
+use ports::JobId;
+use ports::mail::{ClaimWelcomeOutcome, SendHolder, WelcomeLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,7 +291,7 @@ macro_rules! welcome_ledger_contract {
                 #[tokio::test]
                 async fn $name() {
                     let ledger = $make.await;
-                    $crate::testing::contract::ledger::$name(ledger.as_ref()).await;
+                    $crate::contract::ledger::$name(ledger.as_ref()).await;
                 }
             };
         }
@@ -304,7 +304,7 @@ macro_rules! welcome_ledger_contract {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_claims_give_one_claim() {
             let ledger = $make.await;
-            $crate::testing::contract::ledger::concurrent_claims_give_one_claim(ledger).await;
+            $crate::contract::ledger::concurrent_claims_give_one_claim(ledger).await;
         }
     };
 }

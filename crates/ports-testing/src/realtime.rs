@@ -1,11 +1,11 @@
 //! An in-process fan-out with topic history, and an in-memory presence
 //! store: what a single instance needs, with the same contracts as Redis.
 
-use crate::realtime::{
+use async_trait::async_trait;
+use ports::realtime::{
     Audience, Fanout, FanoutError, FanoutMessage, FanoutSink, HistoryOptions, HistoryRead,
     PresenceEntry, PresenceStore, Publication, StreamPosition, TopicHistory,
 };
-use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -229,7 +229,7 @@ pub fn topic_message(topic: &str, kind: &str, n: u64) -> FanoutMessage {
     FanoutMessage {
         origin: "contract".into(),
         audience: Audience::Topic(topic.into()),
-        notification: crate::realtime::Notification::new(kind, serde_json::json!({"n": n})),
+        notification: ports::realtime::Notification::new(kind, serde_json::json!({"n": n})),
         disconnect: None,
         position: None,
         acked: None,

@@ -1,16 +1,16 @@
 //! Small recording fakes for the ports whose real adapters talk to a network.
 
-use crate::auth::{InvalidToken, TokenVerifier, VerifyTokenError};
-use crate::clock::Clock;
-use crate::events::{EventPublisher, PublishEventError};
-use crate::jobs::{
-    CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob, OwnedJob,
-};
-use crate::mail::{Mailer, SendMailError};
-use crate::realtime::{Audience, Disconnect, Notification, Notifier, NotifyError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{FirebaseUid, Mail, RawEvent, VerifiedIdentity};
+use ports::auth::{InvalidToken, TokenVerifier, VerifyTokenError};
+use ports::clock::Clock;
+use ports::events::{EventPublisher, PublishEventError};
+use ports::jobs::{
+    CancelJobsError, CancelledJobs, EnqueueJobError, JobId, JobQueue, NewJob, OwnedJob,
+};
+use ports::mail::{Mailer, SendMailError};
+use ports::realtime::{Audience, Disconnect, Notification, Notifier, NotifyError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
@@ -270,7 +270,7 @@ pub struct RecordingPublisher {
     /// How long each publish takes (a slow bus).
     delay: Mutex<std::time::Duration>,
     /// Each topic's fence: the latest leader term that published to it.
-    fences: Mutex<std::collections::HashMap<String, crate::LeaderTerm>>,
+    fences: Mutex<std::collections::HashMap<String, ports::LeaderTerm>>,
     /// `confirm` fails (no replica acknowledges).
     unconfirmed: Mutex<bool>,
     /// Successful `confirm` calls.
@@ -313,7 +313,7 @@ impl RecordingPublisher {
     async fn append(
         &self,
         event: &RawEvent,
-        term: Option<crate::LeaderTerm>,
+        term: Option<ports::LeaderTerm>,
     ) -> Result<String, PublishEventError> {
         let delay = *lock(&self.delay);
         if !delay.is_zero() {
@@ -347,7 +347,7 @@ impl EventPublisher for RecordingPublisher {
     async fn publish_as_leader(
         &self,
         event: &RawEvent,
-        term: crate::LeaderTerm,
+        term: ports::LeaderTerm,
     ) -> Result<String, PublishEventError> {
         self.append(event, Some(term)).await
     }
@@ -410,10 +410,10 @@ impl RecordingIdentityAdmin {
 }
 
 #[async_trait]
-impl crate::auth::IdentityAdmin for RecordingIdentityAdmin {
-    async fn delete_user(&self, uid: &FirebaseUid) -> Result<(), crate::auth::IdentityAdminError> {
+impl ports::auth::IdentityAdmin for RecordingIdentityAdmin {
+    async fn delete_user(&self, uid: &FirebaseUid) -> Result<(), ports::auth::IdentityAdminError> {
         if *lock(&self.down) {
-            return Err(crate::auth::IdentityAdminError::Unavailable(
+            return Err(ports::auth::IdentityAdminError::Unavailable(
                 anyhow::anyhow!("identity provider is down"),
             ));
         }

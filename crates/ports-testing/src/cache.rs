@@ -1,7 +1,7 @@
 //! An in-memory `Cache` with real expiry.
 
-use crate::cache::{Cache, CacheError};
 use async_trait::async_trait;
+use ports::cache::{Cache, CacheError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -3,12 +3,6 @@
 //! (One file over 400 lines on purpose: the three ports share that lock and
 //! its invariants, and split apart they would each need to reach into it.)
 
-use crate::outbox::{LeaderTerm, Outbox, OutboxError, OutboxRecord};
-use crate::storage::{
-    CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
-    UploadRepository, UploadStoreError,
-};
-use crate::users::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
@@ -16,6 +10,12 @@ use domain::{
     ProfileDefaults, ProfilePatch, PushToken, PushTokenRecord, RawEvent, User, UserCreated, UserId,
 };
 use domain::{Upload, UploadId, UploadPurpose, UploadStatus};
+use ports::outbox::{LeaderTerm, Outbox, OutboxError, OutboxRecord};
+use ports::storage::{
+    CompleteUploadError, CompletedUpload, Completion, CreateUploadError, QuotaUse, UploadQuota,
+    UploadRepository, UploadStoreError,
+};
+use ports::users::*;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};

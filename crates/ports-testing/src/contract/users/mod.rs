@@ -8,12 +8,12 @@
 mod tokens;
 pub use tokens::*;
 
-use crate::outbox::Outbox;
-use crate::users::*;
 use domain::{
     DisplayName, DomainEvent, Email, FirebaseUid, PhotoUrl, Platform, ProfileDefaults,
     ProfilePatch, PushToken,
 };
+use ports::outbox::Outbox;
+use ports::users::*;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub trait UserStore: Send + Sync + 'static {
     fn outbox(&self) -> &dyn Outbox;
 }
 
-impl UserStore for crate::testing::InMemoryStore {
+impl UserStore for crate::InMemoryStore {
     fn users(&self) -> &dyn UserRepository {
         self
     }
@@ -525,7 +525,7 @@ macro_rules! user_store_contract {
                 #[tokio::test]
                 async fn $name() {
                     let store = $make.await;
-                    $crate::testing::contract::users::$name(store.as_ref()).await;
+                    $crate::contract::users::$name(store.as_ref()).await;
                 }
             };
         }
@@ -546,14 +546,14 @@ macro_rules! user_store_contract {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_first_upserts_create_exactly_once() {
             let store = $make.await;
-            $crate::testing::contract::users::concurrent_first_upserts_create_exactly_once(store)
+            $crate::contract::users::concurrent_first_upserts_create_exactly_once(store)
                 .await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_first_registrations_and_upserts_create_exactly_once() {
             let store = $make.await;
-            $crate::testing::contract::users::concurrent_first_registrations_and_upserts_create_exactly_once(store)
+            $crate::contract::users::concurrent_first_registrations_and_upserts_create_exactly_once(store)
                 .await;
         }
     };

@@ -4,7 +4,7 @@
 //! test, plus a macro that expands to one `#[tokio::test]` per function:
 //!
 //! ```ignore
-//! ports::user_store_contract!(async { MyStore::connect(..).await });
+//! ports_testing::user_store_contract!(async { MyStore::connect(..).await });
 //! ```
 
 #![expect(

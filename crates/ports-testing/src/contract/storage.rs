@@ -3,17 +3,17 @@
 //! Longer than 450 lines: each MUST of the two ports is one test, over one
 //! fixture; a contract split up is harder to hold against an adapter.
 
-use crate::storage::{
-    CompleteUploadError, Completion, CreateUploadError, ObjectStore, PostPolicy, UploadQuota,
-    UploadRepository,
-};
-use crate::testing::objects::ObjectClient;
-use crate::users::UserRepository;
+use crate::objects::ObjectClient;
 use chrono::{DateTime, Utc};
 use domain::{
     FirebaseUid, ProfileDefaults, ProfilePatch, Upload, UploadId, UploadPurpose, UploadStatus,
     UserId,
 };
+use ports::storage::{
+    CompleteUploadError, Completion, CreateUploadError, ObjectStore, PostPolicy, UploadQuota,
+    UploadRepository,
+};
+use ports::users::UserRepository;
 use std::time::Duration;
 
 fn policy(key: &str, max_bytes: u64) -> PostPolicy {
@@ -139,7 +139,7 @@ macro_rules! object_store_contract {
                 #[tokio::test]
                 async fn $name() {
                     let t = $make.await;
-                    $crate::testing::contract::storage::$name(t).await;
+                    $crate::contract::storage::$name(t).await;
                 }
             };
         }
@@ -523,7 +523,7 @@ macro_rules! upload_repository_contract {
                 #[tokio::test]
                 async fn $name() {
                     let t = $make.await;
-                    $crate::testing::contract::storage::$name(t).await;
+                    $crate::contract::storage::$name(t).await;
                 }
             };
         }

@@ -1,11 +1,11 @@
 //! `InMemoryWelcomeLedger`: the `WelcomeLedger` port in memory, passing the
 //! same contract as the Postgres ledger.
 
-use crate::mail::{
-    ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError, WelcomeRecord,
-};
 use async_trait::async_trait;
 use domain::{Email, FirebaseUid};
+use ports::mail::{
+    ClaimWelcomeOutcome, SendHolder, WelcomeLedger, WelcomeLedgerError, WelcomeRecord,
+};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The contract of [`Cache`].
 
 use super::eventually;
-use crate::cache::Cache;
+use ports::cache::Cache;
 use std::time::Duration;
 
 pub async fn values_are_stored_replaced_and_deleted(cache: &dyn Cache) {
@@ -58,7 +58,7 @@ pub async fn window_counters_count_within_their_window_then_restart(cache: &dyn 
     .await;
 }
 
-/// One `#[tokio::test]` per case; see [`user_store_contract!`](crate::user_store_contract).
+/// One `#[tokio::test]` per case; see [`user_store_contract!`](ports::user_store_contract).
 #[macro_export]
 macro_rules! cache_contract {
     ($make:expr) => {
@@ -67,7 +67,7 @@ macro_rules! cache_contract {
                 #[tokio::test]
                 async fn $name() {
                     let cache = $make.await;
-                    $crate::testing::contract::cache::$name(cache.as_ref()).await;
+                    $crate::contract::cache::$name(cache.as_ref()).await;
                 }
             };
         }

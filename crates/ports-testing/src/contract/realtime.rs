@@ -2,11 +2,11 @@
 //! [`PresenceStore`].
 
 use super::eventually;
-use crate::realtime::{
+use crate::realtime::topic_message;
+use ports::realtime::{
     Fanout, FanoutMessage, FanoutSink, HistoryOptions, PresenceEntry, PresenceStore,
     StreamPosition, TopicHistory,
 };
-use crate::testing::realtime::topic_message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -340,7 +340,7 @@ macro_rules! topic_history_contract {
                 #[tokio::test]
                 async fn $name() {
                     let fanout = $make.await;
-                    $crate::testing::contract::realtime::$name(fanout.as_ref()).await;
+                    $crate::contract::realtime::$name(fanout.as_ref()).await;
                 }
             };
         }
@@ -361,7 +361,7 @@ macro_rules! presence_contract {
                 #[tokio::test]
                 async fn $name() {
                     let store = $make.await;
-                    $crate::testing::contract::realtime::$name(store.as_ref()).await;
+                    $crate::contract::realtime::$name(store.as_ref()).await;
                 }
             };
         }

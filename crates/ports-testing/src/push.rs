@@ -1,9 +1,9 @@
 //! A push sender that records what it sends and plays a provider's answers.
 
 use super::contract::push::PushProviderHarness;
-use crate::push::{PushMessage, PushSender, SendPushError};
 use async_trait::async_trait;
 use domain::PushToken;
+use ports::push::{PushMessage, PushSender, SendPushError};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

@@ -1,48 +1,48 @@
 //! The in-memory fakes pass the same contract suites as the real adapters.
 
 mod user_store {
-    use ports::testing::InMemoryStore;
+    use ports_testing::InMemoryStore;
     use std::sync::Arc;
 
-    ports::user_store_contract!(async { Arc::new(InMemoryStore::new()) });
+    ports_testing::user_store_contract!(async { Arc::new(InMemoryStore::new()) });
 }
 
 mod outbox {
-    use ports::testing::InMemoryStore;
+    use ports_testing::InMemoryStore;
     use std::sync::Arc;
 
-    ports::outbox_contract!(async { Arc::new(InMemoryStore::new()) });
+    ports_testing::outbox_contract!(async { Arc::new(InMemoryStore::new()) });
 }
 
 mod cache {
-    use ports::testing::InMemoryCache;
+    use ports_testing::InMemoryCache;
     use std::sync::Arc;
 
-    ports::cache_contract!(async { Arc::new(InMemoryCache::new()) });
+    ports_testing::cache_contract!(async { Arc::new(InMemoryCache::new()) });
 }
 
 mod push_sender {
-    use ports::testing::RecordingPushSender;
+    use ports_testing::RecordingPushSender;
     use std::sync::Arc;
 
-    ports::push_sender_contract!(async { Arc::new(RecordingPushSender::new()) });
+    ports_testing::push_sender_contract!(async { Arc::new(RecordingPushSender::new()) });
 }
 
 mod welcome_ledger {
     use ports::WelcomeLedger;
-    use ports::testing::InMemoryWelcomeLedger;
+    use ports_testing::InMemoryWelcomeLedger;
     use std::sync::Arc;
 
-    ports::welcome_ledger_contract!(async {
+    ports_testing::welcome_ledger_contract!(async {
         Arc::new(InMemoryWelcomeLedger::new()) as Arc<dyn WelcomeLedger>
     });
 }
 
 mod outbox_leadership {
-    use ports::testing::InMemoryStore;
+    use ports_testing::InMemoryStore;
     use std::sync::Arc;
 
-    ports::outbox_leadership_contract!(async {
+    ports_testing::outbox_leadership_contract!(async {
         let store = Arc::new(InMemoryStore::new());
         let first: Box<dyn ports::Outbox> = Box::new(store.handle());
         let second: Box<dyn ports::Outbox> = Box::new(store.handle());
@@ -51,25 +51,25 @@ mod outbox_leadership {
 }
 
 mod topic_history {
-    use ports::testing::InMemoryFanout;
+    use ports_testing::InMemoryFanout;
     use std::sync::Arc;
 
-    ports::topic_history_contract!(async { Arc::new(InMemoryFanout::new()) });
+    ports_testing::topic_history_contract!(async { Arc::new(InMemoryFanout::new()) });
 }
 
 mod presence {
-    use ports::testing::InMemoryPresence;
+    use ports_testing::InMemoryPresence;
     use std::sync::Arc;
 
-    ports::presence_contract!(async { Arc::new(InMemoryPresence::new()) });
+    ports_testing::presence_contract!(async { Arc::new(InMemoryPresence::new()) });
 }
 
 mod object_store {
-    use ports::testing::InMemoryObjectStore;
-    use ports::testing::contract::storage::StoreUnderTest;
+    use ports_testing::InMemoryObjectStore;
+    use ports_testing::contract::storage::StoreUnderTest;
     use std::sync::Arc;
 
-    ports::object_store_contract!(async {
+    ports_testing::object_store_contract!(async {
         let store = Arc::new(InMemoryObjectStore::new());
         StoreUnderTest {
             store: store.clone(),
@@ -81,11 +81,11 @@ mod object_store {
 }
 
 mod upload_repository {
-    use ports::testing::InMemoryStore;
-    use ports::testing::contract::storage::UploadsUnderTest;
+    use ports_testing::InMemoryStore;
+    use ports_testing::contract::storage::UploadsUnderTest;
     use std::sync::Arc;
 
-    ports::upload_repository_contract!(async {
+    ports_testing::upload_repository_contract!(async {
         let store = Arc::new(InMemoryStore::new());
         UploadsUnderTest {
             uploads: store.clone(),

@@ -98,8 +98,8 @@ pub async fn an_expired_lease_makes_rows_claimable_again(store: &dyn UserStore) 
 /// rows the dead leader had claimed are published first.
 pub async fn one_relay_leads_and_a_dead_leaders_rows_come_first(
     store: &dyn UserStore,
-    first: Box<dyn crate::Outbox>,
-    second: Box<dyn crate::Outbox>,
+    first: Box<dyn ports::Outbox>,
+    second: Box<dyn ports::Outbox>,
 ) {
     create_users(store, 3, "ob-lead").await;
     let term = first.lead().await.unwrap().expect("the first to ask leads");
@@ -140,7 +140,7 @@ pub async fn one_relay_leads_and_a_dead_leaders_rows_come_first(
 }
 
 /// Expands to one `#[tokio::test]` per case of the outbox contract; see
-/// [`user_store_contract!`](crate::user_store_contract).
+/// [`user_store_contract!`](ports::user_store_contract).
 #[macro_export]
 macro_rules! outbox_contract {
     ($make:expr) => {
@@ -149,7 +149,7 @@ macro_rules! outbox_contract {
                 #[tokio::test]
                 async fn $name() {
                     let store = $make.await;
-                    $crate::testing::contract::outbox::$name(store.as_ref()).await;
+                    $crate::contract::outbox::$name(store.as_ref()).await;
                 }
             };
         }
@@ -169,7 +169,7 @@ macro_rules! outbox_leadership_contract {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn one_relay_leads_and_a_dead_leaders_rows_come_first() {
             let (store, first, second) = $make.await;
-            $crate::testing::contract::outbox::one_relay_leads_and_a_dead_leaders_rows_come_first(
+            $crate::contract::outbox::one_relay_leads_and_a_dead_leaders_rows_come_first(
                 store.as_ref(),
                 first,
                 second,
