@@ -33,10 +33,7 @@ impl HubNotifier {
     }
 
     async fn publish(&self, message: FanoutMessage) -> Result<(), NotifyError> {
-        let Some(fanout) = self.hub.fanout() else {
-            return Ok(());
-        };
-        fanout.publish(&message).await.map_err(fanout_error)
+        self.hub.fan_out(&message).await.map_err(fanout_error)
     }
 
     /// Sends to `audience`; on a recoverable topic returns the message's

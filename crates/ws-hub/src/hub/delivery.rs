@@ -8,7 +8,9 @@ use super::{ConnId, Hub, read, user_topic, write};
 use crate::envelope;
 use crate::send_queue::TrySendError;
 use bytestring::ByteString;
-use ports::{Audience, Disconnect, FanoutMessage, FanoutSink, Notification, StreamPosition};
+use ports::{
+    Audience, Disconnect, FanoutError, FanoutMessage, FanoutSink, Notification, StreamPosition,
+};
 use std::collections::HashMap;
 
 /// Why a send to one connection failed.
@@ -227,15 +229,21 @@ impl Hub {
         }
     }
 
+    /// Publishes `message` to the other instances through the fan-out;
+    /// nothing to do without one (a single instance).
+    pub(crate) async fn fan_out(&self, message: &FanoutMessage) -> Result<(), FanoutError> {
+        match self.fanout() {
+            Some(fanout) => fanout.publish(message).await,
+            None => Ok(()),
+        }
+    }
+
     /// Delivers to the sockets here and publishes to the other instances
     /// (without a place in any history): best effort, a failure is logged.
     pub(crate) async fn announce(&self, audience: &Audience, notification: Notification) {
         self.deliver_local(audience, &notification);
-        if let Some(fanout) = self.fanout()
-            && let Err(e) = fanout
-                .publish(&self.fanout_message(audience, notification))
-                .await
-        {
+        let message = self.fanout_message(audience, notification);
+        if let Err(e) = self.fan_out(&message).await {
             tracing::debug!(error = %e, "notice not fanned out");
         }
     }
